@@ -1,0 +1,323 @@
+//! Plugin configuration: the JSON Envoy hands to `on_configure`, parsed in two steps.
+//!
+//! 1. serde reads the raw, camelCase form and refuses unknown keys;
+//! 2. [`Config::parse`] validates values into the runtime form.
+//!
+//! Every error names the field path and the bad value, so that the single log line Envoy shows
+//! is enough to fix the push: `metrics.interval: invalid duration "fast"`.
+
+use serde::de::{value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// Shortest and longest accepted `metrics.interval`: the rate gauges are recomputed once per
+/// interval, so below 100 ms they would mostly measure timer jitter.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Upper bound for `metrics.maxUpstreams`: each upstream costs six Envoy stats per worker.
+pub const MAX_UPSTREAMS_LIMIT: u64 = 10_000;
+
+/// The validated configuration the filter runs with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// When false, no series are defined and nothing is counted.
+    pub enabled: bool,
+    /// How often counters are flushed and the bytes-per-second gauges recomputed.
+    pub interval: Duration,
+    /// Distinct upstream labels per VM; further upstreams are reported as `other`.
+    pub max_upstreams: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            max_upstreams: 256,
+        }
+    }
+}
+
+/// A configuration mistake: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field (`metrics.interval`), or `configuration` for the whole
+    /// document.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    metrics: Option<Obj<RawMetrics>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMetrics {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    max_upstreams: Option<u64>,
+}
+
+impl Config {
+    /// Parses the plugin configuration bytes. Empty (or all-whitespace) input means defaults,
+    /// which is what Istio sends for a `WasmPlugin` without `pluginConfig`.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        let Obj(raw): Obj<RawConfig> = deserialize(bytes)?;
+        let metrics = compile_metrics(raw.metrics.map(|m| m.0).unwrap_or_default())?;
+        Ok(Config { metrics })
+    }
+}
+
+fn compile_metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    let defaults = MetricsConfig::default();
+    let interval = match raw.interval {
+        Some(text) => {
+            let interval = parse_duration("metrics.interval", &text)?;
+            if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
+                return Err(ConfigError::new(
+                    "metrics.interval",
+                    format!("{text:?} is out of range (100ms to 1h)"),
+                ));
+            }
+            interval
+        }
+        None => defaults.interval,
+    };
+    let max_upstreams = match raw.max_upstreams {
+        Some(n) if (1..=MAX_UPSTREAMS_LIMIT).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ConfigError::new(
+                "metrics.maxUpstreams",
+                format!("{n} is out of range (1 to {MAX_UPSTREAMS_LIMIT})"),
+            ))
+        }
+        None => defaults.max_upstreams,
+    };
+    Ok(MetricsConfig {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        interval,
+        max_upstreams,
+    })
+}
+
+/// Parses a duration such as `"250ms"`, `"1s"` or `"1m30s"`. Zero is refused: every duration in
+/// the configuration is a period or a delay for which zero would be a mistake.
+pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err(ConfigError::new(
+            path,
+            format!("invalid duration {text:?}: must be greater than zero"),
+        )),
+        Ok(d) => Ok(d),
+        Err(_) => Err(ConfigError::new(
+            path,
+            format!("invalid duration {text:?} (expected e.g. \"250ms\", \"1s\", \"1m30s\")"),
+        )),
+    }
+}
+
+/// A JSON object deserialized into `T`. serde's derived structs also accept a JSON array of the
+/// fields in order; a configuration written that way is a mistake, so only objects pass.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Obj)
+    }
+}
+
+/// serde_json with the path of the failing field kept (`metrics.maxUpstreams`).
+fn deserialize<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        // Only data errors sit at a field; syntax errors carry a line and column instead.
+        let path = match inner.classify() {
+            serde_json::error::Category::Data if path != "." => path,
+            _ => "configuration".to_owned(),
+        };
+        ConfigError::new(path, json_message(&inner))
+    })?;
+    de.end()
+        .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
+    Ok(value)
+}
+
+/// serde_json appends "at line 1 column 37" to every message; the field path says more for data
+/// errors, the position is kept for syntax errors, where there is no field yet.
+fn json_message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match err.classify() {
+        serde_json::error::Category::Data => match text.rsplit_once(" at line ") {
+            Some((message, _)) => message.to_owned(),
+            None => text,
+        },
+        serde_json::error::Category::Eof => "not valid JSON: unexpected end of input".to_owned(),
+        _ => format!("not valid JSON: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Config::parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_means_defaults() {
+        assert_eq!(Config::parse(b"").unwrap(), Config::default());
+        assert_eq!(Config::parse(b"  \n").unwrap(), Config::default());
+        assert_eq!(Config::parse(b"{}").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(br#"{"metrics":{}}"#).unwrap(),
+            Config::default()
+        );
+        assert_eq!(
+            Config::parse(br#"{"metrics":null}"#).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn full_metrics_section() {
+        let c = Config::parse(
+            br#"{"metrics": {"enabled": false, "interval": "1m30s", "maxUpstreams": 3}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                enabled: false,
+                interval: Duration::from_secs(90),
+                max_upstreams: 3
+            }
+        );
+        let c = Config::parse(br#"{"metrics": {"interval": "250ms"}}"#).unwrap();
+        assert_eq!(c.metrics.interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let cases = [
+            (
+                r#"{"metrics": {"interval": "fast"}}"#,
+                r#"metrics.interval: invalid duration "fast""#,
+            ),
+            (
+                r#"{"metrics": {"interval": "0s"}}"#,
+                "must be greater than zero",
+            ),
+            (
+                r#"{"metrics": {"interval": "10ms"}}"#,
+                r#"metrics.interval: "10ms" is out of range"#,
+            ),
+            (
+                r#"{"metrics": {"interval": "2h"}}"#,
+                r#"metrics.interval: "2h" is out of range"#,
+            ),
+            (
+                r#"{"metrics": {"interval": 5}}"#,
+                "metrics.interval: invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#"{"metrics": {"maxUpstreams": 0}}"#,
+                "metrics.maxUpstreams: 0 is out of range",
+            ),
+            (
+                r#"{"metrics": {"maxUpstreams": 20000}}"#,
+                "metrics.maxUpstreams: 20000 is out of range",
+            ),
+            (
+                r#"{"metrics": {"maxUpstreams": -1}}"#,
+                "metrics.maxUpstreams: invalid value: integer `-1`",
+            ),
+            (
+                r#"{"metrics": {"maxUpstreams": 1.5}}"#,
+                "metrics.maxUpstreams: invalid type: floating point `1.5`",
+            ),
+            (
+                r#"{"metrics": {"enabled": "yes"}}"#,
+                r#"metrics.enabled: invalid type: string "yes", expected a boolean"#,
+            ),
+            (
+                r#"{"metrics": {"intervall": "1s"}}"#,
+                "metrics.intervall: unknown field `intervall`",
+            ),
+            (r#"{"metric": {}}"#, "metric: unknown field `metric`"),
+            (
+                r#"{"metrics": []}"#,
+                "metrics: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"{"metrics": [true, "1s", 5]}"#,
+                "metrics: invalid type: sequence, expected an object",
+            ),
+            (
+                r#"[]"#,
+                "configuration: invalid type: sequence, expected an object",
+            ),
+            (r#""x""#, "configuration: invalid type: string"),
+            (r#"{"metrics": {}"#, "configuration: not valid JSON"),
+            (
+                r#"{} x"#,
+                "configuration: not valid JSON: trailing characters",
+            ),
+            ("\u{1}", "configuration: not valid JSON"),
+        ];
+        for (json, want) in cases {
+            let got = err(json);
+            assert!(got.contains(want), "{json}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_is_refused() {
+        let e = Config::parse(b"{\"metrics\": {\"interval\": \"\xff\"}}").unwrap_err();
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
+    }
+}

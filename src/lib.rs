@@ -1,0 +1,38 @@
+//! dbfault: a proxy-wasm network (L4) filter for Envoy and Istio sidecars in front of database
+//! connections. It counts connections and bytes per upstream database and exports them as Envoy
+//! stats with `upstream` labels.
+//!
+//! # Layout
+//! - [`config`]: plugin configuration, raw serde form → validated [`config::Config`].
+//! - [`upstream`]: the upstream identity of a connection, label sanitising.
+//! - [`throughput`]: byte counts and the windowed bytes-per-second rate.
+//! - [`metrics`]: metric names and the per-upstream series registry, over a [`metrics::MetricSink`].
+//! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
+//! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
+//!
+//! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`.
+
+pub mod config;
+pub mod metrics;
+pub mod throughput;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+#[cfg(target_arch = "wasm32")]
+mod host;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    // Replace the SDK's hook (which unwraps its own log call) with one that cannot panic again.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(
+            proxy_wasm::types::LogLevel::Critical,
+            &format!("dbfault: panic: {info}"),
+        );
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(filter::Root::default())
+    });
+}}

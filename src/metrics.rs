@@ -1,0 +1,381 @@
+//! Metric names (the one place they are spelled) and the per-upstream series registry.
+//!
+//! Labels travel inside the stat name the way Istio's `extraStatTags` expects:
+//! `upstream=.=pg;.;dbfault_upstream_tx_bytes_total`. Envoy's tag extractor regex
+//! `(upstream=\.=(.*?);\.;)` cuts them out again, so `/stats/prometheus` shows
+//! `dbfault_upstream_tx_bytes_total{upstream="pg"}`.
+
+use crate::throughput::{ByteCount, Flushed, RateShare};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+pub const UPSTREAM_CX_TOTAL: &str = "dbfault_upstream_cx_total";
+pub const UPSTREAM_CX_ACTIVE: &str = "dbfault_upstream_cx_active";
+pub const UPSTREAM_TX_BYTES_TOTAL: &str = "dbfault_upstream_tx_bytes_total";
+pub const UPSTREAM_RX_BYTES_TOTAL: &str = "dbfault_upstream_rx_bytes_total";
+pub const UPSTREAM_TX_BYTES_PER_SECOND: &str = "dbfault_upstream_tx_bytes_per_second";
+pub const UPSTREAM_RX_BYTES_PER_SECOND: &str = "dbfault_upstream_rx_bytes_per_second";
+
+/// Label value for upstreams beyond `metrics.maxUpstreams`.
+pub const OTHER_UPSTREAM: &str = "other";
+
+/// `tagged("m", &[("upstream", "pg")])` → `"upstream=.=pg;.;m"`.
+pub fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(name.len() + 32);
+    for (key, value) in tags {
+        out.push_str(key);
+        out.push_str("=.=");
+        out.push_str(value);
+        out.push_str(";.;");
+    }
+    out.push_str(name);
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+pub type MetricId = u32;
+
+/// Where metrics go: Envoy's stats in the module, a recording fake in tests. Failures are the
+/// sink's to log; callers carry on without the metric (fail open).
+pub trait MetricSink {
+    fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId>;
+    /// Adds `delta` (never called with zero: Envoy refuses zero increments).
+    fn add(&mut self, id: MetricId, delta: i64);
+}
+
+fn add_nonzero(sink: &mut dyn MetricSink, id: Option<MetricId>, delta: i64) {
+    if let (Some(id), true) = (id, delta != 0) {
+        sink.add(id, delta);
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Bytes one upstream's connections moved in this VM, by direction.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Client → database.
+    pub tx: ByteCount,
+    /// Database → client.
+    pub rx: ByteCount,
+}
+
+/// Ids of one upstream's six series; `None` where Envoy refused the definition.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeriesIds {
+    cx_total: Option<MetricId>,
+    cx_active: Option<MetricId>,
+    tx_bytes: Option<MetricId>,
+    rx_bytes: Option<MetricId>,
+    tx_rate: Option<MetricId>,
+    rx_rate: Option<MetricId>,
+}
+
+impl SeriesIds {
+    fn define(sink: &mut dyn MetricSink, upstream: &str) -> SeriesIds {
+        let mut def = |kind, name| sink.define(kind, &tagged(name, &[("upstream", upstream)]));
+        SeriesIds {
+            cx_total: def(MetricKind::Counter, UPSTREAM_CX_TOTAL),
+            cx_active: def(MetricKind::Gauge, UPSTREAM_CX_ACTIVE),
+            tx_bytes: def(MetricKind::Counter, UPSTREAM_TX_BYTES_TOTAL),
+            rx_bytes: def(MetricKind::Counter, UPSTREAM_RX_BYTES_TOTAL),
+            tx_rate: def(MetricKind::Gauge, UPSTREAM_TX_BYTES_PER_SECOND),
+            rx_rate: def(MetricKind::Gauge, UPSTREAM_RX_BYTES_PER_SECOND),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct UpstreamSeries {
+    ids: SeriesIds,
+    traffic: Rc<Traffic>,
+    tx_flushed: Flushed,
+    rx_flushed: Flushed,
+    tx_rate: RateShare,
+    rx_rate: RateShare,
+}
+
+impl UpstreamSeries {
+    fn flush_bytes(&mut self, sink: &mut dyn MetricSink) {
+        let tx = self.tx_flushed.take(self.traffic.tx.get());
+        let rx = self.rx_flushed.take(self.traffic.rx.get());
+        add_nonzero(sink, self.ids.tx_bytes, saturating_i64(tx));
+        add_nonzero(sink, self.ids.rx_bytes, saturating_i64(rx));
+    }
+}
+
+/// A connection's handle on its upstream's series, taken once when the upstream is identified.
+#[derive(Debug, Clone)]
+pub struct ConnectionStats {
+    slot: usize,
+    /// The hot path adds forwarded bytes here.
+    pub traffic: Rc<Traffic>,
+}
+
+/// This VM's upstream series: defined once per upstream, cached, flushed once per interval.
+///
+/// Byte counters are exact at every connection close and at most one interval stale while
+/// connections are open; the bytes-per-second gauges are recomputed at each flush.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    series: Vec<UpstreamSeries>,
+    by_upstream: HashMap<String, usize>,
+    /// Distinct upstreams with their own series (`other` not included).
+    named: usize,
+    last_flush_nanos: Option<u64>,
+}
+
+impl Telemetry {
+    /// Counts a new connection to `upstream` and returns its handle. Beyond `max_upstreams`
+    /// distinct upstreams, new ones share the `other` series.
+    pub fn open(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        upstream: &str,
+        max_upstreams: usize,
+    ) -> ConnectionStats {
+        let slot = match self.by_upstream.get(upstream) {
+            Some(&slot) => slot,
+            None if self.named < max_upstreams && upstream != OTHER_UPSTREAM => {
+                self.named += 1;
+                self.insert(sink, upstream)
+            }
+            None => match self.by_upstream.get(OTHER_UPSTREAM) {
+                Some(&slot) => slot,
+                None => self.insert(sink, OTHER_UPSTREAM),
+            },
+        };
+        let traffic = match self.series.get(slot) {
+            Some(series) => {
+                add_nonzero(sink, series.ids.cx_total, 1);
+                add_nonzero(sink, series.ids.cx_active, 1);
+                Rc::clone(&series.traffic)
+            }
+            None => Rc::default(),
+        };
+        ConnectionStats { slot, traffic }
+    }
+
+    fn insert(&mut self, sink: &mut dyn MetricSink, upstream: &str) -> usize {
+        let slot = self.series.len();
+        self.series.push(UpstreamSeries {
+            ids: SeriesIds::define(sink, upstream),
+            traffic: Rc::default(),
+            tx_flushed: Flushed::default(),
+            rx_flushed: Flushed::default(),
+            tx_rate: RateShare::default(),
+            rx_rate: RateShare::default(),
+        });
+        self.by_upstream.insert(upstream.to_owned(), slot);
+        slot
+    }
+
+    /// A connection ended: its bytes reach the counters now, and it leaves `cx_active`.
+    pub fn close(&mut self, sink: &mut dyn MetricSink, conn: &ConnectionStats) {
+        if let Some(series) = self.series.get_mut(conn.slot) {
+            series.flush_bytes(sink);
+            add_nonzero(sink, series.ids.cx_active, -1);
+        }
+    }
+
+    /// Flushes byte counters and recomputes the rate gauges, if at least three quarters of
+    /// `interval_nanos` passed since the last flush (several root contexts of one VM may tick;
+    /// the rate divides by the real elapsed time, so early or late ticks stay correct).
+    /// Returns whether it flushed.
+    pub fn flush_if_due(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        now_nanos: u64,
+        interval_nanos: u64,
+    ) -> bool {
+        let elapsed = match self.last_flush_nanos {
+            Some(last) if now_nanos < last => {
+                // The wall clock stepped back: restart the window.
+                self.last_flush_nanos = Some(now_nanos);
+                return false;
+            }
+            Some(last) if now_nanos - last < interval_nanos / 4 * 3 => return false,
+            Some(last) => now_nanos - last,
+            None => 0,
+        };
+        self.last_flush_nanos = Some(now_nanos);
+        for series in &mut self.series {
+            series.flush_bytes(sink);
+            let tx = series.tx_rate.update(series.traffic.tx.get(), elapsed);
+            let rx = series.rx_rate.update(series.traffic.rx.get(), elapsed);
+            add_nonzero(sink, series.ids.tx_rate, tx);
+            add_nonzero(sink, series.ids.rx_rate, rx);
+        }
+        true
+    }
+
+    /// Takes this VM's share out of the rate gauges (metrics switched off, or the last root
+    /// context of the VM is going away) and flushes the counters.
+    pub fn withdraw(&mut self, sink: &mut dyn MetricSink) {
+        self.last_flush_nanos = None;
+        for series in &mut self.series {
+            series.flush_bytes(sink);
+            let tx = series.tx_rate.withdraw(series.traffic.tx.get());
+            let rx = series.rx_rate.withdraw(series.traffic.rx.get());
+            add_nonzero(sink, series.ids.tx_rate, tx);
+            add_nonzero(sink, series.ids.rx_rate, rx);
+        }
+    }
+}
+
+/// A [`MetricSink`] that records everything, for tests of this crate.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub struct FakeSink {
+        pub names: Vec<(MetricKind, String)>,
+        pub values: Vec<i64>,
+        pub calls: usize,
+    }
+
+    impl FakeSink {
+        pub fn value(&self, name: &str) -> Option<i64> {
+            let id = self.names.iter().position(|(_, n)| n == name)?;
+            self.values.get(id).copied()
+        }
+    }
+
+    impl MetricSink for FakeSink {
+        fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId> {
+            assert!(
+                !self.names.iter().any(|(_, n)| n == name),
+                "{name} defined twice"
+            );
+            self.names.push((kind, name.to_owned()));
+            self.values.push(0);
+            Some((self.names.len() - 1) as MetricId)
+        }
+
+        fn add(&mut self, id: MetricId, delta: i64) {
+            assert_ne!(delta, 0, "zero increment");
+            self.calls += 1;
+            let value = &mut self.values[id as usize];
+            *value += delta;
+            if self.names[id as usize].0 == MetricKind::Counter {
+                assert!(*value >= 0 && delta > 0, "counter went down");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeSink;
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn name(metric: &str, upstream: &str) -> String {
+        tagged(metric, &[("upstream", upstream)])
+    }
+
+    #[test]
+    fn tag_syntax() {
+        assert_eq!(
+            tagged("dbfault_x", &[("upstream", "pg"), ("fault", "f1")]),
+            "upstream=.=pg;.;fault=.=f1;.;dbfault_x"
+        );
+        assert_eq!(tagged("dbfault_x", &[]), "dbfault_x");
+    }
+
+    #[test]
+    fn connection_lifecycle_is_exact() {
+        let mut sink = FakeSink::default();
+        let mut t = Telemetry::default();
+        let a = t.open(&mut sink, "pg", 10);
+        let b = t.open(&mut sink, "pg", 10);
+        assert_eq!(sink.names.len(), 6, "series defined once per upstream");
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "pg")), Some(2));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_ACTIVE, "pg")), Some(2));
+        a.traffic.tx.add(100);
+        a.traffic.rx.add(40);
+        b.traffic.tx.add(1);
+        // Nothing reaches the host until a close or a flush.
+        assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "pg")), Some(0));
+        t.close(&mut sink, &a);
+        assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "pg")), Some(101));
+        assert_eq!(sink.value(&name(UPSTREAM_RX_BYTES_TOTAL, "pg")), Some(40));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_ACTIVE, "pg")), Some(1));
+        b.traffic.tx.add(9);
+        t.close(&mut sink, &b);
+        assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "pg")), Some(110));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_ACTIVE, "pg")), Some(0));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "pg")), Some(2));
+    }
+
+    #[test]
+    fn upstreams_beyond_the_limit_share_other() {
+        let mut sink = FakeSink::default();
+        let mut t = Telemetry::default();
+        for upstream in ["a", "b", "c", "d", "a"] {
+            let c = t.open(&mut sink, upstream, 2);
+            c.traffic.tx.add(1);
+            t.close(&mut sink, &c);
+        }
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "a")), Some(2));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "b")), Some(1));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "other")), Some(2));
+        assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "other")), Some(2));
+        assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "c")), None);
+        assert_eq!(sink.names.len(), 18);
+    }
+
+    #[test]
+    fn rates_follow_traffic_and_return_to_zero() {
+        let mut sink = FakeSink::default();
+        let mut t = Telemetry::default();
+        let c = t.open(&mut sink, "redis", 10);
+        let rate = name(UPSTREAM_TX_BYTES_PER_SECOND, "redis");
+        assert!(t.flush_if_due(&mut sink, 10 * SEC, SEC));
+        c.traffic.tx.add(5000);
+        c.traffic.rx.add(100);
+        // Too early: a second root context ticking half an interval later does nothing.
+        assert!(!t.flush_if_due(&mut sink, 10 * SEC + SEC / 2, SEC));
+        assert!(t.flush_if_due(&mut sink, 12 * SEC, SEC));
+        assert_eq!(sink.value(&rate), Some(2500));
+        assert_eq!(
+            sink.value(&name(UPSTREAM_RX_BYTES_PER_SECOND, "redis")),
+            Some(50)
+        );
+        assert_eq!(
+            sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "redis")),
+            Some(5000)
+        );
+        assert!(t.flush_if_due(&mut sink, 13 * SEC, SEC));
+        assert_eq!(sink.value(&rate), Some(0));
+        c.traffic.tx.add(1000);
+        assert!(t.flush_if_due(&mut sink, 14 * SEC, SEC));
+        assert_eq!(sink.value(&rate), Some(1000));
+        t.withdraw(&mut sink);
+        assert_eq!(sink.value(&rate), Some(0));
+        // A clock that steps back restarts the window instead of computing a bogus rate.
+        assert!(t.flush_if_due(&mut sink, 20 * SEC, SEC));
+        assert!(!t.flush_if_due(&mut sink, 19 * SEC, SEC));
+    }
+
+    #[test]
+    fn idle_flushes_make_no_host_calls() {
+        let mut sink = FakeSink::default();
+        let mut t = Telemetry::default();
+        let _c = t.open(&mut sink, "pg", 10);
+        let calls = sink.calls;
+        for i in 1..10 {
+            t.flush_if_due(&mut sink, i * SEC, SEC);
+        }
+        assert_eq!(sink.calls, calls);
+    }
+}
