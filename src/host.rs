@@ -25,6 +25,12 @@ impl MetricSink for HostMetrics {
         }
     }
 
+    fn record(&mut self, id: MetricId, value: u64) {
+        if let Err(status) = hostcalls::record_metric(id, value) {
+            debug!("dbfault: record of metric {id} failed: {status:?}");
+        }
+    }
+
     fn add(&mut self, id: MetricId, delta: i64) {
         if let Err(status) = hostcalls::increment_metric(id, delta) {
             debug!("dbfault: increment of metric {id} by {delta} failed: {status:?}");
@@ -72,5 +78,84 @@ pub fn plugin_configuration(size: usize) -> Vec<u8> {
 pub fn set_tick_period(period: Duration) {
     if let Err(status) = hostcalls::set_tick_period(period) {
         warn!("dbfault: cannot set the tick period: {status:?}");
+    }
+}
+
+/// Which side's bytes a data callback carries.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Downstream,
+    Upstream,
+}
+
+impl Side {
+    fn buffer(self) -> BufferType {
+        match self {
+            Side::Downstream => BufferType::DownstreamData,
+            Side::Upstream => BufferType::UpstreamData,
+        }
+    }
+}
+
+/// Inside a data callback of `size` bytes: keeps the first `keep` bytes and discards the rest.
+/// Envoy's buffer API can only replace from the start, so the kept head is copied out first.
+pub fn drop_data(side: Side, size: usize, keep: usize) {
+    let head = if keep == 0 {
+        Vec::new()
+    } else {
+        match hostcalls::get_buffer(side.buffer(), 0, keep) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => Vec::new(),
+            Err(status) => {
+                warn!("dbfault: cannot read the data buffer: {status:?}");
+                return;
+            }
+        }
+    };
+    if let Err(status) = hostcalls::set_buffer(side.buffer(), 0, size, &head) {
+        warn!("dbfault: cannot drop bytes from the data buffer: {status:?}");
+    }
+}
+
+/// Closes the current (effective) connection: Envoy flushes pending writes, then sends a FIN.
+pub fn close_connection() {
+    if let Err(status) = hostcalls::close_downstream() {
+        warn!("dbfault: cannot close the connection: {status:?}");
+    }
+}
+
+/// Resumes the current (effective) connection's paused client → database stream.
+pub fn resume_downstream() {
+    if let Err(status) = hostcalls::resume_downstream() {
+        warn!("dbfault: cannot resume the connection: {status:?}");
+    }
+}
+
+/// Makes `context_id` the target of the following host calls (from a root context's tick).
+/// Returns false when the context is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    match hostcalls::set_effective_context(context_id) {
+        Ok(()) => true,
+        Err(status) => {
+            debug!("dbfault: context {context_id} unavailable: {status:?}");
+            false
+        }
+    }
+}
+
+/// Process-wide shared data (all VMs with the same `vm_id`).
+pub fn shared_data(key: &str) -> Option<Vec<u8>> {
+    match hostcalls::get_shared_data(key) {
+        Ok((bytes, _cas)) => bytes,
+        Err(status) => {
+            debug!("dbfault: shared data {key} unavailable: {status:?}");
+            None
+        }
+    }
+}
+
+pub fn set_shared_data(key: &str, value: &[u8]) {
+    if let Err(status) = hostcalls::set_shared_data(key, Some(value), None) {
+        warn!("dbfault: cannot write shared data {key}: {status:?}");
     }
 }

@@ -13,7 +13,9 @@
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`.
 
 pub mod config;
+pub mod fault;
 pub mod metrics;
+pub mod schedule;
 pub mod throughput;
 pub mod upstream;
 
@@ -32,7 +34,7 @@ proxy_wasm::main! {{
             &format!("dbfault: panic: {info}"),
         );
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(filter::Root::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(filter::Root::new(context_id))
     });
 }}

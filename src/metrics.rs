@@ -15,6 +15,9 @@ pub const UPSTREAM_TX_BYTES_TOTAL: &str = "dbfault_upstream_tx_bytes_total";
 pub const UPSTREAM_RX_BYTES_TOTAL: &str = "dbfault_upstream_rx_bytes_total";
 pub const UPSTREAM_TX_BYTES_PER_SECOND: &str = "dbfault_upstream_tx_bytes_per_second";
 pub const UPSTREAM_RX_BYTES_PER_SECOND: &str = "dbfault_upstream_rx_bytes_per_second";
+pub const UPSTREAM_DROPPED_BYTES_TOTAL: &str = "dbfault_upstream_dropped_bytes_total";
+pub const FAULTS_INJECTED_TOTAL: &str = "dbfault_faults_injected_total";
+pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
 
 /// Label value for upstreams beyond `metrics.maxUpstreams`.
 pub const OTHER_UPSTREAM: &str = "other";
@@ -46,6 +49,8 @@ pub trait MetricSink {
     fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId>;
     /// Adds `delta` (never called with zero: Envoy refuses zero increments).
     fn add(&mut self, id: MetricId, delta: i64);
+    /// Sets a gauge to `value` (every VM records the same value, so the last write is right).
+    fn record(&mut self, id: MetricId, value: u64);
 }
 
 fn add_nonzero(sink: &mut dyn MetricSink, id: Option<MetricId>, delta: i64) {
@@ -65,6 +70,8 @@ pub struct Traffic {
     pub tx: ByteCount,
     /// Database → client.
     pub rx: ByteCount,
+    /// Swallowed by a fault (blackhole, cut, abort), either direction.
+    pub dropped: ByteCount,
 }
 
 /// Ids of one upstream's six series; `None` where Envoy refused the definition.
@@ -76,6 +83,7 @@ struct SeriesIds {
     rx_bytes: Option<MetricId>,
     tx_rate: Option<MetricId>,
     rx_rate: Option<MetricId>,
+    dropped_bytes: Option<MetricId>,
 }
 
 impl SeriesIds {
@@ -88,16 +96,19 @@ impl SeriesIds {
             rx_bytes: def(MetricKind::Counter, UPSTREAM_RX_BYTES_TOTAL),
             tx_rate: def(MetricKind::Gauge, UPSTREAM_TX_BYTES_PER_SECOND),
             rx_rate: def(MetricKind::Gauge, UPSTREAM_RX_BYTES_PER_SECOND),
+            dropped_bytes: def(MetricKind::Counter, UPSTREAM_DROPPED_BYTES_TOTAL),
         }
     }
 }
 
 #[derive(Debug)]
 struct UpstreamSeries {
+    label: String,
     ids: SeriesIds,
     traffic: Rc<Traffic>,
     tx_flushed: Flushed,
     rx_flushed: Flushed,
+    dropped_flushed: Flushed,
     tx_rate: RateShare,
     rx_rate: RateShare,
 }
@@ -106,8 +117,10 @@ impl UpstreamSeries {
     fn flush_bytes(&mut self, sink: &mut dyn MetricSink) {
         let tx = self.tx_flushed.take(self.traffic.tx.get());
         let rx = self.rx_flushed.take(self.traffic.rx.get());
+        let dropped = self.dropped_flushed.take(self.traffic.dropped.get());
         add_nonzero(sink, self.ids.tx_bytes, saturating_i64(tx));
         add_nonzero(sink, self.ids.rx_bytes, saturating_i64(rx));
+        add_nonzero(sink, self.ids.dropped_bytes, saturating_i64(dropped));
     }
 }
 
@@ -130,6 +143,10 @@ pub struct Telemetry {
     /// Distinct upstreams with their own series (`other` not included).
     named: usize,
     last_flush_nanos: Option<u64>,
+    /// `faults_injected_total` per (upstream series, fault name).
+    injected: HashMap<(usize, String), Option<MetricId>>,
+    /// `fault_active` per fault name.
+    active: HashMap<String, Option<MetricId>>,
 }
 
 impl Telemetry {
@@ -166,15 +183,66 @@ impl Telemetry {
     fn insert(&mut self, sink: &mut dyn MetricSink, upstream: &str) -> usize {
         let slot = self.series.len();
         self.series.push(UpstreamSeries {
+            label: upstream.to_owned(),
             ids: SeriesIds::define(sink, upstream),
             traffic: Rc::default(),
             tx_flushed: Flushed::default(),
             rx_flushed: Flushed::default(),
+            dropped_flushed: Flushed::default(),
             tx_rate: RateShare::default(),
             rx_rate: RateShare::default(),
         });
         self.by_upstream.insert(upstream.to_owned(), slot);
         slot
+    }
+
+    /// The upstream label a connection's series carries (`other` beyond the limit).
+    pub fn label(&self, conn: &ConnectionStats) -> &str {
+        self.series
+            .get(conn.slot)
+            .map_or(OTHER_UPSTREAM, |s| s.label.as_str())
+    }
+
+    /// Counts one connection `fault` acted on (dry runs included).
+    pub fn fault_injected(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        conn: &ConnectionStats,
+        fault: &str,
+    ) {
+        let key = (conn.slot, fault.to_owned());
+        let id = match self.injected.get(&key) {
+            Some(id) => *id,
+            None => {
+                let upstream = self.label(conn).to_owned();
+                let name = tagged(
+                    FAULTS_INJECTED_TOTAL,
+                    &[("upstream", &upstream), ("fault", fault)],
+                );
+                let id = sink.define(MetricKind::Counter, &name);
+                self.injected.insert(key, id);
+                id
+            }
+        };
+        add_nonzero(sink, id, 1);
+    }
+
+    /// Sets `dbfault_fault_active{fault}` to 1 or 0.
+    pub fn fault_active(&mut self, sink: &mut dyn MetricSink, fault: &str, active: bool) {
+        let id = match self.active.get(fault) {
+            Some(id) => *id,
+            None => {
+                let id = sink.define(
+                    MetricKind::Gauge,
+                    &tagged(FAULT_ACTIVE, &[("fault", fault)]),
+                );
+                self.active.insert(fault.to_owned(), id);
+                id
+            }
+        };
+        if let Some(id) = id {
+            sink.record(id, u64::from(active));
+        }
     }
 
     /// A connection ended: its bytes reach the counters now, and it leaves `cx_active`.
@@ -260,6 +328,11 @@ pub mod fake {
             Some((self.names.len() - 1) as MetricId)
         }
 
+        fn record(&mut self, id: MetricId, value: u64) {
+            assert_eq!(self.names[id as usize].0, MetricKind::Gauge);
+            self.values[id as usize] = value as i64;
+        }
+
         fn add(&mut self, id: MetricId, delta: i64) {
             assert_ne!(delta, 0, "zero increment");
             self.calls += 1;
@@ -298,7 +371,7 @@ mod tests {
         let mut t = Telemetry::default();
         let a = t.open(&mut sink, "pg", 10);
         let b = t.open(&mut sink, "pg", 10);
-        assert_eq!(sink.names.len(), 6, "series defined once per upstream");
+        assert_eq!(sink.names.len(), 7, "series defined once per upstream");
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "pg")), Some(2));
         assert_eq!(sink.value(&name(UPSTREAM_CX_ACTIVE, "pg")), Some(2));
         a.traffic.tx.add(100);
@@ -331,7 +404,7 @@ mod tests {
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "other")), Some(2));
         assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "other")), Some(2));
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "c")), None);
-        assert_eq!(sink.names.len(), 18);
+        assert_eq!(sink.names.len(), 21);
     }
 
     #[test]
@@ -365,6 +438,36 @@ mod tests {
         // A clock that steps back restarts the window instead of computing a bogus rate.
         assert!(t.flush_if_due(&mut sink, 20 * SEC, SEC));
         assert!(!t.flush_if_due(&mut sink, 19 * SEC, SEC));
+    }
+
+    #[test]
+    fn fault_series() {
+        let mut sink = FakeSink::default();
+        let mut t = Telemetry::default();
+        let a = t.open(&mut sink, "pg", 1);
+        let b = t.open(&mut sink, "redis", 1);
+        t.fault_injected(&mut sink, &a, "outage");
+        t.fault_injected(&mut sink, &a, "outage");
+        t.fault_injected(&mut sink, &b, "outage");
+        let injected = |up| {
+            tagged(
+                FAULTS_INJECTED_TOTAL,
+                &[("upstream", up), ("fault", "outage")],
+            )
+        };
+        assert_eq!(sink.value(&injected("pg")), Some(2));
+        assert_eq!(sink.value(&injected("other")), Some(1));
+        a.traffic.dropped.add(9);
+        t.close(&mut sink, &a);
+        assert_eq!(
+            sink.value(&name(UPSTREAM_DROPPED_BYTES_TOTAL, "pg")),
+            Some(9)
+        );
+        let active = tagged(FAULT_ACTIVE, &[("fault", "outage")]);
+        t.fault_active(&mut sink, "outage", true);
+        assert_eq!(sink.value(&active), Some(1));
+        t.fault_active(&mut sink, "outage", false);
+        assert_eq!(sink.value(&active), Some(0));
     }
 
     #[test]

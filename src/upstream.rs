@@ -22,15 +22,35 @@ pub struct ConnectionFacts<'a> {
 /// - any other cluster → the cluster name
 /// - nothing known at all → `unknown`
 pub fn identify(facts: ConnectionFacts<'_>) -> String {
-    let raw = match nonempty(facts.cluster) {
+    sanitize_label(raw_identity(facts))
+}
+
+/// The identity before sanitising (what rules match against).
+pub fn raw_identity<'a>(facts: ConnectionFacts<'a>) -> &'a str {
+    match nonempty(facts.cluster) {
         Some(cluster) if cluster != PASSTHROUGH_CLUSTER => {
             istio_outbound_host(cluster).unwrap_or(cluster)
         }
         _ => nonempty(facts.sni)
             .or_else(|| nonempty(facts.destination).map(address_ip))
             .unwrap_or("unknown"),
-    };
-    sanitize_label(raw)
+    }
+}
+
+/// The upstream port: from an Istio cluster name (`outbound|5432||pg` → 5432), else from the
+/// upstream address, else from the destination address.
+pub fn port(facts: ConnectionFacts<'_>, upstream_address: Option<&str>) -> Option<u16> {
+    let from_cluster = facts.cluster.and_then(|c| {
+        let mut parts = c.split('|');
+        match (parts.next(), parts.next()) {
+            (Some("outbound"), Some(port)) => port.parse().ok(),
+            _ => None,
+        }
+    });
+    let from_address = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+    from_cluster
+        .or_else(|| upstream_address.and_then(from_address))
+        .or_else(|| facts.destination.and_then(from_address))
 }
 
 fn nonempty(value: Option<&str>) -> Option<&str> {
@@ -140,6 +160,28 @@ mod tests {
         for (cluster, sni, dest, want) in cases {
             assert_eq!(id(cluster, sni, dest), want, "{cluster:?} {sni:?} {dest:?}");
         }
+    }
+
+    #[test]
+    fn ports() {
+        let facts = |cluster, destination| ConnectionFacts {
+            cluster,
+            sni: None,
+            destination,
+        };
+        assert_eq!(
+            port(facts(Some("outbound|5432||pg"), None), Some("1.2.3.4:9")),
+            Some(5432)
+        );
+        assert_eq!(
+            port(
+                facts(Some("postgres"), Some("1.1.1.1:1")),
+                Some("127.0.0.1:6379")
+            ),
+            Some(6379)
+        );
+        assert_eq!(port(facts(None, Some("[::1]:443")), None), Some(443));
+        assert_eq!(port(facts(None, None), None), None);
     }
 
     #[test]

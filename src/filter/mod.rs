@@ -2,7 +2,9 @@
 //!
 //! State that must outlive one plugin configuration lives in [`VmState`], one per Wasm VM (one
 //! VM per Envoy worker): an ECDS update creates a new root context in the same VM, while the
-//! connections opened under the old one keep their stream contexts.
+//! connections opened under the old one keep their stream contexts. When an update brings a new
+//! VM instead (the module changed), the old VM learns of the new configuration through Envoy's
+//! process-wide shared data, which every root context polls on its tick.
 
 mod root;
 mod stream;
@@ -10,17 +12,45 @@ mod stream;
 pub use root::Root;
 
 use crate::config::Config;
-use crate::metrics::Telemetry;
+use crate::fault::connection::Connection;
+use crate::fault::engine::{Change, Engine};
+use crate::fault::matching::UpstreamInfo;
+use crate::host::HostMetrics;
+use crate::metrics::{ConnectionStats, Telemetry};
+use log::{debug, info};
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+
+/// Shared-data key holding the newest accepted configuration: 8 bytes of load time (ns since
+/// the epoch, little endian), then the plugin configuration bytes.
+const SHARED_CONFIG_KEY: &str = "dbfault.config.v1";
+
+/// One open connection, shared by its stream context and the VM (whose ticks act on it).
+struct Entry {
+    fault: Connection,
+    /// Set at identification.
+    upstream: Option<UpstreamInfo>,
+    /// Set at identification when metrics are on.
+    stats: Option<ConnectionStats>,
+}
 
 #[derive(Default)]
 struct VmState {
-    /// The newest accepted configuration.
+    /// The newest accepted configuration and its bytes (compared with shared data).
     config: Rc<Config>,
+    config_bytes: Vec<u8>,
     telemetry: Telemetry,
+    engine: Engine,
+    connections: HashMap<u32, Rc<RefCell<Entry>>>,
+    /// Connections that need a tick (a deadline, a hold, a pending close).
+    timed: HashSet<u32>,
+    /// Rules changed: open connections need another look at the next tick.
+    reevaluate: bool,
     /// Root contexts whose configuration was accepted and that are not done yet.
     live_roots: usize,
+    /// Shared configuration bytes this VM could not parse (logged once).
+    refused_shared: Option<Vec<u8>>,
 }
 
 thread_local! {
@@ -32,4 +62,130 @@ fn with_vm<R>(f: impl FnOnce(&mut VmState) -> R) -> Option<R> {
     VM.try_with(|vm| vm.try_borrow_mut().ok().map(|mut vm| f(&mut vm)))
         .ok()
         .flatten()
+}
+
+fn encode_shared(loaded_at: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + bytes.len());
+    value.extend_from_slice(&loaded_at.to_le_bytes());
+    value.extend_from_slice(bytes);
+    value
+}
+
+fn decode_shared(value: &[u8]) -> Option<(u64, &[u8])> {
+    let (time, bytes) = value.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*time), bytes))
+}
+
+impl VmState {
+    /// Makes `config` the running configuration, loaded at `loaded_at`.
+    fn adopt(&mut self, config: Config, bytes: Vec<u8>, loaded_at: u64, now: u64) {
+        let metrics_on = config.metrics.enabled;
+        if !metrics_on {
+            self.telemetry.withdraw(&mut HostMetrics);
+        }
+        let changes = self.engine.load(config.faults.clone(), loaded_at, now);
+        self.config = Rc::new(config);
+        self.config_bytes = bytes;
+        self.report(&changes);
+        self.reevaluate = true;
+    }
+
+    /// Logs rule switches and sets the `fault_active` gauges.
+    fn report(&mut self, changes: &[Change]) {
+        for change in changes {
+            let state = match (change.removed, change.active) {
+                (true, _) => "removed",
+                (false, true) => "active",
+                (false, false) => "inactive",
+            };
+            info!("dbfault: fault {:?} {state}", &*change.name);
+            if self.config.metrics.enabled {
+                self.telemetry
+                    .fault_active(&mut HostMetrics, &change.name, change.active);
+            }
+        }
+    }
+
+    /// Accepts a configuration from `on_configure`: shares it with the other VMs, or takes the
+    /// load time from shared data when another worker already loaded the same bytes.
+    fn configure(&mut self, config: Config, bytes: Vec<u8>, now: u64) {
+        let shared = crate::host::shared_data(SHARED_CONFIG_KEY);
+        let loaded_at = match shared.as_deref().and_then(decode_shared) {
+            Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => at,
+            _ => {
+                crate::host::set_shared_data(SHARED_CONFIG_KEY, &encode_shared(now, &bytes));
+                now
+            }
+        };
+        self.adopt(config, bytes, loaded_at, now);
+    }
+
+    /// Picks up a configuration another VM accepted (a module update creates new VMs; the old
+    /// ones keep serving their open connections and must follow the new rules).
+    fn poll_shared_config(&mut self, now: u64) {
+        let Some(value) = crate::host::shared_data(SHARED_CONFIG_KEY) else {
+            return;
+        };
+        let Some((loaded_at, bytes)) = decode_shared(&value) else {
+            return;
+        };
+        if bytes == self.config_bytes.as_slice() || self.refused_shared.as_deref() == Some(bytes) {
+            return;
+        }
+        match Config::parse(bytes) {
+            Ok(config) => {
+                info!("dbfault: configuration updated from another VM");
+                self.adopt(config, bytes.to_vec(), loaded_at, now);
+            }
+            Err(err) => {
+                // Another module version may know keys this one does not: keep the current rules.
+                info!("dbfault: ignoring another VM's configuration: {err}");
+                self.refused_shared = Some(bytes.to_vec());
+            }
+        }
+    }
+
+    /// Applies the current rules to an open connection: ends a fault whose rule is no longer
+    /// active, and lets newly active `applyTo: all` rules act on it.
+    fn reevaluate_entry(&mut self, id: u32, entry: &mut Entry, now: u64) {
+        let Some(upstream) = entry.upstream.as_ref() else {
+            return;
+        };
+        if let Some(applied) = entry.fault.fault.as_ref() {
+            if !self.engine.episode_running(applied.episode) {
+                debug!("dbfault: connection {id}: fault {:?} ends", &*applied.rule);
+                entry.fault.end_fault();
+            }
+        }
+        if entry.fault.fault.is_none() && entry.fault.evaluated < self.engine.last_episode() {
+            if let Some(d) = self.engine.decide(upstream, entry.fault.seed(), false) {
+                if d.selected {
+                    debug!(
+                        "dbfault: connection {id} to {}: fault {:?} ({})",
+                        upstream.host,
+                        &*d.slot.name,
+                        d.slot.rule.kind.name()
+                    );
+                    entry
+                        .fault
+                        .apply(&d.slot.rule, Rc::clone(&d.slot.name), d.episode, now, false);
+                    if let Some(stats) = entry.stats.as_ref() {
+                        self.telemetry
+                            .fault_injected(&mut HostMetrics, stats, &d.slot.name);
+                    }
+                }
+            }
+            entry.fault.evaluated = self.engine.last_episode();
+        }
+        self.track(id, &entry.fault);
+    }
+
+    /// Keeps `timed` in step with whether the connection needs ticks.
+    fn track(&mut self, id: u32, conn: &Connection) {
+        if conn.next_wake().is_some() {
+            self.timed.insert(id);
+        } else {
+            self.timed.remove(&id);
+        }
+    }
 }

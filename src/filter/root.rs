@@ -1,17 +1,65 @@
-use super::stream::Connection;
+use super::stream::Stream;
 use super::with_vm;
 use crate::config::Config;
+use crate::fault::TickAction;
 use crate::host::{self, HostMetrics};
 use log::{error, info};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// How often a root context ticks when nothing is held: rule windows, `applyTo: all`
+/// activations and configurations from other VMs are noticed within this.
+const BASE_TICK: Duration = Duration::from_millis(50);
+/// While a delay rule is active: holds are released within this of their time.
+const FAST_TICK: Duration = Duration::from_millis(1);
 
 /// One per plugin configuration per VM.
-#[derive(Default)]
 pub struct Root {
+    context_id: u32,
     /// Whether this root's configuration was accepted (and so counts in `live_roots`).
     live: bool,
+    tick: Option<Duration>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            context_id,
+            live: false,
+            tick: None,
+        }
+    }
+
+    fn set_tick(&mut self, period: Duration) {
+        if self.tick != Some(period) {
+            host::set_tick_period(period);
+            self.tick = Some(period);
+        }
+    }
+}
+
+fn summary(config: &Config) -> String {
+    let m = &config.metrics;
+    let mut text = format!(
+        "metrics {} (interval {:?}, maxUpstreams {}); {} fault rule(s)",
+        if m.enabled { "on" } else { "off" },
+        m.interval,
+        m.max_upstreams,
+        config.faults.len()
+    );
+    for rule in &config.faults {
+        text.push_str(&format!(
+            "; {} = {}{}{}",
+            rule.name,
+            rule.kind.name(),
+            if rule.enabled { "" } else { " (disabled)" },
+            if rule.dry_run { " (dry run)" } else { "" }
+        ));
+    }
+    text
 }
 
 impl Context for Root {
@@ -41,25 +89,17 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let metrics = &config.metrics;
-        info!(
-            "dbfault: configuration loaded: metrics {} (interval {:?}, maxUpstreams {})",
-            if metrics.enabled { "on" } else { "off" },
-            metrics.interval,
-            metrics.max_upstreams
-        );
-        host::set_tick_period(metrics.interval);
+        info!("dbfault: configuration loaded: {}", summary(&config));
+        let now = host::now_nanos().unwrap_or(0);
         let was_live = std::mem::replace(&mut self.live, true);
-        let config = Rc::new(config);
+        let tick = BASE_TICK.min(config.metrics.interval);
         with_vm(|vm| {
             if !was_live {
                 vm.live_roots += 1;
             }
-            if !config.metrics.enabled {
-                vm.telemetry.withdraw(&mut HostMetrics);
-            }
-            vm.config = config;
+            vm.configure(config, bytes, now);
         });
+        self.set_tick(tick);
         true
     }
 
@@ -67,17 +107,75 @@ impl RootContext for Root {
         let Some(now) = host::now_nanos() else {
             return;
         };
-        with_vm(|vm| {
+        let Some((actions, fast, interval)) = with_vm(|vm| {
+            vm.poll_shared_config(now);
+            let changes = vm.engine.update(now);
+            if !changes.is_empty() {
+                vm.report(&changes);
+                vm.reevaluate = true;
+            }
+            if std::mem::take(&mut vm.reevaluate) {
+                let entries: Vec<(u32, Rc<RefCell<super::Entry>>)> = vm
+                    .connections
+                    .iter()
+                    .map(|(id, e)| (*id, Rc::clone(e)))
+                    .collect();
+                for (id, entry) in entries {
+                    if let Ok(mut entry) = entry.try_borrow_mut() {
+                        vm.reevaluate_entry(id, &mut entry, now);
+                    }
+                }
+            }
+            let mut actions: Vec<(u32, TickAction)> = Vec::new();
+            let mut soonest = u64::MAX;
+            let timed: Vec<u32> = vm.timed.iter().copied().collect();
+            for id in timed {
+                let Some(entry) = vm.connections.get(&id).map(Rc::clone) else {
+                    vm.timed.remove(&id);
+                    continue;
+                };
+                let Ok(mut entry) = entry.try_borrow_mut() else {
+                    continue;
+                };
+                if let Some(action) = entry.fault.on_tick(now) {
+                    actions.push((id, action));
+                }
+                soonest = soonest.min(entry.fault.next_wake().unwrap_or(u64::MAX));
+                vm.track(id, &entry.fault);
+            }
             let metrics = &vm.config.metrics;
             if metrics.enabled {
-                let interval = u64::try_from(metrics.interval.as_nanos()).unwrap_or(u64::MAX);
+                let interval = crate::fault::nanos(metrics.interval);
                 vm.telemetry.flush_if_due(&mut HostMetrics, now, interval);
             }
+            let fast = vm.engine.delaying()
+                || soonest < now.saturating_add(crate::fault::nanos(BASE_TICK));
+            (actions, fast, vm.config.metrics.interval)
+        }) else {
+            return;
+        };
+        // Host actions run outside the VM state borrow: a close calls back into the stream
+        // context (`on_downstream_close`, `on_log`), which needs the state.
+        for (id, action) in &actions {
+            if host::set_effective_context(*id) {
+                match action {
+                    TickAction::Close => host::close_connection(),
+                    TickAction::Resume => host::resume_downstream(),
+                }
+            }
+        }
+        if !actions.is_empty() {
+            host::set_effective_context(self.context_id);
+        }
+        self.set_tick(if fast {
+            FAST_TICK
+        } else {
+            BASE_TICK.min(interval)
         });
     }
 
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(Connection::default()))
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(Stream::new(context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,102 +1,187 @@
-use super::with_vm;
-use crate::host::{self, HostMetrics};
-use crate::metrics::ConnectionStats;
+use super::{with_vm, Entry};
+use crate::fault::connection::Connection;
+use crate::fault::matching::UpstreamInfo;
+use crate::fault::{Direction, Effect};
+use crate::host::{self, HostMetrics, Side};
+use crate::metrics::Traffic;
+use crate::schedule::mix;
 use crate::upstream::{self, ConnectionFacts};
 use log::debug;
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, PeerType};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// One downstream connection.
-#[derive(Default)]
-pub struct Connection {
-    phase: Phase,
+pub struct Stream {
+    id: u32,
+    entry: Rc<RefCell<Entry>>,
+    /// The upstream is known (`tcp_proxy` picks the cluster after our `on_new_connection`; it
+    /// is known at the first data event in either direction).
+    identified: bool,
+    finished: bool,
 }
 
-#[derive(Default)]
-enum Phase {
-    /// The upstream is not known yet (`tcp_proxy` picks the cluster after our
-    /// `on_new_connection`; it is known at the first data event).
-    #[default]
-    New,
-    /// Identified and counted.
-    Tracked(ConnectionStats),
-    /// Identified, with metrics off.
-    Untracked,
-    /// Closed and uncounted from `cx_active`.
-    Done,
-}
+impl Stream {
+    pub fn new(id: u32) -> Stream {
+        let now = host::now_nanos().unwrap_or(0);
+        let seed = mix(now ^ mix(u64::from(id)));
+        let entry = Rc::new(RefCell::new(Entry {
+            fault: Connection::new(seed, now, Rc::new(Traffic::default())),
+            upstream: None,
+            stats: None,
+        }));
+        with_vm(|vm| vm.connections.insert(id, Rc::clone(&entry)));
+        Stream {
+            id,
+            entry,
+            identified: false,
+            finished: false,
+        }
+    }
 
-impl Connection {
-    /// Resolves the upstream once and counts the connection. Called at the first data event in
-    /// either direction, or at close for a connection that carried no data.
+    /// Resolves the upstream once, counts the connection and lets the first active matching
+    /// rule decide. Called at the first data event in either direction, or at close for a
+    /// connection that carried no data.
     fn identify(&mut self) {
+        self.identified = true;
         let cluster = host::property(&["xds", "cluster_name"]);
         let sni = host::property(&["connection", "requested_server_name"]);
         let destination = host::property(&["destination", "address"]);
-        let upstream = upstream::identify(ConnectionFacts {
+        let upstream_address = host::property(&["upstream", "address"]);
+        let facts = ConnectionFacts {
             cluster: cluster.as_deref(),
             sni: sni.as_deref(),
             destination: destination.as_deref(),
-        });
-        debug!("dbfault: connection to upstream {upstream} (cluster {cluster:?}, sni {sni:?})");
-        self.phase = with_vm(|vm| {
+        };
+        let label = upstream::identify(facts);
+        let info = UpstreamInfo {
+            host: upstream::raw_identity(facts).to_ascii_lowercase(),
+            sni: sni
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(str::to_ascii_lowercase),
+            cluster: cluster.clone(),
+            port: upstream::port(facts, upstream_address.as_deref()),
+        };
+        let Ok(mut entry) = self.entry.try_borrow_mut() else {
+            return;
+        };
+        let id = self.id;
+        with_vm(|vm| {
             let metrics = &vm.config.metrics;
             if metrics.enabled {
                 let max = metrics.max_upstreams;
-                Phase::Tracked(vm.telemetry.open(&mut HostMetrics, &upstream, max))
-            } else {
-                Phase::Untracked
+                let stats = vm.telemetry.open(&mut HostMetrics, &label, max);
+                entry.fault.set_traffic(Rc::clone(&stats.traffic));
+                entry.stats = Some(stats);
             }
-        })
-        .unwrap_or(Phase::Untracked);
+            let now = host::now_nanos().unwrap_or(0);
+            if let Some(d) = vm.engine.decide(&info, entry.fault.seed(), true) {
+                if d.selected {
+                    debug!(
+                        "dbfault: connection {id} to {label}: fault {:?} ({}{})",
+                        &*d.slot.name,
+                        d.slot.rule.kind.name(),
+                        if d.slot.rule.dry_run { ", dry run" } else { "" }
+                    );
+                    entry
+                        .fault
+                        .apply(&d.slot.rule, Rc::clone(&d.slot.name), d.episode, now, true);
+                    if let Some(stats) = entry.stats.as_ref() {
+                        vm.telemetry
+                            .fault_injected(&mut HostMetrics, stats, &d.slot.name);
+                    }
+                }
+            } else {
+                debug!("dbfault: connection {id} to {label} (cluster {cluster:?}, sni {sni:?})");
+            }
+            entry.fault.evaluated = vm.engine.last_episode();
+            vm.track(id, &entry.fault);
+        });
+        entry.upstream = Some(info);
+    }
+
+    fn on_data(&mut self, dir: Direction, size: usize) -> Action {
+        if !self.identified {
+            self.identify();
+        }
+        let Ok(mut entry) = self.entry.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let outcome = entry
+            .fault
+            .on_data(dir, size, &mut || host::now_nanos().unwrap_or(0));
+        if entry.fault.fault.is_some() {
+            let id = self.id;
+            with_vm(|vm| vm.track(id, &entry.fault));
+        }
+        drop(entry);
+        let side = match dir {
+            Direction::ToDatabase => Side::Downstream,
+            Direction::ToClient => Side::Upstream,
+        };
+        let action = match outcome.effect {
+            Effect::Forward => Action::Continue,
+            Effect::Hold => Action::Pause,
+            Effect::Drop { keep } => {
+                host::drop_data(side, size, keep);
+                Action::Continue
+            }
+        };
+        if outcome.close {
+            host::close_connection();
+        }
+        action
     }
 
     fn finish(&mut self) {
-        if matches!(self.phase, Phase::New) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if !self.identified {
             self.identify();
         }
-        if let Phase::Tracked(stats) = std::mem::replace(&mut self.phase, Phase::Done) {
-            with_vm(|vm| vm.telemetry.close(&mut HostMetrics, &stats));
-        }
+        let id = self.id;
+        let Ok(mut entry) = self.entry.try_borrow_mut() else {
+            return;
+        };
+        entry.fault.finish();
+        with_vm(|vm| {
+            if let Some(stats) = entry.stats.take() {
+                vm.telemetry.close(&mut HostMetrics, &stats);
+            }
+            vm.connections.remove(&id);
+            vm.timed.remove(&id);
+        });
     }
 }
 
-impl Context for Connection {
+impl Context for Stream {
     fn on_done(&mut self) -> bool {
         self.finish();
         true
     }
 }
 
-impl StreamContext for Connection {
+impl StreamContext for Stream {
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if matches!(self.phase, Phase::New) {
-            self.identify();
-        }
-        if let Phase::Tracked(stats) = &self.phase {
-            stats.traffic.tx.add(data_size);
-        }
-        Action::Continue
+        self.on_data(Direction::ToDatabase, data_size)
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        if matches!(self.phase, Phase::New) {
-            self.identify();
-        }
-        if let Phase::Tracked(stats) = &self.phase {
-            stats.traffic.rx.add(data_size);
-        }
-        Action::Continue
+        self.on_data(Direction::ToClient, data_size)
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {
-        if matches!(self.phase, Phase::New) {
+        if !self.identified {
             self.identify();
         }
     }
 
     fn on_upstream_close(&mut self, _peer_type: PeerType) {
-        if matches!(self.phase, Phase::New) {
+        if !self.identified {
             self.identify();
         }
     }

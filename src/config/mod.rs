@@ -6,6 +6,7 @@
 //! Every error names the field path and the bad value, so that the single log line Envoy shows
 //! is enough to fix the push: `metrics.interval: invalid duration "fast"`.
 
+use crate::fault::Rule;
 use serde::de::{value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -19,10 +20,14 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Upper bound for `metrics.maxUpstreams`: each upstream costs six Envoy stats per worker.
 pub const MAX_UPSTREAMS_LIMIT: u64 = 10_000;
 
+mod faults;
+
 /// The validated configuration the filter runs with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub metrics: MetricsConfig,
+    /// `faults[]`, in order: the first active matching rule decides.
+    pub faults: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +68,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),
             message: message.into(),
@@ -75,6 +80,7 @@ impl ConfigError {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
     metrics: Option<Obj<RawMetrics>>,
+    faults: Option<Vec<Obj<faults::RawFault>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,7 +100,8 @@ impl Config {
         }
         let Obj(raw): Obj<RawConfig> = deserialize(bytes)?;
         let metrics = compile_metrics(raw.metrics.map(|m| m.0).unwrap_or_default())?;
-        Ok(Config { metrics })
+        let faults = faults::compile(raw.faults.unwrap_or_default())?;
+        Ok(Config { metrics, faults })
     }
 }
 
@@ -148,7 +155,7 @@ pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
 
 /// A JSON object deserialized into `T`. serde's derived structs also accept a JSON array of the
 /// fields in order; a configuration written that way is a mistake, so only objects pass.
-struct Obj<T>(T);
+pub(crate) struct Obj<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -289,6 +296,10 @@ mod tests {
                 "metrics.intervall: unknown field `intervall`",
             ),
             (r#"{"metric": {}}"#, "metric: unknown field `metric`"),
+            (
+                r#"{"faults": {}}"#,
+                "faults: invalid type: map, expected a sequence",
+            ),
             (
                 r#"{"metrics": []}"#,
                 "metrics: invalid type: sequence, expected an object",

@@ -1,0 +1,313 @@
+//! The rules of one VM over time: which are active now, and which rule decides for a connection.
+//!
+//! Each time a rule becomes active it starts a new *episode* (a VM-unique id). A connection's
+//! percentage draw is a function of its seed and the episode, so re-evaluating a connection
+//! never re-rolls, and a rule carried unchanged across a configuration update keeps its episode
+//! (connections it spared stay spared).
+
+use super::matching::UpstreamInfo;
+use super::{ApplyTo, Rule};
+use crate::schedule::selected;
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct RuleSlot {
+    pub rule: Rule,
+    pub name: Rc<str>,
+    /// `Some(episode)` while the rule is active.
+    pub episode: Option<u64>,
+}
+
+/// A rule switched on or off (for logs and the `fault_active` gauge). `removed`: the rule is
+/// gone from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: Rc<str>,
+    pub active: bool,
+    pub removed: bool,
+}
+
+/// The rule that decides for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub slot: &'a RuleSlot,
+    pub episode: u64,
+    /// Whether the connection falls in the rule's percentage.
+    pub selected: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Engine {
+    rules: Vec<RuleSlot>,
+    loaded_at: u64,
+    last_episode: u64,
+}
+
+impl Engine {
+    fn is_active(rule: &Rule, loaded_at: u64, now: u64) -> bool {
+        rule.enabled
+            && rule
+                .window
+                .is_none_or(|w| w.is_open(Duration::from_nanos(now.saturating_sub(loaded_at))))
+    }
+
+    fn new_episode(&mut self) -> u64 {
+        self.last_episode += 1;
+        self.last_episode
+    }
+
+    /// Replaces the rules (a configuration loaded at `loaded_at`); returns what switched.
+    pub fn load(&mut self, rules: Vec<Rule>, loaded_at: u64, now: u64) -> Vec<Change> {
+        let old = std::mem::take(&mut self.rules);
+        self.loaded_at = loaded_at;
+        let mut changes = Vec::new();
+        for rule in rules {
+            let previous = old.iter().find(|s| *s.name == *rule.name);
+            let was_active = previous.is_some_and(|s| s.episode.is_some());
+            let episode = if Self::is_active(&rule, loaded_at, now) {
+                match previous {
+                    Some(p) if p.rule == rule && p.episode.is_some() => p.episode,
+                    _ => Some(self.new_episode()),
+                }
+            } else {
+                None
+            };
+            let name: Rc<str> =
+                previous.map_or_else(|| Rc::from(rule.name.as_str()), |p| Rc::clone(&p.name));
+            if was_active != episode.is_some() || previous.is_none() {
+                changes.push(Change {
+                    name: Rc::clone(&name),
+                    active: episode.is_some(),
+                    removed: false,
+                });
+            } else if let (Some(p), Some(e)) = (previous, episode) {
+                if p.episode != Some(e) {
+                    // Redefined while active: a new episode, reported as a (re)activation.
+                    changes.push(Change {
+                        name: Rc::clone(&name),
+                        active: true,
+                        removed: false,
+                    });
+                }
+            }
+            self.rules.push(RuleSlot {
+                rule,
+                name,
+                episode,
+            });
+        }
+        for gone in old
+            .iter()
+            .filter(|o| !self.rules.iter().any(|s| s.name == o.name))
+        {
+            changes.push(Change {
+                name: Rc::clone(&gone.name),
+                active: false,
+                removed: true,
+            });
+        }
+        changes
+    }
+
+    /// Re-evaluates windows at `now`; returns the rules that switched.
+    pub fn update(&mut self, now: u64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for i in 0..self.rules.len() {
+            let Some(slot) = self.rules.get(i) else {
+                continue;
+            };
+            let active = Self::is_active(&slot.rule, self.loaded_at, now);
+            if active == slot.episode.is_some() {
+                continue;
+            }
+            let episode = if active {
+                Some(self.new_episode())
+            } else {
+                None
+            };
+            if let Some(slot) = self.rules.get_mut(i) {
+                slot.episode = episode;
+                changes.push(Change {
+                    name: Rc::clone(&slot.name),
+                    active,
+                    removed: false,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The first active rule matching `up` decides. `fresh`: the upstream is being identified
+    /// now (rules with `applyTo: new` apply only then).
+    pub fn decide(&self, up: &UpstreamInfo, seed: u64, fresh: bool) -> Option<Decision<'_>> {
+        self.rules.iter().find_map(|slot| {
+            let episode = slot.episode?;
+            let applies = fresh || slot.rule.apply_to == ApplyTo::All;
+            (applies && slot.rule.matcher.matches(up)).then(|| Decision {
+                slot,
+                episode,
+                selected: selected(seed, episode, slot.rule.percentage_bp),
+            })
+        })
+    }
+
+    /// Whether the episode a connection was faulted in is still running.
+    pub fn episode_running(&self, episode: u64) -> bool {
+        self.rules.iter().any(|s| s.episode == Some(episode))
+    }
+
+    /// The newest episode id: connections evaluated before it may need another look.
+    pub fn last_episode(&self) -> u64 {
+        self.last_episode
+    }
+
+    pub fn rules(&self) -> &[RuleSlot] {
+        &self.rules
+    }
+
+    /// Whether any active rule delays traffic (the VM then ticks fast enough to release holds
+    /// precisely).
+    pub fn delaying(&self) -> bool {
+        self.rules.iter().any(|s| {
+            s.episode.is_some()
+                && !s.rule.dry_run
+                && matches!(s.rule.kind, super::FaultKind::Delay(_))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::matching::{HostPattern, Match};
+    use crate::fault::FaultKind;
+    use crate::schedule::Window;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn rule(name: &str, host: &str) -> Rule {
+        Rule {
+            name: name.into(),
+            enabled: true,
+            matcher: Match {
+                hosts: vec![HostPattern::parse(host).unwrap()],
+                ..Match::default()
+            },
+            percentage_bp: 10_000,
+            apply_to: ApplyTo::All,
+            window: None,
+            dry_run: false,
+            kind: FaultKind::Abort,
+        }
+    }
+
+    fn up(host: &str) -> UpstreamInfo {
+        UpstreamInfo {
+            host: host.into(),
+            ..UpstreamInfo::default()
+        }
+    }
+
+    #[test]
+    fn first_active_matching_rule_decides() {
+        let mut e = Engine::default();
+        let mut off = rule("off", "pg");
+        off.enabled = false;
+        let changes = e.load(vec![off, rule("a", "*"), rule("b", "pg")], 0, 0);
+        assert_eq!(changes.len(), 3);
+        assert!(!changes[0].active && changes[1].active && changes[2].active);
+        let d = e.decide(&up("pg"), 1, true).unwrap();
+        assert_eq!(&*d.slot.name, "a");
+        assert!(d.selected);
+    }
+
+    #[test]
+    fn apply_to_new_only_at_identification() {
+        let mut e = Engine::default();
+        let mut r = rule("n", "pg");
+        r.apply_to = ApplyTo::New;
+        e.load(vec![r, rule("later", "*")], 0, 0);
+        assert_eq!(&*e.decide(&up("pg"), 1, true).unwrap().slot.name, "n");
+        assert_eq!(&*e.decide(&up("pg"), 1, false).unwrap().slot.name, "later");
+    }
+
+    #[test]
+    fn windows_switch_rules_and_start_episodes() {
+        let mut e = Engine::default();
+        let mut r = rule("w", "pg");
+        r.window = Some(Window {
+            after: Duration::from_secs(10),
+            duration: Duration::from_secs(5),
+            every: Some(Duration::from_secs(20)),
+        });
+        let loaded = 100 * SEC;
+        let changes = e.load(vec![r], loaded, loaded);
+        assert_eq!(
+            changes,
+            vec![Change {
+                name: "w".into(),
+                active: false,
+                removed: false
+            }]
+        );
+        assert!(e.decide(&up("pg"), 1, true).is_none());
+        assert!(e.update(loaded + 9 * SEC).is_empty());
+        let on = e.update(loaded + 10 * SEC);
+        assert!(on[0].active);
+        let first = e.decide(&up("pg"), 1, true).unwrap().episode;
+        assert!(e.update(loaded + 14 * SEC).is_empty());
+        assert!(!e.update(loaded + 15 * SEC)[0].active);
+        assert!(!e.episode_running(first));
+        assert!(e.update(loaded + 30 * SEC)[0].active);
+        let second = e.decide(&up("pg"), 1, true).unwrap().episode;
+        assert!(second > first);
+    }
+
+    #[test]
+    fn unchanged_rules_keep_their_episode_across_reloads() {
+        let mut e = Engine::default();
+        e.load(vec![rule("a", "pg"), rule("b", "redis")], 0, 0);
+        let a = e.decide(&up("pg"), 1, true).unwrap().episode;
+        let b = e.decide(&up("redis"), 1, true).unwrap().episode;
+        let mut b2 = rule("b", "redis");
+        b2.percentage_bp = 5_000;
+        let changes = e.load(vec![rule("a", "pg"), b2], SEC, SEC);
+        assert_eq!(e.decide(&up("pg"), 1, true).unwrap().episode, a);
+        assert_ne!(e.decide(&up("redis"), 1, true).unwrap().episode, b);
+        assert_eq!(
+            changes,
+            vec![Change {
+                name: "b".into(),
+                active: true,
+                removed: false
+            }]
+        );
+        assert!(e.episode_running(a) && !e.episode_running(b));
+
+        let changes = e.load(vec![], 2 * SEC, 2 * SEC);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.removed && !c.active));
+        assert!(e.decide(&up("pg"), 1, true).is_none());
+    }
+
+    #[test]
+    fn percentage_is_per_connection_and_stable() {
+        let mut e = Engine::default();
+        let mut r = rule("half", "pg");
+        r.percentage_bp = 5_000;
+        e.load(vec![r], 0, 0);
+        let hits = (0..2000u64)
+            .filter(|&seed| {
+                e.decide(&up("pg"), crate::schedule::mix(seed), true)
+                    .unwrap()
+                    .selected
+            })
+            .count();
+        assert!((850..1150).contains(&hits), "{hits}");
+        for seed in 0..100 {
+            let d1 = e.decide(&up("pg"), seed, true).unwrap().selected;
+            assert_eq!(d1, e.decide(&up("pg"), seed, false).unwrap().selected);
+        }
+    }
+}

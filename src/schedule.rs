@@ -1,0 +1,148 @@
+//! Time windows and per-connection percentages. Time and randomness come in as arguments.
+
+use std::time::Duration;
+
+/// `window: {after, for, every}`: active from `after` (counted from when the configuration was
+/// loaded) for `for`, repeating every `every` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub after: Duration,
+    pub duration: Duration,
+    pub every: Option<Duration>,
+}
+
+impl Window {
+    /// Whether the window is open `since_load` after the configuration was loaded.
+    pub fn is_open(&self, since_load: Duration) -> bool {
+        let Some(t) = since_load.checked_sub(self.after) else {
+            return false;
+        };
+        match self.every {
+            Some(every) if !every.is_zero() => {
+                let phase = t.as_nanos() % every.as_nanos();
+                phase < self.duration.as_nanos()
+            }
+            _ => t < self.duration,
+        }
+    }
+}
+
+/// SplitMix64: a tiny, well-distributed mixer; enough for per-connection percentages and jitter.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Whether a connection with random `seed` falls in the `percentage_bp` (basis points) share for
+/// one activation `episode` of a rule. Deterministic: asking again gives the same answer, so
+/// re-evaluating an open connection never re-rolls.
+pub fn selected(seed: u64, episode: u64, percentage_bp: u32) -> bool {
+    if percentage_bp >= 10_000 {
+        return true;
+    }
+    mix(seed ^ mix(episode)) % 10_000 < u64::from(percentage_bp)
+}
+
+/// A small PRNG stream (SplitMix64 steps), for jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform in `[-spread, +spread]` nanoseconds.
+    pub fn symmetric(&mut self, spread: u64) -> i64 {
+        if spread == 0 {
+            return 0;
+        }
+        let span = spread.saturating_mul(2).saturating_add(1);
+        let offset = self.next_u64() % span;
+        i64::try_from(offset).unwrap_or(i64::MAX) - i64::try_from(spread).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn one_shot_window() {
+        let w = Window {
+            after: s(10),
+            duration: s(60),
+            every: None,
+        };
+        assert!(!w.is_open(s(0)));
+        assert!(!w.is_open(s(9)));
+        assert!(w.is_open(s(10)));
+        assert!(w.is_open(s(69)));
+        assert!(!w.is_open(s(70)));
+        assert!(!w.is_open(s(1000)));
+    }
+
+    #[test]
+    fn repeating_window() {
+        let w = Window {
+            after: s(10),
+            duration: s(60),
+            every: Some(s(300)),
+        };
+        assert!(w.is_open(s(10)));
+        assert!(!w.is_open(s(70)));
+        assert!(!w.is_open(s(309)));
+        assert!(w.is_open(s(310)));
+        assert!(w.is_open(s(369)));
+        assert!(!w.is_open(s(370)));
+        assert!(w.is_open(s(10 + 300 * 1000)));
+    }
+
+    #[test]
+    fn percentages_are_deterministic_and_fair() {
+        assert!(selected(1, 1, 10_000));
+        assert!(!selected(1, 1, 0));
+        for bp in [100u32, 2_500, 5_000, 9_000] {
+            let hits = (0..20_000u64)
+                .filter(|&seed| selected(mix(seed), 7, bp))
+                .count();
+            let expected = 20_000.0 * f64::from(bp) / 10_000.0;
+            let sd = (expected * (1.0 - f64::from(bp) / 10_000.0)).sqrt();
+            assert!(
+                (hits as f64 - expected).abs() < 4.0 * sd,
+                "{bp}bp: {hits} hits, expected {expected}"
+            );
+            assert_eq!(selected(12345, 7, bp), selected(12345, 7, bp));
+        }
+        // Another episode is an independent draw.
+        let differ = (0..1000u64)
+            .filter(|&s| selected(s, 1, 5000) != selected(s, 2, 5000))
+            .count();
+        assert!(differ > 400 && differ < 600, "{differ}");
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        let mut rng = Rng::new(42);
+        let (mut lo, mut hi) = (0i64, 0i64);
+        for _ in 0..10_000 {
+            let j = rng.symmetric(50);
+            assert!((-50..=50).contains(&j));
+            lo = lo.min(j);
+            hi = hi.max(j);
+        }
+        assert_eq!((lo, hi), (-50, 50));
+        assert_eq!(Rng::new(1).symmetric(0), 0);
+    }
+}
