@@ -316,7 +316,11 @@ fn compile_kind(
         let jitter = match d.jitter {
             None => Duration::ZERO,
             Some(text) => {
-                let jitter = duration(&format!("{at}.delay.jitter"), &text)?;
+                // Zero jitter is a plain fixed delay.
+                let jitter = match humantime::parse_duration(text.trim()) {
+                    Ok(d) if d.is_zero() => d,
+                    _ => duration(&format!("{at}.delay.jitter"), &text)?,
+                };
                 if jitter > latency {
                     return err(
                         &format!("{at}.delay.jitter"),

@@ -50,8 +50,6 @@ pub struct Connection {
     forwarded: u64,
     /// Client → database bytes held in Envoy's buffer (a paused stream).
     held: usize,
-    /// A resume was asked for: the next client → database event forwards what is held.
-    releasing: bool,
     /// Episodes up to this id have been considered for this connection.
     pub evaluated: u64,
     pub fault: Option<Applied>,
@@ -69,7 +67,6 @@ impl Connection {
             traffic,
             forwarded: 0,
             held: 0,
-            releasing: false,
             evaluated: 0,
             fault: None,
             close_pending: false,
@@ -147,10 +144,6 @@ impl Connection {
 
     fn forward(&mut self, dir: Direction, size: usize) -> Outcome {
         self.count_forwarded(dir, size);
-        if dir == Direction::ToDatabase {
-            self.held = 0;
-            self.releasing = false;
-        }
         Outcome::FORWARD
     }
 
@@ -206,11 +199,7 @@ impl Connection {
                 release_at,
                 used,
             } => {
-                if dir == Direction::ToClient || self.releasing {
-                    if dir == Direction::ToDatabase {
-                        *used = true;
-                        *release_at = None;
-                    }
+                if dir == Direction::ToClient {
                     return self.forward(dir, size);
                 }
                 if spec.first_only && *used {
@@ -241,19 +230,17 @@ impl Connection {
                 *done = true;
                 self.count_forwarded(dir, keep);
                 self.traffic.dropped.add(size - keep);
-                // Toward the client the kept bytes are already in the write buffer, which a
-                // close flushes. Toward the database they still have to pass tcp_proxy, which a
-                // close inside this callback would prevent: close at the next tick.
-                let close_now = dir == Direction::ToClient;
-                self.close_pending = !close_now;
-                self.closed = close_now;
+                // The kept bytes still have to travel on after this callback returns (through
+                // tcp_proxy, or into the client's write buffer); a close inside the callback
+                // would discard them. Close at the next tick; until then everything is dropped.
+                self.close_pending = true;
                 Outcome {
                     effect: if keep == size {
                         Effect::Forward
                     } else {
                         Effect::Drop { keep }
                     },
-                    close: close_now,
+                    close: false,
                 }
             }
         }
@@ -271,7 +258,7 @@ impl Connection {
         }
         if self.resume_pending {
             self.resume_pending = false;
-            self.releasing = true;
+            self.release();
             return Some(TickAction::Resume);
         }
         match &mut self.fault.as_mut()?.state {
@@ -280,10 +267,13 @@ impl Connection {
                 Some(TickAction::Close)
             }
             State::Delay {
-                release_at: Some(at),
+                release_at: release_at @ Some(_),
+                used,
                 ..
-            } if now >= *at => {
-                self.releasing = true;
+            } if release_at.is_some_and(|at| now >= at) => {
+                *release_at = None;
+                *used = true;
+                self.release();
                 Some(TickAction::Resume)
             }
             State::Cut {
@@ -309,7 +299,7 @@ impl Connection {
         }
         match &self.fault.as_ref()?.state {
             State::Blackhole { close_at } => *close_at,
-            State::Delay { release_at, .. } if !self.releasing => *release_at,
+            State::Delay { release_at, .. } => *release_at,
             State::Cut {
                 deadline,
                 done: false,
@@ -317,6 +307,13 @@ impl Connection {
             } => *deadline,
             _ => None,
         }
+    }
+
+    /// The held bytes are released: Envoy hands them straight to the next filter (tcp_proxy)
+    /// without calling this filter again, so they count as forwarded now.
+    fn release(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.count_forwarded(Direction::ToDatabase, held);
     }
 
     /// The connection is gone: bytes still held were never forwarded.
@@ -457,10 +454,6 @@ mod tests {
         assert_eq!(c.on_tick(199 * MS), None);
         assert_eq!(c.on_tick(200 * MS), Some(TickAction::Resume));
         assert_eq!(c.next_wake(), None);
-        assert_eq!(
-            c.on_data(Direction::ToDatabase, 25, &mut at(201 * MS)),
-            Outcome::FORWARD
-        );
         assert_eq!(totals(&t), (25, 3, 0));
         // The next chunk starts a new hold.
         assert_eq!(
@@ -511,10 +504,6 @@ mod tests {
         c.end_fault();
         assert!(c.fault.is_none());
         assert_eq!(c.on_tick(MS), Some(TickAction::Resume));
-        assert_eq!(
-            c.on_data(Direction::ToDatabase, 8, &mut at(2 * MS)),
-            Outcome::FORWARD
-        );
         assert_eq!(totals(&t), (8, 0, 0));
     }
 
@@ -535,9 +524,10 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Drop { keep: 40 },
-                close: true
+                close: false
             }
         );
+        assert_eq!(c.next_wake(), Some(0));
         assert_eq!(
             c.on_data(Direction::ToDatabase, 9, &mut at(0)).effect,
             Effect::Drop { keep: 0 }

@@ -51,6 +51,8 @@ struct VmState {
     live_roots: usize,
     /// Shared configuration bytes this VM could not parse (logged once).
     refused_shared: Option<Vec<u8>>,
+    /// When a root context of this VM last ticked.
+    last_tick: Option<u64>,
 }
 
 thread_local! {

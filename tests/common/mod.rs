@@ -255,32 +255,42 @@ impl RedisConn {
         RedisConn(s)
     }
 
-    /// Sends one command and reads one reply; returns the raw reply bytes.
-    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+    /// The RESP encoding of a command.
+    pub fn encode(args: &[&[u8]]) -> Vec<u8> {
         let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             req.extend_from_slice(a);
             req.extend_from_slice(b"\r\n");
         }
-        self.0.write_all(&req).unwrap();
+        req
+    }
+
+    /// Sends one command and reads one reply; returns the raw reply bytes.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.try_cmd(args).unwrap()
+    }
+
+    /// Like `cmd`, but a closed connection or a timeout is an `Err`.
+    pub fn try_cmd(&mut self, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+        self.0.write_all(&Self::encode(args))?;
         self.read_reply()
     }
 
-    fn read_line(&mut self, out: &mut Vec<u8>) {
+    fn read_line(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         let mut b = [0u8; 1];
         loop {
-            self.0.read_exact(&mut b).unwrap();
+            self.0.read_exact(&mut b)?;
             out.push(b[0]);
             if out.ends_with(b"\r\n") {
-                return;
+                return Ok(());
             }
         }
     }
 
-    fn read_reply(&mut self) -> Vec<u8> {
+    fn read_reply(&mut self) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_line(&mut out);
+        self.read_line(&mut out)?;
         if out[0] == b'$' {
             let n: i64 = std::str::from_utf8(&out[1..out.len() - 2])
                 .unwrap()
@@ -288,12 +298,57 @@ impl RedisConn {
                 .unwrap();
             if n >= 0 {
                 let mut body = vec![0u8; n as usize + 2];
-                self.0.read_exact(&mut body).unwrap();
+                self.0.read_exact(&mut body)?;
                 out.extend_from_slice(&body);
             }
         }
-        out
+        Ok(out)
     }
+
+    /// Reads until the peer closes; returns everything received. Panics after `timeout`.
+    pub fn read_to_close(&mut self, timeout: Duration) -> Vec<u8> {
+        read_to_close(&mut self.0, timeout)
+    }
+}
+
+/// Reads from `s` until the peer closes (EOF or reset); returns the bytes received. Panics if
+/// the connection is still open after `timeout`.
+pub fn read_to_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "connection still open after {timeout:?}");
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("connection still open after {timeout:?}")
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Whether `s` stays open and silent for `wait` (a hang, as on a network partition).
+pub fn stays_silent(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1024];
+    matches!(s.read(&mut buf), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// Median of durations.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,11 +384,16 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 /// The shipped `envoy/dbfault.yaml` with the module path made absolute and `plugin_config` as
 /// the plugin configuration.
 pub fn render_ecds(plugin_config: &str) -> String {
+    render_ecds_with_module(plugin_config, &wasm_path())
+}
+
+/// Like `render_ecds` with another module file (a different path makes Envoy create a new VM).
+pub fn render_ecds_with_module(plugin_config: &str, module: &Path) -> String {
     let text = fs::read_to_string(repo().join("envoy/dbfault.yaml")).unwrap();
     let text = replace_once(
         &text,
         "filename: ../target/wasm32-wasip1/release/dbfault.wasm",
-        &format!("filename: {}", wasm_path().display()),
+        &format!("filename: {}", module.display()),
     );
     let value_line = text
         .lines()
@@ -348,6 +408,9 @@ pub fn render_ecds(plugin_config: &str) -> String {
 pub struct EnvoyOptions {
     pub pg_port: u16,
     pub redis_port: u16,
+    /// Upstream ports of the MariaDB and TLS listeners (a closed port when a test needs none).
+    pub mariadb_port: u16,
+    pub tls_port: u16,
     pub plugin_config: String,
     pub concurrency: u32,
 }
@@ -357,6 +420,8 @@ impl EnvoyOptions {
         EnvoyOptions {
             pg_port,
             redis_port,
+            mariadb_port: free_port(),
+            tls_port: free_port(),
             plugin_config: plugin_config.to_owned(),
             concurrency: 2,
         }
@@ -370,6 +435,8 @@ pub struct Envoy {
     pub admin: u16,
     pub pg: u16,
     pub redis: u16,
+    pub mariadb: u16,
+    pub tls: u16,
 }
 
 impl Envoy {
@@ -388,6 +455,16 @@ impl Envoy {
             (
                 "port_value: 6379}",
                 format!("port_value: {}}}", opts.redis_port),
+            ),
+            ("port_value: 13306}", "port_value: 0}".to_owned()),
+            ("port_value: 18443}", "port_value: 0}".to_owned()),
+            (
+                "port_value: 3306}",
+                format!("port_value: {}}}", opts.mariadb_port),
+            ),
+            (
+                "port_value: 8443}",
+                format!("port_value: {}}}", opts.tls_port),
             ),
         ] {
             text = replace_once(&text, from, &to);
@@ -436,6 +513,8 @@ impl Envoy {
             admin: 0,
             pg: 0,
             redis: 0,
+            mariadb: 0,
+            tls: 0,
         };
         let admin_file = envoy.dir.path().join("admin");
         envoy.admin = wait_for("Envoy admin address", Duration::from_secs(30), || {
@@ -454,6 +533,8 @@ impl Envoy {
             match l["name"].as_str().unwrap() {
                 "postgres" => envoy.pg = port,
                 "redis" => envoy.redis = port,
+                "mariadb" => envoy.mariadb = port,
+                "tls" => envoy.tls = port,
                 other => panic!("unexpected listener {other}"),
             }
         }
@@ -528,6 +609,26 @@ impl Envoy {
             .copied()
     }
 
+    /// `dbfault_faults_injected_total{upstream, fault}` (0 when the series does not exist).
+    pub fn injected(&self, upstream: &str, fault: &str) -> f64 {
+        let prom = self.prometheus();
+        // Envoy orders labels by tag extraction; accept either order.
+        [
+            format!("dbfault_faults_injected_total{{upstream=\"{upstream}\",fault=\"{fault}\"}}"),
+            format!("dbfault_faults_injected_total{{fault=\"{fault}\",upstream=\"{upstream}\"}}"),
+        ]
+        .iter()
+        .find_map(|k| prom.get(k).copied())
+        .unwrap_or(0.0)
+    }
+
+    /// `dbfault_fault_active{fault}`.
+    pub fn fault_active(&self, fault: &str) -> Option<f64> {
+        self.prometheus()
+            .get(&format!("dbfault_fault_active{{fault=\"{fault}\"}}"))
+            .copied()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
@@ -535,20 +636,29 @@ impl Envoy {
     /// Replaces the ECDS file atomically (as an operator would) and waits until Envoy has
     /// accepted or rejected the update. Returns true when accepted.
     pub fn push_plugin_config(&self, plugin_config: &str) -> bool {
+        self.push_ecds(&render_ecds(plugin_config))
+    }
+
+    /// Replaces the ECDS file with `ecds` atomically; waits for Envoy's verdict (true: accepted).
+    pub fn push_ecds(&self, ecds: &str) -> bool {
         let success = "extension_config_discovery.network_filter.dbfault.update_success";
         let rejected = "extension_config_discovery.network_filter.dbfault.update_rejected";
         let (ok0, bad0) = (self.stat(success), self.stat(rejected));
         let tmp = self.dir.path().join(".dbfault.yaml.tmp");
-        fs::write(&tmp, render_ecds(plugin_config)).unwrap();
+        fs::write(&tmp, ecds).unwrap();
         fs::rename(&tmp, self.dir.path().join("dbfault.yaml")).unwrap();
-        wait_for(
+        let accepted = wait_for(
             "the ECDS update to be processed",
             Duration::from_secs(15),
             || {
                 let (ok, bad) = (self.stat(success), self.stat(rejected));
                 (ok > ok0 || bad > bad0).then_some(ok > ok0)
             },
-        )
+        );
+        // The main thread counts the update; each worker then installs it from its own event
+        // loop a moment later, with nothing to observe from outside. Give them that moment.
+        thread::sleep(Duration::from_millis(150));
+        accepted
     }
 }
 
@@ -589,4 +699,167 @@ impl Drop for Envoy {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB (a server-first protocol: the server sends its greeting before the client speaks)
+
+pub struct MariaDb {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl MariaDb {
+    pub fn start() -> MariaDb {
+        let dir = TempDir::new("mariadb");
+        if is_root() {
+            run_ok(Command::new("chown").arg("mysql").arg(dir.path()));
+        }
+        let data = dir.path().join("data");
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if is_root() {
+            install.arg("--user=mysql");
+        }
+        run_ok(&mut install);
+        let port = free_port();
+        let log = fs::File::create(dir.path().join("mariadb.log")).unwrap();
+        let mut cmd = Command::new("mariadbd");
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-grant-tables",
+                "--skip-log-bin",
+            ])
+            .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"]);
+        if is_root() {
+            cmd.arg("--user=mysql");
+        }
+        let child = cmd
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_port(port, Duration::from_secs(60));
+        MariaDb {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs SQL with the `mariadb` command-line client; returns (success, stdout + stderr).
+pub fn mariadb(port: u16, sql: &str) -> (bool, String) {
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "root",
+        ])
+        .args(["--connect-timeout=5", "--skip-ssl", "-e", sql])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TLS server (openssl s_server) standing in for an external database reached by SNI
+
+pub struct TlsServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl TlsServer {
+    pub fn start() -> TlsServer {
+        let dir = TempDir::new("tls");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=firestore.googleapis.com", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port, Duration::from_secs(10));
+        TlsServer {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS GET through `openssl s_client` with `sni`; returns (got an HTTP answer, output).
+pub fn tls_get(port: u16, sni: &str) -> (bool, String) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-servername", sni])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text.contains("HTTP/1.0 200 ok"), text)
 }

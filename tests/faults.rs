@@ -1,0 +1,358 @@
+//! End to end: fault injection in a real Envoy 1.40 (`--concurrency 2`) against real
+//! PostgreSQL, Redis, MariaDB and a TLS server, observed through real clients.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A configuration with one rule, given as the JSON body of the rule without its name/match.
+fn one_rule(name: &str, hosts: &str, body: &str) -> String {
+    format!(
+        r#"{{"metrics": {{"interval": "1s"}}, "faults": [{{"name": "{name}", "match": {{"hosts": [{hosts}]}}, {body}}}]}}"#
+    )
+}
+
+const NO_FAULTS: &str = r#"{"metrics": {"interval": "1s"}}"#;
+
+fn ping(port: u16) -> std::io::Result<Vec<u8>> {
+    RedisConn::connect(port).try_cmd(&[b"PING"])
+}
+
+fn cluster_tx(envoy: &Envoy, cluster: &str) -> i64 {
+    envoy.stat(&format!("cluster.{cluster}.upstream_cx_tx_bytes_total"))
+}
+
+fn cluster_rx(envoy: &Envoy, cluster: &str) -> i64 {
+    envoy.stat(&format!("cluster.{cluster}.upstream_cx_rx_bytes_total"))
+}
+
+fn wait_closed(envoy: &Envoy, upstream: &str) {
+    wait_for(
+        &format!("{upstream} connections to close"),
+        Duration::from_secs(10),
+        || (envoy.metric("dbfault_upstream_cx_active", upstream) == Some(0.0)).then_some(()),
+    );
+}
+
+#[test]
+fn abort_client_first_postgres_and_redis() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let config = one_rule("outage", r#""postgres", "redis""#, r#""abort": {}"#);
+    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, &config));
+    assert_eq!(envoy.fault_active("outage"), Some(1.0));
+
+    // psql: the server "goes away" before answering the startup message.
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &envoy.pg.to_string(),
+        ])
+        .args(["-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("server closed the connection unexpectedly"),
+        "{stderr}"
+    );
+
+    // Redis: the PING gets no answer, the connection is closed.
+    for _ in 0..3 {
+        let mut c = RedisConn::connect(envoy.redis);
+        c.0.write_all_checked(&RedisConn::encode(&[b"PING"]));
+        assert_eq!(c.read_to_close(Duration::from_secs(5)), b"");
+    }
+    wait_closed(&envoy, "redis");
+    wait_closed(&envoy, "postgres");
+    // The client's first bytes never reached the database.
+    assert_eq!(cluster_tx(&envoy, "redis"), 0);
+    assert_eq!(cluster_tx(&envoy, "postgres"), 0);
+    assert_eq!(
+        envoy.metric("dbfault_upstream_tx_bytes_total", "redis"),
+        Some(0.0)
+    );
+    assert_eq!(
+        envoy.metric("dbfault_upstream_dropped_bytes_total", "redis"),
+        Some(3.0 * 14.0)
+    );
+    assert_eq!(envoy.injected("redis", "outage"), 3.0);
+    assert!(envoy.injected("postgres", "outage") >= 1.0);
+}
+
+trait WriteAll {
+    fn write_all_checked(&mut self, bytes: &[u8]);
+}
+
+impl WriteAll for TcpStream {
+    fn write_all_checked(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(self, bytes).unwrap();
+    }
+}
+
+#[test]
+fn abort_server_first_mariadb_greeting_never_reaches_the_client() {
+    let maria = MariaDb::start();
+    let (pg, redis) = (free_port(), free_port());
+    let mut opts = EnvoyOptions::new(pg, redis, NO_FAULTS);
+    opts.mariadb_port = maria.port;
+    let envoy = Envoy::start(opts);
+    let (ok, out) = mariadb(envoy.mariadb, "SELECT 1");
+    assert!(ok, "MariaDB through Envoy without faults: {out}");
+
+    assert!(envoy.push_plugin_config(&one_rule("maria-down", r#""mariadb""#, r#""abort": {}"#)));
+    let (ok, out) = mariadb(envoy.mariadb, "SELECT 1");
+    assert!(!ok);
+    assert!(out.contains("Lost connection"), "{out}");
+    // A raw client receives nothing at all: not even the greeting.
+    let mut s = TcpStream::connect(("127.0.0.1", envoy.mariadb)).unwrap();
+    assert_eq!(read_to_close(&mut s, Duration::from_secs(5)), b"");
+    wait_closed(&envoy, "mariadb");
+    let forwarded = envoy
+        .metric("dbfault_upstream_rx_bytes_total", "mariadb")
+        .unwrap();
+    let dropped = envoy
+        .metric("dbfault_upstream_dropped_bytes_total", "mariadb")
+        .unwrap();
+    assert!(dropped > 0.0, "the greetings were dropped");
+    // Forwarded bytes still equal Envoy's view of what the clients got: only the healthy run.
+    let envoy_rx = cluster_rx(&envoy, "mariadb") as f64;
+    assert_eq!(
+        forwarded + dropped,
+        envoy_rx,
+        "forwarded + dropped = bytes from the server"
+    );
+    assert_eq!(envoy.injected("mariadb", "maria-down"), 2.0);
+}
+
+#[test]
+fn abort_tls_by_sni() {
+    let tls = TlsServer::start();
+    let mut opts = EnvoyOptions::new(free_port(), free_port(), NO_FAULTS);
+    opts.tls_port = tls.port;
+    let envoy = Envoy::start(opts);
+    let (ok, out) = tls_get(envoy.tls, "db.example.com");
+    assert!(ok, "TLS through Envoy without faults: {out}");
+
+    // The rule names only the SNI; the cluster (`outbound|443||firestore.googleapis.com`) is
+    // the same for both clients.
+    assert!(envoy.push_plugin_config(&one_rule("sni", r#""*.example.com""#, r#""abort": {}"#)));
+    let (ok, out) = tls_get(envoy.tls, "db.example.com");
+    assert!(!ok, "{out}");
+    let (ok, out) = tls_get(envoy.tls, "firestore.googleapis.com");
+    assert!(ok, "{out}");
+    wait_closed(&envoy, "firestore.googleapis.com");
+    assert_eq!(envoy.injected("firestore.googleapis.com", "sni"), 1.0);
+}
+
+#[test]
+fn blackhole_hangs_clients_and_close_after_closes() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let config = r#"{"faults": [
+        {"name": "hang", "match": {"clusters": ["redis"]}, "blackhole": {}},
+        {"name": "hang-pg", "match": {"hosts": ["postgres"]}, "blackhole": {"closeAfter": "700ms"}}
+    ]}"#;
+    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, config));
+
+    let mut c = RedisConn::connect(envoy.redis);
+    c.0.write_all_checked(&RedisConn::encode(&[b"PING"]));
+    assert!(
+        stays_silent(&mut c.0, Duration::from_millis(1500)),
+        "blackholed PING answered"
+    );
+    assert_eq!(
+        envoy.metric("dbfault_upstream_cx_active", "redis"),
+        Some(1.0)
+    );
+    assert_eq!(cluster_tx(&envoy, "redis"), 0);
+
+    // psql waits for the server, which never answers; closeAfter ends it.
+    let start = Instant::now();
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &envoy.pg.to_string(),
+        ])
+        .args(["-c", "SELECT 1"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(!out.status.success());
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_millis(1500),
+        "psql ended after {took:?}, closeAfter is 700ms"
+    );
+    drop(c);
+    wait_closed(&envoy, "redis");
+    wait_closed(&envoy, "postgres");
+    assert_eq!(
+        envoy.metric("dbfault_upstream_dropped_bytes_total", "redis"),
+        Some(14.0)
+    );
+    assert_eq!(cluster_tx(&envoy, "postgres"), 0);
+}
+
+/// Median round trip of `n` PINGs on one connection.
+fn ping_rtts(port: u16, n: usize) -> Vec<Duration> {
+    let mut c = RedisConn::connect(port);
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
+            t.elapsed()
+        })
+        .collect()
+}
+
+#[test]
+fn delay_adds_the_configured_latency() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, NO_FAULTS));
+    let base = median(ping_rtts(envoy.redis, 30));
+
+    for (latency, jitter, samples) in [(100u64, 0u64, 30), (20, 0, 40), (60, 20, 100)] {
+        let body = format!(r#""delay": {{"latency": "{latency}ms", "jitter": "{jitter}ms"}}"#);
+        assert!(envoy.push_plugin_config(&one_rule("slow", r#""redis""#, &body)));
+        let rtts = ping_rtts(envoy.redis, samples);
+        let added = median(rtts.clone()).saturating_sub(base);
+        let want = Duration::from_millis(latency);
+        let tolerance = (want / 10).max(Duration::from_millis(5));
+        eprintln!("delay {latency}ms ±{jitter}ms: median added {added:?} (base {base:?})");
+        assert!(
+            added.abs_diff(want) <= tolerance,
+            "median added latency {added:?}, configured {want:?}"
+        );
+        let (lo, hi) = (*rtts.iter().min().unwrap(), *rtts.iter().max().unwrap());
+        assert!(
+            lo + Duration::from_millis(2) >= Duration::from_millis(latency - jitter),
+            "{lo:?}"
+        );
+        assert!(hi <= Duration::from_millis(latency + jitter + 20), "{hi:?}");
+        if jitter > 0 {
+            assert!(
+                hi - lo >= Duration::from_millis(jitter),
+                "no jitter: {lo:?}..{hi:?}"
+            );
+        }
+    }
+
+    // firstOnly: only the first chunk of each connection waits.
+    let body = r#""delay": {"latency": "100ms", "firstOnly": true}"#;
+    assert!(envoy.push_plugin_config(&one_rule("slow-start", r#""redis""#, body)));
+    let rtts = ping_rtts(envoy.redis, 10);
+    assert!(rtts[0] >= Duration::from_millis(95), "first {:?}", rtts[0]);
+    assert!(
+        median(rtts[1..].to_vec()) < Duration::from_millis(20),
+        "{rtts:?}"
+    );
+
+    // PostgreSQL through a real client: each client → server message waits.
+    let body = r#""delay": {"latency": "200ms"}"#;
+    assert!(envoy.push_plugin_config(&one_rule("slow-pg", r#""postgres""#, body)));
+    let start = Instant::now();
+    psql(envoy.pg, "SELECT 1");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(400), "psql took {took:?}");
+    wait_closed(&envoy, "postgres");
+    assert_eq!(
+        envoy
+            .metric("dbfault_upstream_tx_bytes_total", "postgres")
+            .unwrap(),
+        cluster_tx(&envoy, "postgres") as f64
+    );
+}
+
+#[test]
+fn cut_after_bytes_is_exact_and_cut_after_time_interrupts_traffic() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, NO_FAULTS));
+    RedisConn::connect(envoy.redis).cmd(&[b"SET", b"big", &vec![b'b'; 10_000]]);
+
+    // Client → database: a 1000-byte command is truncated to the 300 allowed bytes.
+    let body = r#""cut": {"afterBytes": 300}"#;
+    assert!(envoy.push_plugin_config(&one_rule("cut", r#""redis""#, body)));
+    let m = |n| envoy.metric(n, "redis").unwrap_or(0.0);
+    let (tx0, dropped0) = (
+        cluster_tx(&envoy, "redis"),
+        m("dbfault_upstream_dropped_bytes_total"),
+    );
+    let mut c = RedisConn::connect(envoy.redis);
+    let cmd = RedisConn::encode(&[b"SET", b"k", &vec![b'x'; 972]]);
+    assert_eq!(cmd.len(), 1000);
+    c.0.write_all_checked(&cmd);
+    assert_eq!(c.read_to_close(Duration::from_secs(5)), b"");
+    wait_closed(&envoy, "redis");
+    assert_eq!(
+        cluster_tx(&envoy, "redis") - tx0,
+        300,
+        "bytes that reached Redis"
+    );
+    assert_eq!(m("dbfault_upstream_dropped_bytes_total") - dropped0, 700.0);
+
+    // Database → client: the answer is truncated so that both directions total 100 bytes.
+    let body = r#""cut": {"afterBytes": 100}"#;
+    assert!(envoy.push_plugin_config(&one_rule("cut-small", r#""redis""#, body)));
+    let (rx0, fwd0, dropped0) = (
+        cluster_rx(&envoy, "redis"),
+        m("dbfault_upstream_rx_bytes_total"),
+        m("dbfault_upstream_dropped_bytes_total"),
+    );
+    let mut c = RedisConn::connect(envoy.redis);
+    let get = RedisConn::encode(&[b"GET", b"big"]);
+    c.0.write_all_checked(&get);
+    let got = c.read_to_close(Duration::from_secs(5));
+    assert_eq!(got.len(), 100 - get.len(), "bytes the client received");
+    assert!(got.starts_with(b"$10000\r\nbbbb"));
+    wait_closed(&envoy, "redis");
+    // Exact accounting: what Redis sent = forwarded to the client + dropped.
+    let from_redis = (cluster_rx(&envoy, "redis") - rx0) as f64;
+    let forwarded = m("dbfault_upstream_rx_bytes_total") - fwd0;
+    let dropped = m("dbfault_upstream_dropped_bytes_total") - dropped0;
+    assert_eq!(forwarded, got.len() as f64);
+    assert_eq!(forwarded + dropped, from_redis);
+    assert_eq!(
+        m("dbfault_upstream_tx_bytes_total"),
+        cluster_tx(&envoy, "redis") as f64
+    );
+
+    // By time, while traffic flows: PINGs every 50 ms until the cut at 1 s.
+    let body = r#""cut": {"after": "1s"}"#;
+    assert!(envoy.push_plugin_config(&one_rule("cut-time", r#""redis""#, body)));
+    let mut c = RedisConn::connect(envoy.redis);
+    let start = Instant::now();
+    let mut answered = 0;
+    while c.try_cmd(&[b"PING"]).is_ok() {
+        answered += 1;
+        thread::sleep(Duration::from_millis(50));
+        assert!(start.elapsed() < Duration::from_secs(5), "never cut");
+    }
+    let took = start.elapsed();
+    assert!(
+        answered >= 15,
+        "traffic flowed before the cut ({answered} PINGs)"
+    );
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1300),
+        "cut after {took:?}"
+    );
+}
