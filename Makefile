@@ -11,7 +11,7 @@ ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build lint unit e2e test run wasm-target envoy redis clean
+.PHONY: build lint unit e2e test run wasm-target envoy packages clean
 
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
@@ -28,8 +28,15 @@ $(ENVOY_STAMP):
 	$(ENVOY) --version
 	touch $@
 
-redis:
-	@command -v redis-server >/dev/null || { $(APT) update -q && $(APT) install -y -q redis-server; }
+# Servers and clients the end-to-end tests drive (PostgreSQL 15 is expected preinstalled;
+# .ci/run installs it on a bare machine).
+packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
+	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then $(APT) update -q && $(APT) install -y -q $$missing; fi
 
 lint: wasm-target
 	cargo fmt --all -- --check
@@ -39,12 +46,12 @@ lint: wasm-target
 unit:
 	cargo test --lib
 
-e2e: build envoy redis
+e2e: build envoy packages
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) cargo test --test '*' -- --test-threads 2
 
 test: lint unit e2e
 
-run: build envoy redis
+run: build envoy packages
 	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh
 
 clean:

@@ -29,7 +29,7 @@ as_db_user() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in $pg_port 15432 16379 9901; do
+for port in $pg_port 15432 16379 13306 18443 9901; do
   if port_busy "$port"; then
     echo "port $port on 127.0.0.1 is in use; envoy/envoy.yaml needs it (stop what holds it)" >&2
     exit 1

@@ -244,7 +244,7 @@ fn delay_adds_the_configured_latency() {
         );
         let (lo, hi) = (*rtts.iter().min().unwrap(), *rtts.iter().max().unwrap());
         assert!(
-            lo + Duration::from_millis(2) >= Duration::from_millis(latency - jitter),
+            lo + Duration::from_millis(3) >= Duration::from_millis(latency - jitter),
             "{lo:?}"
         );
         assert!(hi <= Duration::from_millis(latency + jitter + 20), "{hi:?}");
@@ -355,4 +355,247 @@ fn cut_after_bytes_is_exact_and_cut_after_time_interrupts_traffic() {
         took >= Duration::from_millis(950) && took < Duration::from_millis(1300),
         "cut after {took:?}"
     );
+}
+
+#[test]
+fn percentage_affects_a_binomial_share_of_connections() {
+    let redis = Redis::start();
+    let config = one_rule("some", r#""redis""#, r#""abort": {}, "percentage": 30"#);
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, &config));
+    let n = 400;
+    let aborted = (0..n).filter(|_| ping(envoy.redis).is_err()).count();
+    // Binomial(400, 0.3): mean 120, sd 9.17; 99.9% two-sided bounds are mean ± 3.29 sd.
+    let (mean, sd) = (120.0, (400.0f64 * 0.3 * 0.7).sqrt());
+    eprintln!("{aborted} of {n} connections aborted");
+    assert!(
+        (aborted as f64 - mean).abs() <= 3.29 * sd,
+        "{aborted} aborted, expected {mean} ± {:.0}",
+        3.29 * sd
+    );
+    wait_closed(&envoy, "redis");
+    assert_eq!(envoy.injected("redis", "some"), aborted as f64);
+}
+
+#[test]
+fn window_switches_the_rule_on_and_off_on_time() {
+    let redis = Redis::start();
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, NO_FAULTS));
+    let body = r#""abort": {}, "window": {"after": "1s", "for": "1s", "every": "2s"}"#;
+    let pushed = Instant::now();
+    assert!(envoy.push_plugin_config(&one_rule("flap", r#""redis""#, body)));
+    assert_eq!(envoy.fault_active("flap"), Some(0.0));
+    assert!(ping(envoy.redis).is_ok(), "the window is not open yet");
+
+    // Follow fault_active: on at ~1s, off at ~2s, on again at ~3s.
+    let mut switches = Vec::new();
+    let mut last = 0.0;
+    while switches.len() < 3 && pushed.elapsed() < Duration::from_secs(6) {
+        let now = envoy.fault_active("flap").unwrap();
+        if now != last {
+            switches.push((pushed.elapsed(), now));
+            let works = ping(envoy.redis).is_ok();
+            assert_eq!(
+                works,
+                now == 0.0,
+                "traffic at {:?} with fault_active {now}",
+                pushed.elapsed()
+            );
+            last = now;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("switches: {switches:?}");
+    assert_eq!(
+        switches.iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![1.0, 0.0, 1.0]
+    );
+    for (i, (at, _)) in switches.iter().enumerate() {
+        let want = Duration::from_secs(i as u64 + 1);
+        assert!(
+            *at >= want.saturating_sub(Duration::from_millis(50))
+                && *at <= want + Duration::from_millis(300),
+            "switch {i} at {at:?}, expected ~{want:?}"
+        );
+    }
+}
+
+#[test]
+fn apply_to_all_reaches_open_idle_connections_and_new_does_not() {
+    let redis = Redis::start();
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, NO_FAULTS));
+
+    // applyTo all: an idle pooled connection is closed within 250 ms of the update.
+    let mut idle = RedisConn::connect(envoy.redis);
+    assert_eq!(idle.cmd(&[b"PING"]), b"+PONG\r\n");
+    let waiter = thread::spawn(move || {
+        idle.read_to_close(Duration::from_secs(5));
+        Instant::now()
+    });
+    let pushed = Instant::now();
+    assert!(envoy.push_plugin_config(&one_rule("all", r#""redis""#, r#""abort": {}"#)));
+    let closed = waiter.join().unwrap();
+    let took = closed - pushed;
+    eprintln!("idle connection closed {took:?} after the ECDS file was replaced");
+    assert!(took < Duration::from_millis(250), "closed after {took:?}");
+    assert!(ping(envoy.redis).is_err());
+
+    // applyTo new: the open connection keeps working, new ones fail.
+    assert!(envoy.push_plugin_config(NO_FAULTS));
+    let mut open = RedisConn::connect(envoy.redis);
+    assert_eq!(open.cmd(&[b"PING"]), b"+PONG\r\n");
+    let body = r#""abort": {}, "applyTo": "new""#;
+    assert!(envoy.push_plugin_config(&one_rule("new-only", r#""redis""#, body)));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        open.cmd(&[b"PING"]),
+        b"+PONG\r\n",
+        "applyTo new touched an open connection"
+    );
+    assert!(
+        ping(envoy.redis).is_err(),
+        "a new connection was not aborted"
+    );
+
+    // And off again: traffic flows.
+    assert!(envoy.push_plugin_config(NO_FAULTS));
+    assert!(ping(envoy.redis).is_ok());
+    assert_eq!(open.cmd(&[b"PING"]), b"+PONG\r\n");
+    assert_eq!(envoy.fault_active("new-only"), Some(0.0));
+}
+
+#[test]
+fn an_update_that_replaces_the_vm_reaches_connections_of_the_old_one() {
+    let redis = Redis::start();
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, NO_FAULTS));
+    let mut idle = RedisConn::connect(envoy.redis);
+    assert_eq!(idle.cmd(&[b"PING"]), b"+PONG\r\n");
+
+    // Another module (same code plus a custom section, so its hash differs): Envoy builds a new
+    // VM; the idle connection lives in the old one.
+    let copy = envoy.dir.path().join("dbfault-v2.wasm");
+    let mut module = std::fs::read(wasm_path()).unwrap();
+    let name = b"dbfault-test";
+    module.extend_from_slice(&[0, (1 + name.len() + 2) as u8, name.len() as u8]);
+    module.extend_from_slice(name);
+    module.extend_from_slice(b"v2");
+    std::fs::write(&copy, module).unwrap();
+    let config = one_rule("outage", r#""redis""#, r#""abort": {}"#);
+    let waiter = thread::spawn(move || {
+        idle.read_to_close(Duration::from_secs(5));
+        Instant::now()
+    });
+    let pushed = Instant::now();
+    assert!(envoy.push_ecds(&render_ecds_with_module(&config, &copy)));
+    let took = waiter.join().unwrap() - pushed;
+    // This includes compiling the new module in V8; the old VM acts on its next tick after.
+    eprintln!("old VM's connection closed {took:?} after the ECDS file was replaced");
+    assert!(took < Duration::from_millis(500), "closed after {took:?}");
+    assert!(ping(envoy.redis).is_err(), "the new VM does not abort");
+    assert!(envoy
+        .log()
+        .contains("configuration updated from another VM"));
+    assert!(
+        envoy.stat("wasm.envoy.wasm.runtime.v8.created") >= 2
+            || envoy.log().contains("dbfault-v2.wasm")
+    );
+}
+
+#[test]
+fn dry_run_counts_and_touches_nothing() {
+    let redis = Redis::start();
+    let config = one_rule("rehearsal", r#""redis""#, r#""abort": {}, "dryRun": true"#);
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, &config));
+    for _ in 0..5 {
+        assert_eq!(ping(envoy.redis).unwrap(), b"+PONG\r\n");
+    }
+    wait_closed(&envoy, "redis");
+    assert_eq!(envoy.injected("redis", "rehearsal"), 5.0);
+    assert_eq!(
+        envoy.metric("dbfault_upstream_dropped_bytes_total", "redis"),
+        Some(0.0)
+    );
+    assert_eq!(
+        envoy
+            .metric("dbfault_upstream_tx_bytes_total", "redis")
+            .unwrap(),
+        cluster_tx(&envoy, "redis") as f64
+    );
+    assert_eq!(cluster_tx(&envoy, "redis"), 5 * 14);
+}
+
+#[test]
+fn other_upstreams_are_untouched_while_rules_are_active() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, NO_FAULTS));
+    let before = median(ping_rtts(envoy.redis, 300));
+
+    let config = r#"{"faults": [
+        {"name": "pg-down", "match": {"hosts": ["postgres"]}, "abort": {}},
+        {"name": "pg-slow", "match": {"clusters": ["postgres"]}, "delay": {"latency": "50ms"}},
+        {"name": "maria-hang", "match": {"hosts": ["mariadb", "*.example.com"]}, "blackhole": {}}
+    ]}"#;
+    assert!(envoy.push_plugin_config(config));
+    assert!(std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &envoy.pg.to_string(),
+            "-c",
+            "SELECT 1"
+        ])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap());
+
+    // A 4 MiB value of pseudo-random bytes through Redis arrives intact.
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let value: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut c = RedisConn::connect(envoy.redis);
+    assert_eq!(c.cmd(&[b"SET", b"blob", &value]), b"+OK\r\n");
+    let reply = c.cmd(&[b"GET", b"blob"]);
+    let header = format!("${}\r\n", value.len());
+    assert!(reply.starts_with(header.as_bytes()));
+    assert!(
+        reply[header.len()..reply.len() - 2] == value[..],
+        "the value came back altered"
+    );
+
+    // No added latency beyond noise.
+    let after = median(ping_rtts(envoy.redis, 300));
+    eprintln!("Redis PING median before {before:?}, with rules for other upstreams {after:?}");
+    assert!(
+        after < before + Duration::from_millis(1),
+        "{before:?} → {after:?}"
+    );
+    assert_eq!(envoy.injected("redis", "pg-down"), 0.0);
+}
+
+#[test]
+fn a_rejected_update_leaves_the_previous_rules_in_force() {
+    let redis = Redis::start();
+    let config = one_rule("outage", r#""redis""#, r#""abort": {}"#);
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, &config));
+    assert!(ping(envoy.redis).is_err());
+    let bad = one_rule("outage", r#""redis""#, r#""abort": {}, "blackhole": {}"#);
+    assert!(!envoy.push_plugin_config(&bad));
+    assert!(envoy
+        .log()
+        .contains("dbfault: invalid configuration: faults[0]: needs exactly one fault kind"));
+    assert!(
+        ping(envoy.redis).is_err(),
+        "the old rule is no longer in force"
+    );
+    assert_eq!(envoy.fault_active("outage"), Some(1.0));
+    assert!(envoy.stat("extension_config_discovery.network_filter.dbfault.update_rejected") >= 1);
 }

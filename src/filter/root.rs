@@ -15,6 +15,8 @@ use std::time::Duration;
 const BASE_TICK: Duration = Duration::from_millis(50);
 /// While a delay rule is active: holds are released within this of their time.
 const FAST_TICK: Duration = Duration::from_millis(1);
+/// How far ahead of its time a tick may act on a deadline (see `on_tick`).
+const MAX_EARLY: Duration = Duration::from_millis(2);
 
 /// One per plugin configuration per VM.
 pub struct Root {
@@ -110,10 +112,12 @@ impl RootContext for Root {
         let Some((actions, fast, interval)) = with_vm(|vm| {
             // Ticks arrive with some granularity (about 4 ms in Envoy 1.40 even at a 1 ms
             // period): act on what is due by the middle of the next gap, so that releases and
-            // closes land on the nearest tick instead of always the one after.
+            // closes land on the nearest tick instead of always the one after; never more
+            // than MAX_EARLY ahead, so that a loaded, slowly ticking worker does not release
+            // holds noticeably early.
             let gap = vm.last_tick.map_or(0, |last| now.saturating_sub(last));
             vm.last_tick = Some(now);
-            let due_by = now.saturating_add(gap.min(crate::fault::nanos(BASE_TICK)) / 2);
+            let due_by = now.saturating_add((gap / 2).min(crate::fault::nanos(MAX_EARLY)));
             vm.poll_shared_config(now);
             let changes = vm.engine.update(now);
             if !changes.is_empty() {
