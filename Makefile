@@ -11,7 +11,7 @@ ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build lint unit e2e test run wasm-target envoy packages clean
+.PHONY: build lint unit e2e test run wasm-target envoy packages faults fault-on fault-off clean
 
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
@@ -53,6 +53,14 @@ test: lint unit e2e
 
 run: build envoy packages
 	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh
+
+# Live toggles for the Envoy started by `make run` (rules in envoy/dbfault.yaml).
+faults:
+	@scripts/faultctl list
+
+fault-on fault-off:
+	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
+	@scripts/faultctl $(subst fault-,,$@) $(RULE)
 
 clean:
 	cargo clean

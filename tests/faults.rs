@@ -599,3 +599,57 @@ fn a_rejected_update_leaves_the_previous_rules_in_force() {
     assert_eq!(envoy.fault_active("outage"), Some(1.0));
     assert!(envoy.stat("extension_config_discovery.network_filter.dbfault.update_rejected") >= 1);
 }
+
+#[test]
+fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let envoy = Envoy::start(EnvoyOptions::new(
+        pg.port,
+        redis.port,
+        &shipped_plugin_config(),
+    ));
+    assert_eq!(envoy.fault_active("postgres-outage"), Some(0.0));
+    psql(envoy.pg, "SELECT 1");
+
+    let faultctl = |args: &[&str]| {
+        let out = std::process::Command::new(repo().join("scripts/faultctl"))
+            .arg("--file")
+            .arg(envoy.ecds_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(faultctl(&["list"]).contains("postgres-outage          off  abort"));
+    assert!(envoy.update_with(|| {
+        faultctl(&["on", "postgres-outage"]);
+    }));
+    assert_eq!(envoy.fault_active("postgres-outage"), Some(1.0));
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &envoy.pg.to_string(),
+        ])
+        .args(["-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(ping(envoy.redis).is_ok(), "Redis is not part of the outage");
+
+    assert!(envoy.update_with(|| {
+        faultctl(&["off", "postgres-outage"]);
+    }));
+    assert_eq!(envoy.fault_active("postgres-outage"), Some(0.0));
+    psql(envoy.pg, "SELECT 1");
+    assert!(envoy.injected("postgres", "postgres-outage") >= 1.0);
+}

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 const DEFAULT_CONFIG: &str =
     r#"{"metrics": {"enabled": true, "interval": "1s", "maxUpstreams": 256}}"#;
 
-const METRICS: [&str; 6] = [
+const METRICS: [&str; 7] = [
     "dbfault_upstream_cx_total",
     "dbfault_upstream_cx_active",
     "dbfault_upstream_tx_bytes_total",
     "dbfault_upstream_rx_bytes_total",
     "dbfault_upstream_tx_bytes_per_second",
     "dbfault_upstream_rx_bytes_per_second",
+    "dbfault_upstream_dropped_bytes_total",
 ];
 
 fn wait_metric(envoy: &Envoy, name: &str, upstream: &str, want: f64) {

@@ -327,6 +327,23 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_ecds_config_is_valid() {
+        let text = include_str!("../../envoy/dbfault.yaml");
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("value: '"))
+            .unwrap();
+        let json = line["value: '".len()..line.len() - 1].replace("''", "'");
+        let c = Config::parse(json.as_bytes()).unwrap();
+        assert_eq!(c.faults.len(), 4);
+        assert!(
+            c.faults.iter().all(|r| !r.enabled),
+            "shipped rules must be off"
+        );
+    }
+
+    #[test]
     fn non_utf8_is_refused() {
         let e = Config::parse(b"{\"metrics\": {\"interval\": \"\xff\"}}").unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");

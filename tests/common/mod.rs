@@ -405,6 +405,22 @@ pub fn render_ecds_with_module(plugin_config: &str, module: &Path) -> String {
     replace_once(&text, &value_line, &format!("{indent}value: {quoted}"))
 }
 
+/// The plugin configuration shipped in `envoy/dbfault.yaml` (its one-line `value:`).
+pub fn shipped_plugin_config() -> String {
+    let text = fs::read_to_string(repo().join("envoy/dbfault.yaml")).unwrap();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("value: '"))
+        .expect("a single-quoted `value:` line in envoy/dbfault.yaml");
+    let quoted = line
+        .strip_prefix("value: '")
+        .unwrap()
+        .strip_suffix('\'')
+        .unwrap();
+    quoted.replace("''", "'")
+}
+
 pub struct EnvoyOptions {
     pub pg_port: u16,
     pub redis_port: u16,
@@ -641,12 +657,24 @@ impl Envoy {
 
     /// Replaces the ECDS file with `ecds` atomically; waits for Envoy's verdict (true: accepted).
     pub fn push_ecds(&self, ecds: &str) -> bool {
+        self.update_with(|| {
+            let tmp = self.dir.path().join(".dbfault.yaml.tmp");
+            fs::write(&tmp, ecds).unwrap();
+            fs::rename(&tmp, self.ecds_path()).unwrap();
+        })
+    }
+
+    /// The ECDS file this Envoy watches.
+    pub fn ecds_path(&self) -> PathBuf {
+        self.dir.path().join("dbfault.yaml")
+    }
+
+    /// Runs `change` (which replaces the ECDS file) and waits for Envoy's verdict.
+    pub fn update_with(&self, change: impl FnOnce()) -> bool {
         let success = "extension_config_discovery.network_filter.dbfault.update_success";
         let rejected = "extension_config_discovery.network_filter.dbfault.update_rejected";
         let (ok0, bad0) = (self.stat(success), self.stat(rejected));
-        let tmp = self.dir.path().join(".dbfault.yaml.tmp");
-        fs::write(&tmp, ecds).unwrap();
-        fs::rename(&tmp, self.dir.path().join("dbfault.yaml")).unwrap();
+        change();
         let accepted = wait_for(
             "the ECDS update to be processed",
             Duration::from_secs(15),
