@@ -653,3 +653,81 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
     psql(envoy.pg, "SELECT 1");
     assert!(envoy.injected("postgres", "postgres-outage") >= 1.0);
 }
+
+/// Runs `f` and returns its result with the time it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+#[test]
+fn mariadb_and_tls_clients_see_each_fault_kind() {
+    let (maria, tls) = (MariaDb::start(), TlsServer::start());
+    let mut opts = EnvoyOptions::new(free_port(), free_port(), NO_FAULTS);
+    opts.mariadb_port = maria.port;
+    opts.tls_port = tls.port;
+    let envoy = Envoy::start(opts);
+    let ((ok, out), base_maria) = timed(|| mariadb(envoy.mariadb, "SELECT 1"));
+    assert!(ok, "{out}");
+    let ((ok, out), base_tls) = timed(|| tls_get(envoy.tls, "db.example.com"));
+    assert!(ok, "{out}");
+    let rules = |body: &str| {
+        format!(
+            r#"{{"faults": [
+                {{"name": "maria", "match": {{"hosts": ["mariadb"]}}, {body}}},
+                {{"name": "tls", "match": {{"hosts": ["db.example.com"]}}, {body}}}
+            ]}}"#
+        )
+    };
+
+    // Blackhole: both clients hang until closeAfter closes the connection.
+    assert!(envoy.push_plugin_config(&rules(r#""blackhole": {"closeAfter": "1s"}"#)));
+    let ((ok, out), took) = timed(|| mariadb(envoy.mariadb, "SELECT 1"));
+    assert!(!ok && out.contains("Lost connection"), "{out}");
+    assert!(
+        took >= Duration::from_millis(950),
+        "MariaDB client gave up after {took:?}"
+    );
+    let ((ok, out), took) = timed(|| tls_get(envoy.tls, "db.example.com"));
+    assert!(!ok, "{out}");
+    assert!(
+        took >= Duration::from_millis(950),
+        "TLS client gave up after {took:?}"
+    );
+
+    // Delay: both succeed, slower by at least one latency per client flight.
+    assert!(envoy.push_plugin_config(&rules(r#""delay": {"latency": "250ms"}"#)));
+    let ((ok, out), took) = timed(|| mariadb(envoy.mariadb, "SELECT 1"));
+    assert!(ok, "{out}");
+    eprintln!("MariaDB SELECT 1: {base_maria:?} → {took:?} with a 250 ms delay");
+    assert!(took >= base_maria + Duration::from_millis(500), "{took:?}");
+    let ((ok, out), took) = timed(|| tls_get(envoy.tls, "db.example.com"));
+    assert!(ok, "{out}");
+    eprintln!("TLS GET: {base_tls:?} → {took:?} with a 250 ms delay");
+    assert!(took >= base_tls + Duration::from_millis(500), "{took:?}");
+
+    // Cut after 200 bytes: the MariaDB login and the TLS handshake are both longer.
+    assert!(envoy.push_plugin_config(&rules(r#""cut": {"afterBytes": 200}"#)));
+    let (ok, out) = mariadb(envoy.mariadb, "SELECT 1");
+    assert!(!ok && out.contains("Lost connection"), "{out}");
+    let (ok, out) = tls_get(envoy.tls, "db.example.com");
+    assert!(!ok, "{out}");
+    wait_closed(&envoy, "mariadb");
+    wait_closed(&envoy, "firestore.googleapis.com");
+    for fault in ["maria", "tls"] {
+        let upstream = if fault == "maria" {
+            "mariadb"
+        } else {
+            "firestore.googleapis.com"
+        };
+        assert_eq!(envoy.injected(upstream, fault), 3.0, "{fault}");
+    }
+    // Exactly 200 bytes passed on each cut connection; tx stays equal to Envoy's counter.
+    assert_eq!(
+        envoy
+            .metric("dbfault_upstream_tx_bytes_total", "mariadb")
+            .unwrap(),
+        cluster_tx(&envoy, "mariadb") as f64
+    );
+}
