@@ -51,21 +51,8 @@ fn abort_client_first_postgres_and_redis() {
     assert_eq!(envoy.fault_active("outage"), Some(1.0));
 
     // psql: the server "goes away" before answering the startup message.
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &envoy.pg.to_string(),
-        ])
-        .args(["-c", "SELECT 1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, stderr) = psql_try(envoy.pg, "SELECT 1");
+    assert!(!ok);
     assert!(
         stderr.contains("server closed the connection unexpectedly"),
         "{stderr}"
@@ -182,22 +169,9 @@ fn blackhole_hangs_clients_and_close_after_closes() {
 
     // psql waits for the server, which never answers; closeAfter ends it.
     let start = Instant::now();
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &envoy.pg.to_string(),
-        ])
-        .args(["-c", "SELECT 1"])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .unwrap();
+    let (ok, _) = psql_try(envoy.pg, "SELECT 1");
     let took = start.elapsed();
-    assert!(!out.status.success());
+    assert!(!ok);
     assert!(
         took >= Duration::from_millis(650) && took < Duration::from_millis(1500),
         "psql ended after {took:?}, closeAfter is 700ms"
@@ -535,21 +509,7 @@ fn other_upstreams_are_untouched_while_rules_are_active() {
         {"name": "maria-hang", "match": {"hosts": ["mariadb", "*.example.com"]}, "blackhole": {}}
     ]}"#;
     assert!(envoy.push_plugin_config(config));
-    assert!(std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &envoy.pg.to_string(),
-            "-c",
-            "SELECT 1"
-        ])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap());
+    assert!(!psql_try(envoy.pg, "SELECT 1").0);
 
     // A 4 MiB value of pseudo-random bytes through Redis arrives intact.
     let mut x = 0x1234_5678_9abc_def0u64;
@@ -630,20 +590,7 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
         faultctl(&["on", "postgres-outage"]);
     }));
     assert_eq!(envoy.fault_active("postgres-outage"), Some(1.0));
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &envoy.pg.to_string(),
-        ])
-        .args(["-c", "SELECT 1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!psql_try(envoy.pg, "SELECT 1").0);
     assert!(ping(envoy.redis).is_ok(), "Redis is not part of the outage");
 
     assert!(envoy.update_with(|| {

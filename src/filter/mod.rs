@@ -150,9 +150,10 @@ impl VmState {
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer
     /// active, and lets newly active `applyTo: all` rules act on it.
     fn reevaluate_entry(&mut self, id: u32, entry: &mut Entry, now: u64) {
-        let Some(upstream) = entry.upstream.as_ref() else {
+        if entry.upstream.is_none() {
+            // Not identified yet: the rules decide at its first event.
             return;
-        };
+        }
         if let Some(applied) = entry.fault.fault.as_ref() {
             if !self.engine.episode_running(applied.episode) {
                 debug!("dbfault: connection {id}: fault {:?} ends", &*applied.rule);
@@ -160,25 +161,41 @@ impl VmState {
             }
         }
         if entry.fault.fault.is_none() && entry.fault.evaluated < self.engine.last_episode() {
-            if let Some(d) = self.engine.decide(upstream, entry.fault.seed(), false) {
-                if d.selected {
-                    debug!(
-                        "dbfault: connection {id} to {}: fault {:?} ({})",
-                        upstream.host,
-                        &*d.slot.name,
-                        d.slot.rule.kind.name()
-                    );
-                    entry
-                        .fault
-                        .apply(&d.slot.rule, Rc::clone(&d.slot.name), d.episode, now, false);
-                    if let Some(stats) = entry.stats.as_ref() {
-                        self.telemetry
-                            .fault_injected(&mut HostMetrics, stats, &d.slot.name);
-                    }
+            self.decide(id, entry, now, false);
+        }
+        self.track(id, &entry.fault);
+    }
+
+    /// Lets the first active matching rule act on an identified connection. `identifying`: the
+    /// connection's first event is being handled now (rules with `applyTo: new` apply only then).
+    fn decide(&mut self, id: u32, entry: &mut Entry, now: u64, identifying: bool) {
+        let Some(upstream) = entry.upstream.as_ref() else {
+            return;
+        };
+        if let Some(d) = self
+            .engine
+            .decide(upstream, entry.fault.seed(), identifying)
+        {
+            if d.selected {
+                let rule = &d.slot.rule;
+                debug!(
+                    "dbfault: connection {id} to {}: fault {:?} ({}{})",
+                    upstream.host,
+                    &*d.slot.name,
+                    rule.kind.name(),
+                    if rule.dry_run { ", dry run" } else { "" }
+                );
+                let name = Rc::clone(&d.slot.name);
+                entry
+                    .fault
+                    .apply(rule, Rc::clone(&name), d.episode, now, identifying);
+                if let Some(stats) = entry.stats.as_ref() {
+                    self.telemetry
+                        .fault_injected(&mut HostMetrics, stats, &name);
                 }
             }
-            entry.fault.evaluated = self.engine.last_episode();
         }
+        entry.fault.evaluated = self.engine.last_episode();
         self.track(id, &entry.fault);
     }
 

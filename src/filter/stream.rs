@@ -64,9 +64,14 @@ impl Stream {
             cluster: cluster.clone(),
             port: upstream::port(facts, upstream_address.as_deref()),
         };
+        debug!(
+            "dbfault: connection {} to {label} (cluster {cluster:?}, sni {sni:?})",
+            self.id
+        );
         let Ok(mut entry) = self.entry.try_borrow_mut() else {
             return;
         };
+        entry.upstream = Some(info);
         let id = self.id;
         with_vm(|vm| {
             let metrics = &vm.config.metrics;
@@ -76,30 +81,8 @@ impl Stream {
                 entry.fault.set_traffic(Rc::clone(&stats.traffic));
                 entry.stats = Some(stats);
             }
-            let now = host::now_nanos().unwrap_or(0);
-            if let Some(d) = vm.engine.decide(&info, entry.fault.seed(), true) {
-                if d.selected {
-                    debug!(
-                        "dbfault: connection {id} to {label}: fault {:?} ({}{})",
-                        &*d.slot.name,
-                        d.slot.rule.kind.name(),
-                        if d.slot.rule.dry_run { ", dry run" } else { "" }
-                    );
-                    entry
-                        .fault
-                        .apply(&d.slot.rule, Rc::clone(&d.slot.name), d.episode, now, true);
-                    if let Some(stats) = entry.stats.as_ref() {
-                        vm.telemetry
-                            .fault_injected(&mut HostMetrics, stats, &d.slot.name);
-                    }
-                }
-            } else {
-                debug!("dbfault: connection {id} to {label} (cluster {cluster:?}, sni {sni:?})");
-            }
-            entry.fault.evaluated = vm.engine.last_episode();
-            vm.track(id, &entry.fault);
+            vm.decide(id, &mut entry, host::now_nanos().unwrap_or(0), true);
         });
-        entry.upstream = Some(info);
     }
 
     fn on_data(&mut self, dir: Direction, size: usize) -> Action {

@@ -169,6 +169,20 @@ pub fn psql(port: u16, sql: &str) -> String {
     )
 }
 
+/// Runs SQL through `psql` that may fail; returns (success, stderr).
+pub fn psql_try(port: u16, sql: &str) -> (bool, String) {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &port.to_string(), "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An interactive `psql` session held open until dropped.
 pub struct PsqlSession(Child);
 
