@@ -204,7 +204,7 @@ fn delay_adds_the_configured_latency() {
     let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, NO_FAULTS));
     let base = median(ping_rtts(envoy.redis, 30));
 
-    for (latency, jitter, samples) in [(100u64, 0u64, 30), (20, 0, 40), (60, 20, 100)] {
+    for (latency, jitter, samples) in [(100u64, 0u64, 30), (20, 0, 40), (60, 10, 100)] {
         let body = format!(r#""delay": {{"latency": "{latency}ms", "jitter": "{jitter}ms"}}"#);
         assert!(envoy.push_plugin_config(&one_rule("slow", r#""redis""#, &body)));
         let rtts = ping_rtts(envoy.redis, samples);
