@@ -18,11 +18,15 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 build: wasm-target
 	cargo build --release --target $(WASM_TARGET)
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+# The demo app (a Cargo example with a real PostgreSQL client).
+plants:
+	cargo build --release --example plants
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -66,11 +70,16 @@ lint: wasm-target
 unit:
 	cargo test --lib
 
-e2e: build envoy packages $(SCHEMA_DEPS)
+e2e: build plants envoy packages $(SCHEMA_DEPS)
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
 	  cargo test --test '*' -- --test-threads 2
 
 test: lint unit e2e
+
+# The whole story in one command: PostgreSQL, Envoy with dbfault, the plants app, a live view and
+# a scripted outage/recovery/delay timeline. `make demo DEMO_ARGS=--interactive` to drive it.
+demo: build plants envoy packages
+	python3 scripts/demo.py --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
 
 run: build envoy packages
 	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh

@@ -336,7 +336,7 @@ mod tests {
             .unwrap();
         let json = line["value: '".len()..line.len() - 1].replace("''", "'");
         let c = Config::parse(json.as_bytes()).unwrap();
-        assert_eq!(c.faults.len(), 4);
+        assert_eq!(c.faults.len(), 5);
         assert!(
             c.faults.iter().all(|r| !r.enabled),
             "shipped rules must be off"

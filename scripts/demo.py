@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""`make demo`: the dbfault story end to end on one machine, without Docker or Kubernetes.
+
+A throwaway PostgreSQL, Envoy with dbfault in front of it, and the `plants` app writing a plant
+every half second through Envoy. Beside the app's lines, a live view of what dbfault measures.
+Then a scripted timeline: healthy, an outage switched on through the ECDS file (the app fails,
+on its pooled connection too), switched off (the app recovers), a delay rule (writes slow down
+by the configured latency), and a summary of what the metrics counted.
+
+  demo.py [--healthy S] [--outage S] [--recover S] [--delay S] [--latency 300ms]
+  demo.py --interactive        toggle rules yourself: on NAME / off NAME / list / quit
+
+Ctrl-C stops and removes everything the demo started.
+"""
+import argparse
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+UPSTREAM = "postgres"
+OUTAGE_RULE = "postgres-outage"
+SLOW_RULE = "postgres-slow"
+
+
+def load_faultctl():
+    loader = importlib.machinery.SourceFileLoader("faultctl", os.path.join(ROOT, "scripts", "faultctl"))
+    spec = importlib.util.spec_from_loader("faultctl", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+faultctl = load_faultctl()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_db_user(cmd):
+    return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
+
+
+def human(n):
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+class Screen:
+    """App lines scroll; on a terminal one status line stays at the bottom and refreshes in place.
+    Elsewhere (a pipe, a log) the status is printed as a line every few seconds."""
+
+    def __init__(self):
+        self.tty = sys.stdout.isatty()
+        self.lock = threading.Lock()
+        self.status = ""
+        self.last_plain = 0.0
+
+    def line(self, text):
+        with self.lock:
+            if self.tty:
+                sys.stdout.write("\r\033[K" + text + "\n" + self.status)
+            else:
+                sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def set_status(self, text):
+        with self.lock:
+            self.status = text
+            if self.tty:
+                sys.stdout.write("\r\033[K" + text)
+                sys.stdout.flush()
+            elif time.time() - self.last_plain >= 4:
+                self.last_plain = time.time()
+                sys.stdout.write("  ┄ " + text + "\n")
+                sys.stdout.flush()
+
+    def close(self):
+        with self.lock:
+            if self.tty:
+                sys.stdout.write("\r\033[K")
+                sys.stdout.flush()
+
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.screen = Screen()
+        self.tmp = tempfile.mkdtemp(prefix="dbfault-demo-")
+        self.procs = []
+        self.pg_data = None
+        self.started = time.time()
+        self.phase = "starting"
+        self.phases = []  # [name, ok, failed, [latencies ms]]
+        self.stop = threading.Event()
+        self.admin = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def start(self):
+        os.chmod(self.tmp, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres")
+        self.start_postgres()
+        self.start_envoy()
+        self.start_plants()
+        threading.Thread(target=self.watch_stats, daemon=True).start()
+
+    def start_postgres(self):
+        self.pg_port = free_port()
+        self.pg_data = os.path.join(self.tmp, "pg")
+        subprocess.run(as_db_user([f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", self.pg_data]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", self.pg_data, "-l", os.path.join(self.tmp, "postgres.log"), "-w",
+                                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.tmp}", "start"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.screen.line(f"demo: PostgreSQL 15 on 127.0.0.1:{self.pg_port} (throwaway, {self.pg_data})")
+
+    def start_envoy(self):
+        with open(os.path.join(ROOT, "envoy", "envoy.yaml")) as f:
+            cfg = f.read()
+        self.listener = free_port()
+        swaps = {
+            "port_value: 9901}": "port_value: 0}",
+            "port_value: 15432}": f"port_value: {self.listener}}}",
+            "port_value: 16379}": "port_value: 0}",
+            "port_value: 13306}": "port_value: 0}",
+            "port_value: 18443}": "port_value: 0}",
+            "port_value: 5432}": f"port_value: {self.pg_port}}}",
+            "port_value: 6379}": f"port_value: {free_port()}}}",
+            "port_value: 3306}": f"port_value: {free_port()}}}",
+            "port_value: 8443}": f"port_value: {free_port()}}}",
+            "path: dbfault.yaml": "path: " + os.path.join(self.tmp, "dbfault.yaml"),
+            "watched_directory: {path: .}": "watched_directory: {path: " + self.tmp + "}",
+        }
+        for old, new in swaps.items():
+            if cfg.count(old) != 1:
+                raise SystemExit(f"demo: envoy/envoy.yaml changed shape ({old!r})")
+            cfg = cfg.replace(old, new)
+        with open(os.path.join(self.tmp, "envoy.yaml"), "w") as f:
+            f.write(cfg)
+        with open(os.path.join(ROOT, "envoy", "dbfault.yaml")) as f:
+            ecds = f.read().replace("filename: ../target/", "filename: " + os.path.join(ROOT, "target") + "/")
+        self.ecds = os.path.join(self.tmp, "dbfault.yaml")
+        with open(self.ecds, "w") as f:
+            f.write(ecds)
+        self.set_latency(self.args.latency)
+        log = open(os.path.join(self.tmp, "envoy.log"), "w")
+        admin_path = os.path.join(self.tmp, "admin")
+        self.procs.append(subprocess.Popen(
+            [self.args.envoy, "-c", "envoy.yaml", "--concurrency", "2", "--disable-hot-restart",
+             "--admin-address-path", admin_path, "--log-level", "info"],
+            cwd=self.tmp, stdout=log, stderr=log, start_new_session=True))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with open(admin_path) as f:
+                    self.admin = f.read().strip()
+                if self.admin and urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit("demo: Envoy did not become ready; see " + os.path.join(self.tmp, "envoy.log"))
+        self.screen.line(f"demo: Envoy with dbfault on 127.0.0.1:{self.listener} → PostgreSQL; admin http://{self.admin}")
+
+    def start_plants(self):
+        env = dict(os.environ, DATABASE_URL=f"host=127.0.0.1 port={self.listener} user=postgres dbname=postgres connect_timeout=3")
+        plants = subprocess.Popen([self.args.plants], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, bufsize=1, start_new_session=True)
+        self.procs.append(plants)
+        threading.Thread(target=self.read_plants, args=(plants,), daemon=True).start()
+        self.screen.line("demo: plants app started (one write every 500 ms, one pooled connection)")
+
+    # -- running -----------------------------------------------------------------------------
+    def read_plants(self, proc):
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if self.phases:
+                tally = self.phases[-1]
+                if "✅" in line:
+                    tally[1] += 1
+                    m = re.search(r", (\d+) ms\)", line)
+                    if m:
+                        tally[3].append(int(m.group(1)))
+                elif "🚫" in line:
+                    tally[2] += 1
+            self.screen.line(f"{time.time() - self.started:6.1f}s  {line}")
+
+    def metrics(self):
+        series = {}
+        with urllib.request.urlopen(f"http://{self.admin}/stats/prometheus", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("dbfault_"):
+                    name, _, value = line.rpartition(" ")
+                    series[name] = float(value)
+        return series
+
+    def watch_stats(self):
+        while not self.stop.is_set():
+            try:
+                m = self.metrics()
+                up = f'{{upstream="{UPSTREAM}"}}'
+                active = sorted(re.search(r'fault="([^"]+)"', k).group(1) for k, v in m.items()
+                                if k.startswith("dbfault_fault_active") and v == 1)
+                self.screen.set_status(
+                    f"[{self.phase:^9}] {UPSTREAM} ↑ {human(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}/s"
+                    f"  ↓ {human(m.get('dbfault_upstream_rx_bytes_per_second' + up, 0))}/s"
+                    f"  · {m.get('dbfault_upstream_cx_active' + up, 0):.0f} open"
+                    f"  · faults: {', '.join(active) if active else 'none'}")
+            except OSError:
+                pass
+            self.stop.wait(1)
+
+    def set_latency(self, latency):
+        with open(self.ecds) as f:
+            lines = f.readlines()
+        index, text = faultctl.find_value(lines)
+        config = json.loads(text)
+        for rule in config["faults"]:
+            if rule["name"] == SLOW_RULE:
+                rule["delay"]["latency"] = latency
+        faultctl.write(self.ecds, lines, index, config)
+
+    def toggle(self, name, on):
+        with open(self.ecds) as f:
+            lines = f.readlines()
+        index, text = faultctl.find_value(lines)
+        config = json.loads(text)
+        names = [r["name"] for r in config.get("faults", [])]
+        if name not in names:
+            self.screen.line(f"demo: no rule {name!r} (have: {', '.join(names)})")
+            return
+        for rule in config["faults"]:
+            if rule["name"] == name:
+                rule["enabled"] = on
+        faultctl.write(self.ecds, lines, index, config)
+        self.screen.line(f"demo: ▶ rule {name} switched {'ON' if on else 'off'} (ECDS file replaced; no restart)")
+
+    def enter(self, phase, note):
+        self.phase = phase
+        self.phases.append([phase, 0, 0, []])
+        self.screen.line(f"demo: ━━ {phase}: {note}")
+
+    def wait(self, seconds):
+        return not self.stop.wait(seconds)
+
+    def timeline(self):
+        a = self.args
+        steps = [
+            ("healthy", a.healthy, "the app writes through Envoy; dbfault counts its traffic", None),
+            ("outage", a.outage, f"{OUTAGE_RULE} (abort, applyTo all): pooled and new connections fail", (OUTAGE_RULE, True)),
+            ("recovery", a.recover, "outage off: the app reconnects", (OUTAGE_RULE, False)),
+            ("slow", a.delay, f"{SLOW_RULE} (delay {a.latency}): every write waits", (SLOW_RULE, True)),
+        ]
+        for phase, seconds, note, toggle in steps:
+            if toggle:
+                self.toggle(*toggle)
+            self.enter(phase, note)
+            if not self.wait(seconds):
+                return
+        self.toggle(SLOW_RULE, False)
+        self.wait(1.5)
+        self.summary()
+
+    def interactive(self):
+        self.enter("live", "type: on NAME | off NAME | list | quit")
+        for line in sys.stdin:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] in ("quit", "q", "exit"):
+                break
+            if words[0] == "list":
+                with open(self.ecds) as f:
+                    _, text = faultctl.find_value(f.readlines())
+                for r in json.loads(text).get("faults", []):
+                    kind = next(k for k in ("abort", "blackhole", "delay", "cut") if k in r)
+                    self.screen.line(f"demo:   {r['name']:18} {'ON ' if r.get('enabled', True) else 'off'} {kind} {json.dumps(r[kind])}")
+            elif words[0] in ("on", "off") and len(words) == 2:
+                self.toggle(words[1], words[0] == "on")
+                self.enter(words[1] if words[0] == "on" else "live", f"{words[1]} {words[0]}")
+            else:
+                self.screen.line("demo: on NAME | off NAME | list | quit")
+        self.summary()
+
+    def summary(self):
+        self.stop.set()
+        time.sleep(0.2)
+        self.screen.close()
+        out = ["", "summary", f"  {'phase':10} {'writes':>6} {'ok':>5} {'failed':>6} {'median write':>13}"]
+        for name, ok, failed, lat in self.phases:
+            med = f"{sorted(lat)[len(lat) // 2]} ms" if lat else "-"
+            out.append(f"  {name:10} {ok + failed:6} {ok:5} {failed:6} {med:>13}")
+        try:
+            m = self.metrics()
+            up = f'{{upstream="{UPSTREAM}"}}'
+            out.append(f"  dbfault metrics for upstream=\"{UPSTREAM}\" (Envoy /stats/prometheus):")
+            out.append(f"    connections {m.get('dbfault_upstream_cx_total' + up, 0):.0f}"
+                       f" · to the database {human(m.get('dbfault_upstream_tx_bytes_total' + up, 0))}"
+                       f" · from it {human(m.get('dbfault_upstream_rx_bytes_total' + up, 0))}"
+                       f" · dropped {human(m.get('dbfault_upstream_dropped_bytes_total' + up, 0))}")
+            injected = {re.search(r'fault="([^"]+)"', k).group(1): v for k, v in m.items()
+                        if k.startswith("dbfault_faults_injected_total") and f'upstream="{UPSTREAM}"' in k}
+            out.append("    faults injected: " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(injected.items())) or "none"))
+        except OSError as err:
+            out.append(f"  (metrics unavailable: {err})")
+        print("\n".join(out), flush=True)
+
+    def cleanup(self):
+        self.stop.set()
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.pg_data and os.path.exists(os.path.join(self.pg_data, "postmaster.pid")):
+            subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", self.pg_data, "-m", "fast", "stop"]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--healthy", type=float, default=8)
+    parser.add_argument("--outage", type=float, default=8)
+    parser.add_argument("--recover", type=float, default=6)
+    parser.add_argument("--delay", type=float, default=8)
+    parser.add_argument("--latency", default="300ms")
+    parser.add_argument("--interactive", action="store_true")
+    parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
+    parser.add_argument("--plants", default=os.path.join(ROOT, "target", "release", "examples", "plants"))
+    args = parser.parse_args()
+    demo = Demo(args)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        demo.start()
+        demo.interactive() if args.interactive else demo.timeline()
+    except KeyboardInterrupt:
+        demo.screen.close()
+        print("\ndemo: interrupted", flush=True)
+    finally:
+        demo.cleanup()
+        print("demo: stopped PostgreSQL, Envoy and plants; removed " + demo.tmp, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+//! `make demo` (scripts/demo.py) driven as a user would: the scripted timeline, the interactive
+//! mode and Ctrl-C, with the real plants app, PostgreSQL and Envoy it starts itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn plants_bin() -> std::path::PathBuf {
+    let p = repo().join("target/release/examples/plants");
+    assert!(
+        p.exists(),
+        "{} missing: run `make test` (it builds the example)",
+        p.display()
+    );
+    p
+}
+
+fn demo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("scripts/demo.py"))
+        .args(args)
+        .arg("--envoy")
+        .arg(envoy_bin())
+        .arg("--plants")
+        .arg(plants_bin());
+    cmd
+}
+
+/// The demo's output lines, as they come.
+fn lines(child: &mut Child) -> Receiver<String> {
+    let (tx, rx) = channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            eprintln!("demo> {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(
+    rx: &Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line with {what:?} within {timeout:?}"));
+        seen.push(line.clone());
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+/// Writes (ok, failed) counted in one phase of the summary table.
+fn phase_row(output: &str, phase: &str) -> (u32, u32, String) {
+    let row = output
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{phase} ")))
+        .unwrap_or_else(|| panic!("no summary row for {phase}:\n{output}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (
+        cols[2].parse().unwrap(),
+        cols[3].parse().unwrap(),
+        cols[4..].join(" "),
+    )
+}
+
+#[test]
+fn the_scripted_timeline_tells_the_story() {
+    let out = demo(&[
+        "--healthy",
+        "3",
+        "--outage",
+        "3",
+        "--recover",
+        "3",
+        "--delay",
+        "3",
+        "--latency",
+        "200ms",
+    ])
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (ok, failed, _) = phase_row(&text, "healthy");
+    assert!(
+        ok >= 4 && failed == 0,
+        "healthy: {ok} ok, {failed} failed\n{text}"
+    );
+    let (_, failed, _) = phase_row(&text, "outage");
+    assert!(failed >= 3, "outage: only {failed} failures\n{text}");
+    // The pooled connection fails with the client's own error, then reconnects fail too.
+    assert!(
+        text.contains("🚫 Failed adding plant: connection closed"),
+        "{text}"
+    );
+    let (ok, failed, _) = phase_row(&text, "recovery");
+    assert!(
+        ok >= 3 && failed <= 1,
+        "recovery: {ok} ok, {failed} failed\n{text}"
+    );
+    let (ok, _, median) = phase_row(&text, "slow");
+    let ms: u64 = median.trim_end_matches(" ms").parse().unwrap();
+    assert!(
+        ok >= 3 && (195..=230).contains(&ms),
+        "slow: {ok} ok, median {median}\n{text}"
+    );
+    assert!(text.contains("faults injected: postgres-outage"), "{text}");
+    assert!(text.contains("dbfault metrics for upstream=\"postgres\""));
+
+    let removed = text
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(removed.starts_with("/tmp/dbfault-demo-"), "{removed}");
+    assert!(
+        !std::path::Path::new(&removed).exists(),
+        "{removed} left behind"
+    );
+}
+
+#[test]
+fn interactive_mode_toggles_rules_by_name() {
+    let mut child = demo(&["--interactive"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    let long = Duration::from_secs(30);
+    wait_line(&rx, &mut seen, "type: on NAME", long);
+    wait_line(&rx, &mut seen, "✅ success", long);
+    writeln!(stdin, "list").unwrap();
+    wait_line(&rx, &mut seen, "postgres-outage", long);
+    writeln!(stdin, "on postgres-outage").unwrap();
+    wait_line(&rx, &mut seen, "🚫 Failed adding plant", long);
+    writeln!(stdin, "off postgres-outage").unwrap();
+    wait_line(&rx, &mut seen, "switched off", long);
+    wait_line(&rx, &mut seen, "✅ success", long);
+    writeln!(stdin, "on no-such-rule").unwrap();
+    wait_line(&rx, &mut seen, "no rule 'no-such-rule'", long);
+    writeln!(stdin, "quit").unwrap();
+    wait_line(&rx, &mut seen, "faults injected: postgres-outage", long);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn ctrl_c_stops_and_cleans_up_everything() {
+    let mut child = demo(&["--healthy", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let mut seen = Vec::new();
+    let started = wait_line(
+        &rx,
+        &mut seen,
+        "demo: PostgreSQL 15 on",
+        Duration::from_secs(30),
+    );
+    let data_dir = started
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_start_matches("throwaway, ")
+        .trim_end_matches(')')
+        .to_owned();
+    wait_line(&rx, &mut seen, "✅ success", Duration::from_secs(30));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_line(&rx, &mut seen, "demo: interrupted", Duration::from_secs(10));
+    wait_line(&rx, &mut seen, "demo: stopped", Duration::from_secs(20));
+    child.wait().unwrap();
+    let tmp = std::path::Path::new(&data_dir).parent().unwrap().to_owned();
+    assert!(!tmp.exists(), "{} left behind", tmp.display());
+    // Nothing it started is still running.
+    let ps = Command::new("pgrep")
+        .args(["-f", &tmp.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "still running: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
