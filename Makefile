@@ -60,6 +60,8 @@ packages:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then $(APT) update -q && $(APT) install -y -q $$missing; fi
 
 lint: wasm-target

@@ -589,28 +589,7 @@ impl Envoy {
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let code = resp.split(' ').nth(1)?.parse().ok()?;
-        let body = resp.split_once("\r\n\r\n")?.1;
-        // Envoy's admin answers chunked; the pieces tests read are small enough to take the
-        // chunk framing out line by line.
-        let body = if resp
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Some((code, body))
+        http_get(self.admin, path)
     }
 
     pub fn get(&self, path: &str) -> String {
@@ -719,6 +698,32 @@ impl Envoy {
         thread::sleep(Duration::from_millis(150));
         accepted
     }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: (status, body), `None` when it cannot connect.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1;
+    // Envoy's admin answers chunked; the pieces tests read are small enough to take the chunk
+    // framing out line by line.
+    let chunked = resp
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((code, body))
 }
 
 fn dechunk(body: &str) -> String {

@@ -1,0 +1,297 @@
+//! The observability stack: the docker-compose file, Prometheus config and Grafana dashboard
+//! checked statically (no Docker engine here), and a real Prometheus scraping a real Envoy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use dbfault::metrics;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn compose_file_is_valid_and_a_mistake_is_caught() {
+    let compose = repo().join("envoy/docker-compose.yaml");
+    let (ok, out) = run(Command::new("docker-compose")
+        .arg("-f")
+        .arg(&compose)
+        .args(["config", "-q"]));
+    assert!(ok, "{out}");
+
+    let text = fs::read_to_string(&compose).unwrap();
+    let bad = repo().join("envoy/.compose-typo-test.yaml");
+    fs::write(&bad, text.replacen("network_mode:", "netwrok_mode:", 1)).unwrap();
+    let (ok, out) = run(Command::new("docker-compose")
+        .arg("-f")
+        .arg(&bad)
+        .args(["config", "-q"]));
+    fs::remove_file(&bad).unwrap();
+    assert!(!ok && out.contains("netwrok_mode"), "{out}");
+
+    // The stack runs the Envoy version the tests run, and mounts files that exist.
+    assert!(text.contains("image: envoyproxy/envoy:v1.40.0"));
+    let (_, resolved) = run(Command::new("docker-compose")
+        .arg("-f")
+        .arg(&compose)
+        .arg("config"));
+    let config: Value = serde_yaml_ng::from_str(&resolved).unwrap();
+    let services = config["services"].as_object().unwrap();
+    for name in ["envoy", "postgres", "plants", "prometheus", "grafana"] {
+        assert!(services.contains_key(name), "no {name} service");
+    }
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume["source"].as_str().or(volume.as_str()).unwrap();
+            let source = source.split(':').next().unwrap();
+            if source.starts_with('/') && !source.contains("/target/") {
+                assert!(
+                    std::path::Path::new(source).exists(),
+                    "{name} mounts missing {source}"
+                );
+            }
+        }
+    }
+    let dockerfile = repo().join("envoy/plants.Dockerfile");
+    assert!(fs::read_to_string(dockerfile)
+        .unwrap()
+        .contains("--example plants"));
+}
+
+#[test]
+fn prometheus_config_passes_promtool() {
+    let (ok, out) = run(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(repo().join("envoy/prometheus/prometheus.yml")));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
+    let dash: Value = serde_json::from_str(
+        &fs::read_to_string(repo().join("envoy/grafana/dashboards/dbfault.json")).unwrap(),
+    )
+    .unwrap();
+    let known: BTreeSet<&str> = [
+        metrics::UPSTREAM_CX_TOTAL,
+        metrics::UPSTREAM_CX_ACTIVE,
+        metrics::UPSTREAM_TX_BYTES_TOTAL,
+        metrics::UPSTREAM_RX_BYTES_TOTAL,
+        metrics::UPSTREAM_TX_BYTES_PER_SECOND,
+        metrics::UPSTREAM_RX_BYTES_PER_SECOND,
+        metrics::UPSTREAM_DROPPED_BYTES_TOTAL,
+        metrics::FAULTS_INJECTED_TOTAL,
+        metrics::FAULT_ACTIVE,
+    ]
+    .into_iter()
+    .collect();
+    let mut exprs = Vec::new();
+    let mut used = BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap().to_owned();
+            let names: Vec<String> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("dbfault_"))
+                .map(str::to_owned)
+                .collect();
+            assert!(!names.is_empty(), "{expr} reads no dbfault metric");
+            for n in names {
+                assert!(known.contains(n.as_str()), "{expr}: no metric named {n}");
+                used.insert(n);
+            }
+            exprs.push(expr);
+        }
+    }
+    // What the issue asks the dashboard to show.
+    for needed in [
+        metrics::UPSTREAM_TX_BYTES_TOTAL,
+        metrics::UPSTREAM_RX_BYTES_TOTAL,
+        metrics::UPSTREAM_TX_BYTES_PER_SECOND,
+        metrics::UPSTREAM_CX_ACTIVE,
+        metrics::FAULT_ACTIVE,
+        metrics::FAULTS_INJECTED_TOTAL,
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+    assert!(exprs.iter().any(|e| e.contains("* 8")), "no bits/s panel");
+    // promtool parses every query (as recording rules).
+    let dir = TempDir::new("promql");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    let file = dir.path().join("rules.yml");
+    fs::write(&file, rules).unwrap();
+    let (ok, out) = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
+    assert!(ok, "{out}");
+    // ...and would refuse a broken one.
+    fs::write(&file, "groups:\n  - name: x\n    rules:\n      - record: x:y\n        expr: sum by (upstream (x)\n").unwrap();
+    assert!(!run(Command::new("promtool").args(["check", "rules"]).arg(&file)).0);
+}
+
+struct Prometheus {
+    port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// The shipped prometheus.yml, scraping `admin` every second instead of every 5 s.
+    fn start(admin: u16) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let config = fs::read_to_string(repo().join("envoy/prometheus/prometheus.yml"))
+            .unwrap()
+            .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
+            .replace("interval: 5s", "interval: 1s");
+        let file = dir.path().join("prometheus.yml");
+        fs::write(&file, config).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Prometheus {
+            port,
+            child,
+            _dir: dir,
+        };
+        wait_for("Prometheus ready", Duration::from_secs(30), || {
+            http_get(p.port, "/-/ready").filter(|(c, _)| *c == 200)
+        });
+        p
+    }
+
+    /// An instant query through the HTTP API: the first sample's value, if any.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (code, body) = http_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        assert_eq!(code, 200, "{promql}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_sees_the_traffic_and_the_toggles() {
+    let redis = Redis::start();
+    let shipped = shipped_plugin_config();
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, &shipped));
+    let prom = Prometheus::start(envoy.admin);
+
+    // Prometheus starts scraping a few seconds after it is ready (its discovery throttle): wait
+    // for the first scrape, so that the rate() window below is covered by samples.
+    wait_for("Prometheus scraping Envoy", Duration::from_secs(30), || {
+        (prom.query(r#"up{job="envoy"}"#) == Some(1.0)).then_some(())
+    });
+
+    // Steady traffic: 8 kB SETs at 120 kB/s for 14 s, rate() over the last 10 s of it.
+    let port = envoy.redis;
+    let writer = thread::spawn(move || {
+        let mut c = RedisConn::connect(port);
+        let value = vec![b'v'; 8000];
+        let frame = RedisConn::encode(&[b"SET", b"k", &value]).len();
+        let start = Instant::now();
+        let mut sent = 0usize;
+        while start.elapsed() < Duration::from_secs(14) {
+            assert_eq!(c.cmd(&[b"SET", b"k", &value]), b"+OK\r\n");
+            sent += frame;
+            if let Some(w) =
+                Duration::from_secs_f64(sent as f64 / 120_000.0).checked_sub(start.elapsed())
+            {
+                thread::sleep(w);
+            }
+        }
+        sent as f64 / start.elapsed().as_secs_f64()
+    });
+    thread::sleep(Duration::from_secs(12));
+    let ours = prom
+        .query(r#"rate(dbfault_upstream_tx_bytes_total{upstream="redis"}[10s])"#)
+        .expect("no dbfault series in Prometheus");
+    let envoys = prom
+        .query(r#"rate(envoy_cluster_upstream_cx_tx_bytes_total{envoy_cluster_name="redis"}[10s])"#)
+        .expect("no Envoy cluster series in Prometheus");
+    let measured = writer.join().unwrap();
+    eprintln!("client {measured:.0} B/s, PromQL rate over dbfault {ours:.0} B/s, over Envoy's own counter {envoys:.0} B/s");
+    assert!(
+        (ours - measured).abs() <= 0.15 * measured,
+        "{ours} vs measured {measured}"
+    );
+    assert!(
+        (ours - envoys).abs() <= 0.15 * envoys,
+        "{ours} vs Envoy's {envoys}"
+    );
+
+    // fault_active follows a toggle, as Prometheus sees it.
+    let active = r#"dbfault_fault_active{fault="redis-slow"}"#;
+    wait_for(
+        "fault_active 0 in Prometheus",
+        Duration::from_secs(10),
+        || (prom.query(active) == Some(0.0)).then_some(()),
+    );
+    let mut config: Value = serde_json::from_str(&shipped).unwrap();
+    let rule = config["faults"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["name"] == "redis-slow")
+        .unwrap();
+    rule["enabled"] = Value::Bool(true);
+    assert!(envoy.push_plugin_config(&config.to_string()));
+    wait_for(
+        "fault_active 1 in Prometheus",
+        Duration::from_secs(10),
+        || (prom.query(active) == Some(1.0)).then_some(()),
+    );
+    assert!(envoy.push_plugin_config(&shipped));
+    wait_for(
+        "fault_active back to 0 in Prometheus",
+        Duration::from_secs(10),
+        || (prom.query(active) == Some(0.0)).then_some(()),
+    );
+}
