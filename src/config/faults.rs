@@ -1,13 +1,13 @@
 //! `faults[]`: raw serde form → validated [`Rule`]s.
 
-use super::{parse_duration, ConfigError, Obj};
+use super::fields::{as_str, as_u64, number_text, Fields};
+use super::{parse_duration, quote, ConfigError};
 use crate::fault::blackhole::Blackhole;
 use crate::fault::cut::Cut;
 use crate::fault::delay::Delay;
 use crate::fault::matching::{HostPattern, Match};
 use crate::fault::{ApplyTo, FaultKind, Rule};
 use crate::schedule::Window;
-use serde::Deserialize;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -16,64 +16,20 @@ pub const MAX_RULES: usize = 256;
 /// Longest accepted duration anywhere in a rule.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RawFault {
-    name: Option<String>,
-    enabled: Option<bool>,
-    #[serde(rename = "match")]
-    matcher: Option<Obj<RawMatch>>,
-    percentage: Option<f64>,
-    apply_to: Option<String>,
-    window: Option<Obj<RawWindow>>,
-    dry_run: Option<bool>,
-    abort: Option<Obj<RawAbort>>,
-    blackhole: Option<Obj<RawBlackhole>>,
-    delay: Option<Obj<RawDelay>>,
-    cut: Option<Obj<RawCut>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMatch {
-    hosts: Option<Vec<String>>,
-    clusters: Option<Vec<String>>,
-    ports: Option<Vec<u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawWindow {
-    after: Option<String>,
-    #[serde(rename = "for")]
-    duration: Option<String>,
-    every: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAbort {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawBlackhole {
-    close_after: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawDelay {
-    latency: Option<String>,
-    jitter: Option<String>,
-    first_only: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawCut {
-    after_bytes: Option<u64>,
-    after: Option<String>,
-}
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "enabled",
+    "match",
+    "percentage",
+    "applyTo",
+    "window",
+    "dryRun",
+    "abort",
+    "blackhole",
+    "delay",
+    "cut",
+];
+const KINDS: [&str; 4] = ["abort", "blackhole", "delay", "cut"];
 
 fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError::new(path, message))
@@ -82,12 +38,38 @@ fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
 fn duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
     let d = parse_duration(path, text)?;
     if d > MAX_DURATION {
-        return err(path, format!("{text:?} is too long (at most 30 days)"));
+        return err(
+            path,
+            format!("{} is too long (at most 30 days)", quote(text)),
+        );
     }
     Ok(d)
 }
 
-pub(crate) fn compile(raw: Vec<Obj<RawFault>>) -> Result<Vec<Rule>, ConfigError> {
+/// A duration that may also be zero (`window.after`, `delay.jitter`).
+fn offset(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Ok(d),
+        _ => duration(path, text),
+    }
+}
+
+/// An optional duration field of `fields`, read with `read` (`duration` or `offset`).
+fn duration_field(
+    fields: &Fields<'_>,
+    key: &str,
+    read: fn(&str, &str) -> Result<Duration, ConfigError>,
+) -> Result<Option<Duration>, ConfigError> {
+    fields
+        .str(key)?
+        .map(|text| read(&fields.path(key), text))
+        .transpose()
+}
+
+pub(crate) fn compile(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
+    let Some(raw) = root.array("faults")? else {
+        return Ok(Vec::new());
+    };
     if raw.len() > MAX_RULES {
         return err(
             "faults",
@@ -96,13 +78,13 @@ pub(crate) fn compile(raw: Vec<Obj<RawFault>>) -> Result<Vec<Rule>, ConfigError>
     }
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.len());
-    for (i, Obj(fault)) in raw.into_iter().enumerate() {
+    for (i, value) in raw.iter().enumerate() {
         let at = format!("faults[{i}]");
-        let rule = compile_rule(&at, fault)?;
+        let rule = compile_rule(&Fields::of(value, &at, RULE_KEYS)?)?;
         if !names.insert(rule.name.clone()) {
             return err(
                 &format!("{at}.name"),
-                format!("duplicate rule name {:?}", rule.name),
+                format!("duplicate rule name {}", quote(&rule.name)),
             );
         }
         rules.push(rule);
@@ -110,152 +92,149 @@ pub(crate) fn compile(raw: Vec<Obj<RawFault>>) -> Result<Vec<Rule>, ConfigError>
     Ok(rules)
 }
 
-fn compile_rule(at: &str, raw: RawFault) -> Result<Rule, ConfigError> {
-    let name = match raw.name {
-        None => return err(&format!("{at}.name"), "missing (every rule needs a name)"),
+fn compile_rule(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
+    let name = match raw.str("name")? {
+        None => return err(&raw.path("name"), "missing (every rule needs a name)"),
         Some(n)
             if !n.is_empty()
                 && n.len() <= 64
                 && n.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) =>
         {
-            n
+            n.to_owned()
         }
         Some(n) => {
             return err(
-                &format!("{at}.name"),
-                format!("invalid name {n:?}: use 1 to 64 of [a-z0-9._-]"),
+                &raw.path("name"),
+                format!("invalid name {}: use 1 to 64 of [a-z0-9._-]", quote(n)),
             )
         }
     };
-    let Some(Obj(matcher)) = raw.matcher else {
+    let Some(matcher) = raw.object("match", &["hosts", "clusters", "ports"])? else {
         return err(
-            &format!("{at}.match"),
+            &raw.path("match"),
             "missing (a rule needs match.hosts or match.clusters)",
         );
     };
-    let matcher = compile_match(&format!("{at}.match"), matcher)?;
-    let percentage_bp = match raw.percentage {
+    let matcher = compile_match(&matcher)?;
+    let percentage_bp = match raw.get("percentage") {
         None => 10_000,
-        Some(p) if (0.0..=100.0).contains(&p) => (p * 100.0).round() as u32,
-        Some(p) => {
-            return err(
-                &format!("{at}.percentage"),
-                format!("{p} is out of range (0 to 100)"),
-            )
-        }
+        Some(v) => match (raw.f64("percentage")?, v) {
+            (Some(p), _) if (0.0..=100.0).contains(&p) => (p * 100.0).round() as u32,
+            (_, serde_json::Value::Number(n)) => {
+                return err(
+                    &raw.path("percentage"),
+                    format!("{} is out of range (0 to 100)", number_text(n)),
+                )
+            }
+            _ => return err(&raw.path("percentage"), "not a number"),
+        },
     };
-    let apply_to = match raw.apply_to.as_deref() {
+    let apply_to = match raw.str("applyTo")? {
         None | Some("all") => ApplyTo::All,
         Some("new") => ApplyTo::New,
         Some(other) => {
             return err(
-                &format!("{at}.applyTo"),
-                format!("{other:?} is not one of \"all\", \"new\""),
+                &raw.path("applyTo"),
+                format!("{} is not one of \"all\", \"new\"", quote(other)),
             )
         }
     };
-    let window = match raw.window {
+    let window = match raw.object("window", &["after", "for", "every"])? {
         None => None,
-        Some(Obj(w)) => Some(compile_window(&format!("{at}.window"), w)?),
+        Some(w) => Some(compile_window(&w)?),
     };
-    let kind = compile_kind(at, raw.abort, raw.blackhole, raw.delay, raw.cut)?;
+    let kind = compile_kind(raw)?;
     Ok(Rule {
         name,
-        enabled: raw.enabled.unwrap_or(true),
+        enabled: raw.bool("enabled")?.unwrap_or(true),
         matcher,
         percentage_bp,
         apply_to,
         window,
-        dry_run: raw.dry_run.unwrap_or(false),
+        dry_run: raw.bool("dryRun")?.unwrap_or(false),
         kind,
     })
 }
 
-fn compile_match(at: &str, raw: RawMatch) -> Result<Match, ConfigError> {
+fn compile_match(raw: &Fields<'_>) -> Result<Match, ConfigError> {
     let mut m = Match::default();
-    if let Some(hosts) = raw.hosts {
+    if let Some(hosts) = raw.array("hosts")? {
         if hosts.is_empty() {
             return err(
-                &format!("{at}.hosts"),
+                &raw.path("hosts"),
                 "empty list (leave it out or name a host)",
             );
         }
         for (j, host) in hosts.iter().enumerate() {
+            let at = format!("{}[{j}]", raw.path("hosts"));
+            let host = as_str(host, &at)?;
             match HostPattern::parse(host) {
                 Ok(p) => m.hosts.push(p),
-                Err(why) => {
-                    return err(
-                        &format!("{at}.hosts[{j}]"),
-                        format!("invalid host {host:?}: {why}"),
-                    )
-                }
+                Err(why) => return err(&at, format!("invalid host {}: {why}", quote(host))),
             }
         }
     }
-    if let Some(clusters) = raw.clusters {
+    if let Some(clusters) = raw.array("clusters")? {
         if clusters.is_empty() {
             return err(
-                &format!("{at}.clusters"),
+                &raw.path("clusters"),
                 "empty list (leave it out or name a cluster)",
             );
         }
-        for (j, cluster) in clusters.into_iter().enumerate() {
+        for (j, cluster) in clusters.iter().enumerate() {
+            let at = format!("{}[{j}]", raw.path("clusters"));
+            let cluster = as_str(cluster, &at)?;
             if cluster.is_empty() {
-                return err(&format!("{at}.clusters[{j}]"), "empty cluster name");
+                return err(&at, "empty cluster name");
             }
-            m.clusters.push(cluster);
+            m.clusters.push(cluster.to_owned());
         }
     }
     if m.hosts.is_empty() && m.clusters.is_empty() {
-        return err(at, "needs \"hosts\" or \"clusters\"");
+        return err(&raw.path(""), "needs \"hosts\" or \"clusters\"").map_err(|mut e| {
+            e.path = e.path.trim_end_matches('.').to_owned();
+            e
+        });
     }
-    if let Some(ports) = raw.ports {
+    if let Some(ports) = raw.array("ports")? {
         if ports.is_empty() {
             return err(
-                &format!("{at}.ports"),
+                &raw.path("ports"),
                 "empty list (leave it out to match any port)",
             );
         }
-        for (j, port) in ports.into_iter().enumerate() {
-            match u16::try_from(port) {
+        for (j, port) in ports.iter().enumerate() {
+            let at = format!("{}[{j}]", raw.path("ports"));
+            let n = as_u64(port, &at)?;
+            match u16::try_from(n) {
                 Ok(p) if p > 0 => m.ports.push(p),
-                _ => {
-                    return err(
-                        &format!("{at}.ports[{j}]"),
-                        format!("{port} is not a port (1 to 65535)"),
-                    )
-                }
+                _ => return err(&at, format!("{n} is not a port (1 to 65535)")),
             }
         }
     }
     Ok(m)
 }
 
-fn compile_window(at: &str, raw: RawWindow) -> Result<Window, ConfigError> {
+fn compile_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
     // `after` is an offset and may be zero ("0s": from the start); the others are periods.
-    let after = match raw.after {
-        None => Duration::ZERO,
-        Some(text) => match humantime::parse_duration(text.trim()) {
-            Ok(d) if d.is_zero() => d,
-            _ => duration(&format!("{at}.after"), &text)?,
-        },
+    let after = duration_field(raw, "after", offset)?.unwrap_or(Duration::ZERO);
+    let Some(for_text) = raw.str("for")? else {
+        return err(&raw.path("for"), "missing (how long the window stays open)");
     };
-    let Some(for_text) = raw.duration else {
-        return err(
-            &format!("{at}.for"),
-            "missing (how long the window stays open)",
-        );
-    };
-    let for_ = duration(&format!("{at}.for"), &for_text)?;
-    let every = match raw.every {
+    let for_ = duration(&raw.path("for"), for_text)?;
+    let every = match raw.str("every")? {
         None => None,
         Some(text) => {
-            let every = duration(&format!("{at}.every"), &text)?;
+            let every = duration(&raw.path("every"), text)?;
             if every <= for_ {
                 return err(
-                    &format!("{at}.every"),
-                    format!("{text:?} must be longer than window.for ({for_text:?})"),
+                    &raw.path("every"),
+                    format!(
+                        "{} must be longer than window.for ({})",
+                        quote(text),
+                        quote(for_text)
+                    ),
                 );
             }
             Some(every)
@@ -268,94 +247,78 @@ fn compile_window(at: &str, raw: RawWindow) -> Result<Window, ConfigError> {
     })
 }
 
-fn compile_kind(
-    at: &str,
-    abort: Option<Obj<RawAbort>>,
-    blackhole: Option<Obj<RawBlackhole>>,
-    delay: Option<Obj<RawDelay>>,
-    cut: Option<Obj<RawCut>>,
-) -> Result<FaultKind, ConfigError> {
-    let given: Vec<&str> = [
-        ("abort", abort.is_some()),
-        ("blackhole", blackhole.is_some()),
-        ("delay", delay.is_some()),
-        ("cut", cut.is_some()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(name, _)| *name)
-    .collect();
-    if given.len() != 1 {
+fn compile_kind(raw: &Fields<'_>) -> Result<FaultKind, ConfigError> {
+    let given: Vec<&str> = KINDS.iter().copied().filter(|k| raw.has(k)).collect();
+    let [kind] = given.as_slice() else {
         let found = if given.is_empty() {
             "none".to_owned()
         } else {
             given.join(", ")
         };
+        let at = raw.path("");
         return err(
-            at,
+            at.trim_end_matches('.'),
             format!(
                 "needs exactly one fault kind of abort, blackhole, delay, cut (found: {found})"
             ),
         );
-    }
-    if abort.is_some() {
-        return Ok(FaultKind::Abort);
-    }
-    if let Some(Obj(b)) = blackhole {
-        let close_after = match b.close_after {
-            None => None,
-            Some(text) => Some(duration(&format!("{at}.blackhole.closeAfter"), &text)?),
-        };
-        return Ok(FaultKind::Blackhole(Blackhole { close_after }));
-    }
-    if let Some(Obj(d)) = delay {
-        let Some(latency_text) = d.latency else {
-            return err(&format!("{at}.delay.latency"), "missing");
-        };
-        let latency = duration(&format!("{at}.delay.latency"), &latency_text)?;
-        let jitter = match d.jitter {
-            None => Duration::ZERO,
-            Some(text) => {
-                // Zero jitter is a plain fixed delay.
-                let jitter = match humantime::parse_duration(text.trim()) {
-                    Ok(d) if d.is_zero() => d,
-                    _ => duration(&format!("{at}.delay.jitter"), &text)?,
-                };
-                if jitter > latency {
-                    return err(
-                        &format!("{at}.delay.jitter"),
-                        format!("{text:?} is larger than the latency ({latency_text:?})"),
-                    );
-                }
-                jitter
+    };
+    match *kind {
+        "abort" => {
+            raw.object("abort", &[])?;
+            Ok(FaultKind::Abort)
+        }
+        "blackhole" => {
+            let b = raw.object("blackhole", &["closeAfter"])?;
+            let close_after = match &b {
+                Some(b) => duration_field(b, "closeAfter", duration)?,
+                None => None,
+            };
+            Ok(FaultKind::Blackhole(Blackhole { close_after }))
+        }
+        "delay" => {
+            let Some(d) = raw.object("delay", &["latency", "jitter", "firstOnly"])? else {
+                return err(&raw.path("delay"), "missing");
+            };
+            let Some(latency_text) = d.str("latency")? else {
+                return err(&d.path("latency"), "missing");
+            };
+            let latency = duration(&d.path("latency"), latency_text)?;
+            let jitter = duration_field(&d, "jitter", offset)?.unwrap_or(Duration::ZERO);
+            if jitter > latency {
+                return err(
+                    &d.path("jitter"),
+                    format!(
+                        "{} is larger than the latency ({})",
+                        quote(d.str("jitter")?.unwrap_or_default()),
+                        quote(latency_text)
+                    ),
+                );
             }
-        };
-        return Ok(FaultKind::Delay(Delay {
-            latency,
-            jitter,
-            first_only: d.first_only.unwrap_or(false),
-        }));
-    }
-    if let Some(Obj(c)) = cut {
-        let after = match c.after {
-            None => None,
-            Some(text) => Some(duration(&format!("{at}.cut.after"), &text)?),
-        };
-        if c.after_bytes == Some(0) {
-            return err(
-                &format!("{at}.cut.afterBytes"),
-                "0 is out of range (at least 1; use abort to forward nothing)",
-            );
+            Ok(FaultKind::Delay(Delay {
+                latency,
+                jitter,
+                first_only: d.bool("firstOnly")?.unwrap_or(false),
+            }))
         }
-        if c.after_bytes.is_none() && after.is_none() {
-            return err(&format!("{at}.cut"), "needs afterBytes or after (or both)");
+        _ => {
+            let Some(c) = raw.object("cut", &["afterBytes", "after"])? else {
+                return err(&raw.path("cut"), "missing");
+            };
+            let after = duration_field(&c, "after", duration)?;
+            let after_bytes = c.u64("afterBytes")?;
+            if after_bytes == Some(0) {
+                return err(
+                    &c.path("afterBytes"),
+                    "0 is out of range (at least 1; use abort to forward nothing)",
+                );
+            }
+            if after_bytes.is_none() && after.is_none() {
+                return err(&raw.path("cut"), "needs afterBytes or after (or both)");
+            }
+            Ok(FaultKind::Cut(Cut { after_bytes, after }))
         }
-        return Ok(FaultKind::Cut(Cut {
-            after_bytes: c.after_bytes,
-            after,
-        }));
     }
-    err(at, "no fault kind")
 }
 
 #[cfg(test)]

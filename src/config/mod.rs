@@ -7,10 +7,8 @@
 //! is enough to fix the push: `metrics.interval: invalid duration "fast"`.
 
 use crate::fault::Rule;
-use serde::de::{value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use fields::Fields;
 use std::fmt;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 /// Shortest and longest accepted `metrics.interval`: the rate gauges are recomputed once per
@@ -21,6 +19,9 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 pub const MAX_UPSTREAMS_LIMIT: u64 = 10_000;
 
 mod faults;
+mod fields;
+
+pub use fields::quote;
 
 /// The validated configuration the filter runs with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,21 +77,6 @@ impl ConfigError {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawConfig {
-    metrics: Option<Obj<RawMetrics>>,
-    faults: Option<Vec<Obj<faults::RawFault>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMetrics {
-    enabled: Option<bool>,
-    interval: Option<String>,
-    max_upstreams: Option<u64>,
-}
-
 impl Config {
     /// Parses the plugin configuration bytes. Empty (or all-whitespace) input means defaults,
     /// which is what Istio sends for a `WasmPlugin` without `pluginConfig`.
@@ -98,29 +84,36 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        let Obj(raw): Obj<RawConfig> = deserialize(bytes)?;
-        let metrics = compile_metrics(raw.metrics.map(|m| m.0).unwrap_or_default())?;
-        let faults = faults::compile(raw.faults.unwrap_or_default())?;
+        let doc: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
+        let root = Fields::of(&doc, "", &["metrics", "faults"])?;
+        let metrics = compile_metrics(root.object("metrics", METRICS_KEYS)?)?;
+        let faults = faults::compile(&root)?;
         Ok(Config { metrics, faults })
     }
 }
 
-fn compile_metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
+const METRICS_KEYS: &[&str] = &["enabled", "interval", "maxUpstreams"];
+
+fn compile_metrics(raw: Option<Fields<'_>>) -> Result<MetricsConfig, ConfigError> {
     let defaults = MetricsConfig::default();
-    let interval = match raw.interval {
+    let Some(raw) = raw else {
+        return Ok(defaults);
+    };
+    let interval = match raw.str("interval")? {
         Some(text) => {
-            let interval = parse_duration("metrics.interval", &text)?;
+            let interval = parse_duration("metrics.interval", text)?;
             if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
                 return Err(ConfigError::new(
                     "metrics.interval",
-                    format!("{text:?} is out of range (100ms to 1h)"),
+                    format!("{} is out of range (100ms to 1h)", quote(text)),
                 ));
             }
             interval
         }
         None => defaults.interval,
     };
-    let max_upstreams = match raw.max_upstreams {
+    let max_upstreams = match raw.u64("maxUpstreams")? {
         Some(n) if (1..=MAX_UPSTREAMS_LIMIT).contains(&n) => n as usize,
         Some(n) => {
             return Err(ConfigError::new(
@@ -131,7 +124,7 @@ fn compile_metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
         None => defaults.max_upstreams,
     };
     Ok(MetricsConfig {
-        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        enabled: raw.bool("enabled")?.unwrap_or(defaults.enabled),
         interval,
         max_upstreams,
     })
@@ -143,67 +136,27 @@ pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d.is_zero() => Err(ConfigError::new(
             path,
-            format!("invalid duration {text:?}: must be greater than zero"),
+            format!(
+                "invalid duration {}: must be greater than zero",
+                quote(text)
+            ),
         )),
         Ok(d) => Ok(d),
         Err(_) => Err(ConfigError::new(
             path,
-            format!("invalid duration {text:?} (expected e.g. \"250ms\", \"1s\", \"1m30s\")"),
+            format!(
+                "invalid duration {} (expected e.g. \"250ms\", \"1s\", \"1m30s\")",
+                quote(text)
+            ),
         )),
     }
 }
 
-/// A JSON object deserialized into `T`. serde's derived structs also accept a JSON array of the
-/// fields in order; a configuration written that way is a mistake, so only objects pass.
-pub(crate) struct Obj<T>(pub(crate) T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map))
-            }
-        }
-        deserializer
-            .deserialize_map(ObjectVisitor(PhantomData))
-            .map(Obj)
-    }
-}
-
-/// serde_json with the path of the failing field kept (`metrics.maxUpstreams`).
-fn deserialize<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        // Only data errors sit at a field; syntax errors carry a line and column instead.
-        let path = match inner.classify() {
-            serde_json::error::Category::Data if path != "." => path,
-            _ => "configuration".to_owned(),
-        };
-        ConfigError::new(path, json_message(&inner))
-    })?;
-    de.end()
-        .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
-    Ok(value)
-}
-
-/// serde_json appends "at line 1 column 37" to every message; the field path says more for data
-/// errors, the position is kept for syntax errors, where there is no field yet.
+/// serde_json's syntax errors carry the line and column, which is what helps here.
 fn json_message(err: &serde_json::Error) -> String {
-    let text = err.to_string();
     match err.classify() {
-        serde_json::error::Category::Data => match text.rsplit_once(" at line ") {
-            Some((message, _)) => message.to_owned(),
-            None => text,
-        },
         serde_json::error::Category::Eof => "not valid JSON: unexpected end of input".to_owned(),
-        _ => format!("not valid JSON: {text}"),
+        _ => format!("not valid JSON: {err}"),
     }
 }
 

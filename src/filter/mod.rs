@@ -100,7 +100,7 @@ impl VmState {
                 (false, true) => "active",
                 (false, false) => "inactive",
             };
-            info!("dbfault: fault {:?} {state}", &*change.name);
+            info!("dbfault: fault {} {state}", &*change.name);
             if self.config.metrics.enabled {
                 self.telemetry
                     .fault_active(&mut HostMetrics, &change.name, change.active);
@@ -156,7 +156,7 @@ impl VmState {
         }
         if let Some(applied) = entry.fault.fault.as_ref() {
             if !self.engine.episode_running(applied.episode) {
-                debug!("dbfault: connection {id}: fault {:?} ends", &*applied.rule);
+                debug!("dbfault: connection {id}: fault {} ends", &*applied.rule);
                 entry.fault.end_fault();
             }
         }
@@ -179,7 +179,7 @@ impl VmState {
             if d.selected {
                 let rule = &d.slot.rule;
                 debug!(
-                    "dbfault: connection {id} to {}: fault {:?} ({}{})",
+                    "dbfault: connection {id} to {}: fault {} ({}{})",
                     upstream.host,
                     &*d.slot.name,
                     rule.kind.name(),

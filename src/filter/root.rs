@@ -46,9 +46,9 @@ impl Root {
 fn summary(config: &Config) -> String {
     let m = &config.metrics;
     let mut text = format!(
-        "metrics {} (interval {:?}, maxUpstreams {}); {} fault rule(s)",
+        "metrics {} (interval {} ms, maxUpstreams {}); {} fault rule(s)",
         if m.enabled { "on" } else { "off" },
-        m.interval,
+        m.interval.as_millis(),
         m.max_upstreams,
         config.faults.len()
     );

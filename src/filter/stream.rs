@@ -65,8 +65,10 @@ impl Stream {
             port: upstream::port(facts, upstream_address.as_deref()),
         };
         debug!(
-            "dbfault: connection {} to {label} (cluster {cluster:?}, sni {sni:?})",
-            self.id
+            "dbfault: connection {} to {label} (cluster {}, sni {})",
+            self.id,
+            cluster.as_deref().unwrap_or("-"),
+            sni.as_deref().unwrap_or("-")
         );
         let Ok(mut entry) = self.entry.try_borrow_mut() else {
             return;

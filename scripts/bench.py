@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""`make bench`: dbfault side by side with plain Envoy, on loopback.
+
+Configurations (identical Envoy bootstrap but for the filter chain):
+  direct      no proxy
+  tcp_proxy   Envoy, tcp_proxy only (the baseline for ratios)
+  noop        tcp_proxy + a no-op Rust proxy-wasm filter (the Wasm floor; bench/noop-filter)
+  dbfault     tcp_proxy + dbfault, metrics on, no fault rules
+  dbfault20   tcp_proxy + dbfault with 20 rules that match nothing here
+
+Envoy runs with --concurrency 1 pinned to CPU 0; load generators and servers are pinned to CPU 1,
+so that Envoy is the bottleneck. Configurations run interleaved (A B C D E, A B C D E, ...) after
+a warm-up round; each figure is the median of the repetitions, with min-max as spread.
+
+Writes bench/results/latest.json and bench/results/latest.md and prints the table.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
+DBFAULT = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
+NOOP = os.path.join(ROOT, "bench", "noop-filter", "target", "wasm32-wasip1", "release", "noop_filter.wasm")
+PG_BIN = "/usr/lib/postgresql/15/bin"
+CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20"]
+ENVOY_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu, cmd):
+    return ["taskset", "-c", cpu] + cmd
+
+
+def as_db_user(cmd):
+    return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
+
+
+def twenty_rules():
+    rules = []
+    for i in range(20):
+        kind = [{"abort": {}}, {"delay": {"latency": "100ms"}}, {"blackhole": {}}, {"cut": {"afterBytes": 10}}][i % 4]
+        rule = {"name": f"nomatch-{i}", "match": {"hosts": [f"db{i}.example.com", f"*.shard{i}.example.net"]}}
+        rule.update(kind)
+        rules.append(rule)
+    return rules
+
+
+def wasm_filter(path, config):
+    value = json.dumps(config)
+    return f"""
+      - name: wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: bench
+            vm_config:
+              runtime: envoy.wasm.runtime.v8
+              code: {{local: {{filename: {path}}}}}
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: {json.dumps(value)}"""
+
+
+def bootstrap(config, ports, upstreams):
+    filt = {
+        "tcp_proxy": "",
+        "noop": wasm_filter(NOOP, {}),
+        "dbfault": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}}),
+        "dbfault20": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}, "faults": twenty_rules()}),
+    }[config]
+    listeners, clusters = [], []
+    for name in ("echo", "iperf", "pg"):
+        listeners.append(f"""
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {ports[name]}}}}}
+    filter_chains:
+    - filters:{filt}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {name}
+          cluster: {name}""")
+        clusters.append(f"""
+  - name: {name}
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstreams[name]}}}}}}}}}]}}]""")
+    return f"""node: {{id: bench, cluster: bench}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {ports['admin']}}}}}
+stats_config:
+  stats_tags:
+  - {{tag_name: upstream, regex: '(upstream=\\.=(.*?);\\.;)'}}
+  - {{tag_name: fault, regex: '(fault=\\.=(.*?);\\.;)'}}
+static_resources:
+  listeners:{''.join(listeners)}
+  clusters:{''.join(clusters)}
+"""
+
+
+class Envoy:
+    def __init__(self, binary, config, upstreams, tmp):
+        self.ports = {k: free_port() for k in ("admin", "echo", "iperf", "pg")}
+        path = os.path.join(tmp, f"envoy-{config}.yaml")
+        with open(path, "w") as f:
+            f.write(bootstrap(config, self.ports, upstreams))
+        self.log = open(os.path.join(tmp, f"envoy-{config}.log"), "w")
+        start = time.time()
+        self.proc = subprocess.Popen(pinned(ENVOY_CPU, [binary, "-c", path, "--concurrency", "1", "--disable-hot-restart",
+                                                        "--log-level", "warn"]), stdout=self.log, stderr=self.log)
+        while time.time() - start < 30:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.01)
+        else:
+            raise SystemExit(f"Envoy ({config}) did not become ready; see {self.log.name}")
+        self.ready_seconds = time.time() - start
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def allocated_bytes(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/memory", timeout=5) as r:
+            return int(json.load(r)["allocated"])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def run_json(cmd, timeout=120):
+    out = subprocess.run(pinned(LOAD_CPU, cmd), capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr.strip()[:300]}")
+    return json.loads(out.stdout)
+
+
+def iperf(port, seconds, bidir):
+    cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J", "-l", "128K"]
+    if bidir:
+        cmd.append("--bidir")
+    data = run_json(cmd, timeout=seconds + 30)
+    end = data["end"]
+    if bidir:
+        return (end["sum_sent"]["bits_per_second"] + end["sum_sent_bidir_reverse"]["bits_per_second"]) / 1e9
+    return end["sum_received"]["bits_per_second"] / 1e9
+
+
+def pgbench(port, seconds):
+    out = subprocess.run(pinned(LOAD_CPU, ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-S", "-c", "4",
+                                           "-j", "1", "-T", str(seconds), "-n", "postgres"]),
+                         capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("tps ="):
+            return float(line.split()[2])
+    raise RuntimeError("pgbench: " + out.stdout[-300:] + out.stderr[-300:])
+
+
+def idle_memory(envoy, port, n):
+    """Envoy RSS and allocated bytes added per idle connection (each has exchanged 64 bytes)."""
+    time.sleep(0.5)
+    rss0, alloc0 = envoy.rss_bytes(), envoy.allocated_bytes()
+    holder = subprocess.Popen(pinned(LOAD_CPU, [LOADGEN, "idle", f"127.0.0.1:{port}", str(n)]),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    opened = json.loads(holder.stdout.readline())["open"]
+    time.sleep(1.5)  # let a metrics interval pass, so per-interval state is included
+    rss1, alloc1 = envoy.rss_bytes(), envoy.allocated_bytes()
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    if opened != n:
+        raise RuntimeError(f"only {opened} of {n} idle connections opened")
+    return (rss1 - rss0) / n, (alloc1 - alloc0) / n
+
+
+def measure(config, args, servers, tmp):
+    r = {}
+    envoy = None
+    if config == "direct":
+        ports = {"echo": servers["echo"], "iperf": servers["iperf"], "pg": servers["pg"]}
+    else:
+        envoy = Envoy(args.envoy, config, servers, tmp)
+        ports = envoy.ports
+        r["start_to_ready_ms"] = envoy.ready_seconds * 1000
+    s = args.seconds
+    try:
+        r["bulk_one_way_gbps"] = iperf(ports["iperf"], s, False)
+        r["bulk_both_ways_gbps"] = iperf(ports["iperf"], s, True)
+        cr = run_json([LOADGEN, "connrate", f"127.0.0.1:{ports['echo']}", "8", str(s)])
+        r["connections_per_second"] = cr["per_second"]
+        cpu0 = envoy.cpu_seconds() if envoy else 0
+        lat = run_json([LOADGEN, "latency", f"127.0.0.1:{ports['echo']}", str(args.rate), str(s)])
+        if envoy:
+            # Each 64-byte request and its echo are one data callback each way.
+            r["envoy_cpu_ns_per_callback"] = (envoy.cpu_seconds() - cpu0) * 1e9 / (2 * lat["requests"])
+        r["latency_p50_us"] = lat["p50_ns"] / 1000
+        r["latency_p99_us"] = lat["p99_ns"] / 1000
+        r["latency_p999_us"] = lat["p999_ns"] / 1000
+        r["pgbench_select_tps"] = pgbench(ports["pg"], s)
+        if envoy:
+            for n in args.idle:
+                rss, alloc = idle_memory(envoy, ports["echo"], n)
+                r[f"idle_{n}_rss_bytes_per_cx"] = rss
+                r[f"idle_{n}_allocated_bytes_per_cx"] = alloc
+    finally:
+        if envoy:
+            envoy.stop()
+    return r
+
+
+def start_servers(tmp):
+    procs = []
+    echo = free_port()
+    procs.append(subprocess.Popen(pinned(LOAD_CPU, [LOADGEN, "echo", str(echo)])))
+    iperf_port = free_port()
+    procs.append(subprocess.Popen(pinned(LOAD_CPU, ["iperf3", "-s", "-p", str(iperf_port)]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    pg = free_port()
+    data = os.path.join(tmp, "pg")
+    os.chmod(tmp, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres")
+    subprocess.run(as_db_user([f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", data]),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(as_db_user(["taskset", "-c", LOAD_CPU, f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(tmp, "pg.log"),
+                               "-w", "-o", f"-c listen_addresses=127.0.0.1 -p {pg} -k {tmp} -c fsync=off", "start"]),
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pg), "-U", "postgres", "-i", "-s", "1", "-q", "postgres"],
+                   check=True, capture_output=True)
+    time.sleep(0.3)
+    return {"echo": echo, "iperf": iperf_port, "pg": pg}, procs, data
+
+
+def callgrind(args):
+    """Instructions per on_downstream_data of the pure core, measured natively with callgrind."""
+    def run(n):
+        out_file = tempfile.mktemp(prefix="callgrind.")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+                        os.path.join(ROOT, "target", "release", "examples", "hotpath"), str(n)],
+                       check=True, capture_output=True)
+        with open(out_file) as f:
+            total = next(int(l.split()[1]) for l in f if l.startswith("summary:") or l.startswith("totals:"))
+        os.unlink(out_file)
+        return total
+    low, high = run(1000), run(1_001_000)
+    return (high - low) / 1_000_000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=2000, help="requests/s of the latency workload")
+    parser.add_argument("--idle", type=int, nargs="*", default=[1000, 9000])
+    parser.add_argument("--configs", nargs="*", default=CONFIGS)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="dbfault-bench-")
+    servers, procs, pg_data = start_servers(tmp)
+    runs = {c: [] for c in args.configs}
+    try:
+        print(f"warm-up, then {args.reps} interleaved repetitions of {', '.join(args.configs)}", flush=True)
+        for c in args.configs:
+            measure(c, argparse.Namespace(**{**vars(args), "seconds": 1, "idle": []}), servers, tmp)
+        for rep in range(args.reps):
+            for c in args.configs:
+                runs[c].append(measure(c, args, servers, tmp))
+                print(f"  rep {rep + 1} {c}: " + ", ".join(f"{k}={v:.4g}" for k, v in runs[c][-1].items()), flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+        subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", pg_data, "-m", "fast", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    summary = summarize(runs, args)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    md = markdown(summary)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def summarize(runs, args):
+    metrics = sorted({k for rs in runs.values() for r in rs for k in r})
+    table = {}
+    for m in metrics:
+        table[m] = {}
+        for c, rs in runs.items():
+            vals = [r[m] for r in rs if m in r]
+            if vals:
+                table[m][c] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+    extra = {
+        "dbfault_wasm_bytes": os.path.getsize(DBFAULT),
+        "noop_wasm_bytes": os.path.getsize(NOOP),
+    }
+    try:
+        extra["hotpath_instructions_per_on_downstream_data"] = callgrind(args)
+    except (OSError, subprocess.CalledProcessError, StopIteration) as err:
+        extra["hotpath_instructions_per_on_downstream_data"] = f"unavailable: {err}"
+    return {
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
+                    "envoy": subprocess.run([args.envoy, "--version"], capture_output=True, text=True).stdout.strip().split()[-1]},
+        "settings": {"reps": args.reps, "seconds": args.seconds, "latency_rate": args.rate, "idle": args.idle,
+                     "pinning": f"envoy on CPU {ENVOY_CPU} (--concurrency 1), load and servers on CPU {LOAD_CPU}"},
+        "results": table,
+        "extra": extra,
+    }
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+LOWER_IS_BETTER = ("latency", "cpu", "bytes_per_cx", "ready")
+
+
+def markdown(summary):
+    res = summary["results"]
+    configs = [c for c in CONFIGS if any(c in v for v in res.values())]
+    head = "| metric | " + " | ".join(configs) + " | dbfault / tcp_proxy | dbfault20 / dbfault |"
+    lines = [head, "|" + "---|" * (len(configs) + 3)]
+    for m, per in res.items():
+        cells = []
+        for c in configs:
+            v = per.get(c)
+            cells.append(f"{v['median']:.4g} ({v['min']:.4g}–{v['max']:.4g})" if v else "–")
+        def ratio(a, b):
+            if a in per and b in per and per[b]["median"]:
+                return f"{per[a]['median'] / per[b]['median']:.3f}"
+            return "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault20', 'dbfault')} |")
+    e = summary["extra"]
+    mach = summary["machine"]
+    lines += [
+        "",
+        f"Machine: {mach['cpus']} CPUs ({mach['cpu']}), Linux {mach['kernel']}, Envoy {mach['envoy']}; "
+        f"{summary['settings']['pinning']}; medians of {summary['settings']['reps']} interleaved repetitions "
+        f"of {summary['settings']['seconds']} s (min–max in brackets).",
+        f"Module size: dbfault.wasm {e['dbfault_wasm_bytes']} bytes, no-op filter {e['noop_wasm_bytes']} bytes. "
+        f"Hot path (callgrind, native, pure core): {e['hotpath_instructions_per_on_downstream_data']} instructions "
+        "per on_downstream_data.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

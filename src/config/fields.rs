@@ -1,0 +1,217 @@
+//! Reading the configuration out of a parsed JSON value field by field, keeping the path of
+//! every field for error messages. (serde's derived readers do the same with several times the
+//! code in the module: measured in issue 6, module size.)
+
+use super::ConfigError;
+use serde_json::{Map, Number, Value};
+
+/// A number as JSON would write it, without pulling float formatting into the module:
+/// integers exactly, other values with up to six decimals.
+pub fn number_text(n: &Number) -> String {
+    if let Some(i) = n.as_i64() {
+        return i.to_string();
+    }
+    if let Some(u) = n.as_u64() {
+        return u.to_string();
+    }
+    let f = n.as_f64().unwrap_or(0.0);
+    if !f.is_finite() || f.abs() >= 1e15 {
+        return if f < 0.0 {
+            "-huge".into()
+        } else {
+            "huge".into()
+        };
+    }
+    let sign = if f < 0.0 { "-" } else { "" };
+    let scaled = (f.abs() * 1e6).round() as u64;
+    let (int, frac) = (scaled / 1_000_000, scaled % 1_000_000);
+    let frac = format!("{frac:06}");
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+/// `s` in double quotes, with `"`, `\` and control characters escaped. (`{:?}` would do it,
+/// at the price of Unicode tables in the module.)
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What a value is, in the words serde uses (`integer `5``, `string "x"`, `sequence`...).
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) if n.is_f64() => format!("floating point `{}`", number_text(n)),
+        Value::Number(n) => format!("integer `{}`", number_text(n)),
+        Value::String(s) => format!("string {}", quote(s)),
+        Value::Array(_) => "sequence".into(),
+        Value::Object(_) => "map".into(),
+    }
+}
+
+pub fn type_error(path: &str, v: &Value, expected: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("invalid type: {}, expected {expected}", describe(v)),
+    )
+}
+
+/// `path` joined with `key`; the document itself has the empty path.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The fields of one JSON object, checked against the keys it may have.
+pub struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Fields<'a> {
+    /// `v` must be an object whose keys are all in `known`.
+    pub fn of(v: &'a Value, path: &str, known: &[&str]) -> Result<Fields<'a>, ConfigError> {
+        let Value::Object(map) = v else {
+            let at = if path.is_empty() {
+                "configuration"
+            } else {
+                path
+            };
+            return Err(type_error(at, v, "an object"));
+        };
+        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ConfigError::new(
+                join(path, key),
+                format!(
+                    "unknown field `{key}` (expected one of: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(Fields {
+            map,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    /// The value of `key`; absent and `null` both mean "not set".
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(type_error(&self.path(key), v, "a boolean")),
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => as_str(v, &self.path(key)).map(Some),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => as_u64(v, &self.path(key)).map(Some),
+        }
+    }
+
+    pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(v) => Err(type_error(&self.path(key), v, "a number")),
+        }
+    }
+
+    pub fn array(&self, key: &str) -> Result<Option<&'a [Value]>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(v) => Err(type_error(&self.path(key), v, "a sequence")),
+        }
+    }
+
+    /// The object under `key`, checked against `known`.
+    pub fn object(&self, key: &str, known: &[&str]) -> Result<Option<Fields<'a>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => Fields::of(v, &self.path(key), known).map(Some),
+        }
+    }
+}
+
+pub fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, ConfigError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(type_error(path, v, "a string")),
+    }
+}
+
+pub fn as_u64(v: &Value, path: &str) -> Result<u64, ConfigError> {
+    match v {
+        Value::Number(n) if n.is_f64() => Err(type_error(path, v, "an integer")),
+        Value::Number(n) => n.as_u64().ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!(
+                    "invalid value: {}, expected a non-negative integer",
+                    describe(v)
+                ),
+            )
+        }),
+        _ => Err(type_error(path, v, "an integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_print_without_float_formatting() {
+        let n = |v: Value| match v {
+            Value::Number(n) => number_text(&n),
+            _ => unreachable!(),
+        };
+        assert_eq!(n(json!(5)), "5");
+        assert_eq!(n(json!(-1)), "-1");
+        assert_eq!(n(json!(1.5)), "1.5");
+        assert_eq!(n(json!(-0.25)), "-0.25");
+        assert_eq!(n(json!(100.000001)), "100.000001");
+        assert_eq!(n(json!(1e300)), "huge");
+        assert_eq!(n(json!(u64::MAX)), "18446744073709551615");
+    }
+}
