@@ -211,21 +211,26 @@ def measure(config, args, servers, tmp):
         ports = envoy.ports
         r["start_to_ready_ms"] = envoy.ready_seconds * 1000
     s = args.seconds
+    w = args.workloads
     try:
-        r["bulk_one_way_gbps"] = iperf(ports["iperf"], s, False)
-        r["bulk_both_ways_gbps"] = iperf(ports["iperf"], s, True)
-        cr = run_json([LOADGEN, "connrate", f"127.0.0.1:{ports['echo']}", "8", str(s)])
-        r["connections_per_second"] = cr["per_second"]
-        cpu0 = envoy.cpu_seconds() if envoy else 0
-        lat = run_json([LOADGEN, "latency", f"127.0.0.1:{ports['echo']}", str(args.rate), str(s)])
-        if envoy:
-            # Each 64-byte request and its echo are one data callback each way.
-            r["envoy_cpu_ns_per_callback"] = (envoy.cpu_seconds() - cpu0) * 1e9 / (2 * lat["requests"])
-        r["latency_p50_us"] = lat["p50_ns"] / 1000
-        r["latency_p99_us"] = lat["p99_ns"] / 1000
-        r["latency_p999_us"] = lat["p999_ns"] / 1000
-        r["pgbench_select_tps"] = pgbench(ports["pg"], s)
-        if envoy:
+        if "bulk" in w:
+            r["bulk_one_way_gbps"] = iperf(ports["iperf"], s, False)
+            r["bulk_both_ways_gbps"] = iperf(ports["iperf"], s, True)
+        if "connrate" in w:
+            cr = run_json([LOADGEN, "connrate", f"127.0.0.1:{ports['echo']}", "8", str(s)])
+            r["connections_per_second"] = cr["per_second"]
+        if "latency" in w:
+            cpu0 = envoy.cpu_seconds() if envoy else 0
+            lat = run_json([LOADGEN, "latency", f"127.0.0.1:{ports['echo']}", str(args.rate), str(s)])
+            if envoy:
+                # Each 64-byte request and its echo are one data callback each way.
+                r["envoy_cpu_ns_per_callback"] = (envoy.cpu_seconds() - cpu0) * 1e9 / (2 * lat["requests"])
+            r["latency_p50_us"] = lat["p50_ns"] / 1000
+            r["latency_p99_us"] = lat["p99_ns"] / 1000
+            r["latency_p999_us"] = lat["p999_ns"] / 1000
+        if "pgbench" in w:
+            r["pgbench_select_tps"] = pgbench(ports["pg"], s)
+        if envoy and "idle" in w:
             for n in args.idle:
                 rss, alloc = idle_memory(envoy, ports["echo"], n)
                 r[f"idle_{n}_rss_bytes_per_cx"] = rss
@@ -282,6 +287,7 @@ def main():
     parser.add_argument("--rate", type=int, default=2000, help="requests/s of the latency workload")
     parser.add_argument("--idle", type=int, nargs="*", default=[1000, 9000])
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
+    parser.add_argument("--workloads", nargs="*", default=["bulk", "connrate", "latency", "pgbench", "idle"])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = parser.parse_args()
 

@@ -74,6 +74,14 @@ pub fn plugin_configuration(size: usize) -> Vec<u8> {
     }
 }
 
+/// Makes the `log` crate's level follow Envoy's level for Wasm logs, so that a disabled debug
+/// line costs neither formatting nor a host call (per connection, that adds up).
+pub fn sync_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 /// Sets the calling root context's tick period.
 pub fn set_tick_period(period: Duration) {
     if let Err(status) = hostcalls::set_tick_period(period) {

@@ -40,17 +40,31 @@ pub fn raw_identity<'a>(facts: ConnectionFacts<'a>) -> &'a str {
 /// The upstream port: from an Istio cluster name (`outbound|5432||pg` → 5432), else from the
 /// upstream address, else from the destination address.
 pub fn port(facts: ConnectionFacts<'_>, upstream_address: Option<&str>) -> Option<u16> {
-    let from_cluster = facts.cluster.and_then(|c| {
-        let mut parts = c.split('|');
-        match (parts.next(), parts.next()) {
-            (Some("outbound"), Some(port)) => port.parse().ok(),
-            _ => None,
-        }
-    });
+    let from_cluster = cluster_port(facts.cluster);
     let from_address = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
     from_cluster
         .or_else(|| upstream_address.and_then(from_address))
         .or_else(|| facts.destination.and_then(from_address))
+}
+
+/// Whether the identity falls back to the destination address (so that it is worth asking the
+/// host for it): no usable cluster and no SNI.
+pub fn needs_destination(cluster: Option<&str>, sni: Option<&str>) -> bool {
+    nonempty(sni).is_none() && nonempty(cluster).is_none_or(|c| c == PASSTHROUGH_CLUSTER)
+}
+
+/// Whether the identity may come from the SNI: no usable cluster.
+pub fn needs_sni(cluster: Option<&str>) -> bool {
+    nonempty(cluster).is_none_or(|c| c == PASSTHROUGH_CLUSTER)
+}
+
+/// The port in an Istio outbound cluster name: `"outbound|5432||pg"` → `Some(5432)`.
+pub fn cluster_port(cluster: Option<&str>) -> Option<u16> {
+    let mut parts = cluster?.split('|');
+    match (parts.next(), parts.next()) {
+        (Some("outbound"), Some(port)) => port.parse().ok(),
+        _ => None,
+    }
 }
 
 fn nonempty(value: Option<&str>) -> Option<&str> {
@@ -182,6 +196,24 @@ mod tests {
         );
         assert_eq!(port(facts(None, Some("[::1]:443")), None), Some(443));
         assert_eq!(port(facts(None, None), None), None);
+    }
+
+    #[test]
+    fn which_properties_are_needed() {
+        assert!(needs_destination(None, None));
+        assert!(needs_destination(Some("PassthroughCluster"), Some("")));
+        assert!(!needs_destination(
+            Some("PassthroughCluster"),
+            Some("db.example.com")
+        ));
+        assert!(!needs_destination(Some("postgres"), None));
+        assert!(needs_sni(None) && needs_sni(Some("PassthroughCluster")));
+        assert!(!needs_sni(Some("outbound|443||firestore.googleapis.com")));
+        assert_eq!(
+            cluster_port(Some("outbound|443||firestore.googleapis.com")),
+            Some(443)
+        );
+        assert_eq!(cluster_port(Some("postgres")), None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ fn cluster_rx(envoy: &Envoy, cluster: &str) -> i64 {
 }
 
 fn wait_closed(envoy: &Envoy, upstream: &str) {
+    // A connection opened and closed within one interval never shows in cx_active: wait out a
+    // flush first, then for the count to be back at 0.
+    envoy.settle();
     wait_for(
         &format!("{upstream} connections to close"),
         Duration::from_secs(10),

@@ -63,6 +63,7 @@ fn byte_counters_equal_envoy_cluster_counters() {
     for upstream in ["postgres", "redis"] {
         wait_metric(&envoy, "dbfault_upstream_cx_active", upstream, 0.0);
     }
+    envoy.settle();
     let stats = envoy.stats();
     for (upstream, connections) in [("postgres", 3.0), ("redis", 5.0)] {
         let tx = stats[&format!("cluster.{upstream}.upstream_cx_tx_bytes_total")];
@@ -345,6 +346,7 @@ fn upstreams_beyond_max_upstreams_are_reported_as_other() {
     }
     wait_metric(&envoy, "dbfault_upstream_cx_total", "other", 2.0);
     wait_metric(&envoy, "dbfault_upstream_cx_active", "other", 0.0);
+    envoy.settle();
     assert_eq!(
         envoy.metric("dbfault_upstream_cx_total", "postgres"),
         Some(1.0)

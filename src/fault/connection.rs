@@ -79,6 +79,12 @@ impl Connection {
         self.seed
     }
 
+    /// When the connection counts as opened (for `cut.after`): its upstream is identified at the
+    /// first byte, and no host call is spent on the time before that.
+    pub fn set_opened_at(&mut self, now: u64) {
+        self.opened_at = now;
+    }
+
     pub fn set_traffic(&mut self, traffic: Rc<Traffic>) {
         self.traffic = traffic;
     }

@@ -166,6 +166,18 @@ impl Engine {
         &self.rules
     }
 
+    /// Whether any rule matches host names (only then is the SNI worth a host call for a
+    /// connection whose cluster already names it).
+    pub fn uses_hosts(&self) -> bool {
+        self.rules.iter().any(|s| !s.rule.matcher.hosts.is_empty())
+    }
+
+    /// Whether any rule matches on ports (only then is the upstream address worth a host call
+    /// for clusters whose name carries no port).
+    pub fn uses_ports(&self) -> bool {
+        self.rules.iter().any(|s| !s.rule.matcher.ports.is_empty())
+    }
+
     /// Whether any active rule delays traffic (the VM then ticks fast enough to release holds
     /// precisely).
     pub fn delaying(&self) -> bool {

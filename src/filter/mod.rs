@@ -53,6 +53,8 @@ struct VmState {
     refused_shared: Option<Vec<u8>>,
     /// When a root context of this VM last ticked.
     last_tick: Option<u64>,
+    /// Per-connection seeds come from this counter, mixed with the VM's first load time.
+    seeds: u64,
 }
 
 thread_local! {
@@ -119,6 +121,9 @@ impl VmState {
                 now
             }
         };
+        if self.seeds == 0 {
+            self.seeds = crate::schedule::mix(now);
+        }
         self.adopt(config, bytes, loaded_at, now);
     }
 

@@ -83,6 +83,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        host::sync_log_level();
         let bytes = host::plugin_configuration(plugin_configuration_size);
         let config = match Config::parse(&bytes) {
             Ok(config) => config,

@@ -655,6 +655,12 @@ impl Envoy {
             .copied()
     }
 
+    /// Waits out dbfault's flush: its stats are at most one metrics interval stale (1 s in the
+    /// tests' configurations), and each worker flushes on its own tick.
+    pub fn settle(&self) {
+        thread::sleep(Duration::from_millis(1300));
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
