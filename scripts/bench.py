@@ -99,6 +99,8 @@ def bootstrap(config, ports, upstreams):
   - name: {name}
     type: STATIC
     connect_timeout: 2s
+    # Envoy's default circuit breaker stops at 1024 upstream connections; Istio lifts it too.
+    circuit_breakers: {{thresholds: [{{max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000}}]}}
     load_assignment:
       cluster_name: {name}
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstreams[name]}}}}}}}}}]}}]""")
@@ -289,7 +291,15 @@ def main():
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
     parser.add_argument("--workloads", nargs="*", default=["bulk", "connrate", "latency", "pgbench", "idle"])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     args = parser.parse_args()
+    if args.render:
+        with open(os.path.join(args.out, "latest.json")) as f:
+            md = markdown(json.load(f))
+        with open(os.path.join(args.out, "latest.md"), "w") as f:
+            f.write(md)
+        print(md)
+        return
 
     tmp = tempfile.mkdtemp(prefix="dbfault-bench-")
     servers, procs, pg_data = start_servers(tmp)
@@ -363,8 +373,8 @@ LOWER_IS_BETTER = ("latency", "cpu", "bytes_per_cx", "ready")
 def markdown(summary):
     res = summary["results"]
     configs = [c for c in CONFIGS if any(c in v for v in res.values())]
-    head = "| metric | " + " | ".join(configs) + " | dbfault / tcp_proxy | dbfault20 / dbfault |"
-    lines = [head, "|" + "---|" * (len(configs) + 3)]
+    head = "| metric | " + " | ".join(configs) + " | dbfault / tcp_proxy | dbfault / noop | dbfault20 / dbfault |"
+    lines = [head, "|" + "---|" * (len(configs) + 4)]
     for m, per in res.items():
         cells = []
         for c in configs:
@@ -374,7 +384,8 @@ def markdown(summary):
             if a in per and b in per and per[b]["median"]:
                 return f"{per[a]['median'] / per[b]['median']:.3f}"
             return "–"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault20', 'dbfault')} |")
+        lines.append(f"| {m} | " + " | ".join(cells)
+                     + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault', 'noop')} | {ratio('dbfault20', 'dbfault')} |")
     e = summary["extra"]
     mach = summary["machine"]
     lines += [
