@@ -18,7 +18,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build binaryen bench plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build binaryen bench check-config plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~18% off what rustc leaves (measured in issue 6).
 WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
@@ -103,6 +103,11 @@ faults:
 fault-on fault-off:
 	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
 	@scripts/faultctl $(subst fault-,,$@) $(RULE)
+
+# Validate a plugin configuration, WasmPlugin manifest or ECDS file before pushing it:
+# `make check-config FILE=istio/wasmplugin.yaml` (exit status 1 when invalid).
+check-config:
+	@cargo run --quiet --bin dbfault-check -- $(FILE)
 
 # The side-by-side benchmark against plain Envoy (results in bench/results/, table in README).
 bench: build envoy packages

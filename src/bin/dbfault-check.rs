@@ -94,7 +94,10 @@ mod check {
                     "not UTF-8 (a plugin configuration must be UTF-8 JSON)".to_owned()
                 });
                 let Ok(text) = text else {
-                    return Ok(vec![Found { origin: name.to_owned(), bytes: bytes.to_vec() }]);
+                    return Ok(vec![Found {
+                        origin: name.to_owned(),
+                        bytes: bytes.to_vec(),
+                    }]);
                 };
                 let mut docs = Vec::new();
                 for doc in serde_yaml_ng::Deserializer::from_str(text) {
@@ -103,7 +106,10 @@ mod check {
                         Ok(v) => docs.push(v),
                         // Neither JSON nor YAML: let the module's parser say why.
                         Err(_) => {
-                            return Ok(vec![Found { origin: name.to_owned(), bytes: bytes.to_vec() }])
+                            return Ok(vec![Found {
+                                origin: name.to_owned(),
+                                bytes: bytes.to_vec(),
+                            }])
                         }
                     }
                 }
@@ -112,15 +118,25 @@ mod check {
         };
         let mut found = Vec::new();
         for (i, doc) in docs.iter().enumerate() {
-            let at = if docs.len() > 1 { format!("{name} (document {})", i + 1) } else { name.to_owned() };
+            let at = if docs.len() > 1 {
+                format!("{name} (document {})", i + 1)
+            } else {
+                name.to_owned()
+            };
             if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
-                let plugin = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+                let plugin = doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
                 let bytes = match doc.pointer("/spec/pluginConfig") {
                     None | Some(Value::Null) => Vec::new(),
                     // As istiod sends it: the JSON of the pluginConfig struct.
                     Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
                 };
-                found.push(Found { origin: format!("{at}: WasmPlugin {plugin}"), bytes });
+                found.push(Found {
+                    origin: format!("{at}: WasmPlugin {plugin}"),
+                    bytes,
+                });
             } else if let Some(resources) = doc.get("resources").and_then(Value::as_array) {
                 for r in resources {
                     let rname = r.get("name").and_then(Value::as_str).unwrap_or("?");
@@ -128,12 +144,22 @@ mod check {
                     let bytes = match config.and_then(|c| c.get("value")) {
                         Some(Value::String(s)) => s.clone().into_bytes(),
                         None => Vec::new(),
-                        Some(_) => return Err(format!("resource {rname}: configuration.value is not a string")),
+                        Some(_) => {
+                            return Err(format!(
+                                "resource {rname}: configuration.value is not a string"
+                            ))
+                        }
                     };
-                    found.push(Found { origin: format!("{at}: ECDS resource {rname}"), bytes });
+                    found.push(Found {
+                        origin: format!("{at}: ECDS resource {rname}"),
+                        bytes,
+                    });
                 }
             } else if docs.len() == 1 && as_json_object(bytes) {
-                found.push(Found { origin: at, bytes: bytes.to_vec() });
+                found.push(Found {
+                    origin: at,
+                    bytes: bytes.to_vec(),
+                });
             } else {
                 return Err(format!(
                     "{at}: not a dbfault configuration, a WasmPlugin or an ECDS file"

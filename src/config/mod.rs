@@ -89,7 +89,10 @@ impl Config {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new(
                 "configuration",
-                format!("{} bytes, at most {MAX_CONFIG_BYTES} are accepted", bytes.len()),
+                format!(
+                    "{} bytes, at most {MAX_CONFIG_BYTES} are accepted",
+                    bytes.len()
+                ),
             ));
         }
         let doc: serde_json::Value = serde_json::from_slice(bytes)
@@ -189,7 +192,11 @@ pub fn describe(config: &Config) -> Vec<String> {
                 "delay client → database by {} ± {}{}",
                 ms(d.latency),
                 ms(d.jitter),
-                if d.first_only { ", first chunk only" } else { "" }
+                if d.first_only {
+                    ", first chunk only"
+                } else {
+                    ""
+                }
             ),
             FaultKind::Cut(c) => {
                 let mut parts = Vec::new();
@@ -234,7 +241,9 @@ pub fn describe(config: &Config) -> Vec<String> {
                 "from {} after load for {}{}",
                 ms(w.after),
                 ms(w.duration),
-                w.every.map(|e| format!(", every {}", ms(e))).unwrap_or_default()
+                w.every
+                    .map(|e| format!(", every {}", ms(e)))
+                    .unwrap_or_default()
             ),
         };
         out.push(format!(
