@@ -292,7 +292,12 @@ def main():
     parser.add_argument("--workloads", nargs="*", default=["bulk", "connrate", "latency", "pgbench", "idle"])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
+    parser.add_argument("--print-bootstrap", metavar="CONFIG", help="print one configuration's Envoy bootstrap")
     args = parser.parse_args()
+    if args.print_bootstrap:
+        ports = {"admin": 9901, "echo": 10001, "iperf": 10002, "pg": 10003}
+        print(bootstrap(args.print_bootstrap, ports, {"echo": 20001, "iperf": 20002, "pg": 20003}))
+        return
     if args.render:
         with open(os.path.join(args.out, "latest.json")) as f:
             md = markdown(json.load(f))

@@ -8,6 +8,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::*;
 use dbfault::config::Config;
 
 const M: &str = r#""match": {"hosts": ["pg"]}"#;
@@ -421,4 +424,50 @@ fn every_mistake_is_refused_with_its_field_and_value() {
         failures.join("\n")
     );
     eprintln!("{} invalid configurations refused", cases.len());
+}
+
+#[test]
+fn a_sample_is_rejected_by_a_real_envoy_which_keeps_the_old_rules() {
+    let redis = Redis::start();
+    let good = r#"{"faults": [{"name": "outage", "match": {"hosts": ["redis"]}, "abort": {}}]}"#;
+    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, good));
+    assert!(RedisConn::connect(envoy.redis).try_cmd(&[b"PING"]).is_err());
+    let sample: Vec<(&str, Vec<u8>, String)> = cases()
+        .into_iter()
+        .filter(|(what, bytes, _)| {
+            // The ECDS file carries the configuration in a YAML string: text only.
+            std::str::from_utf8(bytes).is_ok()
+                && bytes.len() < 4096
+                && [
+                    "unknown rule key",
+                    "two fault kinds",
+                    "bad wildcard",
+                    "trailing wildcard",
+                    "zero duration",
+                    "percentage above 100",
+                    "duplicate names",
+                    "truncated JSON",
+                    "YAML instead of JSON",
+                    "metrics.enabled is a string",
+                ]
+                .contains(what)
+        })
+        .collect();
+    assert!(sample.len() >= 8, "{}", sample.len());
+    for (what, bytes, want) in &sample {
+        let accepted = envoy.push_plugin_config(std::str::from_utf8(bytes).unwrap());
+        assert!(!accepted, "{what}: Envoy accepted it");
+        let line = format!("dbfault: invalid configuration: {want}");
+        wait_for(
+            &format!("{what}: the error in Envoy's log"),
+            std::time::Duration::from_secs(5),
+            || envoy.log().contains(&line).then_some(()),
+        );
+        // The previous rules are still in force.
+        assert!(
+            RedisConn::connect(envoy.redis).try_cmd(&[b"PING"]).is_err(),
+            "{what}: old rule gone"
+        );
+    }
+    assert_eq!(envoy.fault_active("outage"), Some(1.0));
 }
