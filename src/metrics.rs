@@ -316,6 +316,71 @@ impl Telemetry {
     }
 }
 
+/// A [`MetricSink`] that keeps everything in memory and notes misuse (a zero increment, a
+/// counter going down), for property tests and tools outside the module.
+pub mod fake_sink {
+    use super::{MetricId, MetricKind, MetricSink};
+
+    #[derive(Debug, Default)]
+    pub struct RecordingSink {
+        metrics: Vec<(MetricKind, String, i64)>,
+        /// What a real Envoy would have refused or what would be a bug.
+        pub violations: Vec<String>,
+    }
+
+    impl RecordingSink {
+        /// Every defined series and its value.
+        pub fn series(&self) -> Vec<(String, i64)> {
+            self.metrics
+                .iter()
+                .map(|(_, n, v)| (n.clone(), *v))
+                .collect()
+        }
+
+        pub fn value(&self, name: &str) -> Option<i64> {
+            self.metrics
+                .iter()
+                .find(|(_, n, _)| n == name)
+                .map(|(_, _, v)| *v)
+        }
+    }
+
+    impl MetricSink for RecordingSink {
+        fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId> {
+            if let Some(i) = self.metrics.iter().position(|(_, n, _)| n == name) {
+                self.violations.push(format!("{name} defined twice"));
+                return MetricId::try_from(i).ok();
+            }
+            self.metrics.push((kind, name.to_owned(), 0));
+            MetricId::try_from(self.metrics.len() - 1).ok()
+        }
+
+        fn add(&mut self, id: MetricId, delta: i64) {
+            let Some((kind, name, value)) = self.metrics.get_mut(id as usize) else {
+                self.violations.push(format!("unknown metric {id}"));
+                return;
+            };
+            if delta == 0 {
+                self.violations.push(format!("{name}: zero increment"));
+            }
+            if *kind == MetricKind::Counter && delta < 0 {
+                self.violations
+                    .push(format!("{name}: counter decremented by {delta}"));
+            }
+            *value += delta;
+        }
+
+        fn record(&mut self, id: MetricId, value: u64) {
+            match self.metrics.get_mut(id as usize) {
+                Some((MetricKind::Gauge, _, v)) => *v = i64::try_from(value).unwrap_or(i64::MAX),
+                _ => self
+                    .violations
+                    .push(format!("record on metric {id}, not a gauge")),
+            }
+        }
+    }
+}
+
 /// A [`MetricSink`] that records everything, for tests of this crate.
 #[cfg(test)]
 pub mod fake {

@@ -150,6 +150,12 @@ impl Connection {
 
     fn forward(&mut self, dir: Direction, size: usize) -> Outcome {
         self.count_forwarded(dir, size);
+        if dir == Direction::ToDatabase {
+            // A paused stream's event carries the held bytes too: they go now, and a pending
+            // resume has nothing left to release.
+            self.held = 0;
+            self.resume_pending = false;
+        }
         Outcome::FORWARD
     }
 
@@ -511,6 +517,30 @@ mod tests {
         assert!(c.fault.is_none());
         assert_eq!(c.on_tick(MS), Some(TickAction::Resume));
         assert_eq!(totals(&t), (8, 0, 0));
+    }
+
+    #[test]
+    fn data_after_an_ended_delay_counts_held_bytes_once() {
+        // Found by tests/properties.rs: the event after the rule ended carries the held byte too.
+        let (mut c, t) = conn();
+        let spec = Delay {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            first_only: false,
+        };
+        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, false);
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 1, &mut at(0)).effect,
+            Effect::Hold
+        );
+        c.end_fault();
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 2, &mut at(0)),
+            Outcome::FORWARD
+        );
+        assert_eq!(c.on_tick(MS), None, "nothing left to resume");
+        c.finish();
+        assert_eq!(totals(&t), (2, 0, 0));
     }
 
     #[test]
