@@ -18,7 +18,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build binaryen bench check-config plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build binaryen bench soak check-config cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~18% off what rustc leaves (measured in issue 6).
 WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
@@ -86,7 +86,7 @@ e2e: build plants envoy packages $(SCHEMA_DEPS)
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
 	  cargo test --test '*' -- --test-threads 2
 
-test: lint unit e2e
+test: lint unit e2e fuzz-short
 
 # The whole story in one command: PostgreSQL, Envoy with dbfault, the plants app, a live view and
 # a scripted outage/recovery/delay timeline. `make demo DEMO_ARGS=--interactive` to drive it.
@@ -103,6 +103,28 @@ faults:
 fault-on fault-off:
 	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
 	@scripts/faultctl $(subst fault-,,$@) $(RULE)
+
+# Fuzzing (libFuzzer through cargo fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its
+# sanitizer flags): the configuration parser and the upstream identity. `make fuzz` runs each
+# target FUZZ_SECONDS; `make test` runs a short pass.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := config upstream
+
+cargo-fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+
+fuzz: cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 \
+	  | grep -E '^(Done|==|SUMMARY|thread)' ; test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=15
+
+# 100k connections with faults toggling; memory back at baseline (SOAK_CONNECTIONS to change).
+soak: build envoy packages
+	cargo build --release --example loadgen
+	DBFAULT_ENVOY=$(abspath $(ENVOY)) cargo test --test soak -- --ignored --nocapture
 
 # Validate a plugin configuration, WasmPlugin manifest or ECDS file before pushing it:
 # `make check-config FILE=istio/wasmplugin.yaml` (exit status 1 when invalid).

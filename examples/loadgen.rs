@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! loadgen echo PORT                         echo server (thread per connection)
-//! loadgen connrate ADDR THREADS SECS        connect, 64-byte exchange, close, in a loop
+//! loadgen connrate ADDR THREADS SECS [RATE] connect, 64-byte exchange, close, in a loop
 //! loadgen latency ADDR RATE SECS            64-byte ping-pong on one connection at RATE/s
 //! loadgen idle ADDR N                       open N connections, exchange once, hold until stdin closes
 //! ```
@@ -47,7 +47,9 @@ fn echo(port: u16) {
     }
 }
 
-fn connrate(addr: &str, threads: usize, secs: f64) {
+/// `rate` > 0 paces the connections (total per second over all threads), so that long runs do
+/// not exhaust the ephemeral ports (each closed connection sits in TIME_WAIT for a minute).
+fn connrate(addr: &str, threads: usize, secs: f64, rate: f64) {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -60,7 +62,16 @@ fn connrate(addr: &str, threads: usize, secs: f64) {
                 Arc::clone(&stop),
             );
             thread::spawn(move || {
+                let start = Instant::now();
+                let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
+                    if rate > 0.0 {
+                        n += 1;
+                        let due = Duration::from_secs_f64(f64::from(n) * threads as f64 / rate);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            thread::sleep(wait);
+                        }
+                    }
                     let ok = TcpStream::connect(&addr).and_then(|mut s| {
                         s.set_nodelay(true)?;
                         exchange(&mut s)
@@ -148,7 +159,7 @@ fn main() {
     let num = |i: usize| arg(i).parse::<f64>().unwrap_or(0.0);
     match arg(1) {
         "echo" => echo(arg(2).parse().unwrap_or(0)),
-        "connrate" => connrate(arg(2), num(3) as usize, num(4)),
+        "connrate" => connrate(arg(2), num(3) as usize, num(4), num(5)),
         "latency" => latency(arg(2), num(3), num(4)),
         "idle" => idle(arg(2), num(3) as usize),
         _ => eprintln!("usage: loadgen echo PORT | connrate ADDR THREADS SECS | latency ADDR RATE SECS | idle ADDR N"),

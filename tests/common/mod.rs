@@ -580,6 +580,11 @@ impl Envoy {
         envoy
     }
 
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port a named listener is bound to.
     pub fn listener(&self, name: &str) -> u16 {
         *self
