@@ -151,6 +151,12 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         rule(r#""cut": {"bytes": 10}"#),
         "faults[0].cut.bytes: unknown field `bytes`",
     );
+    // Found by `make fuzz`: a key with control characters used to break the one-line error.
+    add(
+        "key with a newline",
+        r#"{"metrics": {"inter\nval": "1s"}}"#.into(),
+        "metrics.inter\\u{a}val: unknown field `inter\\u{a}val`",
+    );
     add(
         "unknown fault kind",
         rule(r#""explode": {}"#),

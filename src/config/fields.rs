@@ -37,8 +37,12 @@ pub fn number_text(n: &Number) -> String {
 /// `s` in double quotes, with `"`, `\` and control characters escaped. (`{:?}` would do it,
 /// at the price of Unicode tables in the module.)
 pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    format!("\"{}\"", escape(s))
+}
+
+/// `s` with `"`, `\` and control characters escaped, so that an error stays on one line.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -47,7 +51,6 @@ pub fn quote(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
     out
 }
 
@@ -98,8 +101,11 @@ impl<'a> Fields<'a> {
             return Err(type_error(at, v, "an object"));
         };
         if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            // The key is the user's text: escaped, so that the error stays on one line (found
+            // by fuzzing).
+            let key = escape(key);
             return Err(ConfigError::new(
-                join(path, key),
+                join(path, &key),
                 format!(
                     "unknown field `{key}` (expected one of: {})",
                     known.join(", ")
