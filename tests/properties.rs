@@ -31,7 +31,7 @@ enum Event {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        6 => (any::<bool>(), 1usize..5000).prop_map(|(d, n)| Event::Data(d, n)),
+        6 => (any::<bool>(), 0usize..5000).prop_map(|(d, n)| Event::Data(d, n)),
         3 => (0u64..300).prop_map(Event::Tick),
         1 => Just(Event::End),
     ]

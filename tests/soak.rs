@@ -198,10 +198,16 @@ fn soak_100k_connections_with_faults_toggling() {
         "cx_total {total} < {} connections",
         done + failed
     );
-    assert_eq!(
-        envoy.stat("wasm.envoy.wasm.runtime.v8.created"),
-        created0,
-        "a VM was (re)created"
+    // Configuration pushes may build new VM instances (that is Envoy's business); what must not
+    // happen is a VM failing and being reloaded.
+    let stats = envoy.stats();
+    for stat in ["wasm.dbfault.vm_reload", "wasm.dbfault.vm_reload_failure"] {
+        assert_eq!(stats.get(stat), Some(&0), "{stat}");
+    }
+    eprintln!(
+        "V8 VMs created during the soak: {}, active at the end: {}",
+        envoy.stat("wasm.envoy.wasm.runtime.v8.created") - created0,
+        envoy.stat("wasm.envoy.wasm.runtime.v8.active")
     );
     assert!(!envoy.log().contains("][critical]"), "critical log line");
     // No per-connection state left behind: 100k connections leaking even 50 bytes each would

@@ -143,7 +143,10 @@ impl Connection {
                 self.close_pending |= !self.closed;
                 self.fault = Some(applied);
             }
-            State::Delay { .. } => self.resume_pending = self.held > 0,
+            // A hold may carry no bytes (an end of stream): it must be resumed all the same.
+            State::Delay { release_at, .. } => {
+                self.resume_pending = self.held > 0 || release_at.is_some()
+            }
             State::DryRun | State::Cut { done: false, .. } => {}
         }
     }
@@ -214,7 +217,10 @@ impl Connection {
                 if dir == Direction::ToClient {
                     return self.forward(dir, size);
                 }
-                if spec.first_only && *used {
+                // An empty event (the client's end of stream with nothing else) is not held:
+                // a held end of stream keeps the connection open until it is released, and
+                // nothing is gained by delaying it.
+                if (spec.first_only && *used) || (size == 0 && release_at.is_none()) {
                     return self.forward(dir, size);
                 }
                 if release_at.is_none() {
@@ -517,6 +523,30 @@ mod tests {
         assert!(c.fault.is_none());
         assert_eq!(c.on_tick(MS), Some(TickAction::Resume));
         assert_eq!(totals(&t), (8, 0, 0));
+    }
+
+    #[test]
+    fn an_empty_end_of_stream_is_not_held_and_an_ended_hold_is_always_resumed() {
+        // Found by the soak: a client's FIN held by a delay whose rule then ended was never
+        // resumed, and Envoy kept the connection open.
+        let (mut c, _t) = conn();
+        let spec = Delay {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            first_only: false,
+        };
+        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, true);
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 0, &mut at(0)),
+            Outcome::FORWARD
+        );
+        assert_eq!(c.next_wake(), None);
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 3, &mut at(0)).effect,
+            Effect::Hold
+        );
+        c.end_fault();
+        assert_eq!(c.on_tick(MS), Some(TickAction::Resume));
     }
 
     #[test]
