@@ -133,16 +133,14 @@ fn the_manifests_say_what_the_module_and_the_labels_need() {
     );
 }
 
-#[test]
-fn the_oci_image_round_trips_through_skopeo() {
-    let dir = TempDir::new("oci");
-    let layout = dir.path().join("oci");
+/// `scripts/build-oci.py` for the built module into `layout`: the manifest digest it prints.
+fn build_oci(layout: &Path) -> String {
     let out = Command::new("python3")
         .arg(repo().join("scripts/build-oci.py"))
         .arg("--wasm")
         .arg(wasm_path())
         .arg("--out")
-        .arg(&layout)
+        .arg(layout)
         .args(["--tag", "test"])
         .output()
         .unwrap();
@@ -151,6 +149,18 @@ fn the_oci_image_round_trips_through_skopeo() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_oci_image_round_trips_through_skopeo() {
+    let dir = TempDir::new("oci");
+    let layout = dir.path().join("oci");
+    let digest = build_oci(&layout);
     let image = format!("oci:{}:test", layout.display());
 
     let raw = Command::new("skopeo")
@@ -219,24 +229,7 @@ fn the_oci_image_round_trips_through_skopeo() {
     );
 
     // Reproducible: the same module gives the same digest.
-    let again = dir.path().join("again");
-    let out2 = Command::new("python3")
-        .arg(repo().join("scripts/build-oci.py"))
-        .arg("--wasm")
-        .arg(wasm_path())
-        .arg("--out")
-        .arg(&again)
-        .args(["--tag", "test"])
-        .output()
-        .unwrap();
-    let digest = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    };
-    assert_eq!(digest(&out), digest(&out2));
+    assert_eq!(build_oci(&dir.path().join("again")), digest);
 }
 
 /// The ECDS resource istiod builds for a `type: NETWORK` WasmPlugin (pilot/pkg/model's
