@@ -1,16 +1,21 @@
 //! dbfault: a proxy-wasm network (L4) filter for Envoy and Istio sidecars in front of database
-//! connections. It counts connections and bytes per upstream database and exports them as Envoy
-//! stats with `upstream` labels.
+//! connections. It counts connections and bytes per upstream database, exported as Envoy stats
+//! with `upstream` and `fault` labels, and injects faults (abort, blackhole, delay, cut) into
+//! the connections its rules name.
 //!
 //! # Layout
-//! - [`config`]: plugin configuration, raw serde form → validated [`config::Config`].
+//! - [`config`]: plugin configuration JSON → validated [`config::Config`]; errors name the field.
 //! - [`upstream`]: the upstream identity of a connection, label sanitising.
+//! - [`fault`]: rule matching, the VM's rule engine, the per-connection fault state machine and
+//!   one module per fault kind.
+//! - [`schedule`]: rule windows, per-connection percentage draws, jitter.
 //! - [`throughput`]: byte counts and the windowed bytes-per-second rate.
 //! - [`metrics`]: metric names and the per-upstream series registry, over a [`metrics::MetricSink`].
 //! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
 //! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
 //!
-//! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`.
+//! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
+//! and randomness are arguments.
 
 pub mod config;
 pub mod fault;
