@@ -18,7 +18,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build binaryen bench soak check-config cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build binaryen bench soak noop-filter check-config cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~18% off what rustc leaves (measured in issue 6).
 WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
@@ -82,7 +82,11 @@ lint: wasm-target
 unit:
 	cargo test --lib
 
-e2e: build plants envoy packages $(SCHEMA_DEPS)
+# The no-op Wasm filter of the benchmark (its bootstrap is also checked by the tests).
+noop-filter: wasm-target
+	cd bench/noop-filter && cargo build --release --target $(WASM_TARGET)
+
+e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS)
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
 	  cargo test --test '*' -- --test-threads 2
 
@@ -132,9 +136,8 @@ check-config:
 	@cargo run --quiet --bin dbfault-check -- $(FILE)
 
 # The side-by-side benchmark against plain Envoy (results in bench/results/, table in README).
-bench: build envoy packages
+bench: build noop-filter envoy packages
 	cargo build --release --example loadgen --example hotpath
-	cd bench/noop-filter && cargo build --release --target $(WASM_TARGET)
 	python3 scripts/bench.py --envoy $(abspath $(ENVOY)) $(BENCH_ARGS)
 
 # The Istio image as an OCI image layout, without Docker (push with skopeo, crane, oras...).
