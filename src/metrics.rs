@@ -326,6 +326,8 @@ pub mod fake_sink {
         metrics: Vec<(MetricKind, String, i64)>,
         /// What a real Envoy would have refused or what would be a bug.
         pub violations: Vec<String>,
+        /// Increments and records made (each one a host call in the module).
+        pub calls: usize,
     }
 
     impl RecordingSink {
@@ -356,6 +358,7 @@ pub mod fake_sink {
         }
 
         fn add(&mut self, id: MetricId, delta: i64) {
+            self.calls += 1;
             let Some((kind, name, value)) = self.metrics.get_mut(id as usize) else {
                 self.violations.push(format!("unknown metric {id}"));
                 return;
@@ -371,6 +374,7 @@ pub mod fake_sink {
         }
 
         fn record(&mut self, id: MetricId, value: u64) {
+            self.calls += 1;
             match self.metrics.get_mut(id as usize) {
                 Some((MetricKind::Gauge, _, v)) => *v = i64::try_from(value).unwrap_or(i64::MAX),
                 _ => self
@@ -381,56 +385,9 @@ pub mod fake_sink {
     }
 }
 
-/// A [`MetricSink`] that records everything, for tests of this crate.
-#[cfg(test)]
-pub mod fake {
-    use super::*;
-
-    #[derive(Debug, Default)]
-    pub struct FakeSink {
-        pub names: Vec<(MetricKind, String)>,
-        pub values: Vec<i64>,
-        pub calls: usize,
-    }
-
-    impl FakeSink {
-        pub fn value(&self, name: &str) -> Option<i64> {
-            let id = self.names.iter().position(|(_, n)| n == name)?;
-            self.values.get(id).copied()
-        }
-    }
-
-    impl MetricSink for FakeSink {
-        fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId> {
-            assert!(
-                !self.names.iter().any(|(_, n)| n == name),
-                "{name} defined twice"
-            );
-            self.names.push((kind, name.to_owned()));
-            self.values.push(0);
-            Some((self.names.len() - 1) as MetricId)
-        }
-
-        fn record(&mut self, id: MetricId, value: u64) {
-            assert_eq!(self.names[id as usize].0, MetricKind::Gauge);
-            self.values[id as usize] = value as i64;
-        }
-
-        fn add(&mut self, id: MetricId, delta: i64) {
-            assert_ne!(delta, 0, "zero increment");
-            self.calls += 1;
-            let value = &mut self.values[id as usize];
-            *value += delta;
-            if self.names[id as usize].0 == MetricKind::Counter {
-                assert!(*value >= 0 && delta > 0, "counter went down");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::fake::FakeSink;
+    use super::fake_sink::RecordingSink;
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
@@ -450,11 +407,11 @@ mod tests {
 
     #[test]
     fn connection_lifecycle_is_exact() {
-        let mut sink = FakeSink::default();
+        let mut sink = RecordingSink::default();
         let mut t = Telemetry::default();
         let a = t.open(&mut sink, "pg", 10);
         let b = t.open(&mut sink, "pg", 10);
-        assert_eq!(sink.names.len(), 7, "series defined once per upstream");
+        assert_eq!(sink.series().len(), 7, "series defined once per upstream");
         // Connection counts reach Envoy at the next flush.
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "pg")), Some(0));
         assert!(t.flush_if_due(&mut sink, SEC, SEC));
@@ -480,11 +437,12 @@ mod tests {
         assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "pg")), Some(110));
         assert_eq!(sink.value(&name(UPSTREAM_CX_ACTIVE, "pg")), Some(0));
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "pg")), Some(2));
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 
     #[test]
     fn upstreams_beyond_the_limit_share_other() {
-        let mut sink = FakeSink::default();
+        let mut sink = RecordingSink::default();
         let mut t = Telemetry::default();
         for upstream in ["a", "b", "c", "d", "a"] {
             let c = t.open(&mut sink, upstream, 2);
@@ -497,12 +455,13 @@ mod tests {
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "other")), Some(2));
         assert_eq!(sink.value(&name(UPSTREAM_TX_BYTES_TOTAL, "other")), Some(2));
         assert_eq!(sink.value(&name(UPSTREAM_CX_TOTAL, "c")), None);
-        assert_eq!(sink.names.len(), 21);
+        assert_eq!(sink.series().len(), 21);
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 
     #[test]
     fn rates_follow_traffic_and_return_to_zero() {
-        let mut sink = FakeSink::default();
+        let mut sink = RecordingSink::default();
         let mut t = Telemetry::default();
         let c = t.open(&mut sink, "redis", 10);
         let rate = name(UPSTREAM_TX_BYTES_PER_SECOND, "redis");
@@ -531,11 +490,12 @@ mod tests {
         // A clock that steps back restarts the window instead of computing a bogus rate.
         assert!(t.flush_if_due(&mut sink, 20 * SEC, SEC));
         assert!(!t.flush_if_due(&mut sink, 19 * SEC, SEC));
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 
     #[test]
     fn fault_series() {
-        let mut sink = FakeSink::default();
+        let mut sink = RecordingSink::default();
         let mut t = Telemetry::default();
         let a = t.open(&mut sink, "pg", 1);
         let b = t.open(&mut sink, "redis", 1);
@@ -562,11 +522,12 @@ mod tests {
         assert_eq!(sink.value(&active), Some(1));
         t.fault_active(&mut sink, "outage", false);
         assert_eq!(sink.value(&active), Some(0));
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 
     #[test]
     fn idle_flushes_make_no_host_calls() {
-        let mut sink = FakeSink::default();
+        let mut sink = RecordingSink::default();
         let mut t = Telemetry::default();
         let _c = t.open(&mut sink, "pg", 10);
         // The first flush reports the new connection (cx_total, cx_active): two host calls.
@@ -579,5 +540,6 @@ mod tests {
             sink.calls, 2,
             "an idle connection costs no host call per interval"
         );
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 }

@@ -24,22 +24,21 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(id: u32) -> Stream {
+        let seed = with_vm(|vm| {
+            vm.seeds = vm.seeds.wrapping_add(1);
+            vm.seeds
+        })
+        .unwrap_or(0);
         let entry = Rc::new(RefCell::new(Entry {
-            fault: Connection::new(0, 0, Rc::new(Traffic::default())),
+            fault: Connection::new(
+                mix(seed ^ mix(u64::from(id))),
+                0,
+                Rc::new(Traffic::default()),
+            ),
             upstream: None,
             stats: None,
         }));
-        with_vm(|vm| {
-            vm.seeds = vm.seeds.wrapping_add(1);
-            if let Ok(mut e) = entry.try_borrow_mut() {
-                e.fault = Connection::new(
-                    mix(vm.seeds ^ mix(u64::from(id))),
-                    0,
-                    Rc::new(Traffic::default()),
-                );
-            }
-            vm.connections.insert(id, Rc::clone(&entry));
-        });
+        with_vm(|vm| vm.connections.insert(id, Rc::clone(&entry)));
         Stream {
             id,
             entry,
