@@ -18,6 +18,9 @@ pub const UPSTREAM_RX_BYTES_PER_SECOND: &str = "dbfault_upstream_rx_bytes_per_se
 pub const UPSTREAM_DROPPED_BYTES_TOTAL: &str = "dbfault_upstream_dropped_bytes_total";
 pub const FAULTS_INJECTED_TOTAL: &str = "dbfault_faults_injected_total";
 pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
+/// Plugin configurations accepted, one per worker VM per update: after a push it has risen by
+/// the number of Envoy workers once every worker runs the new rules (a rollout signal).
+pub const CONFIG_LOADED_TOTAL: &str = "dbfault_config_loaded_total";
 
 /// Label value for upstreams beyond `metrics.maxUpstreams`.
 pub const OTHER_UPSTREAM: &str = "other";
@@ -161,6 +164,8 @@ pub struct Telemetry {
     injected: HashMap<(usize, String), Option<MetricId>>,
     /// `fault_active` per fault name.
     active: HashMap<String, Option<MetricId>>,
+    /// `config_loaded_total`, once defined (`Some(None)`: Envoy refused it).
+    config_loaded: Option<Option<MetricId>>,
 }
 
 impl Telemetry {
@@ -259,6 +264,15 @@ impl Telemetry {
         if let Some(id) = id {
             sink.record(id, u64::from(active));
         }
+    }
+
+    /// Counts one accepted configuration. Counted whether or not metrics are enabled: it is
+    /// how an operator (or a test) sees that every worker runs the configuration just pushed.
+    pub fn config_loaded(&mut self, sink: &mut dyn MetricSink) {
+        let id = *self
+            .config_loaded
+            .get_or_insert_with(|| sink.define(MetricKind::Counter, CONFIG_LOADED_TOTAL));
+        add_nonzero(sink, id, 1);
     }
 
     /// A connection ended. Its bytes are already in the upstream's in-memory counts; they and
@@ -522,6 +536,17 @@ mod tests {
         assert_eq!(sink.value(&active), Some(1));
         t.fault_active(&mut sink, "outage", false);
         assert_eq!(sink.value(&active), Some(0));
+        assert!(sink.violations.is_empty(), "{:?}", sink.violations);
+    }
+
+    #[test]
+    fn config_loads_are_counted_on_one_series() {
+        let mut sink = RecordingSink::default();
+        let mut t = Telemetry::default();
+        t.config_loaded(&mut sink);
+        t.config_loaded(&mut sink);
+        assert_eq!(sink.value(CONFIG_LOADED_TOTAL), Some(2));
+        assert_eq!(sink.series().len(), 1);
         assert!(sink.violations.is_empty(), "{:?}", sink.violations);
     }
 

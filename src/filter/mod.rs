@@ -125,6 +125,7 @@ impl VmState {
             self.seeds = crate::schedule::mix(now);
         }
         self.adopt(config, bytes, loaded_at, now);
+        self.telemetry.config_loaded(&mut HostMetrics);
     }
 
     /// Picks up a configuration another VM accepted (a module update creates new VMs; the old
