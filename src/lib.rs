@@ -19,6 +19,8 @@
 
 pub mod config;
 pub mod fault;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod manifest;
 pub mod metrics;
 pub mod schedule;
 pub mod throughput;
