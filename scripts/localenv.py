@@ -18,7 +18,7 @@ PostgreSQL 15.
       stops it (immediate shutdown; nothing to do when it is not running).
 
 As a module (scripts/ is on sys.path of the scripts beside it): write_envoy_config, render_ecds,
-set_plugin_config, read_plugin_config, postgres_start, postgres_stop.
+set_plugin_config, read_plugin_config, postgres_start, postgres_stop, postgres_data.
 
 The YAML files are edited in place, line by line, after locating each value by its path in the
 document (listener and cluster names included): comments, anchors and layout survive, and a
@@ -423,6 +423,11 @@ def _free_port():
 BIND_FAILED = ("could not bind", "could not create any TCP/IP sockets", "Address already in use")
 
 
+def postgres_data(directory):
+    """The data directory of the PostgreSQL that postgres_start runs in `directory`."""
+    return os.path.join(os.path.abspath(directory), "data")
+
+
 def postgres_start(directory, port=None, prefix=(), attempts=8):
     """initdb (once) and start a throwaway PostgreSQL 15 in `directory` (data in DIR/data; socket
     and log in DIR; trust auth, user `postgres`, fsync off) on 127.0.0.1; returns its port.
@@ -432,7 +437,7 @@ def postgres_start(directory, port=None, prefix=(), attempts=8):
     os.makedirs(directory, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres")
-    data = os.path.join(directory, "data")
+    data = postgres_data(directory)
     if not os.path.exists(os.path.join(data, "PG_VERSION")):
         out = subprocess.run(_as_db_user([f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", data]),
                              capture_output=True, text=True)
@@ -459,7 +464,7 @@ def postgres_start(directory, port=None, prefix=(), attempts=8):
 
 def postgres_stop(directory):
     """Stops the PostgreSQL of `directory` (immediate shutdown); nothing to do if it is not running."""
-    data = os.path.join(os.path.abspath(directory), "data")
+    data = postgres_data(directory)
     if not os.path.exists(os.path.join(data, "postmaster.pid")):
         return
     out = subprocess.run(_as_db_user([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop"]),
