@@ -157,6 +157,8 @@ def outline(text, name):
         key, after = found
         lead = len(body[after:end]) - len(body[after:end].lstrip())
         node = Node(key, n, col, body[after + lead:end], col + after + lead, col + end)
+        if re.fullmatch(r"[|>][-+0-9]*", node.value):
+            raise LocalEnvError(f"{name}: line {n + 1}: a block scalar (`{key}: {node.value}`) is not supported")
         stack[-1].children.append(node)
         stack.append(node)
     return root
