@@ -126,8 +126,8 @@ class Postgres(unittest.TestCase):
         taken.listen()
         busy = taken.getsockname()[1]
         picks = [busy]
-        free = localenv._free_port
-        localenv._free_port = lambda: picks.pop() if picks else free()
+        free = localenv.free_port
+        localenv.free_port = lambda: picks.pop() if picks else free()
         tmp = tempfile.mkdtemp(prefix="dbfault-localenv-")
         try:
             port = localenv.postgres_start(tmp)
@@ -138,7 +138,7 @@ class Postgres(unittest.TestCase):
             with self.assertRaisesRegex(localenv.LocalEnvError, f"did not start on 127.0.0.1:{busy}"):
                 localenv.postgres_start(tmp, port=busy)  # a fixed port is not retried
         finally:
-            localenv._free_port = free
+            localenv.free_port = free
             taken.close()
             localenv.postgres_stop(tmp)  # harmless when already stopped
             shutil.rmtree(tmp)
