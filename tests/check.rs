@@ -6,9 +6,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
+use dbfault_testkit::{repo, TempDir};
 use std::io::Write;
 use std::process::{Command, Stdio};
 

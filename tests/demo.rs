@@ -7,9 +7,7 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
+use dbfault_testkit::{envoy_bin, repo};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};

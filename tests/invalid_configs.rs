@@ -8,10 +8,8 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
 use dbfault::config::Config;
+use dbfault_testkit::{wait_for, Envoy, Redis, RedisConn};
 
 const M: &str = r#""match": {"hosts": ["pg"]}"#;
 
@@ -436,8 +434,13 @@ fn every_mistake_is_refused_with_its_field_and_value() {
 fn a_sample_is_rejected_by_a_real_envoy_which_keeps_the_old_rules() {
     let redis = Redis::start();
     let good = r#"{"faults": [{"name": "outage", "match": {"hosts": ["redis"]}, "abort": {}}]}"#;
-    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, good));
-    assert!(RedisConn::connect(envoy.redis).try_cmd(&[b"PING"]).is_err());
+    let envoy = Envoy::builder()
+        .redis(redis.port)
+        .plugin_config(good)
+        .start();
+    assert!(RedisConn::connect(envoy.redis())
+        .try_cmd(&[b"PING"])
+        .is_err());
     let sample: Vec<(&str, Vec<u8>, String)> = cases()
         .into_iter()
         .filter(|(what, bytes, _)| {
@@ -471,7 +474,9 @@ fn a_sample_is_rejected_by_a_real_envoy_which_keeps_the_old_rules() {
         );
         // The previous rules are still in force.
         assert!(
-            RedisConn::connect(envoy.redis).try_cmd(&[b"PING"]).is_err(),
+            RedisConn::connect(envoy.redis())
+                .try_cmd(&[b"PING"])
+                .is_err(),
             "{what}: old rule gone"
         );
     }

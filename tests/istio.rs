@@ -8,10 +8,11 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
 use dbfault::config::Config;
+use dbfault_testkit::{
+    envoy_1_36_bin, envoy_bin, istiod_ecds, repo, sidecar_bootstrap, tls_echo_once, wait_for,
+    wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
+};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -232,52 +233,6 @@ fn the_oci_image_round_trips_through_skopeo() {
     assert_eq!(build_oci(&dir.path().join("again")), digest);
 }
 
-/// The ECDS resource istiod builds for a `type: NETWORK` WasmPlugin (pilot/pkg/model's
-/// buildPluginConfig, with istio-agent having fetched the image into a local file).
-fn istiod_ecds(plugin: &Value, module: &Path, resource_version: u32) -> String {
-    let (ns, name) = (
-        plugin["metadata"]["namespace"].as_str().unwrap(),
-        plugin["metadata"]["name"].as_str().unwrap(),
-    );
-    let spec = &plugin["spec"];
-    let mut env = json!({"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": resource_version.to_string()});
-    if let Some(policy) = spec["imagePullPolicy"].as_str() {
-        env["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = json!(policy);
-    }
-    let mut config = json!({
-        "name": format!("{ns}.{name}"),
-        "root_id": spec["pluginName"].as_str().unwrap_or(""),
-        "vm_config": {
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": module}},
-            "environment_variables": {"key_values": env},
-        },
-    });
-    if spec["pluginConfig"]
-        .as_object()
-        .is_some_and(|o| !o.is_empty())
-    {
-        config["configuration"] = json!({
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": serde_json::to_string(&spec["pluginConfig"]).unwrap(),
-        });
-    }
-    config["failure_policy"] = json!(match spec["failStrategy"].as_str() {
-        Some("FAIL_OPEN") => "FAIL_OPEN",
-        Some("FAIL_RELOAD") => "FAIL_RELOAD",
-        _ => "FAIL_CLOSED",
-    });
-    serde_json::to_string_pretty(&json!({"resources": [{
-        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-        "name": format!("extensions.istio.io/wasmplugin/{ns}.{name}"),
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-            "config": config,
-        },
-    }]}))
-    .unwrap()
-}
-
 fn push(dir: &Path, ecds: &str) {
     let tmp = dir.join(".ecds.json.tmp");
     fs::write(&tmp, ecds).unwrap();
@@ -291,14 +246,7 @@ const SNI: &str = "firestore.googleapis.com";
 fn plants_sidecar_scenario(envoy_binary: &Path) {
     let firestore = TlsEchoServer::start();
     let dir = TempDir::new("istio-sidecar");
-    let bootstrap = fs::read_to_string(repo().join("tests/istio-sidecar/bootstrap.yaml"))
-        .unwrap()
-        .replace(
-            "__ECDS_PATH__",
-            &dir.path().join("ecds.json").display().to_string(),
-        )
-        .replace("__ECDS_DIR__", &dir.path().display().to_string())
-        .replace("__FIRESTORE_PORT__", &firestore.port.to_string());
+    let bootstrap = sidecar_bootstrap(&dir.path().join("ecds.json"), firestore.port);
     fs::write(dir.path().join("envoy.yaml"), bootstrap).unwrap();
     let mut plugin = manifest("istio/wasmplugin.yaml");
     let module = wasm_path();
@@ -368,12 +316,6 @@ fn plants_sidecar_scenario(envoy_binary: &Path) {
     );
 }
 
-fn envoy_136() -> PathBuf {
-    std::env::var_os("DBFAULT_ENVOY_1_36")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv-1.36/bin/envoy"))
-}
-
 #[test]
 fn plants_sidecar_on_envoy_1_40() {
     plants_sidecar_scenario(&envoy_bin());
@@ -381,5 +323,5 @@ fn plants_sidecar_on_envoy_1_40() {
 
 #[test]
 fn plants_sidecar_on_envoy_1_36() {
-    plants_sidecar_scenario(&envoy_136());
+    plants_sidecar_scenario(&envoy_1_36_bin());
 }

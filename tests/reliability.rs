@@ -8,9 +8,11 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
+use dbfault_testkit::{
+    envoy_1_36_bin, envoy_bin, istiod_ecds, render_ecds, replace_once, repo, sidecar_bootstrap,
+    tls_echo_once, wait_for, wasm_path, Envoy, Redis, RedisConn, TempDir, TlsEchoServer,
+};
+use serde_json::{json, Value};
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,10 +20,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 fn envoys() -> Vec<PathBuf> {
-    let old = std::env::var_os("DBFAULT_ENVOY_1_36")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv-1.36/bin/envoy"));
-    vec![envoy_bin(), old]
+    vec![envoy_bin(), envoy_1_36_bin()]
 }
 
 /// `python3 scripts/localenv.py ARGS...`, the renderer of the shipped config for local runs.
@@ -61,11 +60,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
     // The Istio-shaped sidecar bootstrap of the tests.
     let ecds = dir.path().join("ecds.json");
     fs::write(&ecds, "{\"resources\": []}").unwrap();
-    let sidecar = fs::read_to_string(repo().join("tests/istio-sidecar/bootstrap.yaml"))
-        .unwrap()
-        .replace("__ECDS_PATH__", &ecds.display().to_string())
-        .replace("__ECDS_DIR__", &dir.path().display().to_string())
-        .replace("__FIRESTORE_PORT__", "8443");
+    let sidecar = sidecar_bootstrap(&ecds, 8443);
     let sidecar_path = dir.path().join("sidecar.yaml");
     fs::write(&sidecar_path, sidecar).unwrap();
     configs.push((
@@ -81,9 +76,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
         "--dir".as_ref(),
         rendered.as_os_str(),
         "--module".as_ref(),
-        repo()
-            .join("target/wasm32-wasip1/release/dbfault.wasm")
-            .as_os_str(),
+        wasm_path().as_os_str(),
         "--upstream".as_ref(),
         "postgres=25432".as_ref(),
         "--upstream".as_ref(),
@@ -133,7 +126,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
     let text = fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
     fs::write(
         &broken,
-        text.replace("stat_prefix: redis", "stat_prefx: redis"),
+        replace_once(&text, "stat_prefix: redis", "stat_prefx: redis"),
     )
     .unwrap();
     assert!(!validate(&envoy_bin(), &broken, &repo().join("envoy")).0);
@@ -143,38 +136,23 @@ fn every_shipped_envoy_config_passes_validate_mode() {
 fn a_module_that_cannot_load_fails_open() {
     let redis = Redis::start();
     // Start with a valid module, then push one whose file is not Wasm at all.
-    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, "{}"));
+    let envoy = Envoy::builder().redis(redis.port).start();
     let garbage = envoy.dir.path().join("garbage.wasm");
     fs::write(&garbage, b"this is not a wasm module").unwrap();
-    let ecds = render_ecds_with_module("{}", &garbage);
+    let ecds = render_ecds(&garbage, "{}");
     assert!(ecds.contains("failure_policy: FAIL_OPEN"));
-    envoy.push_ecds(&ecds);
-    // Whatever Envoy did with the update, traffic keeps flowing.
+    assert!(
+        !envoy.push_ecds(&ecds),
+        "Envoy accepted a module that is not Wasm"
+    );
+    // The previous module keeps filtering, and traffic keeps flowing.
     for _ in 0..5 {
-        let mut c = RedisConn::connect(envoy.redis);
+        let mut c = RedisConn::connect(envoy.redis());
         assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
     }
     // A fresh Envoy that has never seen a good module: FAIL_OPEN lets traffic through.
-    let dir = TempDir::new("failopen");
-    let out = localenv([
-        "envoy-config".as_ref(),
-        "--dir".as_ref(),
-        dir.path().as_os_str(),
-        "--module".as_ref(),
-        garbage.as_os_str(),
-        "--plugin-config".as_ref(),
-        "{}".as_ref(),
-        "--upstream".as_ref(),
-        OsStr::new(&format!("redis={}", redis.port)),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let fresh = Envoy::launch(dir, &envoy_bin(), 2);
-    let port = fresh.listener("redis");
-    let reply = wait_for(
-        "traffic through an Envoy whose filter failed to load",
-        Duration::from_secs(10),
-        || RedisConn::connect(port).try_cmd(&[b"PING"]).ok(),
-    );
+    let fresh = Envoy::builder().redis(redis.port).module(&garbage).start();
+    let reply = RedisConn::connect(fresh.redis()).cmd(&[b"PING"]);
     assert_eq!(reply, b"+PONG\r\n");
     assert!(
         fresh.log().to_lowercase().contains("wasm"),
@@ -188,23 +166,23 @@ fn a_flood_of_distinct_upstreams_stays_within_max_upstreams() {
     // identity is then each connection's SNI, which the client chooses freely.
     let echo = TlsEchoServer::start();
     let dir = TempDir::new("flood");
-    let ecds = dir.path().join("ecds.yaml");
-    let bootstrap = fs::read_to_string(repo().join("tests/istio-sidecar/bootstrap.yaml"))
-        .unwrap()
-        .replace("__ECDS_PATH__", &ecds.display().to_string())
-        .replace("__ECDS_DIR__", &dir.path().display().to_string())
-        .replace("__FIRESTORE_PORT__", &echo.port.to_string())
-        .replace("server_names: [firestore.googleapis.com]\n        ", "")
-        .replace(
-            "outbound|443||firestore.googleapis.com",
-            "PassthroughCluster",
-        );
-    fs::write(dir.path().join("envoy.yaml"), bootstrap).unwrap();
-    let resource = render_ecds(r#"{"metrics": {"maxUpstreams": 20}}"#).replace(
-        "name: dbfault\n  typed_config",
-        "name: extensions.istio.io/wasmplugin/plants.dbfault\n  typed_config",
+    let ecds = dir.path().join("ecds.json");
+    let bootstrap = sidecar_bootstrap(&ecds, echo.port);
+    let bootstrap = replace_once(
+        &bootstrap,
+        "server_names: [firestore.googleapis.com]\n        ",
+        "",
+    )
+    .replace(
+        "outbound|443||firestore.googleapis.com",
+        "PassthroughCluster",
     );
-    fs::write(&ecds, resource).unwrap();
+    fs::write(dir.path().join("envoy.yaml"), bootstrap).unwrap();
+    let mut plugin: Value =
+        serde_yaml_ng::from_str(&fs::read_to_string(repo().join("istio/wasmplugin.yaml")).unwrap())
+            .unwrap();
+    plugin["spec"]["pluginConfig"] = json!({"metrics": {"interval": "100ms", "maxUpstreams": 20}});
+    fs::write(&ecds, istiod_ecds(&plugin, &wasm_path(), 1)).unwrap();
     let envoy = Envoy::launch(dir, &envoy_bin(), 2);
     let port = envoy.listener("0.0.0.0_443");
     let n = 200;
@@ -215,14 +193,32 @@ fn a_flood_of_distinct_upstreams_stays_within_max_upstreams() {
             "x"
         ));
     }
-    envoy.settle();
-    let series: Vec<String> = envoy
-        .prometheus()
-        .keys()
-        .filter(|k| k.starts_with("dbfault_upstream_cx_total{"))
-        .cloned()
-        .collect();
-    let total: f64 = series.iter().map(|k| envoy.prometheus()[k]).sum();
+    // The sidecar's stats inclusion list leaves out Envoy's own connection counters: wait for
+    // dbfault's to show every connection, all closed, then check that none was counted twice.
+    let cx_series = |name: &str| -> Vec<(String, f64)> {
+        envoy
+            .prometheus()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+            .collect()
+    };
+    wait_for(
+        "dbfault to count the flood, every connection closed",
+        Duration::from_secs(10),
+        || {
+            let total: f64 = cx_series("dbfault_upstream_cx_total")
+                .iter()
+                .map(|s| s.1)
+                .sum();
+            let active: f64 = cx_series("dbfault_upstream_cx_active")
+                .iter()
+                .map(|s| s.1)
+                .sum();
+            (total >= f64::from(n) && active == 0.0).then_some(())
+        },
+    );
+    let series = cx_series("dbfault_upstream_cx_total");
+    let total: f64 = series.iter().map(|s| s.1).sum();
     eprintln!("{} series for {n} distinct upstreams", series.len());
     // Per worker: 20 named series, the rest `other`; two workers share names they both saw.
     assert!(
@@ -230,9 +226,9 @@ fn a_flood_of_distinct_upstreams_stays_within_max_upstreams() {
         "{} series: {series:?}",
         series.len()
     );
-    assert!(series.iter().any(|k| k.contains("upstream=\"other\"")));
+    assert!(series.iter().any(|s| s.0.contains("upstream=\"other\"")));
     assert!(series
         .iter()
-        .any(|k| k.contains("upstream=\"db0.flood.example.com\"")));
+        .any(|s| s.0.contains("upstream=\"db0.flood.example.com\"")));
     assert_eq!(total, f64::from(n), "every connection counted once");
 }

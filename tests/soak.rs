@@ -9,10 +9,9 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
-use std::process::{Child, Command, Stdio};
+use dbfault_testkit::{repo, start_on_free_port, Envoy, Process};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,22 +24,33 @@ fn loadgen() -> std::path::PathBuf {
     p
 }
 
-struct Echo(Child);
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `loadgen echo PORT` (an echo server), on a port it bound itself; it exits when the bind
+/// fails, and is then started again on another port.
+fn echo() -> (u16, Process) {
+    start_on_free_port("loadgen echo", |port| {
+        let child = Command::new(loadgen())
+            .args(["echo", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut process = Process(child);
+        process
+            .wait_ready("loadgen echo listening", Duration::from_secs(5), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .ok()
+            .map(|()| (port, process))
+    })
 }
 
-fn echo() -> (u16, Echo) {
-    let port = free_port();
-    let child = Command::new(loadgen())
-        .args(["echo", &port.to_string()])
-        .spawn()
-        .unwrap();
-    wait_port(port, Duration::from_secs(5));
-    (port, Echo(child))
+const UPSTREAMS: [&str; 3] = ["postgres", "redis", "mariadb"];
+
+/// Waits until dbfault's stats count every connection of the three listeners, all closed.
+fn wait_all_closed(envoy: &Envoy) {
+    for upstream in UPSTREAMS {
+        // The listeners' tcp_proxy stat prefixes are the upstream names.
+        envoy.wait_closed(upstream, upstream);
+    }
 }
 
 /// Connections through `port` for `secs` seconds, 2 threads, `rate` per second: (completed,
@@ -98,10 +108,13 @@ fn soak_100k_connections_with_faults_toggling() {
     let (b, _eb) = echo();
     let (c, _ec) = echo();
     let first = std::env::var("SOAK_RULES").unwrap_or_else(|_| RULES_A.to_owned());
-    let mut opts = EnvoyOptions::new(a, b, &first);
-    opts.mariadb_port = c;
-    let envoy = Envoy::start(opts);
-    let ports = [envoy.pg, envoy.redis, envoy.mariadb];
+    let envoy = Envoy::builder()
+        .postgres(a)
+        .redis(b)
+        .mariadb(c)
+        .plugin_config(&first)
+        .start();
+    let ports = [envoy.pg(), envoy.redis(), envoy.mariadb()];
     let memory = |e: &Envoy| -> (u64, u64) {
         let mem: serde_json::Value = serde_json::from_str(&e.get("/memory")).unwrap();
         (
@@ -114,7 +127,7 @@ fn soak_100k_connections_with_faults_toggling() {
     for p in ports {
         churn(p, 2.0, 100.0);
     }
-    envoy.settle();
+    wait_all_closed(&envoy);
     let (rss0, alloc0) = memory(&envoy);
     let created0 = envoy.stat("wasm.envoy.wasm.runtime.v8.created");
 
@@ -149,16 +162,14 @@ fn soak_100k_connections_with_faults_toggling() {
         );
     }
     let elapsed = started.elapsed();
-    // Blackholes close after 200 ms; then everything flushes.
-    thread::sleep(Duration::from_millis(500));
-    envoy.settle();
-    envoy.settle();
+    // Blackholes close after 200 ms; then every connection is closed and flushed.
+    wait_all_closed(&envoy);
     let (rss1, alloc1) = memory(&envoy);
-    let active: f64 = ["postgres", "redis", "mariadb"]
+    let active: f64 = UPSTREAMS
         .iter()
         .map(|u| envoy.metric("dbfault_upstream_cx_active", u).unwrap_or(0.0))
         .sum();
-    let total: f64 = ["postgres", "redis", "mariadb"]
+    let total: f64 = UPSTREAMS
         .iter()
         .map(|u| envoy.metric("dbfault_upstream_cx_total", u).unwrap_or(0.0))
         .sum();
@@ -170,11 +181,11 @@ fn soak_100k_connections_with_faults_toggling() {
         alloc0 / 1024,
         alloc1 / 1024
     );
-    let envoy_active: i64 = ["postgres", "redis", "mariadb"]
+    let envoy_active: i64 = UPSTREAMS
         .iter()
         .map(|c| envoy.stat(&format!("cluster.{c}.upstream_cx_active")))
         .sum();
-    for u in ["postgres", "redis", "mariadb"] {
+    for u in UPSTREAMS {
         eprintln!(
             "{u}: dbfault cx_active {:?}, Envoy upstream_cx_active {}",
             envoy.metric("dbfault_upstream_cx_active", u),

@@ -7,14 +7,15 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
 use dbfault::metrics;
+use dbfault_testkit::{
+    http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, Process, Redis,
+    RedisConn, TempDir,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -153,9 +154,18 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
     assert!(!run(Command::new("promtool").args(["check", "rules"]).arg(&file)).0);
 }
 
+/// The plugin configuration shipped in envoy/dbfault.yaml, read by the crate's own reader.
+fn shipped_plugin_config() -> String {
+    let path = repo().join("envoy/dbfault.yaml");
+    let found =
+        dbfault::manifest::single_plugin_config("envoy/dbfault.yaml", &fs::read(path).unwrap())
+            .unwrap();
+    String::from_utf8(found.bytes).unwrap()
+}
+
 struct Prometheus {
     port: u16,
-    child: Child,
+    _process: Process,
     _dir: TempDir,
 }
 
@@ -163,33 +173,45 @@ impl Prometheus {
     /// The shipped prometheus.yml, scraping `admin` every second instead of every 5 s.
     fn start(admin: u16) -> Prometheus {
         let dir = TempDir::new("prometheus");
-        let config = fs::read_to_string(repo().join("envoy/prometheus/prometheus.yml"))
-            .unwrap()
-            .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
+        let shipped = fs::read_to_string(repo().join("envoy/prometheus/prometheus.yml")).unwrap();
+        let config = replace_once(&shipped, "127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
             .replace("interval: 5s", "interval: 1s");
         let file = dir.path().join("prometheus.yml");
         fs::write(&file, config).unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Prometheus {
-            port,
-            child,
-            _dir: dir,
-        };
-        wait_for("Prometheus ready", Duration::from_secs(30), || {
-            http_get(p.port, "/-/ready").filter(|(c, _)| *c == 200)
+        let log = dir.path().join("prometheus.log");
+        let (port, process) = start_on_free_port("prometheus", |port| {
+            let out = fs::File::create(&log).unwrap();
+            let child = Command::new("prometheus")
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(out)
+                .spawn()
+                .unwrap();
+            let mut process = Process(child);
+            match process.wait_ready("Prometheus ready", Duration::from_secs(30), || {
+                http_get(port, "/-/ready").is_some_and(|(c, _)| c == 200)
+            }) {
+                Ok(()) => Some((port, process)),
+                Err(status) => {
+                    let text = fs::read_to_string(&log).unwrap_or_default();
+                    assert!(
+                        text.contains("address already in use"),
+                        "prometheus exited ({status}):\n{text}"
+                    );
+                    None
+                }
+            }
         });
-        p
+        Prometheus {
+            port,
+            _process: process,
+            _dir: dir,
+        }
     }
 
     /// An instant query through the HTTP API: the first sample's value, if any.
@@ -210,18 +232,14 @@ impl Prometheus {
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_real_prometheus_sees_the_traffic_and_the_toggles() {
     let redis = Redis::start();
     let shipped = shipped_plugin_config();
-    let envoy = Envoy::start(EnvoyOptions::new(free_port(), redis.port, &shipped));
+    let envoy = Envoy::builder()
+        .redis(redis.port)
+        .plugin_config(&shipped)
+        .start();
     let prom = Prometheus::start(envoy.admin);
 
     // Prometheus starts scraping a few seconds after it is ready (its discovery throttle): wait
@@ -231,11 +249,11 @@ fn a_real_prometheus_sees_the_traffic_and_the_toggles() {
     });
 
     // Steady traffic: 8 kB SETs at 120 kB/s for 14 s, rate() over the last 10 s of it.
-    let port = envoy.redis;
+    let port = envoy.redis();
     let writer = thread::spawn(move || {
         let mut c = RedisConn::connect(port);
         let value = vec![b'v'; 8000];
-        let frame = RedisConn::encode(&[b"SET", b"k", &value]).len();
+        let frame = resp(&[b"SET", b"k", &value]).len();
         let start = Instant::now();
         let mut sent = 0usize;
         while start.elapsed() < Duration::from_secs(14) {

@@ -7,14 +7,14 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
-use common::*;
+use dbfault_testkit::{
+    psql, resp, resp_bulk, wait_for, Envoy, Postgres, PsqlSession, Redis, RedisConn,
+};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const DEFAULT_CONFIG: &str =
-    r#"{"metrics": {"enabled": true, "interval": "1s", "maxUpstreams": 256}}"#;
+    r#"{"metrics": {"enabled": true, "interval": "100ms", "maxUpstreams": 256}}"#;
 
 const METRICS: [&str; 7] = [
     "dbfault_upstream_cx_total",
@@ -36,34 +36,34 @@ fn wait_metric(envoy: &Envoy, name: &str, upstream: &str, want: f64) {
 #[test]
 fn byte_counters_equal_envoy_cluster_counters() {
     let (pg, redis) = (Postgres::start(), Redis::start());
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, DEFAULT_CONFIG));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(DEFAULT_CONFIG)
+        .start();
 
     // Known work through Envoy: three psql sessions, five Redis connections.
     psql(
-        envoy.pg,
+        envoy.pg(),
         "CREATE TABLE plants (id serial PRIMARY KEY, name text)",
     );
     psql(
-        envoy.pg,
+        envoy.pg(),
         "INSERT INTO plants (name) SELECT 'fern-' || g FROM generate_series(1, 500) g",
     );
-    let out = psql(envoy.pg, "SELECT count(*), max(name) FROM plants");
+    let out = psql(envoy.pg(), "SELECT count(*), max(name) FROM plants");
     assert!(out.contains("500"), "{out}");
     for i in 0..5usize {
-        let mut c = RedisConn::connect(envoy.redis);
+        let mut c = RedisConn::connect(envoy.redis());
         let value = vec![b'x'; 1000 * (i + 1)];
         assert_eq!(c.cmd(&[b"SET", b"k", &value]), b"+OK\r\n");
-        let reply = c.cmd(&[b"GET", b"k"]);
-        assert_eq!(
-            reply.len(),
-            value.len() + format!("${}\r\n\r\n", value.len()).len()
-        );
+        assert_eq!(c.cmd(&[b"GET", b"k"]), resp_bulk(&value));
     }
 
     for upstream in ["postgres", "redis"] {
-        wait_metric(&envoy, "dbfault_upstream_cx_active", upstream, 0.0);
+        // The listeners' tcp_proxy stat prefixes are the upstream names.
+        envoy.wait_closed(upstream, upstream);
     }
-    envoy.settle();
     let stats = envoy.stats();
     for (upstream, connections) in [("postgres", 3.0), ("redis", 5.0)] {
         let tx = stats[&format!("cluster.{upstream}.upstream_cx_tx_bytes_total")];
@@ -91,16 +91,20 @@ fn byte_counters_equal_envoy_cluster_counters() {
 #[test]
 fn cx_active_follows_open_connections() {
     let (pg, redis) = (Postgres::start(), Redis::start());
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, DEFAULT_CONFIG));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(DEFAULT_CONFIG)
+        .start();
 
     let mut conns: Vec<RedisConn> = (0..4)
         .map(|_| {
-            let mut c = RedisConn::connect(envoy.redis);
+            let mut c = RedisConn::connect(envoy.redis());
             assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
             c
         })
         .collect();
-    let mut session = PsqlSession::open(envoy.pg);
+    let mut session = PsqlSession::open(envoy.pg());
     session.send("SELECT 1;");
     wait_metric(&envoy, "dbfault_upstream_cx_active", "redis", 4.0);
     wait_metric(&envoy, "dbfault_upstream_cx_active", "postgres", 1.0);
@@ -113,7 +117,7 @@ fn cx_active_follows_open_connections() {
     wait_metric(&envoy, "dbfault_upstream_cx_active", "redis", 0.0);
 
     // A connection that never carries a byte is identified at close and counted once.
-    drop(std::net::TcpStream::connect(("127.0.0.1", envoy.redis)).unwrap());
+    drop(std::net::TcpStream::connect(("127.0.0.1", envoy.redis())).unwrap());
     wait_metric(&envoy, "dbfault_upstream_cx_total", "redis", 5.0);
     wait_metric(&envoy, "dbfault_upstream_cx_active", "redis", 0.0);
     assert_eq!(
@@ -127,11 +131,12 @@ fn cx_active_follows_open_connections() {
 fn paced_sets(port: u16, chunk: usize, rate: f64, duration: Duration) -> (usize, Duration) {
     let mut c = RedisConn::connect(port);
     let value = vec![b'v'; chunk];
+    let command = resp(&[b"SET", b"rate", &value]);
     let start = Instant::now();
     let mut sent = 0usize;
     while start.elapsed() < duration {
         assert_eq!(c.cmd(&[b"SET", b"rate", &value]), b"+OK\r\n");
-        sent += chunk + 32; // RESP framing of a SET with this key (measured below exactly)
+        sent += command.len();
         let due = Duration::from_secs_f64(sent as f64 / rate);
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             thread::sleep(wait);
@@ -144,24 +149,25 @@ fn paced_sets(port: u16, chunk: usize, rate: f64, duration: Duration) -> (usize,
 fn bytes_per_second_gauges_follow_a_steady_transfer() {
     let (pg, redis) = (Postgres::start(), Redis::start());
     let config = r#"{"metrics": {"interval": "500ms"}}"#;
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, config));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(config)
+        .start();
     let interval = Duration::from_millis(500);
     let chunk = 8000usize;
-    // RESP framing of `SET rate <chunk bytes>`, so the client knows exactly what it wrote.
-    let framing = format!("*3\r\n$3\r\nSET\r\n$4\r\nrate\r\n${chunk}\r\n\r\n").len();
-    assert_eq!(framing, 32);
 
     // Two writers (likely on both workers) at 150 kB/s each, and a reader pulling a 20 kB value
     // 10 times per second.
     let target = 150_000.0;
     let writers: Vec<_> = (0..2)
         .map(|_| {
-            let port = envoy.redis;
+            let port = envoy.redis();
             thread::spawn(move || paced_sets(port, chunk, target, Duration::from_secs(5)))
         })
         .collect();
     let reader = {
-        let port = envoy.redis;
+        let port = envoy.redis();
         thread::spawn(move || {
             let mut c = RedisConn::connect(port);
             assert_eq!(c.cmd(&[b"SET", b"big", &vec![b'b'; 20_000]]), b"+OK\r\n");
@@ -177,8 +183,9 @@ fn bytes_per_second_gauges_follow_a_steady_transfer() {
         })
     };
 
-    // Sample the gauges in the middle of the transfer.
-    thread::sleep(Duration::from_millis(2500));
+    // Sample the gauges in the middle of the 5 s transfer (part of the scenario: each sample
+    // must cover intervals of steady traffic only).
+    thread::sleep(5 * interval);
     let mut tx_samples = Vec::new();
     let mut rx_samples = Vec::new();
     for _ in 0..4 {
@@ -231,9 +238,13 @@ fn bytes_per_second_gauges_follow_a_steady_transfer() {
 #[test]
 fn prometheus_exposition_has_labelled_series() {
     let (pg, redis) = (Postgres::start(), Redis::start());
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, DEFAULT_CONFIG));
-    psql(envoy.pg, "SELECT 1");
-    RedisConn::connect(envoy.redis).cmd(&[b"PING"]);
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(DEFAULT_CONFIG)
+        .start();
+    psql(envoy.pg(), "SELECT 1");
+    RedisConn::connect(envoy.redis()).cmd(&[b"PING"]);
     wait_metric(&envoy, "dbfault_upstream_cx_active", "redis", 0.0);
 
     let text = envoy.get("/stats/prometheus");
@@ -261,7 +272,11 @@ fn prometheus_exposition_has_labelled_series() {
 #[test]
 fn invalid_configuration_is_refused_and_the_old_one_stays() {
     let (pg, redis) = (Postgres::start(), Redis::start());
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, DEFAULT_CONFIG));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(DEFAULT_CONFIG)
+        .start();
 
     let accepted = envoy.push_plugin_config(r#"{"metrics": {"interval": "fast"}}"#);
     assert!(!accepted, "Envoy accepted an invalid configuration");
@@ -278,7 +293,7 @@ fn invalid_configuration_is_refused_and_the_old_one_stays() {
 
     // The previous configuration still counts traffic.
     assert_eq!(
-        RedisConn::connect(envoy.redis).cmd(&[b"PING"]),
+        RedisConn::connect(envoy.redis()).cmd(&[b"PING"]),
         b"+PONG\r\n"
     );
     wait_metric(&envoy, "dbfault_upstream_cx_total", "redis", 1.0);
@@ -288,7 +303,11 @@ fn invalid_configuration_is_refused_and_the_old_one_stays() {
 fn invalid_configuration_at_startup_is_logged() {
     let (pg, redis) = (Postgres::start(), Redis::start());
     let config = r#"{"metrics": {"interval": "1s", "maxUpstreams": "many"}}"#;
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, config));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(config)
+        .start();
     let line =
         r#"dbfault: invalid configuration: metrics.maxUpstreams: invalid type: string "many""#;
     wait_for(
@@ -296,16 +315,23 @@ fn invalid_configuration_at_startup_is_logged() {
         Duration::from_secs(10),
         || envoy.log().contains(line).then_some(()),
     );
-    assert!(envoy.stat("extension_config_discovery.network_filter.dbfault.update_rejected") >= 1);
+    assert_eq!(
+        envoy.stat("extension_config_discovery.network_filter.dbfault.update_rejected"),
+        1
+    );
 }
 
 #[test]
 fn live_reconfiguration_through_the_ecds_file() {
     let (pg, redis) = (Postgres::start(), Redis::start());
-    let envoy = Envoy::start(EnvoyOptions::new(pg.port, redis.port, DEFAULT_CONFIG));
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(DEFAULT_CONFIG)
+        .start();
     let ping = || {
         assert_eq!(
-            RedisConn::connect(envoy.redis).cmd(&[b"PING"]),
+            RedisConn::connect(envoy.redis()).cmd(&[b"PING"]),
             b"+PONG\r\n"
         )
     };
@@ -337,16 +363,23 @@ fn live_reconfiguration_through_the_ecds_file() {
 fn upstreams_beyond_max_upstreams_are_reported_as_other() {
     let (pg, redis) = (Postgres::start(), Redis::start());
     // The limit is per VM: one worker makes the order of first connections deterministic.
-    let mut opts = EnvoyOptions::new(pg.port, redis.port, r#"{"metrics": {"maxUpstreams": 1}}"#);
-    opts.concurrency = 1;
-    let envoy = Envoy::start(opts);
-    psql(envoy.pg, "SELECT 1");
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(r#"{"metrics": {"interval": "100ms", "maxUpstreams": 1}}"#)
+        .concurrency(1)
+        .start();
+    psql(envoy.pg(), "SELECT 1");
     for _ in 0..2 {
-        RedisConn::connect(envoy.redis).cmd(&[b"PING"]);
+        RedisConn::connect(envoy.redis()).cmd(&[b"PING"]);
     }
-    wait_metric(&envoy, "dbfault_upstream_cx_total", "other", 2.0);
-    wait_metric(&envoy, "dbfault_upstream_cx_active", "other", 0.0);
-    envoy.settle();
+    envoy.wait_closed("postgres", "postgres");
+    // Both Redis connections went to `other`.
+    envoy.wait_closed("other", "redis");
+    assert_eq!(
+        envoy.metric("dbfault_upstream_cx_total", "other"),
+        Some(2.0)
+    );
     assert_eq!(
         envoy.metric("dbfault_upstream_cx_total", "postgres"),
         Some(1.0)

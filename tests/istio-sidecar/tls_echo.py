@@ -3,6 +3,8 @@
 
   tls_echo.py PORT CERT KEY
 
+PORT 0 picks a free port; the server prints "listening on 127.0.0.1:<port>" once it listens.
+
 Each connection gets its lines echoed back; the line "bye" closes it. Connections are served
 concurrently, so a pooled connection can stay open while new ones come and go.
 """
@@ -35,4 +37,5 @@ if __name__ == "__main__":
     CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     CONTEXT.load_cert_chain(cert, key)
     with Server(("127.0.0.1", port), Handler) as server:
+        print("listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
         server.serve_forever()

@@ -1,0 +1,175 @@
+//! What every server and client here shares: the repository, throwaway directories, polling
+//! with a deadline, child processes that die with their owner, and starting a server on a free
+//! port without racing other processes for it.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The repository root (this crate lives in `tests/harness`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/harness sits two levels below the repository root")
+        .to_owned()
+}
+
+/// A directory under the system temp dir, removed on drop; owned by `postgres` when the tests
+/// run as root, so that database servers (which refuse root) can write into it.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "dbfault-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if is_root() {
+            run_ok(Command::new("chown").arg("postgres").arg(&path));
+        }
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the tests run as root (then servers run as their own users).
+pub fn is_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
+                Some(uid.split_whitespace().nth(2)? == "0")
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Runs `cmd` to completion; panics with its output unless it succeeds. Returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, timeout: Duration) {
+    wait_for(&format!("port {port}"), timeout, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits until `ready()` holds (`Ok`) or the process exits (`Err` with its status).
+    pub fn wait_ready(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), ExitStatus> {
+        wait_for(what, timeout, || match self.0.try_wait() {
+            Ok(Some(status)) => Some(Err(status)),
+            _ => ready().then_some(Ok(())),
+        })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server on a port nobody listens on, for servers that cannot bind port 0 and report
+/// it. Another process may take the port between the pick and the server's bind: `start(port)`
+/// returns `None` when the server failed because the port was taken, and is then called again
+/// with another port. (It panics itself on any other failure.)
+pub fn start_on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Option<T>) -> T {
+    const ATTEMPTS: usize = 5;
+    let mut tried = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let port = unused_port();
+        if let Some(server) = start(port) {
+            return server;
+        }
+        tried.push(port);
+    }
+    panic!("{what}: every port tried was taken: {tried:?}")
+}
+
+/// A port that was free a moment ago. Only `start_on_free_port` hands these out, because a
+/// server that binds one later can lose it to another process.
+fn unused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// `python3 scripts/localenv.py ARGS...`: its stdout; panics with its message on failure.
+pub(crate) fn localenv<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_ok(
+        Command::new("python3")
+            .arg(repo().join("scripts/localenv.py"))
+            .args(args),
+    )
+}
+
+/// Median of durations.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    assert!(!v.is_empty(), "median of nothing");
+    v.sort();
+    v[v.len() / 2]
+}

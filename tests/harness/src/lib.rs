@@ -1,0 +1,32 @@
+//! dbfault's end-to-end test harness: real processes on loopback, readiness waits instead of
+//! sleeps, logs dumped when a test fails, cleanup in `Drop`.
+//!
+//! # Layout
+//! - [`core`]: the repository, temp dirs, `wait_for`, child processes, free ports without races.
+//! - [`envoy`]: Envoy with dbfault (shipped config through `scripts/localenv.py`, or a bootstrap
+//!   of the test's own), its stats, configuration pushes waited for until every worker runs them.
+//! - [`postgres`], [`redis`], [`mariadb`], [`tls`]: the servers behind Envoy and their clients.
+//! - [`istio`]: the Istio-shaped sidecar bootstrap and istiod's ECDS resource.
+//! - [`tcp`], [`http`]: raw clients (a hang or a close as a client sees it; admin endpoints).
+
+pub mod core;
+pub mod envoy;
+pub mod http;
+pub mod istio;
+pub mod mariadb;
+pub mod postgres;
+pub mod redis;
+pub mod tcp;
+pub mod tls;
+
+pub use crate::core::{
+    is_root, median, repo, run_ok, start_on_free_port, wait_for, wait_port, Process, TempDir,
+};
+pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
+pub use http::http_get;
+pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
+pub use mariadb::{mariadb, MariaDb};
+pub use postgres::{psql, psql_try, Postgres, PsqlSession};
+pub use redis::{resp, resp_bulk, Redis, RedisConn};
+pub use tcp::{read_to_close, stays_silent};
+pub use tls::{tls_echo_once, tls_get, TlsEchoServer, TlsServer, TlsSession};

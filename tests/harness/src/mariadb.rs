@@ -1,0 +1,92 @@
+//! A throwaway MariaDB server (a server-first protocol: the server greets before the client
+//! speaks) and the real `mariadb` client.
+
+use crate::core::{is_root, run_ok, start_on_free_port, Process, TempDir};
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+/// `mariadbd` on loopback with a fresh data directory, killed on drop.
+pub struct MariaDb {
+    pub port: u16,
+    _process: Process,
+    _dir: TempDir,
+}
+
+impl MariaDb {
+    pub fn start() -> MariaDb {
+        let dir = TempDir::new("mariadb");
+        if is_root() {
+            run_ok(Command::new("chown").arg("mysql").arg(dir.path()));
+        }
+        let data = dir.path().join("data");
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if is_root() {
+            install.arg("--user=mysql");
+        }
+        run_ok(&mut install);
+        let log = dir.path().join("mariadb.log");
+        let (port, process) = start_on_free_port("mariadbd", |port| {
+            let file = fs::File::create(&log).unwrap();
+            let mut cmd = Command::new("mariadbd");
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .args([
+                    "--bind-address=127.0.0.1",
+                    "--skip-grant-tables",
+                    "--skip-log-bin",
+                ])
+                .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"]);
+            if is_root() {
+                cmd.arg("--user=mysql");
+            }
+            let child = cmd
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("mariadbd: {e}"));
+            let mut process = Process(child);
+            let logged = || fs::read_to_string(&log).unwrap_or_default();
+            match process.wait_ready("mariadbd ready", Duration::from_secs(60), || {
+                logged().contains("ready for connections")
+            }) {
+                Ok(()) => Some((port, process)),
+                Err(status) => {
+                    let text = logged();
+                    assert!(
+                        text.contains("Address already in use"),
+                        "mariadbd exited ({status}):\n{text}"
+                    );
+                    None
+                }
+            }
+        });
+        MariaDb {
+            port,
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
+/// Runs SQL with the `mariadb` command-line client; returns (success, stdout + stderr).
+pub fn mariadb(port: u16, sql: &str) -> (bool, String) {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
+        .args(["-P", &port.to_string()])
+        .args(["--connect-timeout=5", "--skip-ssl", "-e", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("mariadb: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
