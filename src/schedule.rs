@@ -110,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn percentages_are_deterministic_and_fair() {
+    fn percentages_are_fair_and_each_episode_draws_anew() {
         assert!(selected(1, 1, 10_000));
         assert!(!selected(1, 1, 0));
         for bp in [100u32, 2_500, 5_000, 9_000] {
@@ -123,7 +123,6 @@ mod tests {
                 (hits as f64 - expected).abs() < 4.0 * sd,
                 "{bp}bp: {hits} hits, expected {expected}"
             );
-            assert_eq!(selected(12345, 7, bp), selected(12345, 7, bp));
         }
         // Another episode is an independent draw.
         let differ = (0..1000u64)
