@@ -683,7 +683,11 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
         faultctl(&["on", "postgres-outage"]);
     }));
     assert_eq!(envoy.fault_active("postgres-outage"), Some(1.0));
+    let connections = || envoy.stat("tcp.postgres.downstream_cx_total");
+    let before = connections();
     assert!(!psql_try(envoy.pg(), "SELECT 1").0);
+    // Every connection psql made during the outage (it may retry without SSL) was aborted.
+    let aborted = connections() - before;
     assert!(
         ping(envoy.redis()).is_ok(),
         "Redis is not part of the outage"
@@ -694,7 +698,11 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
     }));
     assert_eq!(envoy.fault_active("postgres-outage"), Some(0.0));
     psql(envoy.pg(), "SELECT 1");
-    assert!(envoy.injected("postgres", "postgres-outage") >= 1.0);
+    assert!(aborted >= 1);
+    assert_eq!(
+        envoy.injected("postgres", "postgres-outage"),
+        aborted as f64
+    );
 }
 
 /// Runs `f` and returns its result with the time it took.

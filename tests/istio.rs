@@ -310,10 +310,6 @@ fn plants_sidecar_scenario(envoy_binary: &Path) {
     let mut pooled = TlsSession::open(port, SNI);
     assert_eq!(pooled.echo("plant 6").as_deref(), Some("plant 6"));
     assert_eq!(envoy.fault_active("firestore-outage"), Some(0.0));
-    assert!(
-        envoy.log().contains("dbfault: configuration loaded"),
-        "the module never loaded"
-    );
 }
 
 #[test]

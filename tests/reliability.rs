@@ -154,8 +154,13 @@ fn a_module_that_cannot_load_fails_open() {
     let fresh = Envoy::builder().redis(redis.port).module(&garbage).start();
     let reply = RedisConn::connect(fresh.redis()).cmd(&[b"PING"]);
     assert_eq!(reply, b"+PONG\r\n");
+    // The module was refused, and the log says why (not merely that Envoy has Wasm).
+    assert_eq!(
+        fresh.stat("extension_config_discovery.network_filter.dbfault.update_rejected"),
+        1
+    );
     assert!(
-        fresh.log().to_lowercase().contains("wasm"),
+        fresh.log().contains("Failed to load Wasm code"),
         "no trace of the failed module in the log"
     );
 }
