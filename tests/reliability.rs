@@ -191,13 +191,19 @@ fn a_flood_of_distinct_upstreams_stays_within_max_upstreams() {
     let envoy = Envoy::launch(dir, &envoy_bin(), 2);
     let port = envoy.listener("0.0.0.0_443");
     let n = 200;
-    for i in 0..n {
-        assert!(tls_echo_once(
-            port,
-            &format!("db{i}.flood.example.com"),
-            "x"
-        ));
-    }
+    // Four clients at a time (each is an `openssl s_client` process); client k sends SNIs
+    // k, k + 4, ..., so db0 comes first.
+    let clients = 4;
+    std::thread::scope(|s| {
+        for k in 0..clients {
+            s.spawn(move || {
+                for i in (k..n).step_by(clients as usize) {
+                    let sni = format!("db{i}.flood.example.com");
+                    assert!(tls_echo_once(port, &sni, "x"), "{sni}");
+                }
+            });
+        }
+    });
     // The sidecar's stats inclusion list leaves out Envoy's own connection counters: wait for
     // dbfault's to show every connection, all closed, then check that none was counted twice.
     let cx_series = |name: &str| -> Vec<(String, f64)> {
