@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,7 +53,7 @@ impl Drop for TempDir {
 }
 
 /// Whether the tests run as root (then servers run as their own users).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {
         fs::read_to_string("/proc/self/status")
@@ -67,7 +67,7 @@ pub fn is_root() -> bool {
 }
 
 /// Runs `cmd` to completion; panics with its output unless it succeeds. Returns its stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -90,13 +90,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Waits until something accepts connections on 127.0.0.1:`port`.
-pub fn wait_port(port: u16, timeout: Duration) {
-    wait_for(&format!("port {port}"), timeout, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
 }
 
 /// A child process, killed and reaped when dropped.

@@ -144,14 +144,16 @@ impl EnvoyBuilder {
         localenv(&args);
         let mut envoy = Envoy::launch(dir, &self.binary, self.concurrency);
         envoy.module = self.module;
+        // Each VM loads the first configuration: two on the main thread and one per worker
+        // (measured on Envoy 1.36 and 1.40).
+        let vms = i64::from(self.concurrency) + 2;
         wait_for(
             "Envoy's first dbfault configuration to load in every VM, or to be rejected",
             Duration::from_secs(30),
             || {
                 let stats = envoy.stats();
                 let get = |name| stats.get(name).copied().unwrap_or(0);
-                (get(CONFIG_LOADED) >= envoy.vms_per_config || get(UPDATE_REJECTED) > 0)
-                    .then_some(())
+                (get(CONFIG_LOADED) >= vms || get(UPDATE_REJECTED) > 0).then_some(())
             },
         );
         envoy
@@ -166,9 +168,6 @@ pub struct Envoy {
     listeners: HashMap<String, u16>,
     /// The module `push_plugin_config` renders ECDS files with.
     module: PathBuf,
-    /// Wasm VMs that load each accepted configuration: two on the main thread and one per
-    /// worker (measured on Envoy 1.36 and 1.40; `Envoy::start` relies on it).
-    vms_per_config: i64,
 }
 
 impl Envoy {
@@ -211,7 +210,6 @@ impl Envoy {
             admin: 0,
             listeners: HashMap::new(),
             module: wasm_path(),
-            vms_per_config: i64::from(concurrency) + 2,
         };
         let admin_file = envoy.dir.path().join("admin");
         envoy.admin = wait_for("Envoy's admin address", Duration::from_secs(30), || {

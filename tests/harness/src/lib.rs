@@ -19,9 +19,7 @@ pub mod redis;
 pub mod tcp;
 pub mod tls;
 
-pub use crate::core::{
-    is_root, median, repo, run_ok, start_on_free_port, wait_for, wait_port, Process, TempDir,
-};
+pub use crate::core::{median, repo, start_on_free_port, wait_for, Process, TempDir};
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
 pub use http::http_get;
 pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
