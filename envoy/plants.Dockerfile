@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
+# A workspace member and dev-dependency (examples build with dev-dependencies).
+COPY tests/harness ./tests/harness
 COPY envoy/dbfault.yaml ./envoy/dbfault.yaml
 RUN cargo build --release --example plants
 
