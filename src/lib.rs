@@ -17,6 +17,8 @@
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
 //! and randomness are arguments.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 pub mod config;
 pub mod fault;
 pub mod metrics;

@@ -331,7 +331,8 @@ impl Telemetry {
 }
 
 /// A [`MetricSink`] that keeps everything in memory and notes misuse (a zero increment, a
-/// counter going down), for property tests and tools outside the module.
+/// counter going down), for unit and property tests (feature `test-util`; not in the module).
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake_sink {
     use super::{MetricId, MetricKind, MetricSink};
 

@@ -1,9 +1,49 @@
 //! Reading the configuration out of a parsed JSON value field by field, keeping the path of
 //! every field for error messages. (serde's derived readers do the same with several times the
-//! code in the module: measured in issue 6, module size.)
+//! code in the module: measured in issue 6, module size.) The modules that own a part of the
+//! configuration (each fault kind, `match`, the rule) read their part with these.
 
 use super::ConfigError;
 use serde_json::{Map, Number, Value};
+use std::time::Duration;
+
+/// Longest accepted duration in a rule.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a duration such as `"250ms"`, `"1s"` or `"1m30s"`. Zero is refused: every duration in
+/// the configuration is a period or a delay for which zero would be a mistake (the few offsets
+/// that may be zero are read with [`Fields::offset`]).
+pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err(ConfigError::new(
+            path,
+            format!(
+                "invalid duration {}: must be greater than zero",
+                quote(text)
+            ),
+        )),
+        Ok(d) => Ok(d),
+        Err(_) => Err(ConfigError::new(
+            path,
+            format!(
+                "invalid duration {} (expected e.g. \"250ms\", \"1s\", \"1m30s\")",
+                quote(text)
+            ),
+        )),
+    }
+}
+
+/// A rule duration: greater than zero, at most 30 days.
+fn rule_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(path, text)?;
+    if d > MAX_DURATION {
+        return Err(ConfigError::new(
+            path,
+            format!("{} is too long (at most 30 days)", quote(text)),
+        ));
+    }
+    Ok(d)
+}
 
 /// A number as JSON would write it, without pulling float formatting into the module:
 /// integers exactly, other values with up to six decimals.
@@ -120,6 +160,32 @@ impl<'a> Fields<'a> {
 
     pub fn path(&self, key: &str) -> String {
         join(&self.path, key)
+    }
+
+    /// The path of this object itself (`configuration` for the document).
+    pub fn at(&self) -> &str {
+        if self.path.is_empty() {
+            "configuration"
+        } else {
+            &self.path
+        }
+    }
+
+    /// A rule duration under `key` (greater than zero, at most 30 days).
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        self.str(key)?
+            .map(|text| rule_duration(&self.path(key), text))
+            .transpose()
+    }
+
+    /// Like [`Fields::duration`], but zero is accepted (`window.after`, `delay.jitter`).
+    pub fn offset(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.str(key)? {
+            Some(text) if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()) => {
+                Ok(Some(Duration::ZERO))
+            }
+            _ => self.duration(key),
+        }
     }
 
     /// The value of `key`; absent and `null` both mean "not set".
