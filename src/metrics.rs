@@ -6,7 +6,6 @@
 //! `dbfault_upstream_tx_bytes_total{upstream="pg"}`.
 
 use crate::throughput::{ByteCount, Flushed, RateShare};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const UPSTREAM_CX_TOTAL: &str = "dbfault_upstream_cx_total";
@@ -156,14 +155,16 @@ pub struct ConnectionStats {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     series: Vec<UpstreamSeries>,
-    by_upstream: HashMap<String, usize>,
+    /// Upstream label → series slot, sorted by label (binary search: a map type per key would
+    /// each add its own copy of the hash table code to the module).
+    by_upstream: Vec<(String, usize)>,
     /// Distinct upstreams with their own series (`other` not included).
     named: usize,
     last_flush_nanos: Option<u64>,
-    /// `faults_injected_total` per (upstream series, fault name).
-    injected: HashMap<(usize, String), Option<MetricId>>,
-    /// `fault_active` per fault name.
-    active: HashMap<String, Option<MetricId>>,
+    /// `faults_injected_total` per (upstream series, fault name): few per upstream.
+    injected: Vec<(usize, String, Option<MetricId>)>,
+    /// `fault_active` per fault name (at most 256 rules).
+    active: Vec<(String, Option<MetricId>)>,
     /// `config_loaded_total`, once defined (`Some(None)`: Envoy refused it).
     config_loaded: Option<Option<MetricId>>,
 }
@@ -177,14 +178,14 @@ impl Telemetry {
         upstream: &str,
         max_upstreams: usize,
     ) -> ConnectionStats {
-        let slot = match self.by_upstream.get(upstream) {
-            Some(&slot) => slot,
+        let slot = match self.slot_of(upstream) {
+            Some(slot) => slot,
             None if self.named < max_upstreams && upstream != OTHER_UPSTREAM => {
                 self.named += 1;
                 self.insert(sink, upstream)
             }
-            None => match self.by_upstream.get(OTHER_UPSTREAM) {
-                Some(&slot) => slot,
+            None => match self.slot_of(OTHER_UPSTREAM) {
+                Some(slot) => slot,
                 None => self.insert(sink, OTHER_UPSTREAM),
             },
         };
@@ -213,8 +214,20 @@ impl Telemetry {
             opened: 0,
             active_change: 0,
         });
-        self.by_upstream.insert(upstream.to_owned(), slot);
+        if let Err(at) = self.find(upstream) {
+            self.by_upstream.insert(at, (upstream.to_owned(), slot));
+        }
         slot
+    }
+
+    fn find(&self, upstream: &str) -> Result<usize, usize> {
+        self.by_upstream
+            .binary_search_by(|(label, _)| label.as_str().cmp(upstream))
+    }
+
+    fn slot_of(&self, upstream: &str) -> Option<usize> {
+        let at = self.find(upstream).ok()?;
+        self.by_upstream.get(at).map(|(_, slot)| *slot)
     }
 
     /// The upstream label a connection's series carries (`other` beyond the limit).
@@ -231,9 +244,12 @@ impl Telemetry {
         conn: &ConnectionStats,
         fault: &str,
     ) {
-        let key = (conn.slot, fault.to_owned());
-        let id = match self.injected.get(&key) {
-            Some(id) => *id,
+        let known = self
+            .injected
+            .iter()
+            .find(|(slot, name, _)| *slot == conn.slot && name == fault);
+        let id = match known {
+            Some((_, _, id)) => *id,
             None => {
                 let upstream = self.label(conn).to_owned();
                 let name = tagged(
@@ -241,7 +257,7 @@ impl Telemetry {
                     &[("upstream", &upstream), ("fault", fault)],
                 );
                 let id = sink.define(MetricKind::Counter, &name);
-                self.injected.insert(key, id);
+                self.injected.push((conn.slot, fault.to_owned(), id));
                 id
             }
         };
@@ -250,14 +266,14 @@ impl Telemetry {
 
     /// Sets `dbfault_fault_active{fault}` to 1 or 0.
     pub fn fault_active(&mut self, sink: &mut dyn MetricSink, fault: &str, active: bool) {
-        let id = match self.active.get(fault) {
-            Some(id) => *id,
+        let id = match self.active.iter().find(|(name, _)| name == fault) {
+            Some((_, id)) => *id,
             None => {
                 let id = sink.define(
                     MetricKind::Gauge,
                     &tagged(FAULT_ACTIVE, &[("fault", fault)]),
                 );
-                self.active.insert(fault.to_owned(), id);
+                self.active.push((fault.to_owned(), id));
                 id
             }
         };

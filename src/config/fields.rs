@@ -14,16 +14,16 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// the configuration is a period or a delay for which zero would be a mistake (the few offsets
 /// that may be zero are read with [`Fields::offset`]).
 pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => Err(ConfigError::new(
+    match super::duration::parse(text) {
+        Some(d) if d.is_zero() => Err(ConfigError::new(
             path,
             format!(
                 "invalid duration {}: must be greater than zero",
                 quote(text)
             ),
         )),
-        Ok(d) => Ok(d),
-        Err(_) => Err(ConfigError::new(
+        Some(d) => Ok(d),
+        None => Err(ConfigError::new(
             path,
             format!(
                 "invalid duration {} (expected e.g. \"250ms\", \"1s\", \"1m30s\")",
@@ -181,7 +181,7 @@ impl<'a> Fields<'a> {
     /// Like [`Fields::duration`], but zero is accepted (`window.after`, `delay.jitter`).
     pub fn offset(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self.str(key)? {
-            Some(text) if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()) => {
+            Some(text) if super::duration::parse(text).is_some_and(|d| d.is_zero()) => {
                 Ok(Some(Duration::ZERO))
             }
             _ => self.duration(key),

@@ -7,7 +7,6 @@ use super::{FaultKind, KIND_KEYS};
 use crate::config::fields::{number_text, Fields};
 use crate::config::{quote, ConfigError};
 use crate::schedule::Window;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// More rules than this is a generated config gone wrong; each rule is checked per connection.
@@ -64,12 +63,11 @@ pub fn parse_all(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
         );
     }
     let known: Vec<&str> = COMMON_KEYS.iter().chain(KIND_KEYS).copied().collect();
-    let mut names = HashSet::new();
-    let mut rules = Vec::with_capacity(raw.len());
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     for (i, value) in raw.iter().enumerate() {
         let at = format!("faults[{i}]");
         let rule = parse(&Fields::of(value, &at, &known)?)?;
-        if !names.insert(rule.name.clone()) {
+        if rules.iter().any(|r| r.name == rule.name) {
             return err(
                 &format!("{at}.name"),
                 format!("duplicate rule name {}", quote(&rule.name)),

@@ -20,7 +20,8 @@ use crate::host::HostMetrics;
 use crate::metrics::{ConnectionStats, Telemetry};
 use log::{debug, info};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -51,9 +52,9 @@ struct VmState {
     config_bytes: Vec<u8>,
     telemetry: Telemetry,
     engine: Engine,
-    connections: HashMap<u32, Rc<RefCell<Entry>>>,
+    connections: HashMap<u32, Rc<RefCell<Entry>>, BuildHasherDefault<IdHasher>>,
     /// Connections that need a tick (a deadline, a hold, a pending close).
-    timed: HashSet<u32>,
+    timed: Timed,
     /// Rules changed: open connections need another look at the next tick.
     reevaluate: bool,
     /// Root contexts whose configuration was accepted and that are not done yet.
@@ -74,6 +75,50 @@ struct VmState {
 
 thread_local! {
     static VM: RefCell<VmState> = RefCell::default();
+}
+
+/// Hashes Envoy's context ids (small integers Envoy chooses, not an attacker) with one multiply:
+/// SipHash and its random seed cost module size for nothing here.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The ids of the connections that need ticks, sorted (a second hash table type would add its
+/// own copy of the table code to the module; few connections are timed at once).
+#[derive(Default)]
+struct Timed(Vec<u32>);
+
+impl Timed {
+    fn insert(&mut self, id: u32) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    fn remove(&mut self, id: &u32) {
+        if let Ok(at) = self.0.binary_search(id) {
+            self.0.remove(at);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter()
+    }
 }
 
 /// Runs `f` on this VM's state; `None` if it is unavailable (re-entered), so callers fail open.

@@ -40,7 +40,7 @@ fn summary(config: &Config) -> String {
     let mut text = format!(
         "metrics {} (interval {} ms, maxUpstreams {}); {} fault rule(s)",
         if m.enabled { "on" } else { "off" },
-        m.interval.as_millis(),
+        crate::fault::nanos(m.interval) / 1_000_000,
         m.max_upstreams,
         config.faults.len()
     );
