@@ -18,7 +18,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build binaryen bench soak noop-filter check-config cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build binaryen bench soak noop-filter check-config dbfault-check cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~18% off what rustc leaves (measured in issue 6).
 WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
@@ -31,6 +31,10 @@ build: wasm-target binaryen
 
 binaryen:
 	@command -v wasm-opt >/dev/null || { $(APT) update -q && $(APT) install -y -q binaryen; }
+
+# The crate's plugin-configuration reader: scripts/faultctl and the demo read the ECDS file with it.
+dbfault-check:
+	@cargo build --quiet --release --bin dbfault-check
 
 # The demo app (a Cargo example with a real PostgreSQL client).
 plants:
@@ -94,17 +98,17 @@ test: lint unit e2e fuzz-short
 
 # The whole story in one command: PostgreSQL, Envoy with dbfault, the plants app, a live view and
 # a scripted outage/recovery/delay timeline. `make demo DEMO_ARGS=--interactive` to drive it.
-demo: build plants envoy packages
+demo: build plants dbfault-check envoy packages
 	python3 scripts/demo.py --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
 
 run: build envoy packages
 	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh
 
 # Live toggles for the Envoy started by `make run` (rules in envoy/dbfault.yaml).
-faults:
+faults: dbfault-check
 	@scripts/faultctl list
 
-fault-on fault-off:
+fault-on fault-off: dbfault-check
 	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
 	@scripts/faultctl $(subst fault-,,$@) $(RULE)
 

@@ -27,11 +27,12 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import localenv
+
+ROOT = localenv.ROOT
 LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
 DBFAULT = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
 NOOP = os.path.join(ROOT, "bench", "noop-filter", "target", "wasm32-wasip1", "release", "noop_filter.wasm")
-PG_BIN = "/usr/lib/postgresql/15/bin"
 CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20"]
 ENVOY_CPU, LOAD_CPU = "0", "1"
 
@@ -44,10 +45,6 @@ def free_port():
 
 def pinned(cpu, cmd):
     return ["taskset", "-c", cpu] + cmd
-
-
-def as_db_user(cmd):
-    return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
 
 
 def twenty_rules():
@@ -73,7 +70,7 @@ def wasm_filter(path, config):
               code: {{local: {{filename: {path}}}}}
             configuration:
               "@type": type.googleapis.com/google.protobuf.StringValue
-              value: {json.dumps(value)}"""
+              value: {localenv.yaml_string(value)}"""
 
 
 def bootstrap(config, ports, upstreams):
@@ -250,20 +247,11 @@ def start_servers(tmp):
     iperf_port = free_port()
     procs.append(subprocess.Popen(pinned(LOAD_CPU, ["iperf3", "-s", "-p", str(iperf_port)]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    pg = free_port()
-    data = os.path.join(tmp, "pg")
-    os.chmod(tmp, 0o755)
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres")
-    subprocess.run(as_db_user([f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", data]),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run(as_db_user(["taskset", "-c", LOAD_CPU, f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(tmp, "pg.log"),
-                               "-w", "-o", f"-c listen_addresses=127.0.0.1 -p {pg} -k {tmp} -c fsync=off", "start"]),
-                   check=True, stdout=subprocess.DEVNULL)
+    pg = localenv.postgres_start(tmp, prefix=["taskset", "-c", LOAD_CPU])
     subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pg), "-U", "postgres", "-i", "-s", "1", "-q", "postgres"],
                    check=True, capture_output=True)
     time.sleep(0.3)
-    return {"echo": echo, "iperf": iperf_port, "pg": pg}, procs, data
+    return {"echo": echo, "iperf": iperf_port, "pg": pg}, procs
 
 
 def callgrind(args):
@@ -307,7 +295,7 @@ def main():
         return
 
     tmp = tempfile.mkdtemp(prefix="dbfault-bench-")
-    servers, procs, pg_data = start_servers(tmp)
+    servers, procs = start_servers(tmp)
     runs = {c: [] for c in args.configs}
     try:
         print(f"warm-up, then {args.reps} interleaved repetitions of {', '.join(args.configs)}", flush=True)
@@ -320,8 +308,7 @@ def main():
     finally:
         for p in procs:
             p.terminate()
-        subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", pg_data, "-m", "fast", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        localenv.postgres_stop(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
     summary = summarize(runs, args)

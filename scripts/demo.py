@@ -13,14 +13,11 @@ by the configured latency), and a summary of what the metrics counted.
 Ctrl-C stops and removes everything the demo started.
 """
 import argparse
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,32 +25,13 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+import localenv
+
+ROOT = localenv.ROOT
+WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
 UPSTREAM = "postgres"
 OUTAGE_RULE = "postgres-outage"
 SLOW_RULE = "postgres-slow"
-
-
-def load_faultctl():
-    loader = importlib.machinery.SourceFileLoader("faultctl", os.path.join(ROOT, "scripts", "faultctl"))
-    spec = importlib.util.spec_from_loader("faultctl", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-faultctl = load_faultctl()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_db_user(cmd):
-    return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
 
 
 def human(n):
@@ -106,7 +84,6 @@ class Demo:
         self.screen = Screen()
         self.tmp = tempfile.mkdtemp(prefix="dbfault-demo-")
         self.procs = []
-        self.pg_data = None
         self.started = time.time()
         self.phase = "starting"
         self.phases = []  # [name, ok, failed, [latencies ms]]
@@ -115,52 +92,20 @@ class Demo:
 
     # -- setup -----------------------------------------------------------------------------
     def start(self):
-        os.chmod(self.tmp, 0o755)
-        if os.geteuid() == 0:
-            shutil.chown(self.tmp, "postgres")
         self.start_postgres()
         self.start_envoy()
         self.start_plants()
         threading.Thread(target=self.watch_stats, daemon=True).start()
 
     def start_postgres(self):
-        self.pg_port = free_port()
-        self.pg_data = os.path.join(self.tmp, "pg")
-        subprocess.run(as_db_user([f"{PG_BIN}/initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", self.pg_data]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", self.pg_data, "-l", os.path.join(self.tmp, "postgres.log"), "-w",
-                                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.tmp}", "start"]),
-                       check=True, stdout=subprocess.DEVNULL)
-        self.screen.line(f"demo: PostgreSQL 15 on 127.0.0.1:{self.pg_port} (throwaway, {self.pg_data})")
+        self.pg_port = localenv.postgres_start(self.tmp)
+        self.screen.line(f"demo: PostgreSQL 15 on 127.0.0.1:{self.pg_port} (throwaway, {localenv.postgres_data(self.tmp)})")
 
     def start_envoy(self):
-        with open(os.path.join(ROOT, "envoy", "envoy.yaml")) as f:
-            cfg = f.read()
-        self.listener = free_port()
-        swaps = {
-            "port_value: 9901}": "port_value: 0}",
-            "port_value: 15432}": f"port_value: {self.listener}}}",
-            "port_value: 16379}": "port_value: 0}",
-            "port_value: 13306}": "port_value: 0}",
-            "port_value: 18443}": "port_value: 0}",
-            "port_value: 5432}": f"port_value: {self.pg_port}}}",
-            "port_value: 6379}": f"port_value: {free_port()}}}",
-            "port_value: 3306}": f"port_value: {free_port()}}}",
-            "port_value: 8443}": f"port_value: {free_port()}}}",
-            "path: dbfault.yaml": "path: " + os.path.join(self.tmp, "dbfault.yaml"),
-            "watched_directory: {path: .}": "watched_directory: {path: " + self.tmp + "}",
-        }
-        for old, new in swaps.items():
-            if cfg.count(old) != 1:
-                raise SystemExit(f"demo: envoy/envoy.yaml changed shape ({old!r})")
-            cfg = cfg.replace(old, new)
-        with open(os.path.join(self.tmp, "envoy.yaml"), "w") as f:
-            f.write(cfg)
-        with open(os.path.join(ROOT, "envoy", "dbfault.yaml")) as f:
-            ecds = f.read().replace("filename: ../target/", "filename: " + os.path.join(ROOT, "target") + "/")
+        # The shipped envoy/envoy.yaml, its listeners on free ports and its postgres cluster
+        # pointed at the throwaway database.
+        localenv.write_envoy_config(self.tmp, WASM, upstreams={UPSTREAM: self.pg_port})
         self.ecds = os.path.join(self.tmp, "dbfault.yaml")
-        with open(self.ecds, "w") as f:
-            f.write(ecds)
         self.set_latency(self.args.latency)
         log = open(os.path.join(self.tmp, "envoy.log"), "w")
         admin_path = os.path.join(self.tmp, "admin")
@@ -180,6 +125,9 @@ class Demo:
             time.sleep(0.1)
         else:
             raise SystemExit("demo: Envoy did not become ready; see " + os.path.join(self.tmp, "envoy.log"))
+        with urllib.request.urlopen(f"http://{self.admin}/listeners?format=json", timeout=2) as r:
+            self.listener = next(l["local_address"]["socket_address"]["port_value"]
+                                 for l in json.load(r)["listener_statuses"] if l["name"] == UPSTREAM)
         self.screen.line(f"demo: Envoy with dbfault on 127.0.0.1:{self.listener} → PostgreSQL; admin http://{self.admin}")
 
     def start_plants(self):
@@ -230,21 +178,19 @@ class Demo:
                 pass
             self.stop.wait(1)
 
+    # The plugin configuration is read by the crate's own reader and written by localenv.
+    def plugin_config(self):
+        return json.loads(localenv.read_plugin_config(self.ecds))
+
     def set_latency(self, latency):
-        with open(self.ecds) as f:
-            lines = f.readlines()
-        index, text = faultctl.find_value(lines)
-        config = json.loads(text)
+        config = self.plugin_config()
         for rule in config["faults"]:
             if rule["name"] == SLOW_RULE:
                 rule["delay"]["latency"] = latency
-        faultctl.write(self.ecds, lines, index, config)
+        localenv.set_plugin_config(self.ecds, json.dumps(config))
 
     def toggle(self, name, on):
-        with open(self.ecds) as f:
-            lines = f.readlines()
-        index, text = faultctl.find_value(lines)
-        config = json.loads(text)
+        config = self.plugin_config()
         names = [r["name"] for r in config.get("faults", [])]
         if name not in names:
             self.screen.line(f"demo: no rule {name!r} (have: {', '.join(names)})")
@@ -252,7 +198,7 @@ class Demo:
         for rule in config["faults"]:
             if rule["name"] == name:
                 rule["enabled"] = on
-        faultctl.write(self.ecds, lines, index, config)
+        localenv.set_plugin_config(self.ecds, json.dumps(config))
         self.screen.line(f"demo: ▶ rule {name} switched {'ON' if on else 'off'} (ECDS file replaced; no restart)")
 
     def enter(self, phase, note):
@@ -290,9 +236,7 @@ class Demo:
             if words[0] in ("quit", "q", "exit"):
                 break
             if words[0] == "list":
-                with open(self.ecds) as f:
-                    _, text = faultctl.find_value(f.readlines())
-                for r in json.loads(text).get("faults", []):
+                for r in self.plugin_config().get("faults", []):
                     kind = next(k for k in ("abort", "blackhole", "delay", "cut") if k in r)
                     self.screen.line(f"demo:   {r['name']:18} {'ON ' if r.get('enabled', True) else 'off'} {kind} {json.dumps(r[kind])}")
             elif words[0] in ("on", "off") and len(words) == 2:
@@ -335,9 +279,10 @@ class Demo:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if self.pg_data and os.path.exists(os.path.join(self.pg_data, "postmaster.pid")):
-            subprocess.run(as_db_user([f"{PG_BIN}/pg_ctl", "-D", self.pg_data, "-m", "fast", "stop"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            localenv.postgres_stop(self.tmp)
+        except localenv.LocalEnvError as err:
+            print(f"demo: {err}", flush=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -354,15 +299,21 @@ def main():
     args = parser.parse_args()
     demo = Demo(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    failure = None
     try:
         demo.start()
         demo.interactive() if args.interactive else demo.timeline()
     except KeyboardInterrupt:
         demo.screen.close()
         print("\ndemo: interrupted", flush=True)
+    except localenv.LocalEnvError as err:
+        demo.screen.close()
+        failure = f"demo: {err}"
     finally:
         demo.cleanup()
         print("demo: stopped PostgreSQL, Envoy and plants; removed " + demo.tmp, flush=True)
+    if failure:
+        sys.exit(failure)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 envoy_bin=${ENVOY:-$root/.venv/bin/envoy}
-pg_bin=${PG_BIN:-/usr/lib/postgresql/15/bin}
+localenv=("python3" "$root/scripts/localenv.py")
 pg_port=5432
 redis_port=6379
 
@@ -16,16 +16,11 @@ cleanup() {
   echo
   echo "stopping..."
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ -f "$run/pg/postmaster.pid" ]; then as_db_user "$pg_bin/pg_ctl" -D "$run/pg" -m fast stop >/dev/null 2>&1 || true; fi
+  "${localenv[@]}" postgres-stop --dir "$run" || true
   wait 2>/dev/null || true
   rm -rf "$run"
 }
 trap cleanup EXIT INT TERM
-
-# PostgreSQL refuses to run as root: use the `postgres` system user then.
-as_db_user() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -37,11 +32,8 @@ for port in $pg_port 15432 16379 13306 18443 9901; do
 done
 
 echo "starting PostgreSQL on 127.0.0.1:$pg_port ..."
-[ "$(id -u)" = 0 ] && chown postgres "$run"
-as_db_user "$pg_bin/initdb" -D "$run/pg" -A trust -U postgres >"$run/initdb.log" 2>&1 \
-  || { cat "$run/initdb.log" >&2; exit 1; }
-as_db_user "$pg_bin/pg_ctl" -D "$run/pg" -l "$run/postgres.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $run" start >/dev/null
+# The port envoy/envoy.yaml's postgres cluster names, as is.
+"${localenv[@]}" postgres-start --dir "$run" --port "$pg_port" >/dev/null
 
 if command -v redis-server >/dev/null && ! port_busy "$redis_port"; then
   echo "starting Redis on 127.0.0.1:$redis_port ..."

@@ -21,6 +21,8 @@
 pub mod cli;
 pub mod config;
 pub mod fault;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod manifest;
 pub mod metrics;
 pub mod schedule;
 pub mod throughput;

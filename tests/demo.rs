@@ -33,7 +33,9 @@ fn demo(args: &[&str]) -> Command {
         .arg("--envoy")
         .arg(envoy_bin())
         .arg("--plants")
-        .arg(plants_bin());
+        .arg(plants_bin())
+        // The demo reads the ECDS file with the crate's reader: this build's, not a stale one.
+        .env("DBFAULT_CHECK", env!("CARGO_BIN_EXE_dbfault-check"));
     cmd
 }
 

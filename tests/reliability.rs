@@ -11,9 +11,10 @@
 mod common;
 
 use common::*;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn envoys() -> Vec<PathBuf> {
@@ -23,6 +24,19 @@ fn envoys() -> Vec<PathBuf> {
     vec![envoy_bin(), old]
 }
 
+/// `python3 scripts/localenv.py ARGS...`, the renderer of the shipped config for local runs.
+fn localenv<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> Output {
+    Command::new("python3")
+        .arg(repo().join("scripts/localenv.py"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 fn validate(envoy: &Path, config: &Path, cwd: &Path) -> (bool, String) {
     let out = Command::new(envoy)
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
@@ -30,8 +44,7 @@ fn validate(envoy: &Path, config: &Path, cwd: &Path) -> (bool, String) {
         .current_dir(cwd)
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = text(&out);
     (out.status.success() && text.contains("OK"), text)
 }
 
@@ -60,6 +73,43 @@ fn every_shipped_envoy_config_passes_validate_mode() {
         sidecar_path,
         dir.path().to_owned(),
     ));
+    // The local Envoy as scripts/localenv.py renders it for the tests and the demo: free ports,
+    // absolute paths (checked from another directory), clusters pointed elsewhere.
+    let rendered = dir.path().join("localenv");
+    let out = localenv([
+        "envoy-config".as_ref(),
+        "--dir".as_ref(),
+        rendered.as_os_str(),
+        "--module".as_ref(),
+        repo()
+            .join("target/wasm32-wasip1/release/dbfault.wasm")
+            .as_os_str(),
+        "--upstream".as_ref(),
+        "postgres=25432".as_ref(),
+        "--upstream".as_ref(),
+        "outbound|443||firestore.googleapis.com=28443".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    configs.push((
+        "localenv.py envoy-config".into(),
+        rendered.join("envoy.yaml"),
+        dir.path().to_owned(),
+    ));
+    // A cluster the shipped config lacks is an error that names it, not a silent no-op.
+    let out = localenv([
+        "envoy-config".as_ref(),
+        "--dir".as_ref(),
+        rendered.as_os_str(),
+        "--module".as_ref(),
+        "x.wasm".as_ref(),
+        "--upstream".as_ref(),
+        "postgress=5432".as_ref(),
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("no cluster named 'postgress'"),
+        "{}",
+        text(&out)
+    );
     // The benchmark's bootstraps (the Wasm filters inline, as in ECDS resources).
     for config in ["tcp_proxy", "noop", "dbfault", "dbfault20"] {
         let out = Command::new("python3")
@@ -106,28 +156,18 @@ fn a_module_that_cannot_load_fails_open() {
     }
     // A fresh Envoy that has never seen a good module: FAIL_OPEN lets traffic through.
     let dir = TempDir::new("failopen");
-    let text = fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
-    let ecds_path = dir.path().join("dbfault.yaml");
-    let bootstrap = text
-        .replace("port_value: 9901}", "port_value: 0}")
-        .replace("port_value: 15432}", "port_value: 0}")
-        .replace("port_value: 16379}", "port_value: 0}")
-        .replace("port_value: 13306}", "port_value: 0}")
-        .replace("port_value: 18443}", "port_value: 0}")
-        .replace(
-            "port_value: 6379}",
-            &format!("port_value: {}}}", redis.port),
-        )
-        .replace(
-            "path: dbfault.yaml",
-            &format!("path: {}", ecds_path.display()),
-        )
-        .replace(
-            "watched_directory: {path: .}",
-            &format!("watched_directory: {{path: {}}}", dir.path().display()),
-        );
-    fs::write(dir.path().join("envoy.yaml"), bootstrap).unwrap();
-    fs::write(&ecds_path, render_ecds_with_module("{}", &garbage)).unwrap();
+    let out = localenv([
+        "envoy-config".as_ref(),
+        "--dir".as_ref(),
+        dir.path().as_os_str(),
+        "--module".as_ref(),
+        garbage.as_os_str(),
+        "--plugin-config".as_ref(),
+        "{}".as_ref(),
+        "--upstream".as_ref(),
+        OsStr::new(&format!("redis={}", redis.port)),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
     let fresh = Envoy::launch(dir, &envoy_bin(), 2);
     let port = fresh.listener("redis");
     let reply = wait_for(

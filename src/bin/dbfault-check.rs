@@ -10,6 +10,10 @@
 //!
 //! Prints what the rules will do, or one line per error naming the field and the value. Exit
 //! status: 0 valid, 1 invalid, 2 unreadable or not a configuration.
+//!
+//! `dbfault-check --plugin-config FILE` prints the one plugin configuration in FILE as found,
+//! unvalidated (the scripts read the local ECDS file with it); exit 1 when there is none or
+//! several. The shapes are read by [`dbfault::manifest`].
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -22,19 +26,21 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 mod check {
     use dbfault::config::Config;
-    use serde_json::Value;
-    use std::io::Read;
-
-    /// One plugin configuration found in a file, with where it came from.
-    struct Found {
-        origin: String,
-        bytes: Vec<u8>,
-    }
+    use dbfault::manifest::{plugin_configs, single_plugin_config};
+    use std::io::{Read, Write};
 
     pub fn run(args: Vec<String>) -> i32 {
         if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
             eprintln!("usage: dbfault-check FILE... (plugin config JSON, WasmPlugin YAML, or ECDS file; - for stdin)");
+            eprintln!("       dbfault-check --plugin-config FILE (print the one plugin configuration in FILE)");
             return 2;
+        }
+        if args.first().is_some_and(|a| a == "--plugin-config") {
+            let [_, file] = args.as_slice() else {
+                eprintln!("usage: dbfault-check --plugin-config FILE");
+                return 2;
+            };
+            return print_plugin_config(file);
         }
         let mut status = 0;
         for arg in &args {
@@ -46,7 +52,7 @@ mod check {
                     continue;
                 }
             };
-            match extract(arg, &text) {
+            match plugin_configs(arg, &text) {
                 Err(why) => {
                     eprintln!("{arg}: {why}");
                     status = status.max(2);
@@ -82,97 +88,35 @@ mod check {
         }
     }
 
-    /// The plugin configurations in a file, by its shape.
-    fn extract(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
-        // A JSON document that is not a manifest is the plugin configuration itself, checked
-        // byte for byte as the module would see it (including its syntax errors).
-        let as_json: Option<Value> = serde_json::from_slice(bytes).ok();
-        let docs: Vec<Value> = match as_json {
-            Some(v) => vec![v],
-            None => {
-                let text = std::str::from_utf8(bytes).map_err(|_| {
-                    "not UTF-8 (a plugin configuration must be UTF-8 JSON)".to_owned()
-                });
-                let Ok(text) = text else {
-                    return Ok(vec![Found {
-                        origin: name.to_owned(),
-                        bytes: bytes.to_vec(),
-                    }]);
-                };
-                let mut docs = Vec::new();
-                for doc in serde_yaml_ng::Deserializer::from_str(text) {
-                    match serde::Deserialize::deserialize(doc) {
-                        Ok(Value::Null) => {}
-                        Ok(v) => docs.push(v),
-                        // Neither JSON nor YAML: let the module's parser say why.
-                        Err(_) => {
-                            return Ok(vec![Found {
-                                origin: name.to_owned(),
-                                bytes: bytes.to_vec(),
-                            }])
-                        }
-                    }
-                }
-                docs
+    /// `--plugin-config FILE`: the configuration as found (not validated, so that a broken one
+    /// can still be read and fixed), then one newline. Exit 1 when there is not exactly one.
+    fn print_plugin_config(file: &str) -> i32 {
+        let text = match read(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{file}: cannot read: {e}");
+                return 2;
             }
         };
-        let mut found = Vec::new();
-        for (i, doc) in docs.iter().enumerate() {
-            let at = if docs.len() > 1 {
-                format!("{name} (document {})", i + 1)
-            } else {
-                name.to_owned()
-            };
-            if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
-                let plugin = doc
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?");
-                let bytes = match doc.pointer("/spec/pluginConfig") {
-                    None | Some(Value::Null) => Vec::new(),
-                    // As istiod sends it: the JSON of the pluginConfig struct.
-                    Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
-                };
-                found.push(Found {
-                    origin: format!("{at}: WasmPlugin {plugin}"),
-                    bytes,
-                });
-            } else if let Some(resources) = doc.get("resources").and_then(Value::as_array) {
-                for r in resources {
-                    let rname = r.get("name").and_then(Value::as_str).unwrap_or("?");
-                    let config = r.pointer("/typed_config/config/configuration");
-                    let bytes = match config.and_then(|c| c.get("value")) {
-                        Some(Value::String(s)) => s.clone().into_bytes(),
-                        None => Vec::new(),
-                        Some(_) => {
-                            return Err(format!(
-                                "resource {rname}: configuration.value is not a string"
-                            ))
-                        }
-                    };
-                    found.push(Found {
-                        origin: format!("{at}: ECDS resource {rname}"),
-                        bytes,
-                    });
+        match single_plugin_config(file, &text) {
+            Ok(found) => {
+                let mut out = std::io::stdout().lock();
+                let written = out
+                    .write_all(&found.bytes)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush());
+                match written {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("dbfault-check: cannot write: {e}");
+                        2
+                    }
                 }
-            } else if docs.len() == 1 && as_json_object(bytes) {
-                found.push(Found {
-                    origin: at,
-                    bytes: bytes.to_vec(),
-                });
-            } else {
-                return Err(format!(
-                    "{at}: not a dbfault configuration, a WasmPlugin or an ECDS file"
-                ));
+            }
+            Err(why) => {
+                eprintln!("{file}: {why}");
+                1
             }
         }
-        if found.is_empty() {
-            return Err("no configuration found".into());
-        }
-        Ok(found)
-    }
-
-    fn as_json_object(bytes: &[u8]) -> bool {
-        matches!(serde_json::from_slice::<Value>(bytes), Ok(Value::Object(_)))
     }
 }

@@ -271,14 +271,10 @@ mod tests {
 
     #[test]
     fn the_shipped_ecds_config_is_valid() {
-        let text = include_str!("../../envoy/dbfault.yaml");
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("value: '"))
-            .unwrap();
-        let json = line["value: '".len()..line.len() - 1].replace("''", "'");
-        let c = Config::parse(json.as_bytes()).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/dbfault.yaml");
+        let found =
+            crate::manifest::single_plugin_config(path, &std::fs::read(path).unwrap()).unwrap();
+        let c = Config::parse(&found.bytes).unwrap();
         assert_eq!(c.faults.len(), 5);
         assert!(
             c.faults.iter().all(|r| !r.enabled),
