@@ -45,10 +45,8 @@ pub fn property(path: &[&str]) -> Option<String> {
         Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
         Ok(None) => None,
         Err(status) => {
-            debug!(
-                "dbfault: property {} unavailable: {status:?}",
-                path.join(".")
-            );
+            let name = path.last().copied().unwrap_or_default();
+            debug!("dbfault: property {name} unavailable: {status:?}");
             None
         }
     }

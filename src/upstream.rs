@@ -101,7 +101,7 @@ pub fn address_ip(address: &str) -> &str {
     }
     match address.rsplit_once(':') {
         // One colon: ip:port. More colons without brackets: a bare IPv6 address.
-        Some((ip, _port)) if !ip.contains(':') => ip,
+        Some((ip, _port)) if !ip.as_bytes().contains(&b':') => ip,
         _ => address,
     }
 }

@@ -4,7 +4,7 @@
 //! configuration (each fault kind, `match`, the rule) read their part with these.
 
 use super::ConfigError;
-use serde_json::{Map, Number, Value};
+use super::json::{Number, Value};
 use std::time::Duration;
 
 /// Longest accepted duration in a rule.
@@ -54,7 +54,7 @@ pub fn number_text(n: &Number) -> String {
     if let Some(u) = n.as_u64() {
         return u.to_string();
     }
-    let f = n.as_f64().unwrap_or(0.0);
+    let f = n.as_f64();
     if !f.is_finite() || f.abs() >= 1e15 {
         return if f < 0.0 {
             "-huge".into()
@@ -114,6 +114,16 @@ pub fn type_error(path: &str, v: &Value, expected: &str) -> ConfigError {
     )
 }
 
+/// Appends `items` separated by ", " (`[T]::join` would add its own generic code to the module).
+pub fn push_list(out: &mut String, items: &[&str]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(item);
+    }
+}
+
 /// `path` joined with `key`; the document itself has the empty path.
 pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -125,14 +135,14 @@ pub fn join(path: &str, key: &str) -> String {
 
 /// The fields of one JSON object, checked against the keys it may have.
 pub struct Fields<'a> {
-    map: &'a Map<String, Value>,
+    members: &'a [(String, Value)],
     path: String,
 }
 
 impl<'a> Fields<'a> {
     /// `v` must be an object whose keys are all in `known`.
     pub fn of(v: &'a Value, path: &str, known: &[&str]) -> Result<Fields<'a>, ConfigError> {
-        let Value::Object(map) = v else {
+        let Value::Object(members) = v else {
             let at = if path.is_empty() {
                 "configuration"
             } else {
@@ -140,20 +150,17 @@ impl<'a> Fields<'a> {
             };
             return Err(type_error(at, v, "an object"));
         };
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some((key, _)) = members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             // The key is the user's text: escaped, so that the error stays on one line (found
             // by fuzzing).
             let key = escape(key);
-            return Err(ConfigError::new(
-                join(path, &key),
-                format!(
-                    "unknown field `{key}` (expected one of: {})",
-                    known.join(", ")
-                ),
-            ));
+            let mut message = format!("unknown field `{key}` (expected one of: ");
+            push_list(&mut message, known);
+            message.push(')');
+            return Err(ConfigError::new(join(path, &key), message));
         }
         Ok(Fields {
-            map,
+            members,
             path: path.to_owned(),
         })
     }
@@ -190,7 +197,13 @@ impl<'a> Fields<'a> {
 
     /// The value of `key`; absent and `null` both mean "not set".
     pub fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+        // The last of repeated keys wins, as serde_json's own map would have it.
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -222,7 +235,7 @@ impl<'a> Fields<'a> {
     pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::Number(n)) => Ok(Some(n.as_f64())),
             Some(v) => Err(type_error(&self.path(key), v, "a number")),
         }
     }
@@ -270,20 +283,18 @@ pub fn as_u64(v: &Value, path: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
     #[test]
     fn numbers_print_without_float_formatting() {
-        let n = |v: Value| match v {
+        let n = |text: &str| match crate::config::json::parse(text.as_bytes()).unwrap() {
             Value::Number(n) => number_text(&n),
             _ => unreachable!(),
         };
-        assert_eq!(n(json!(5)), "5");
-        assert_eq!(n(json!(-1)), "-1");
-        assert_eq!(n(json!(1.5)), "1.5");
-        assert_eq!(n(json!(-0.25)), "-0.25");
-        assert_eq!(n(json!(100.000001)), "100.000001");
-        assert_eq!(n(json!(1e300)), "huge");
-        assert_eq!(n(json!(u64::MAX)), "18446744073709551615");
+        assert_eq!(n("5"), "5");
+        assert_eq!(n("-1"), "-1");
+        assert_eq!(n("1.5"), "1.5");
+        assert_eq!(n("-0.25"), "-0.25");
+        assert_eq!(n("100.000001"), "100.000001");
+        assert_eq!(n("1e300"), "huge");
+        assert_eq!(n("18446744073709551615"), "18446744073709551615");
     }
 }

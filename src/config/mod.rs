@@ -23,6 +23,7 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 mod duration;
 pub mod fields;
+pub mod json;
 
 pub use fields::{parse_duration, quote};
 
@@ -96,7 +97,7 @@ impl Config {
                 ),
             ));
         }
-        let doc: serde_json::Value = serde_json::from_slice(bytes)
+        let doc = json::parse(bytes)
             .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
         let root = Fields::of(&doc, "", &["metrics", "faults"])?;
         let metrics = compile_metrics(root.object("metrics", METRICS_KEYS)?)?;

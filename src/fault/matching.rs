@@ -39,7 +39,7 @@ impl HostPattern {
             Some(rest) => (true, rest),
             None => (false, lower.as_str()),
         };
-        if rest.contains('*') {
+        if rest.as_bytes().contains(&b'*') {
             return Err("a wildcard is allowed only as a leading \"*.\" or as \"*\" alone");
         }
         if rest.is_empty() || rest.starts_with('.') || rest.ends_with('.') || rest.as_bytes().windows(2).any(|w| w == b"..") {

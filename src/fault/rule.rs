@@ -4,7 +4,7 @@
 
 use super::matching::Match;
 use super::{FaultKind, KIND_KEYS};
-use crate::config::fields::{number_text, Fields};
+use crate::config::fields::{number_text, push_list, Fields};
 use crate::config::{quote, ConfigError};
 use crate::schedule::Window;
 use std::time::Duration;
@@ -85,7 +85,7 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
             if !n.is_empty()
                 && n.len() <= 64
                 && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) =>
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')) =>
         {
             n.to_owned()
         }
@@ -107,7 +107,7 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         None => 10_000,
         Some(v) => match (raw.f64("percentage")?, v) {
             (Some(p), _) if (0.0..=100.0).contains(&p) => (p * 100.0).round() as u32,
-            (_, serde_json::Value::Number(n)) => {
+            (_, crate::config::json::Value::Number(n)) => {
                 return err(
                     &raw.path("percentage"),
                     format!("{} is out of range (0 to 100)", number_text(n)),
@@ -171,21 +171,21 @@ fn parse_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
 /// The one kind key a rule must have, parsed by its kind.
 fn parse_kind(raw: &Fields<'_>) -> Result<FaultKind, ConfigError> {
     let given: Vec<&str> = KIND_KEYS.iter().copied().filter(|k| raw.has(k)).collect();
-    let found = match given.as_slice() {
-        [key] => match FaultKind::parse(key, raw) {
-            Some(kind) => return kind,
-            None => "none".to_owned(),
-        },
-        [] => "none".to_owned(),
-        _ => given.join(", "),
-    };
-    err(
-        raw.at(),
-        format!(
-            "needs exactly one fault kind of {} (found: {found})",
-            KIND_KEYS.join(", ")
-        ),
-    )
+    if let [key] = given.as_slice() {
+        if let Some(kind) = FaultKind::parse(key, raw) {
+            return kind;
+        }
+    }
+    let mut message = "needs exactly one fault kind of ".to_owned();
+    push_list(&mut message, KIND_KEYS);
+    message.push_str(" (found: ");
+    if given.is_empty() {
+        message.push_str("none");
+    } else {
+        push_list(&mut message, &given);
+    }
+    message.push(')');
+    err(raw.at(), message)
 }
 
 #[cfg(test)]
