@@ -152,7 +152,7 @@ pub struct ConnectionStats {
 /// or closed: host calls per connection open and close cost more than all the rest of a
 /// connection's bookkeeping (measured in the benchmark), so they are batched per interval. The
 /// bytes-per-second gauges are recomputed at each flush.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Telemetry {
     series: Vec<UpstreamSeries>,
     /// Upstream label → series slot, sorted by label (binary search: a map type per key would
@@ -169,7 +169,25 @@ pub struct Telemetry {
     config_loaded: Option<Option<MetricId>>,
 }
 
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
 impl Telemetry {
+    pub const fn new() -> Telemetry {
+        Telemetry {
+            series: Vec::new(),
+            by_upstream: Vec::new(),
+            named: 0,
+            last_flush_nanos: None,
+            injected: Vec::new(),
+            active: Vec::new(),
+            config_loaded: None,
+        }
+    }
+
     /// Counts a new connection to `upstream` and returns its handle. Beyond `max_upstreams`
     /// distinct upstreams, new ones share the `other` series.
     pub fn open(

@@ -50,7 +50,11 @@ pub fn parse(text: &str) -> Option<Duration> {
             None => (None, after),
         };
         let after = after.trim_start();
-        let letters = after.len() - after.trim_start_matches(|c: char| c.is_alphabetic()).len();
+        // Units are ASCII letters, and µ (char::is_alphabetic would bring Unicode tables).
+        let letters = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+                .len();
         let (unit, after) = after.split_at_checked(letters)?;
         let per = unit_nanos(unit)?;
         let mut term = whole.checked_mul(per)?;
@@ -110,8 +114,23 @@ mod tests {
     #[test]
     fn refused_forms() {
         for text in [
-            "", " ", "5", "s", "fast", "-1s", "1.s", ".5s", "1.0000000001s", "1 s s", "1x", "1sx", "10mss",
-            "99999999999999999999s", "600y", "1s,2s", "+1s",
+            "",
+            " ",
+            "5",
+            "s",
+            "fast",
+            "-1s",
+            "1.s",
+            ".5s",
+            "1.0000000001s",
+            "1 s s",
+            "1x",
+            "1sx",
+            "10mss",
+            "99999999999999999999s",
+            "600y",
+            "1s,2s",
+            "+1s",
         ] {
             assert_eq!(parse(text), None, "{text:?}");
         }

@@ -3,8 +3,8 @@
 //! code in the module: measured in issue 6, module size.) The modules that own a part of the
 //! configuration (each fault kind, `match`, the rule) read their part with these.
 
-use super::ConfigError;
 use super::json::{Number, Value};
+use super::ConfigError;
 use std::time::Duration;
 
 /// Longest accepted duration in a rule.
@@ -87,7 +87,17 @@ pub fn escape(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if c.is_control() => {
+                // `\u{1f}`, written by hand: hex formatting is not otherwise in the module.
+                out.push_str("\\u{");
+                let code = u32::from(c);
+                let digits = (32 - code.leading_zeros()).div_ceil(4).max(1);
+                for i in (0..digits).rev() {
+                    let nibble = (code >> (4 * i)) & 0xf;
+                    out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+                }
+                out.push('}');
+            }
             c => out.push(c),
         }
     }

@@ -97,7 +97,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Number(Number::PosInt(v)))
     }
 
-
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Number(Number::Float(v)))
     }
@@ -147,8 +146,9 @@ mod tests {
 
     #[test]
     fn reads_every_kind_of_value() {
-        let v = parse(br#"{"a": [1, -2, 2.5, "x", true, null], "b": {}, "a2": 18446744073709551615}"#)
-            .unwrap();
+        let v =
+            parse(br#"{"a": [1, -2, 2.5, "x", true, null], "b": {}, "a2": 18446744073709551615}"#)
+                .unwrap();
         assert_eq!(
             v.get("a"),
             Some(&Value::Array(vec![

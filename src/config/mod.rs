@@ -45,13 +45,17 @@ pub struct MetricsConfig {
     pub max_upstreams: usize,
 }
 
+impl MetricsConfig {
+    pub const DEFAULT: MetricsConfig = MetricsConfig {
+        enabled: true,
+        interval: Duration::from_secs(1),
+        max_upstreams: 256,
+    };
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            enabled: true,
-            interval: Duration::from_secs(1),
-            max_upstreams: 256,
-        }
+        MetricsConfig::DEFAULT
     }
 }
 

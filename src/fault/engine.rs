@@ -37,7 +37,7 @@ pub struct Decision<'a> {
     pub selected: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     rules: Vec<RuleSlot>,
     loaded_at: u64,
@@ -48,7 +48,23 @@ pub struct Engine {
     uses_ports: bool,
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
 impl Engine {
+    pub const fn new() -> Engine {
+        Engine {
+            rules: Vec::new(),
+            loaded_at: 0,
+            last_episode: 0,
+            uses_hosts: false,
+            uses_ports: false,
+        }
+    }
+
     fn is_active(rule: &Rule, loaded_at: u64, now: u64) -> bool {
         rule.enabled
             && rule

@@ -42,7 +42,11 @@ impl HostPattern {
         if rest.as_bytes().contains(&b'*') {
             return Err("a wildcard is allowed only as a leading \"*.\" or as \"*\" alone");
         }
-        if rest.is_empty() || rest.starts_with('.') || rest.ends_with('.') || rest.as_bytes().windows(2).any(|w| w == b"..") {
+        if rest.is_empty()
+            || rest.starts_with('.')
+            || rest.ends_with('.')
+            || rest.as_bytes().windows(2).any(|w| w == b"..")
+        {
             return Err("not a host name");
         }
         if !rest

@@ -84,8 +84,9 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         Some(n)
             if !n.is_empty()
                 && n.len() <= 64
-                && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')) =>
+                && n.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                }) =>
         {
             n.to_owned()
         }

@@ -11,7 +11,7 @@ mod stream;
 
 pub use root::Root;
 
-use crate::config::Config;
+use crate::config::{Config, MetricsConfig};
 use crate::fault::connection::Connection;
 use crate::fault::engine::{Change, Engine};
 use crate::fault::matching::UpstreamInfo;
@@ -45,10 +45,10 @@ struct Entry {
     stats: Option<ConnectionStats>,
 }
 
-#[derive(Default)]
 struct VmState {
-    /// The newest accepted configuration and its bytes (compared with shared data).
-    config: Rc<Config>,
+    /// The newest accepted configuration's metrics settings (its rules live in `engine`) and
+    /// its bytes (compared with shared data).
+    metrics: MetricsConfig,
     config_bytes: Vec<u8>,
     telemetry: Telemetry,
     engine: Engine,
@@ -73,8 +73,31 @@ struct VmState {
     seeds: u64,
 }
 
+impl VmState {
+    /// Built at compile time: a lazily initialised thread-local costs its own init code.
+    const fn new() -> VmState {
+        VmState {
+            metrics: MetricsConfig::DEFAULT,
+            config_bytes: Vec::new(),
+            telemetry: Telemetry::new(),
+            engine: Engine::new(),
+            connections: HashMap::with_hasher(BuildHasherDefault::new()),
+            timed: Timed(Vec::new()),
+            reevaluate: false,
+            live_roots: 0,
+            refused_shared: None,
+            shared_cas: None,
+            last_shared_poll: 0,
+            last_tick: None,
+            due: Vec::new(),
+            actions: Vec::new(),
+            seeds: 0,
+        }
+    }
+}
+
 thread_local! {
-    static VM: RefCell<VmState> = RefCell::default();
+    static VM: RefCell<VmState> = const { RefCell::new(VmState::new()) };
 }
 
 /// Hashes Envoy's context ids (small integers Envoy chooses, not an attacker) with one multiply:
@@ -100,7 +123,6 @@ impl Hasher for IdHasher {
 
 /// The ids of the connections that need ticks, sorted (a second hash table type would add its
 /// own copy of the table code to the module; few connections are timed at once).
-#[derive(Default)]
 struct Timed(Vec<u32>);
 
 impl Timed {
@@ -147,8 +169,8 @@ impl VmState {
         if !metrics_on {
             self.telemetry.withdraw(&mut HostMetrics);
         }
-        let changes = self.engine.load(config.faults.clone(), loaded_at, now);
-        self.config = Rc::new(config);
+        let changes = self.engine.load(config.faults, loaded_at, now);
+        self.metrics = config.metrics;
         self.config_bytes = bytes;
         self.report(&changes);
         self.reevaluate = true;
@@ -163,7 +185,7 @@ impl VmState {
                 (false, false) => "inactive",
             };
             info!("dbfault: fault {} {state}", &*change.name);
-            if self.config.metrics.enabled {
+            if self.metrics.enabled {
                 self.telemetry
                     .fault_active(&mut HostMetrics, &change.name, change.active);
             }
@@ -278,13 +300,13 @@ impl VmState {
             self.track(id, &entry.conn);
         }
         self.due = ids;
-        let metrics = &self.config.metrics;
+        let metrics = &self.metrics;
         if metrics.enabled {
             let interval = nanos(metrics.interval);
             self.telemetry.flush_if_due(&mut HostMetrics, now, interval);
         }
         let fast = self.engine.needs_fast_tick() || soonest < now.saturating_add(nanos(BASE_TICK));
-        (actions, fast, self.config.metrics.interval)
+        (actions, fast, self.metrics.interval)
     }
 
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer

@@ -45,13 +45,16 @@ fn summary(config: &Config) -> String {
         config.faults.len()
     );
     for rule in &config.faults {
-        text.push_str(&format!(
-            "; {} = {}{}{}",
-            rule.name,
+        for part in [
+            "; ",
+            &rule.name,
+            " = ",
             rule.kind.name(),
             if rule.enabled { "" } else { " (disabled)" },
-            if rule.dry_run { " (dry run)" } else { "" }
-        ));
+            if rule.dry_run { " (dry run)" } else { "" },
+        ] {
+            text.push_str(part);
+        }
     }
     text
 }

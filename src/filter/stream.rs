@@ -92,7 +92,7 @@ impl Stream {
         let entry = with_vm(|vm| {
             vm.seeds = vm.seeds.wrapping_add(1);
             let seed = mix(vm.seeds ^ mix(u64::from(id)));
-            let metrics = &vm.config.metrics;
+            let metrics = &vm.metrics;
             let stats = metrics.enabled.then(|| {
                 vm.telemetry
                     .open(&mut HostMetrics, &label, metrics.max_upstreams)
