@@ -83,8 +83,9 @@ lint: wasm-target
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
-unit:
+unit: dbfault-check
 	cargo test --lib
+	python3 scripts/test_localenv.py
 
 # The no-op Wasm filter of the benchmark (its bootstrap is also checked by the tests).
 noop-filter: wasm-target

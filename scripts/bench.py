@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,6 @@ DBFAULT = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm
 NOOP = os.path.join(ROOT, "bench", "noop-filter", "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20"]
 ENVOY_CPU, LOAD_CPU = "0", "1"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pinned(cpu, cmd):
@@ -116,7 +109,7 @@ static_resources:
 
 class Envoy:
     def __init__(self, binary, config, upstreams, tmp):
-        self.ports = {k: free_port() for k in ("admin", "echo", "iperf", "pg")}
+        self.ports = {k: localenv.free_port() for k in ("admin", "echo", "iperf", "pg")}
         path = os.path.join(tmp, f"envoy-{config}.yaml")
         with open(path, "w") as f:
             f.write(bootstrap(config, self.ports, upstreams))
@@ -242,9 +235,9 @@ def measure(config, args, servers, tmp):
 
 def start_servers(tmp):
     procs = []
-    echo = free_port()
+    echo = localenv.free_port()
     procs.append(subprocess.Popen(pinned(LOAD_CPU, [LOADGEN, "echo", str(echo)])))
-    iperf_port = free_port()
+    iperf_port = localenv.free_port()
     procs.append(subprocess.Popen(pinned(LOAD_CPU, ["iperf3", "-s", "-p", str(iperf_port)]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     pg = localenv.postgres_start(tmp, prefix=["taskset", "-c", LOAD_CPU])

@@ -18,7 +18,7 @@ PostgreSQL 15.
       stops it (immediate shutdown; nothing to do when it is not running).
 
 As a module (scripts/ is on sys.path of the scripts beside it): write_envoy_config, render_ecds,
-set_plugin_config, read_plugin_config, postgres_start, postgres_stop, postgres_data.
+set_plugin_config, read_plugin_config, postgres_start, postgres_stop, postgres_data, free_port.
 
 The YAML files are edited in place, line by line, after locating each value by its path in the
 document (listener and cluster names included): comments, anchors and layout survive, and a
@@ -157,6 +157,8 @@ def outline(text, name):
         key, after = found
         lead = len(body[after:end]) - len(body[after:end].lstrip())
         node = Node(key, n, col, body[after + lead:end], col + after + lead, col + end)
+        if re.fullmatch(r"[|>][-+0-9]*", node.value):
+            raise LocalEnvError(f"{name}: line {n + 1}: a block scalar (`{key}: {node.value}`) is not supported")
         stack[-1].children.append(node)
         stack.append(node)
     return root
@@ -414,7 +416,8 @@ def _as_db_user(cmd):
     return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
 
 
-def _free_port():
+def free_port():
+    """A port free on 127.0.0.1 now; another process may take it before the caller binds it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -445,7 +448,7 @@ def postgres_start(directory, port=None, prefix=(), attempts=8):
             raise LocalEnvError(f"initdb failed:\n{out.stdout}{out.stderr}")
     log = os.path.join(directory, "postgres.log")
     for _ in range(1 if port else attempts):
-        chosen = port or _free_port()
+        chosen = port or free_port()
         seen = os.path.getsize(log) if os.path.exists(log) else 0
         options = (f"-c listen_addresses=127.0.0.1 -p {chosen} -k {shlex.quote(directory)} -c fsync=off"
                    " -c lc_messages=C")  # English log lines, so that a bind failure is recognised
