@@ -1,6 +1,7 @@
 //! The only module that calls `proxy_wasm::hostcalls`. Every `Status` is handled here: a failed
 //! host call is logged and turned into `None`/no-op, so that callers fail open.
 
+use crate::fault::Direction;
 use crate::metrics::{MetricId, MetricKind, MetricSink};
 use log::{debug, warn};
 use proxy_wasm::hostcalls;
@@ -44,10 +45,8 @@ pub fn property(path: &[&str]) -> Option<String> {
         Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
         Ok(None) => None,
         Err(status) => {
-            debug!(
-                "dbfault: property {} unavailable: {status:?}",
-                path.join(".")
-            );
+            let name = path.last().copied().unwrap_or_default();
+            debug!("dbfault: property {name} unavailable: {status:?}");
             None
         }
     }
@@ -89,29 +88,32 @@ pub fn set_tick_period(period: Duration) {
     }
 }
 
-/// Which side's bytes a data callback carries.
-#[derive(Clone, Copy)]
-pub enum Side {
-    Downstream,
-    Upstream,
+/// The buffer a data callback of `dir` carries.
+fn buffer(dir: Direction) -> BufferType {
+    match dir {
+        Direction::ToDatabase => BufferType::DownstreamData,
+        Direction::ToClient => BufferType::UpstreamData,
+    }
 }
 
-impl Side {
-    fn buffer(self) -> BufferType {
-        match self {
-            Side::Downstream => BufferType::DownstreamData,
-            Side::Upstream => BufferType::UpstreamData,
+/// Inside a data callback of `dir`: the first byte of its buffer (`None` when empty).
+pub fn first_byte(dir: Direction) -> Option<u8> {
+    match hostcalls::get_buffer(buffer(dir), 0, 1) {
+        Ok(bytes) => bytes?.first().copied(),
+        Err(status) => {
+            debug!("dbfault: cannot read the data buffer: {status:?}");
+            None
         }
     }
 }
 
 /// Inside a data callback of `size` bytes: keeps the first `keep` bytes and discards the rest.
 /// Envoy's buffer API can only replace from the start, so the kept head is copied out first.
-pub fn drop_data(side: Side, size: usize, keep: usize) {
+pub fn drop_data(dir: Direction, size: usize, keep: usize) {
     let head = if keep == 0 {
         Vec::new()
     } else {
-        match hostcalls::get_buffer(side.buffer(), 0, keep) {
+        match hostcalls::get_buffer(buffer(dir), 0, keep) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => Vec::new(),
             Err(status) => {
@@ -120,7 +122,7 @@ pub fn drop_data(side: Side, size: usize, keep: usize) {
             }
         }
     };
-    if let Err(status) = hostcalls::set_buffer(side.buffer(), 0, size, &head) {
+    if let Err(status) = hostcalls::set_buffer(buffer(dir), 0, size, &head) {
         warn!("dbfault: cannot drop bytes from the data buffer: {status:?}");
     }
 }
@@ -151,10 +153,10 @@ pub fn set_effective_context(context_id: u32) -> bool {
     }
 }
 
-/// Process-wide shared data (all VMs with the same `vm_id`).
-pub fn shared_data(key: &str) -> Option<Vec<u8>> {
+/// Process-wide shared data (all VMs with the same `vm_id`) and its version (CAS).
+pub fn shared_data(key: &str) -> Option<(Vec<u8>, u32)> {
     match hostcalls::get_shared_data(key) {
-        Ok((bytes, _cas)) => bytes,
+        Ok((bytes, cas)) => bytes.map(|b| (b, cas.unwrap_or(0))),
         Err(status) => {
             debug!("dbfault: shared data {key} unavailable: {status:?}");
             None

@@ -4,19 +4,27 @@
 //! the connections its rules name.
 //!
 //! # Layout
-//! - [`config`]: plugin configuration JSON → validated [`config::Config`]; errors name the field.
+//! - [`config`]: plugin configuration JSON → validated [`config::Config`]: the JSON tree
+//!   (`json`), field-by-field reading with paths for errors (`fields`), durations
+//!   (`duration`), and the `metrics` section. Errors name the field and the bad value.
+//! - [`fault`]: everything about fault rules — `rule` (a rule's common fields), `matching`
+//!   (which upstreams it names), `engine` (which rules are active, which one decides),
+//!   `connection` (a connection's byte ledger and the dispatch to its fault), and one module per
+//!   fault kind (`abort`, `blackhole`, `delay`, `cut`) owning its parameters, their validation,
+//!   its per-connection state and its behaviour.
 //! - [`upstream`]: the upstream identity of a connection, label sanitising.
-//! - [`fault`]: rule matching, the VM's rule engine, the per-connection fault state machine and
-//!   one module per fault kind.
 //! - [`schedule`]: rule windows, per-connection percentage draws, jitter.
 //! - [`throughput`]: byte counts and the windowed bytes-per-second rate.
 //! - [`metrics`]: metric names and the per-upstream series registry, over a [`metrics::MetricSink`].
 //! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
 //! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
+//! - `cli`, `manifest` (native only): text and file reading for the `dbfault-check` command.
 //!
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
 //! and randomness are arguments.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 pub mod config;
 pub mod fault;
 #[cfg(not(target_arch = "wasm32"))]

@@ -6,7 +6,6 @@
 //! `dbfault_upstream_tx_bytes_total{upstream="pg"}`.
 
 use crate::throughput::{ByteCount, Flushed, RateShare};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const UPSTREAM_CX_TOTAL: &str = "dbfault_upstream_cx_total";
@@ -153,22 +152,42 @@ pub struct ConnectionStats {
 /// or closed: host calls per connection open and close cost more than all the rest of a
 /// connection's bookkeeping (measured in the benchmark), so they are batched per interval. The
 /// bytes-per-second gauges are recomputed at each flush.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Telemetry {
     series: Vec<UpstreamSeries>,
-    by_upstream: HashMap<String, usize>,
+    /// Upstream label → series slot, sorted by label (binary search: a map type per key would
+    /// each add its own copy of the hash table code to the module).
+    by_upstream: Vec<(String, usize)>,
     /// Distinct upstreams with their own series (`other` not included).
     named: usize,
     last_flush_nanos: Option<u64>,
-    /// `faults_injected_total` per (upstream series, fault name).
-    injected: HashMap<(usize, String), Option<MetricId>>,
-    /// `fault_active` per fault name.
-    active: HashMap<String, Option<MetricId>>,
+    /// `faults_injected_total` per (upstream series, fault name): few per upstream.
+    injected: Vec<(usize, String, Option<MetricId>)>,
+    /// `fault_active` per fault name (at most 256 rules).
+    active: Vec<(String, Option<MetricId>)>,
     /// `config_loaded_total`, once defined (`Some(None)`: Envoy refused it).
     config_loaded: Option<Option<MetricId>>,
 }
 
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
 impl Telemetry {
+    pub const fn new() -> Telemetry {
+        Telemetry {
+            series: Vec::new(),
+            by_upstream: Vec::new(),
+            named: 0,
+            last_flush_nanos: None,
+            injected: Vec::new(),
+            active: Vec::new(),
+            config_loaded: None,
+        }
+    }
+
     /// Counts a new connection to `upstream` and returns its handle. Beyond `max_upstreams`
     /// distinct upstreams, new ones share the `other` series.
     pub fn open(
@@ -177,14 +196,14 @@ impl Telemetry {
         upstream: &str,
         max_upstreams: usize,
     ) -> ConnectionStats {
-        let slot = match self.by_upstream.get(upstream) {
-            Some(&slot) => slot,
+        let slot = match self.slot_of(upstream) {
+            Some(slot) => slot,
             None if self.named < max_upstreams && upstream != OTHER_UPSTREAM => {
                 self.named += 1;
                 self.insert(sink, upstream)
             }
-            None => match self.by_upstream.get(OTHER_UPSTREAM) {
-                Some(&slot) => slot,
+            None => match self.slot_of(OTHER_UPSTREAM) {
+                Some(slot) => slot,
                 None => self.insert(sink, OTHER_UPSTREAM),
             },
         };
@@ -213,8 +232,20 @@ impl Telemetry {
             opened: 0,
             active_change: 0,
         });
-        self.by_upstream.insert(upstream.to_owned(), slot);
+        if let Err(at) = self.find(upstream) {
+            self.by_upstream.insert(at, (upstream.to_owned(), slot));
+        }
         slot
+    }
+
+    fn find(&self, upstream: &str) -> Result<usize, usize> {
+        self.by_upstream
+            .binary_search_by(|(label, _)| label.as_str().cmp(upstream))
+    }
+
+    fn slot_of(&self, upstream: &str) -> Option<usize> {
+        let at = self.find(upstream).ok()?;
+        self.by_upstream.get(at).map(|(_, slot)| *slot)
     }
 
     /// The upstream label a connection's series carries (`other` beyond the limit).
@@ -231,9 +262,12 @@ impl Telemetry {
         conn: &ConnectionStats,
         fault: &str,
     ) {
-        let key = (conn.slot, fault.to_owned());
-        let id = match self.injected.get(&key) {
-            Some(id) => *id,
+        let known = self
+            .injected
+            .iter()
+            .find(|(slot, name, _)| *slot == conn.slot && name == fault);
+        let id = match known {
+            Some((_, _, id)) => *id,
             None => {
                 let upstream = self.label(conn).to_owned();
                 let name = tagged(
@@ -241,7 +275,7 @@ impl Telemetry {
                     &[("upstream", &upstream), ("fault", fault)],
                 );
                 let id = sink.define(MetricKind::Counter, &name);
-                self.injected.insert(key, id);
+                self.injected.push((conn.slot, fault.to_owned(), id));
                 id
             }
         };
@@ -250,14 +284,14 @@ impl Telemetry {
 
     /// Sets `dbfault_fault_active{fault}` to 1 or 0.
     pub fn fault_active(&mut self, sink: &mut dyn MetricSink, fault: &str, active: bool) {
-        let id = match self.active.get(fault) {
-            Some(id) => *id,
+        let id = match self.active.iter().find(|(name, _)| name == fault) {
+            Some((_, id)) => *id,
             None => {
                 let id = sink.define(
                     MetricKind::Gauge,
                     &tagged(FAULT_ACTIVE, &[("fault", fault)]),
                 );
-                self.active.insert(fault.to_owned(), id);
+                self.active.push((fault.to_owned(), id));
                 id
             }
         };
@@ -331,7 +365,8 @@ impl Telemetry {
 }
 
 /// A [`MetricSink`] that keeps everything in memory and notes misuse (a zero increment, a
-/// counter going down), for property tests and tools outside the module.
+/// counter going down), for unit and property tests (feature `test-util`; not in the module).
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake_sink {
     use super::{MetricId, MetricKind, MetricSink};
 

@@ -18,9 +18,11 @@ impl Window {
             return false;
         };
         match self.every {
+            // In nanoseconds as u64 (durations are validated to at most 30 days): u128
+            // arithmetic would pull its division routines into the module.
             Some(every) if !every.is_zero() => {
-                let phase = t.as_nanos() % every.as_nanos();
-                phase < self.duration.as_nanos()
+                let phase = crate::fault::nanos(t) % crate::fault::nanos(every);
+                phase < crate::fault::nanos(self.duration)
             }
             _ => t < self.duration,
         }

@@ -7,12 +7,13 @@
     clippy::indexing_slicing
 )]
 
+use dbfault::fault::abort::Abort;
 use dbfault::fault::blackhole::Blackhole;
 use dbfault::fault::connection::Connection;
 use dbfault::fault::cut::Cut;
 use dbfault::fault::delay::Delay;
 use dbfault::fault::matching::Match;
-use dbfault::fault::{ApplyTo, Direction, Effect, FaultKind, Rule, TickAction};
+use dbfault::fault::{ApplyTo, Close, Direction, Effect, FaultKind, Rule, TickAction};
 use dbfault::metrics::fake_sink::RecordingSink;
 use dbfault::metrics::{Telemetry, Traffic};
 use proptest::prelude::*;
@@ -40,7 +41,7 @@ fn event() -> impl Strategy<Value = Event> {
 fn kind() -> impl Strategy<Value = Option<FaultKind>> {
     prop_oneof![
         Just(None),
-        Just(Some(FaultKind::Abort)),
+        Just(Some(FaultKind::Abort(Abort))),
         (0u64..500).prop_map(|ms| Some(FaultKind::Blackhole(Blackhole {
             close_after: (ms > 0).then(|| Duration::from_millis(ms)),
         }))),
@@ -127,7 +128,7 @@ proptest! {
                         held = 0;
                     }
                     if to_database { to_db += delivered as u64 } else { to_client += delivered as u64 }
-                    closed |= outcome.close;
+                    closed |= outcome.close == Close::Now;
                 }
                 Event::Tick(ms) => {
                     now += ms * MS;

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     match dbfault::config::Config::parse(data) {
         Ok(config) => {
-            let _ = dbfault::config::describe(&config);
+            let _ = dbfault::cli::describe(&config);
         }
         Err(err) => assert!(!err.to_string().contains('\n'), "multi-line error: {err}"),
     }

@@ -62,7 +62,7 @@ mod check {
                         match Config::parse(&f.bytes) {
                             Ok(config) => {
                                 println!("{}: valid", f.origin);
-                                for line in dbfault::config::describe(&config) {
+                                for line in dbfault::cli::describe(&config) {
                                     println!("  {line}");
                                 }
                             }

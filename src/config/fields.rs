@@ -1,9 +1,49 @@
 //! Reading the configuration out of a parsed JSON value field by field, keeping the path of
 //! every field for error messages. (serde's derived readers do the same with several times the
-//! code in the module: measured in issue 6, module size.)
+//! code in the module: measured in issue 6, module size.) The modules that own a part of the
+//! configuration (each fault kind, `match`, the rule) read their part with these.
 
+use super::json::{Number, Value};
 use super::ConfigError;
-use serde_json::{Map, Number, Value};
+use std::time::Duration;
+
+/// Longest accepted duration in a rule.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a duration such as `"250ms"`, `"1s"` or `"1m30s"`. Zero is refused: every duration in
+/// the configuration is a period or a delay for which zero would be a mistake (the few offsets
+/// that may be zero are read with [`Fields::offset`]).
+pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    match super::duration::parse(text) {
+        Some(d) if d.is_zero() => Err(ConfigError::new(
+            path,
+            format!(
+                "invalid duration {}: must be greater than zero",
+                quote(text)
+            ),
+        )),
+        Some(d) => Ok(d),
+        None => Err(ConfigError::new(
+            path,
+            format!(
+                "invalid duration {} (expected e.g. \"250ms\", \"1s\", \"1m30s\")",
+                quote(text)
+            ),
+        )),
+    }
+}
+
+/// A rule duration: greater than zero, at most 30 days.
+fn rule_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(path, text)?;
+    if d > MAX_DURATION {
+        return Err(ConfigError::new(
+            path,
+            format!("{} is too long (at most 30 days)", quote(text)),
+        ));
+    }
+    Ok(d)
+}
 
 /// A number as JSON would write it, without pulling float formatting into the module:
 /// integers exactly, other values with up to six decimals.
@@ -14,7 +54,7 @@ pub fn number_text(n: &Number) -> String {
     if let Some(u) = n.as_u64() {
         return u.to_string();
     }
-    let f = n.as_f64().unwrap_or(0.0);
+    let f = n.as_f64();
     if !f.is_finite() || f.abs() >= 1e15 {
         return if f < 0.0 {
             "-huge".into()
@@ -47,7 +87,17 @@ pub fn escape(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if c.is_control() => {
+                // `\u{1f}`, written by hand: hex formatting is not otherwise in the module.
+                out.push_str("\\u{");
+                let code = u32::from(c);
+                let digits = (32 - code.leading_zeros()).div_ceil(4).max(1);
+                for i in (0..digits).rev() {
+                    let nibble = (code >> (4 * i)) & 0xf;
+                    out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+                }
+                out.push('}');
+            }
             c => out.push(c),
         }
     }
@@ -74,6 +124,16 @@ pub fn type_error(path: &str, v: &Value, expected: &str) -> ConfigError {
     )
 }
 
+/// Appends `items` separated by ", " (`[T]::join` would add its own generic code to the module).
+pub fn push_list(out: &mut String, items: &[&str]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(item);
+    }
+}
+
 /// `path` joined with `key`; the document itself has the empty path.
 pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -85,14 +145,14 @@ pub fn join(path: &str, key: &str) -> String {
 
 /// The fields of one JSON object, checked against the keys it may have.
 pub struct Fields<'a> {
-    map: &'a Map<String, Value>,
+    members: &'a [(String, Value)],
     path: String,
 }
 
 impl<'a> Fields<'a> {
     /// `v` must be an object whose keys are all in `known`.
     pub fn of(v: &'a Value, path: &str, known: &[&str]) -> Result<Fields<'a>, ConfigError> {
-        let Value::Object(map) = v else {
+        let Value::Object(members) = v else {
             let at = if path.is_empty() {
                 "configuration"
             } else {
@@ -100,20 +160,17 @@ impl<'a> Fields<'a> {
             };
             return Err(type_error(at, v, "an object"));
         };
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some((key, _)) = members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             // The key is the user's text: escaped, so that the error stays on one line (found
             // by fuzzing).
             let key = escape(key);
-            return Err(ConfigError::new(
-                join(path, &key),
-                format!(
-                    "unknown field `{key}` (expected one of: {})",
-                    known.join(", ")
-                ),
-            ));
+            let mut message = format!("unknown field `{key}` (expected one of: ");
+            push_list(&mut message, known);
+            message.push(')');
+            return Err(ConfigError::new(join(path, &key), message));
         }
         Ok(Fields {
-            map,
+            members,
             path: path.to_owned(),
         })
     }
@@ -122,9 +179,41 @@ impl<'a> Fields<'a> {
         join(&self.path, key)
     }
 
+    /// The path of this object itself (`configuration` for the document).
+    pub fn at(&self) -> &str {
+        if self.path.is_empty() {
+            "configuration"
+        } else {
+            &self.path
+        }
+    }
+
+    /// A rule duration under `key` (greater than zero, at most 30 days).
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        self.str(key)?
+            .map(|text| rule_duration(&self.path(key), text))
+            .transpose()
+    }
+
+    /// Like [`Fields::duration`], but zero is accepted (`window.after`, `delay.jitter`).
+    pub fn offset(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.str(key)? {
+            Some(text) if super::duration::parse(text).is_some_and(|d| d.is_zero()) => {
+                Ok(Some(Duration::ZERO))
+            }
+            _ => self.duration(key),
+        }
+    }
+
     /// The value of `key`; absent and `null` both mean "not set".
     pub fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+        // The last of repeated keys wins, as serde_json's own map would have it.
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -156,7 +245,7 @@ impl<'a> Fields<'a> {
     pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::Number(n)) => Ok(Some(n.as_f64())),
             Some(v) => Err(type_error(&self.path(key), v, "a number")),
         }
     }
@@ -204,20 +293,18 @@ pub fn as_u64(v: &Value, path: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
     #[test]
     fn numbers_print_without_float_formatting() {
-        let n = |v: Value| match v {
+        let n = |text: &str| match crate::config::json::parse(text.as_bytes()).unwrap() {
             Value::Number(n) => number_text(&n),
             _ => unreachable!(),
         };
-        assert_eq!(n(json!(5)), "5");
-        assert_eq!(n(json!(-1)), "-1");
-        assert_eq!(n(json!(1.5)), "1.5");
-        assert_eq!(n(json!(-0.25)), "-0.25");
-        assert_eq!(n(json!(100.000001)), "100.000001");
-        assert_eq!(n(json!(1e300)), "huge");
-        assert_eq!(n(json!(u64::MAX)), "18446744073709551615");
+        assert_eq!(n("5"), "5");
+        assert_eq!(n("-1"), "-1");
+        assert_eq!(n("1.5"), "1.5");
+        assert_eq!(n("-0.25"), "-0.25");
+        assert_eq!(n("100.000001"), "100.000001");
+        assert_eq!(n("1e300"), "huge");
+        assert_eq!(n("18446744073709551615"), "18446744073709551615");
     }
 }

@@ -1,7 +1,8 @@
-//! Plugin configuration: the JSON Envoy hands to `on_configure`, parsed in two steps.
+//! Plugin configuration: the JSON Envoy hands to `on_configure` → the validated [`Config`].
 //!
-//! 1. serde reads the raw, camelCase form and refuses unknown keys;
-//! 2. [`Config::parse`] validates values into the runtime form.
+//! `serde_json` parses the document into a `Value`; [`fields::Fields`] then reads it object by
+//! object, refusing unknown keys. This module reads `metrics`; `faults[]` is read by
+//! [`crate::fault::rule`] and each kind's own module.
 //!
 //! Every error names the field path and the bad value, so that the single log line Envoy shows
 //! is enough to fix the push: `metrics.interval: invalid duration "fast"`.
@@ -20,10 +21,11 @@ pub const MAX_UPSTREAMS_LIMIT: u64 = 10_000;
 /// Largest accepted configuration: 256 rules with long host lists fit in a fraction of this.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
-mod faults;
-mod fields;
+mod duration;
+pub mod fields;
+pub mod json;
 
-pub use fields::quote;
+pub use fields::{parse_duration, quote};
 
 /// The validated configuration the filter runs with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,13 +45,17 @@ pub struct MetricsConfig {
     pub max_upstreams: usize,
 }
 
+impl MetricsConfig {
+    pub const DEFAULT: MetricsConfig = MetricsConfig {
+        enabled: true,
+        interval: Duration::from_secs(1),
+        max_upstreams: 256,
+    };
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            enabled: true,
-            interval: Duration::from_secs(1),
-            max_upstreams: 256,
-        }
+        MetricsConfig::DEFAULT
     }
 }
 
@@ -95,11 +101,11 @@ impl Config {
                 ),
             ));
         }
-        let doc: serde_json::Value = serde_json::from_slice(bytes)
+        let doc = json::parse(bytes)
             .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
         let root = Fields::of(&doc, "", &["metrics", "faults"])?;
         let metrics = compile_metrics(root.object("metrics", METRICS_KEYS)?)?;
-        let faults = faults::compile(&root)?;
+        let faults = crate::fault::rule::parse_all(&root)?;
         Ok(Config { metrics, faults })
     }
 }
@@ -139,126 +145,6 @@ fn compile_metrics(raw: Option<Fields<'_>>) -> Result<MetricsConfig, ConfigError
         interval,
         max_upstreams,
     })
-}
-
-/// Parses a duration such as `"250ms"`, `"1s"` or `"1m30s"`. Zero is refused: every duration in
-/// the configuration is a period or a delay for which zero would be a mistake.
-pub fn parse_duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => Err(ConfigError::new(
-            path,
-            format!(
-                "invalid duration {}: must be greater than zero",
-                quote(text)
-            ),
-        )),
-        Ok(d) => Ok(d),
-        Err(_) => Err(ConfigError::new(
-            path,
-            format!(
-                "invalid duration {} (expected e.g. \"250ms\", \"1s\", \"1m30s\")",
-                quote(text)
-            ),
-        )),
-    }
-}
-
-/// What a configuration will do, one line per item, in words (for `dbfault-check`).
-pub fn describe(config: &Config) -> Vec<String> {
-    use crate::fault::matching::HostPattern;
-    use crate::fault::{ApplyTo, FaultKind};
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
-    let m = &config.metrics;
-    let mut out = vec![if m.enabled {
-        format!(
-            "metrics on: interval {}, at most {} upstream labels per worker",
-            ms(m.interval),
-            m.max_upstreams
-        )
-    } else {
-        "metrics off".to_owned()
-    }];
-    if config.faults.is_empty() {
-        out.push("no fault rules".to_owned());
-    }
-    for r in &config.faults {
-        let kind = match r.kind {
-            FaultKind::Abort => "abort (close as soon as the upstream is known)".to_owned(),
-            FaultKind::Blackhole(b) => match b.close_after {
-                Some(d) => format!("blackhole, closed after {}", ms(d)),
-                None => "blackhole (hang until the client gives up)".to_owned(),
-            },
-            FaultKind::Delay(d) => format!(
-                "delay client → database by {} ± {}{}",
-                ms(d.latency),
-                ms(d.jitter),
-                if d.first_only {
-                    ", first chunk only"
-                } else {
-                    ""
-                }
-            ),
-            FaultKind::Cut(c) => {
-                let mut parts = Vec::new();
-                if let Some(b) = c.after_bytes {
-                    parts.push(format!("{b} bytes"));
-                }
-                if let Some(d) = c.after {
-                    parts.push(ms(d));
-                }
-                format!("cut after {}", parts.join(" or "))
-            }
-        };
-        let hosts: Vec<String> = r
-            .matcher
-            .hosts
-            .iter()
-            .map(|h| match h {
-                HostPattern::Any => "*".to_owned(),
-                HostPattern::Suffix(s) => format!("*{s}"),
-                HostPattern::Exact(e) => e.clone(),
-            })
-            .collect();
-        let mut target = Vec::new();
-        if !hosts.is_empty() {
-            target.push(format!("hosts {}", hosts.join(", ")));
-        }
-        if !r.matcher.clusters.is_empty() {
-            target.push(format!("clusters {}", r.matcher.clusters.join(", ")));
-        }
-        if !r.matcher.ports.is_empty() {
-            let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
-            target.push(format!("ports {}", ports.join(", ")));
-        }
-        let state = match (r.enabled, r.dry_run) {
-            (false, _) => "DISABLED",
-            (true, true) => "dry run (counted, traffic untouched)",
-            (true, false) => "enabled",
-        };
-        let when = match r.window {
-            None => "whenever enabled".to_owned(),
-            Some(w) => format!(
-                "from {} after load for {}{}",
-                ms(w.after),
-                ms(w.duration),
-                w.every
-                    .map(|e| format!(", every {}", ms(e)))
-                    .unwrap_or_default()
-            ),
-        };
-        out.push(format!(
-            "rule {}: {kind}; {state}; {}; {}.{:02}% of connections; {}; {when}",
-            r.name,
-            target.join("; "),
-            r.percentage_bp / 100,
-            r.percentage_bp % 100,
-            match r.apply_to {
-                ApplyTo::All => "open and new connections",
-                ApplyTo::New => "new connections only",
-            }
-        ));
-    }
-    out
 }
 
 /// serde_json's syntax errors carry the line and column, which is what helps here.

@@ -1,77 +1,147 @@
-//! One connection's fault state machine. The host layer feeds it data events and ticks and
-//! applies what it returns; it counts forwarded and dropped bytes itself, so that forwarded +
-//! dropped always equals the bytes seen.
+//! One connection under the rules: its byte ledger (forwarded, held, dropped) and the dispatch
+//! to the fault acting on it. The host layer feeds it data events and ticks and applies what it
+//! returns. Every byte seen is forwarded, held, or dropped — nothing else — so that forwarded +
+//! dropped equals the bytes seen once nothing is held.
 
-use super::blackhole;
-use super::cut::Cut;
-use super::delay::Delay;
-use super::{abort, Direction, Effect, FaultKind, Outcome, Rule, TickAction};
+use super::TickAction;
+use super::{Behaviour, Close, Direction, Effect, Ending, FaultState, Outcome, Rule, Start};
 use crate::metrics::Traffic;
-use crate::schedule::Rng;
 use std::rc::Rc;
 
-/// The fault a rule put on this connection.
+/// The byte accounting of one connection. Faults act through it, so that every byte is
+/// counted exactly once whatever they do.
 #[derive(Debug)]
-pub struct Applied {
-    pub rule: Rc<str>,
-    pub episode: u64,
-    pub state: State,
-}
-
-#[derive(Debug)]
-pub enum State {
-    /// `dryRun`: counted and logged, traffic untouched.
-    DryRun,
-    Abort,
-    Blackhole {
-        close_at: Option<u64>,
-    },
-    Delay {
-        spec: Delay,
-        /// When the current hold ends; `None`: nothing held.
-        release_at: Option<u64>,
-        /// `firstOnly`: the first chunk was delayed already.
-        used: bool,
-    },
-    Cut {
-        spec: Cut,
-        deadline: Option<u64>,
-        done: bool,
-    },
-}
-
-#[derive(Debug)]
-pub struct Connection {
-    seed: u64,
-    rng: Rng,
-    opened_at: u64,
+pub struct Ledger {
     traffic: Rc<Traffic>,
     /// Bytes forwarded so far, both directions (for `cut.afterBytes`).
     forwarded: u64,
     /// Client → database bytes held in Envoy's buffer (a paused stream).
     held: usize,
-    /// Episodes up to this id have been considered for this connection.
-    pub evaluated: u64,
-    pub fault: Option<Applied>,
-    close_pending: bool,
-    resume_pending: bool,
-    closed: bool,
+}
+
+impl Ledger {
+    fn count(&mut self, dir: Direction, size: usize) {
+        // 2^64 bytes are never reached: wrapping costs less than saturating on the hot path.
+        self.forwarded = self.forwarded.wrapping_add(size as u64);
+        match dir {
+            Direction::ToDatabase => self.traffic.tx.add(size),
+            Direction::ToClient => self.traffic.rx.add(size),
+        }
+    }
+
+    /// Forwards the whole event. A paused stream's event carries the held bytes too: they go
+    /// now.
+    pub fn forward(&mut self, dir: Direction, size: usize) -> Outcome {
+        self.count(dir, size);
+        if dir == Direction::ToDatabase {
+            self.held = 0;
+        }
+        Outcome::FORWARD
+    }
+
+    /// Discards the whole event. For a paused stream `size` includes what was held, which is
+    /// counted here and only here.
+    pub fn drop_all(&mut self, dir: Direction, size: usize) -> Outcome {
+        if dir == Direction::ToDatabase {
+            self.held = 0;
+        }
+        self.traffic.dropped.add(size);
+        Outcome {
+            effect: Effect::Drop { keep: 0 },
+            close: Close::No,
+        }
+    }
+
+    /// Forwards the first `keep` bytes of the event and discards the rest.
+    pub fn truncate(&mut self, dir: Direction, size: usize, keep: usize) -> Outcome {
+        let keep = keep.min(size);
+        if dir == Direction::ToDatabase {
+            self.held = 0;
+        }
+        self.count(dir, keep);
+        self.traffic.dropped.add(size - keep);
+        Outcome {
+            effect: if keep == size {
+                Effect::Forward
+            } else {
+                Effect::Drop { keep }
+            },
+            close: Close::No,
+        }
+    }
+
+    /// Holds the client → database stream; `size` is everything buffered so far.
+    pub fn hold(&mut self, size: usize) -> Outcome {
+        self.held = size;
+        Outcome {
+            effect: Effect::Hold,
+            close: Close::No,
+        }
+    }
+
+    /// The held bytes are released: Envoy hands them straight to the next filter (tcp_proxy)
+    /// without calling this filter again, so they count as forwarded now.
+    pub fn release(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.count(Direction::ToDatabase, held);
+    }
+
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+/// Where a connection stands with respect to the rules. Each state excludes the others: a
+/// connection being closed has no fault left to act, a released delay holds nothing.
+#[derive(Debug)]
+enum Phase {
+    /// No fault acts on it.
+    Clean,
+    /// A `dryRun` rule selected it: counted, traffic untouched.
+    DryRun { rule: Rc<str>, episode: u64 },
+    /// A rule's fault acts on it.
+    Faulted {
+        rule: Rc<str>,
+        episode: u64,
+        state: FaultState,
+    },
+    /// A delay's rule ended while bytes were held: released at the next tick.
+    Releasing,
+    /// To be closed at the next tick; everything is dropped until then.
+    Closing,
+    /// Closed by dbfault, or gone: everything is dropped.
+    Closed,
+}
+
+/// One identified connection.
+#[derive(Debug)]
+pub struct Connection {
+    seed: u64,
+    opened_at: u64,
+    ledger: Ledger,
+    /// Rule episodes up to this id have been considered for this connection.
+    evaluated: u64,
+    phase: Phase,
 }
 
 impl Connection {
+    /// A connection whose upstream was identified at `opened_at` (its first byte), counting into
+    /// `traffic`.
     pub fn new(seed: u64, opened_at: u64, traffic: Rc<Traffic>) -> Connection {
         Connection {
             seed,
-            rng: Rng::new(seed),
             opened_at,
-            traffic,
-            forwarded: 0,
-            held: 0,
+            ledger: Ledger {
+                traffic,
+                forwarded: 0,
+                held: 0,
+            },
             evaluated: 0,
-            fault: None,
-            close_pending: false,
-            resume_pending: false,
-            closed: false,
+            phase: Phase::Clean,
         }
     }
 
@@ -79,108 +149,63 @@ impl Connection {
         self.seed
     }
 
-    /// When the connection counts as opened (for `cut.after`): its upstream is identified at the
-    /// first byte, and no host call is spent on the time before that.
-    pub fn set_opened_at(&mut self, now: u64) {
-        self.opened_at = now;
-    }
-
-    pub fn set_traffic(&mut self, traffic: Rc<Traffic>) {
-        self.traffic = traffic;
-    }
-
-    /// Puts `rule`'s fault on the connection at `now`. `identifying`: applied while handling
-    /// the event that identified the upstream (that event then carries out an abort itself);
-    /// otherwise the connection was already open and anything immediate happens at the next
-    /// tick.
+    /// Puts `rule`'s fault (or its dry run) on the connection at `now`, in the rule's activation
+    /// `episode`. `identifying`: while handling the event that identified the upstream (that
+    /// event comes next); otherwise the connection was already open.
     pub fn apply(&mut self, rule: &Rule, name: Rc<str>, episode: u64, now: u64, identifying: bool) {
-        let state = if rule.dry_run {
-            State::DryRun
+        self.phase = if rule.dry_run {
+            Phase::DryRun {
+                rule: name,
+                episode,
+            }
         } else {
-            match rule.kind {
-                FaultKind::Abort => {
-                    self.close_pending = !identifying;
-                    State::Abort
-                }
-                FaultKind::Blackhole(spec) => State::Blackhole {
-                    close_at: spec.close_at(now),
-                },
-                FaultKind::Delay(spec) => State::Delay {
-                    spec,
-                    release_at: None,
-                    used: false,
-                },
-                FaultKind::Cut(spec) => {
-                    let done = spec
-                        .after_bytes
-                        .is_some_and(|limit| self.forwarded >= limit);
-                    self.close_pending |= done;
-                    State::Cut {
-                        spec,
-                        deadline: spec.deadline(self.opened_at),
-                        done,
-                    }
-                }
+            Phase::Faulted {
+                rule: name,
+                episode,
+                state: rule.kind.start(Start {
+                    now,
+                    opened_at: self.opened_at,
+                    forwarded: self.ledger.forwarded,
+                    seed: self.seed,
+                    identifying,
+                }),
             }
         };
-        self.fault = Some(Applied {
-            rule: name,
-            episode,
-            state,
-        });
     }
 
-    /// The rule that faulted this connection is no longer active: stop delaying (releasing
-    /// what is held) or cutting; a blackholed connection is closed, since bytes were lost and
-    /// its stream cannot resume.
+    /// The rule acting on the connection (dry runs included) and its episode.
+    pub fn fault(&self) -> Option<(&Rc<str>, u64)> {
+        match &self.phase {
+            Phase::DryRun { rule, episode } | Phase::Faulted { rule, episode, .. } => {
+                Some((rule, *episode))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether rules activated after this connection was last considered may act on it: only
+    /// a connection no fault acts on (or will, or did) is open to them.
+    pub fn open_to(&self, last_episode: u64) -> bool {
+        matches!(self.phase, Phase::Clean) && self.evaluated < last_episode
+    }
+
+    /// Rule episodes up to `last_episode` have been considered.
+    pub fn considered(&mut self, last_episode: u64) {
+        self.evaluated = last_episode;
+    }
+
+    /// The rule acting on the connection stopped being active.
     pub fn end_fault(&mut self) {
-        let Some(applied) = self.fault.take() else {
-            return;
+        let ending = match &self.phase {
+            Phase::Faulted { state, .. } => state.end(&self.ledger),
+            Phase::DryRun { .. } => Ending::Clean,
+            _ => return,
         };
-        match applied.state {
-            State::Abort | State::Blackhole { .. } | State::Cut { done: true, .. } => {
-                // Nothing can be undone: keep it, and make sure the connection goes away.
-                self.close_pending |= !self.closed;
-                self.fault = Some(applied);
-            }
-            // A hold may carry no bytes (an end of stream): it must be resumed all the same.
-            State::Delay { release_at, .. } => {
-                self.resume_pending = self.held > 0 || release_at.is_some()
-            }
-            State::DryRun | State::Cut { done: false, .. } => {}
-        }
-    }
-
-    fn forward(&mut self, dir: Direction, size: usize) -> Outcome {
-        self.count_forwarded(dir, size);
-        if dir == Direction::ToDatabase {
-            // A paused stream's event carries the held bytes too: they go now, and a pending
-            // resume has nothing left to release.
-            self.held = 0;
-            self.resume_pending = false;
-        }
-        Outcome::FORWARD
-    }
-
-    fn count_forwarded(&mut self, dir: Direction, size: usize) {
-        self.forwarded = self.forwarded.saturating_add(size as u64);
-        match dir {
-            Direction::ToDatabase => self.traffic.tx.add(size),
-            Direction::ToClient => self.traffic.rx.add(size),
-        }
-    }
-
-    fn drop_all(&mut self, dir: Direction, size: usize) -> Outcome {
-        // For a paused stream `size` includes what was held, which is counted here and only
-        // here (held bytes are neither forwarded nor dropped until released or closed).
-        if dir == Direction::ToDatabase {
-            self.held = 0;
-        }
-        self.traffic.dropped.add(size);
-        Outcome {
-            effect: Effect::Drop { keep: 0 },
-            close: false,
-        }
+        self.phase = match ending {
+            Ending::Clean => Phase::Clean,
+            Ending::Release => Phase::Releasing,
+            Ending::Close => Phase::Closing,
+        };
     }
 
     /// A data event of `size` bytes (for a paused stream: everything buffered so far). `now`
@@ -191,163 +216,88 @@ impl Connection {
         size: usize,
         now: &mut dyn FnMut() -> u64,
     ) -> Outcome {
-        if self.closed {
-            return self.drop_all(dir, size);
+        // The hot path (no fault): one comparison before the count; the rest is out of line
+        // so that it stays that way.
+        // A clean connection holds nothing, so there is no held count to reset.
+        if let Phase::Clean = self.phase {
+            self.ledger.count(dir, size);
+            return Outcome::FORWARD;
         }
-        let Some(applied) = self.fault.as_mut() else {
-            return self.forward(dir, size);
+        self.on_data_under_rules(dir, size, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_data_under_rules(
+        &mut self,
+        dir: Direction,
+        size: usize,
+        now: &mut dyn FnMut() -> u64,
+    ) -> Outcome {
+        let outcome = match &mut self.phase {
+            Phase::Clean | Phase::DryRun { .. } => return self.ledger.forward(dir, size),
+            Phase::Releasing => {
+                if dir == Direction::ToDatabase {
+                    // The event carries the held bytes: nothing is left to release.
+                    self.phase = Phase::Clean;
+                }
+                return self.ledger.forward(dir, size);
+            }
+            Phase::Closing | Phase::Closed => return self.ledger.drop_all(dir, size),
+            Phase::Faulted { state, .. } => state.on_data(&mut self.ledger, dir, size, now),
         };
-        match &mut applied.state {
-            State::DryRun => self.forward(dir, size),
-            State::Abort => {
-                self.drop_all(dir, size);
-                self.closed = true;
-                self.close_pending = false;
-                abort::on_data()
-            }
-            State::Blackhole { .. } => {
-                self.drop_all(dir, size);
-                blackhole::on_data()
-            }
-            State::Delay {
-                spec,
-                release_at,
-                used,
-            } => {
-                if dir == Direction::ToClient {
-                    return self.forward(dir, size);
-                }
-                // An empty event (the client's end of stream with nothing else) is not held:
-                // a held end of stream keeps the connection open until it is released, and
-                // nothing is gained by delaying it.
-                if (spec.first_only && *used) || (size == 0 && release_at.is_none()) {
-                    return self.forward(dir, size);
-                }
-                if release_at.is_none() {
-                    *release_at = Some(spec.release_at(now(), &mut self.rng));
-                }
-                self.held = size;
-                Outcome {
-                    effect: Effect::Hold,
-                    close: false,
-                }
-            }
-            State::Cut { spec, done, .. } => {
-                if *done {
-                    return self.drop_all(dir, size);
-                }
-                let Some(keep) = spec.allowance(self.forwarded, size) else {
-                    return self.forward(dir, size);
-                };
-                let limit_reached = spec
-                    .after_bytes
-                    .is_some_and(|limit| self.forwarded.saturating_add(keep as u64) >= limit);
-                if keep == size && !limit_reached {
-                    return self.forward(dir, size);
-                }
-                *done = true;
-                self.count_forwarded(dir, keep);
-                self.traffic.dropped.add(size - keep);
-                // The kept bytes still have to travel on after this callback returns (through
-                // tcp_proxy, or into the client's write buffer); a close inside the callback
-                // would discard them. Close at the next tick; until then everything is dropped.
-                self.close_pending = true;
-                Outcome {
-                    effect: if keep == size {
-                        Effect::Forward
-                    } else {
-                        Effect::Drop { keep }
-                    },
-                    close: false,
-                }
-            }
+        match outcome.close {
+            Close::No => {}
+            Close::Now => self.phase = Phase::Closed,
+            Close::AtNextTick => self.phase = Phase::Closing,
         }
+        outcome
     }
 
     /// What this connection needs at `now`, if anything.
     pub fn on_tick(&mut self, now: u64) -> Option<TickAction> {
-        if self.closed {
-            return None;
-        }
-        if self.close_pending {
-            self.close_pending = false;
-            self.closed = true;
-            return Some(TickAction::Close);
-        }
-        if self.resume_pending {
-            self.resume_pending = false;
-            self.release();
-            return Some(TickAction::Resume);
-        }
-        match &mut self.fault.as_mut()?.state {
-            State::Blackhole { close_at: Some(at) } if now >= *at => {
-                self.closed = true;
-                Some(TickAction::Close)
+        let action = match &mut self.phase {
+            Phase::Clean | Phase::DryRun { .. } | Phase::Closed => None,
+            Phase::Releasing => {
+                self.ledger.release();
+                self.phase = Phase::Clean;
+                return Some(TickAction::Resume);
             }
-            State::Delay {
-                release_at: release_at @ Some(_),
-                used,
-                ..
-            } if release_at.is_some_and(|at| now >= at) => {
-                *release_at = None;
-                *used = true;
-                self.release();
-                Some(TickAction::Resume)
-            }
-            State::Cut {
-                deadline: Some(at),
-                done,
-                ..
-            } if now >= *at && !*done => {
-                *done = true;
-                self.closed = true;
-                Some(TickAction::Close)
-            }
-            _ => None,
+            Phase::Closing => Some(TickAction::Close),
+            Phase::Faulted { state, .. } => state.on_tick(&mut self.ledger, now),
+        };
+        if action == Some(TickAction::Close) {
+            self.phase = Phase::Closed;
         }
+        action
     }
 
     /// The earliest time this connection needs a tick; `None` when it needs none.
     pub fn next_wake(&self) -> Option<u64> {
-        if self.closed {
-            return None;
+        match &self.phase {
+            Phase::Clean | Phase::DryRun { .. } | Phase::Closed => None,
+            Phase::Releasing | Phase::Closing => Some(0),
+            Phase::Faulted { state, .. } => state.next_wake(),
         }
-        if self.close_pending || self.resume_pending {
-            return Some(0);
-        }
-        match &self.fault.as_ref()?.state {
-            State::Blackhole { close_at } => *close_at,
-            State::Delay { release_at, .. } => *release_at,
-            State::Cut {
-                deadline,
-                done: false,
-                ..
-            } => *deadline,
-            _ => None,
-        }
-    }
-
-    /// The held bytes are released: Envoy hands them straight to the next filter (tcp_proxy)
-    /// without calling this filter again, so they count as forwarded now.
-    fn release(&mut self) {
-        let held = std::mem::take(&mut self.held);
-        self.count_forwarded(Direction::ToDatabase, held);
     }
 
     /// The connection is gone: bytes still held were never forwarded.
     pub fn finish(&mut self) {
-        let held = std::mem::take(&mut self.held);
-        self.traffic.dropped.add(held);
-        self.closed = true;
+        let held = std::mem::take(&mut self.ledger.held);
+        self.ledger.traffic.dropped.add(held);
+        self.phase = Phase::Closed;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::abort::Abort;
     use crate::fault::blackhole::Blackhole;
+    use crate::fault::cut::Cut;
+    use crate::fault::delay::Delay;
     use crate::fault::matching::Match;
-    use crate::fault::ApplyTo;
+    use crate::fault::{ApplyTo, FaultKind};
     use std::time::Duration;
 
     const MS: u64 = 1_000_000;
@@ -378,6 +328,14 @@ mod tests {
         (t.tx.get(), t.rx.get(), t.dropped.get())
     }
 
+    fn delay(latency: Duration, first_only: bool) -> FaultKind {
+        FaultKind::Delay(Delay {
+            latency,
+            jitter: Duration::ZERO,
+            first_only,
+        })
+    }
+
     #[test]
     fn no_fault_forwards_and_counts() {
         let (mut c, t) = conn();
@@ -396,25 +354,31 @@ mod tests {
     #[test]
     fn abort_at_identification_drops_the_event_and_closes() {
         let (mut c, t) = conn();
-        c.apply(&rule(FaultKind::Abort), "r".into(), 1, 0, true);
+        c.apply(&rule(FaultKind::Abort(Abort)), "r".into(), 1, 0, true);
+        assert_eq!(c.next_wake(), None, "the identifying event closes it");
         let o = c.on_data(Direction::ToClient, 78, &mut at(0));
         assert_eq!(
             o,
             Outcome {
                 effect: Effect::Drop { keep: 0 },
-                close: true
+                close: Close::Now
             }
         );
         assert_eq!(c.on_tick(0), None, "already closed by the event");
-        c.on_data(Direction::ToDatabase, 10, &mut at(0));
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 10, &mut at(0)).effect,
+            Effect::Drop { keep: 0 }
+        );
         assert_eq!(totals(&t), (0, 0, 88));
+        c.end_fault();
+        assert_eq!(c.next_wake(), None, "a closed connection stays closed");
     }
 
     #[test]
     fn abort_of_an_open_connection_closes_at_the_next_tick() {
         let (mut c, _t) = conn();
         c.on_data(Direction::ToDatabase, 10, &mut at(0));
-        c.apply(&rule(FaultKind::Abort), "r".into(), 1, 0, false);
+        c.apply(&rule(FaultKind::Abort(Abort)), "r".into(), 1, 0, false);
         assert_eq!(c.next_wake(), Some(0));
         assert_eq!(c.on_tick(5), Some(TickAction::Close));
         assert_eq!(c.on_tick(6), None);
@@ -436,7 +400,7 @@ mod tests {
         );
         let o = c.on_data(Direction::ToDatabase, 40, &mut at(100 * MS));
         assert_eq!(o.effect, Effect::Drop { keep: 0 });
-        assert!(!o.close);
+        assert_eq!(o.close, Close::No);
         c.on_data(Direction::ToClient, 2, &mut at(101 * MS));
         assert_eq!(c.next_wake(), Some(130 * MS));
         assert_eq!(c.on_tick(129 * MS), None);
@@ -447,12 +411,8 @@ mod tests {
     #[test]
     fn delay_holds_then_releases_in_order() {
         let (mut c, t) = conn();
-        let spec = Delay {
-            latency: Duration::from_millis(200),
-            jitter: Duration::ZERO,
-            first_only: false,
-        };
-        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, true);
+        let kind = delay(Duration::from_millis(200), false);
+        c.apply(&rule(kind), "r".into(), 1, 0, true);
         assert_eq!(
             c.on_data(Direction::ToDatabase, 10, &mut at(0)).effect,
             Effect::Hold
@@ -488,12 +448,13 @@ mod tests {
     #[test]
     fn delay_first_only() {
         let (mut c, _t) = conn();
-        let spec = Delay {
-            latency: Duration::from_millis(10),
-            jitter: Duration::ZERO,
-            first_only: true,
-        };
-        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, true);
+        c.apply(
+            &rule(delay(Duration::from_millis(10), true)),
+            "r".into(),
+            1,
+            0,
+            true,
+        );
         assert_eq!(
             c.on_data(Direction::ToDatabase, 8, &mut at(0)).effect,
             Effect::Hold
@@ -512,16 +473,19 @@ mod tests {
     #[test]
     fn ending_a_delay_releases_what_is_held() {
         let (mut c, t) = conn();
-        let spec = Delay {
-            latency: Duration::from_secs(10),
-            jitter: Duration::ZERO,
-            first_only: false,
-        };
-        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, true);
+        c.apply(
+            &rule(delay(Duration::from_secs(10), false)),
+            "r".into(),
+            1,
+            0,
+            true,
+        );
         c.on_data(Direction::ToDatabase, 8, &mut at(0));
         c.end_fault();
-        assert!(c.fault.is_none());
+        assert!(c.fault().is_none());
+        assert!(!c.open_to(5), "not open to rules before the release");
         assert_eq!(c.on_tick(MS), Some(TickAction::Resume));
+        assert!(c.open_to(5), "open to rules once released");
         assert_eq!(totals(&t), (8, 0, 0));
     }
 
@@ -530,12 +494,13 @@ mod tests {
         // Found by the soak: a client's FIN held by a delay whose rule then ended was never
         // resumed, and Envoy kept the connection open.
         let (mut c, _t) = conn();
-        let spec = Delay {
-            latency: Duration::from_millis(5),
-            jitter: Duration::ZERO,
-            first_only: false,
-        };
-        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, true);
+        c.apply(
+            &rule(delay(Duration::from_millis(5), false)),
+            "r".into(),
+            1,
+            0,
+            true,
+        );
         assert_eq!(
             c.on_data(Direction::ToDatabase, 0, &mut at(0)),
             Outcome::FORWARD
@@ -553,12 +518,13 @@ mod tests {
     fn data_after_an_ended_delay_counts_held_bytes_once() {
         // Found by tests/properties.rs: the event after the rule ended carries the held byte too.
         let (mut c, t) = conn();
-        let spec = Delay {
-            latency: Duration::from_millis(1),
-            jitter: Duration::ZERO,
-            first_only: false,
-        };
-        c.apply(&rule(FaultKind::Delay(spec)), "r".into(), 1, 0, false);
+        c.apply(
+            &rule(delay(Duration::from_millis(1), false)),
+            "r".into(),
+            1,
+            0,
+            false,
+        );
         assert_eq!(
             c.on_data(Direction::ToDatabase, 1, &mut at(0)).effect,
             Effect::Hold
@@ -590,7 +556,7 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Drop { keep: 40 },
-                close: false
+                close: Close::AtNextTick
             }
         );
         assert_eq!(c.next_wake(), Some(0));
@@ -598,6 +564,7 @@ mod tests {
             c.on_data(Direction::ToDatabase, 9, &mut at(0)).effect,
             Effect::Drop { keep: 0 }
         );
+        assert_eq!(c.on_tick(0), Some(TickAction::Close));
         assert_eq!(totals(&t), (60, 40, 39));
     }
 
@@ -614,11 +581,29 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Forward,
-                close: false
+                close: Close::AtNextTick
             }
         );
         assert_eq!(c.on_tick(0), Some(TickAction::Close));
         assert_eq!(totals(&t), (10, 0, 0));
+    }
+
+    #[test]
+    fn cut_applied_after_the_limit_closes_at_the_next_tick() {
+        let (mut c, t) = conn();
+        c.on_data(Direction::ToDatabase, 50, &mut at(0));
+        let spec = Cut {
+            after_bytes: Some(10),
+            after: None,
+        };
+        c.apply(&rule(FaultKind::Cut(spec)), "r".into(), 1, 0, false);
+        assert_eq!(c.next_wake(), Some(0));
+        assert_eq!(
+            c.on_data(Direction::ToClient, 5, &mut at(0)).effect,
+            Effect::Drop { keep: 0 }
+        );
+        assert_eq!(c.on_tick(0), Some(TickAction::Close));
+        assert_eq!(totals(&t), (50, 0, 5));
     }
 
     #[test]
@@ -640,17 +625,38 @@ mod tests {
     }
 
     #[test]
+    fn ending_a_cut_before_the_cut_leaves_the_connection_clean() {
+        let (mut c, t) = conn();
+        let spec = Cut {
+            after_bytes: Some(10),
+            after: None,
+        };
+        c.apply(&rule(FaultKind::Cut(spec)), "r".into(), 1, 0, true);
+        c.on_data(Direction::ToDatabase, 4, &mut at(0));
+        c.end_fault();
+        assert_eq!(c.next_wake(), None);
+        assert_eq!(
+            c.on_data(Direction::ToDatabase, 40, &mut at(0)),
+            Outcome::FORWARD
+        );
+        assert_eq!(totals(&t), (44, 0, 0));
+    }
+
+    #[test]
     fn dry_run_touches_nothing() {
         let (mut c, t) = conn();
-        let mut r = rule(FaultKind::Abort);
+        let mut r = rule(FaultKind::Abort(Abort));
         r.dry_run = true;
         c.apply(&r, "r".into(), 1, 0, true);
+        assert_eq!(c.fault().map(|(_, e)| e), Some(1));
         assert_eq!(
             c.on_data(Direction::ToDatabase, 4, &mut at(0)),
             Outcome::FORWARD
         );
         assert_eq!(c.on_tick(0), None);
         assert_eq!(totals(&t), (4, 0, 0));
+        c.end_fault();
+        assert!(c.fault().is_none());
     }
 
     #[test]
@@ -660,6 +666,9 @@ mod tests {
         c.apply(&rule(FaultKind::Blackhole(spec)), "r".into(), 1, 0, true);
         assert_eq!(c.next_wake(), None);
         c.end_fault();
+        assert_eq!(c.next_wake(), Some(0));
+        assert!(!c.open_to(9), "a closing connection takes no new rule");
         assert_eq!(c.on_tick(1), Some(TickAction::Close));
+        assert_eq!(c.next_wake(), None);
     }
 }

@@ -1,13 +1,23 @@
 //! `delay: {"latency": "200ms", "jitter": "50ms", "firstOnly": false}` — hold client → database
 //! bytes for `latency` ± uniform `jitter`, in order.
 //!
+//! - `latency` (required, > 0): how long each hold lasts.
+//! - `jitter` (optional, 0 to `latency`; default 0): each hold lasts `latency` plus a uniform
+//!   draw from ±`jitter`.
+//! - `firstOnly` (default false): delay only the connection's first client → database chunk
+//!   (a slow connection setup).
+//!
 //! Envoy can pause the client → database stream and resume it later, but a resume releases
 //! everything buffered: bytes that arrive while an earlier chunk is held are released with it
 //! (they wait less than `latency`). Request/response clients, which wait for the answer before
 //! sending again, see exactly `latency` ± `jitter` per request. Database → client bytes cannot
-//! be held in Envoy's ABI and are never delayed.
+//! be held in Envoy's ABI and are never delayed. When the rule ends, held bytes are released at
+//! the next tick.
 
-use super::nanos;
+use super::connection::Ledger;
+use super::{nanos, Behaviour, Direction, Ending, Kind, Outcome, Start, TickAction};
+use crate::config::fields::Fields;
+use crate::config::{quote, ConfigError};
 use crate::schedule::Rng;
 use std::time::Duration;
 
@@ -16,7 +26,6 @@ pub struct Delay {
     pub latency: Duration,
     /// At most `latency` (validated), so a hold is never negative.
     pub jitter: Duration,
-    /// Delay only the first client → database chunk of the connection (slow setup).
     pub first_only: bool,
 }
 
@@ -29,9 +38,109 @@ impl Delay {
     }
 }
 
+impl Kind for Delay {
+    const KEY: &'static str = "delay";
+    const PARAMS: &'static [&'static str] = &["latency", "jitter", "firstOnly"];
+    type State = State;
+
+    fn parse(params: &Fields<'_>) -> Result<Delay, ConfigError> {
+        let Some(latency) = params.duration("latency")? else {
+            return Err(ConfigError::new(params.path("latency"), "missing"));
+        };
+        let jitter = params.offset("jitter")?.unwrap_or(Duration::ZERO);
+        if jitter > latency {
+            return Err(ConfigError::new(
+                params.path("jitter"),
+                format!(
+                    "{} is larger than the latency ({})",
+                    quote(params.str("jitter")?.unwrap_or_default()),
+                    quote(params.str("latency")?.unwrap_or_default())
+                ),
+            ));
+        }
+        Ok(Delay {
+            latency,
+            jitter,
+            first_only: params.bool("firstOnly")?.unwrap_or(false),
+        })
+    }
+
+    fn start(&self, at: Start) -> State {
+        State {
+            spec: *self,
+            rng: Rng::new(at.seed),
+            release_at: None,
+            used: false,
+        }
+    }
+
+    fn needs_fast_tick(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    spec: Delay,
+    rng: Rng,
+    /// When the current hold ends; `None`: nothing held.
+    release_at: Option<u64>,
+    /// `firstOnly`: the first chunk was delayed already.
+    used: bool,
+}
+
+impl Behaviour for State {
+    fn on_data(
+        &mut self,
+        ledger: &mut Ledger,
+        dir: Direction,
+        size: usize,
+        now: &mut dyn FnMut() -> u64,
+    ) -> Outcome {
+        // An empty event (the client's end of stream with nothing else) is not held: a held end
+        // of stream keeps the connection open until it is released, and nothing is gained by
+        // delaying it.
+        if dir == Direction::ToClient
+            || (self.spec.first_only && self.used)
+            || (size == 0 && self.release_at.is_none())
+        {
+            return ledger.forward(dir, size);
+        }
+        if self.release_at.is_none() {
+            self.release_at = Some(self.spec.release_at(now(), &mut self.rng));
+        }
+        ledger.hold(size)
+    }
+
+    fn on_tick(&mut self, ledger: &mut Ledger, now: u64) -> Option<TickAction> {
+        if self.release_at.is_none_or(|at| now < at) {
+            return None;
+        }
+        self.release_at = None;
+        self.used = true;
+        ledger.release();
+        Some(TickAction::Resume)
+    }
+
+    fn next_wake(&self) -> Option<u64> {
+        self.release_at
+    }
+
+    fn end(&self, ledger: &Ledger) -> Ending {
+        // A hold may carry no bytes (an end of stream): it must be resumed all the same.
+        if self.release_at.is_some() || ledger.held() > 0 {
+            Ending::Release
+        } else {
+            Ending::Clean
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::rule::tests::{parse_error, parse_kind};
+    use crate::fault::FaultKind;
 
     #[test]
     fn release_times_stay_in_the_jitter_band() {
@@ -50,5 +159,47 @@ mod tests {
         }
         let mean_ms = sum / 1000 / 1_000_000;
         assert!((190..=210).contains(&mean_ms), "{mean_ms}");
+    }
+
+    #[test]
+    fn parameters() {
+        assert_eq!(
+            parse_kind(r#""delay": {"latency": "200ms", "jitter": "50ms", "firstOnly": true}"#),
+            FaultKind::Delay(Delay {
+                latency: Duration::from_millis(200),
+                jitter: Duration::from_millis(50),
+                first_only: true
+            })
+        );
+        assert_eq!(
+            parse_kind(r#""delay": {"latency": "1s", "jitter": "0s"}"#),
+            FaultKind::Delay(Delay {
+                latency: Duration::from_secs(1),
+                jitter: Duration::ZERO,
+                first_only: false
+            })
+        );
+        for (params, want) in [
+            (r#""delay": {}"#, "faults[0].delay.latency: missing"),
+            (
+                r#""delay": {"latency": "0ms"}"#,
+                "faults[0].delay.latency: invalid duration \"0ms\": must be greater than zero",
+            ),
+            (
+                r#""delay": {"latency": "10ms", "jitter": "20ms"}"#,
+                r#"faults[0].delay.jitter: "20ms" is larger than the latency ("10ms")"#,
+            ),
+            (
+                r#""delay": {"latency": "40d"}"#,
+                r#"faults[0].delay.latency: "40d" is too long"#,
+            ),
+            (
+                r#""delay": {"latency": "1s", "firstOnly": "yes"}"#,
+                r#"faults[0].delay.firstOnly: invalid type: string "yes", expected a boolean"#,
+            ),
+        ] {
+            let got = parse_error(params);
+            assert!(got.contains(want), "{params}: got {got}");
+        }
     }
 }

@@ -37,14 +37,34 @@ pub struct Decision<'a> {
     pub selected: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     rules: Vec<RuleSlot>,
     loaded_at: u64,
     last_episode: u64,
+    /// Whether any rule matches host names / ports: computed once per configuration, asked
+    /// per connection.
+    uses_hosts: bool,
+    uses_ports: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
 }
 
 impl Engine {
+    pub const fn new() -> Engine {
+        Engine {
+            rules: Vec::new(),
+            loaded_at: 0,
+            last_episode: 0,
+            uses_hosts: false,
+            uses_ports: false,
+        }
+    }
+
     fn is_active(rule: &Rule, loaded_at: u64, now: u64) -> bool {
         rule.enabled
             && rule
@@ -61,6 +81,8 @@ impl Engine {
     pub fn load(&mut self, rules: Vec<Rule>, loaded_at: u64, now: u64) -> Vec<Change> {
         let old = std::mem::take(&mut self.rules);
         self.loaded_at = loaded_at;
+        self.uses_hosts = rules.iter().any(|r| !r.matcher.hosts.is_empty());
+        self.uses_ports = rules.iter().any(|r| !r.matcher.ports.is_empty());
         let mut changes = Vec::new();
         for rule in rules {
             let previous = old.iter().find(|s| *s.name == *rule.name);
@@ -138,12 +160,12 @@ impl Engine {
         changes
     }
 
-    /// The first active rule matching `up` decides. `fresh`: the upstream is being identified
-    /// now (rules with `applyTo: new` apply only then).
-    pub fn decide(&self, up: &UpstreamInfo, seed: u64, fresh: bool) -> Option<Decision<'_>> {
+    /// The first active rule matching `up` decides. `identifying`: the upstream is being
+    /// identified now (rules with `applyTo: new` apply only then).
+    pub fn decide(&self, up: &UpstreamInfo, seed: u64, identifying: bool) -> Option<Decision<'_>> {
         self.rules.iter().find_map(|slot| {
             let episode = slot.episode?;
-            let applies = fresh || slot.rule.apply_to == ApplyTo::All;
+            let applies = identifying || slot.rule.apply_to == ApplyTo::All;
             (applies && slot.rule.matcher.matches(up)).then(|| Decision {
                 slot,
                 episode,
@@ -169,23 +191,20 @@ impl Engine {
     /// Whether any rule matches host names (only then is the SNI worth a host call for a
     /// connection whose cluster already names it).
     pub fn uses_hosts(&self) -> bool {
-        self.rules.iter().any(|s| !s.rule.matcher.hosts.is_empty())
+        self.uses_hosts
     }
 
     /// Whether any rule matches on ports (only then is the upstream address worth a host call
     /// for clusters whose name carries no port).
     pub fn uses_ports(&self) -> bool {
-        self.rules.iter().any(|s| !s.rule.matcher.ports.is_empty())
+        self.uses_ports
     }
 
-    /// Whether any active rule delays traffic (the VM then ticks fast enough to release holds
-    /// precisely).
-    pub fn delaying(&self) -> bool {
-        self.rules.iter().any(|s| {
-            s.episode.is_some()
-                && !s.rule.dry_run
-                && matches!(s.rule.kind, super::FaultKind::Delay(_))
-        })
+    /// Whether any active rule needs the fast tick (a delay releasing holds on time).
+    pub fn needs_fast_tick(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|s| s.episode.is_some() && !s.rule.dry_run && s.rule.kind.needs_fast_tick())
     }
 }
 
@@ -210,7 +229,7 @@ mod tests {
             apply_to: ApplyTo::All,
             window: None,
             dry_run: false,
-            kind: FaultKind::Abort,
+            kind: FaultKind::Abort(crate::fault::abort::Abort),
         }
     }
 

@@ -1,4 +1,7 @@
-//! Which upstreams a rule names.
+//! Which upstreams a rule names: `match: {"hosts": [...], "clusters": [...], "ports": [...]}`.
+
+use crate::config::fields::{as_str, as_u64, Fields};
+use crate::config::{quote, ConfigError};
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,10 +39,14 @@ impl HostPattern {
             Some(rest) => (true, rest),
             None => (false, lower.as_str()),
         };
-        if rest.contains('*') {
+        if rest.as_bytes().contains(&b'*') {
             return Err("a wildcard is allowed only as a leading \"*.\" or as \"*\" alone");
         }
-        if rest.is_empty() || rest.starts_with('.') || rest.ends_with('.') || rest.contains("..") {
+        if rest.is_empty()
+            || rest.starts_with('.')
+            || rest.ends_with('.')
+            || rest.as_bytes().windows(2).any(|w| w == b"..")
+        {
             return Err("not a host name");
         }
         if !rest
@@ -74,6 +81,66 @@ pub struct Match {
 }
 
 impl Match {
+    pub const KEYS: &'static [&'static str] = &["hosts", "clusters", "ports"];
+
+    /// Validates a rule's `match` object: `hosts` or `clusters` (or both), non-empty lists.
+    pub fn parse(raw: &Fields<'_>) -> Result<Match, ConfigError> {
+        let err = |path: &str, message: String| Err(ConfigError::new(path, message));
+        let mut m = Match::default();
+        if let Some(hosts) = raw.array("hosts")? {
+            if hosts.is_empty() {
+                return err(
+                    &raw.path("hosts"),
+                    "empty list (leave it out or name a host)".into(),
+                );
+            }
+            for (j, host) in hosts.iter().enumerate() {
+                let at = format!("{}[{j}]", raw.path("hosts"));
+                let host = as_str(host, &at)?;
+                match HostPattern::parse(host) {
+                    Ok(p) => m.hosts.push(p),
+                    Err(why) => return err(&at, format!("invalid host {}: {why}", quote(host))),
+                }
+            }
+        }
+        if let Some(clusters) = raw.array("clusters")? {
+            if clusters.is_empty() {
+                return err(
+                    &raw.path("clusters"),
+                    "empty list (leave it out or name a cluster)".into(),
+                );
+            }
+            for (j, cluster) in clusters.iter().enumerate() {
+                let at = format!("{}[{j}]", raw.path("clusters"));
+                let cluster = as_str(cluster, &at)?;
+                if cluster.is_empty() {
+                    return err(&at, "empty cluster name".into());
+                }
+                m.clusters.push(cluster.to_owned());
+            }
+        }
+        if m.hosts.is_empty() && m.clusters.is_empty() {
+            return err(raw.at(), "needs \"hosts\" or \"clusters\"".into());
+        }
+        if let Some(ports) = raw.array("ports")? {
+            if ports.is_empty() {
+                return err(
+                    &raw.path("ports"),
+                    "empty list (leave it out to match any port)".into(),
+                );
+            }
+            for (j, port) in ports.iter().enumerate() {
+                let at = format!("{}[{j}]", raw.path("ports"));
+                let n = as_u64(port, &at)?;
+                match u16::try_from(n) {
+                    Ok(p) if p > 0 => m.ports.push(p),
+                    _ => return err(&at, format!("{n} is not a port (1 to 65535)")),
+                }
+            }
+        }
+        Ok(m)
+    }
+
     pub fn matches(&self, up: &UpstreamInfo) -> bool {
         let named =
             self.hosts.iter().any(|p| {

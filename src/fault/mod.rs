@@ -1,10 +1,15 @@
 //! Fault rules and what they do to a connection.
 //!
-//! - [`matching`]: which upstreams a rule names (hosts, clusters, ports).
+//! - [`rule`]: one entry of `faults[]` — its common fields (name, match, percentage, window...)
+//!   and their parsing; the kind-specific part is parsed by the kind's module.
+//! - [`matching`]: which upstreams a rule names.
 //! - [`engine`]: the VM's rules over time — which are active, and which rule decides for a
 //!   connection.
-//! - [`connection`]: one connection's fault state machine, fed data events and ticks.
-//! - one file per fault kind: [`abort`], [`blackhole`], [`delay`], [`cut`].
+//! - [`connection`]: one connection's byte ledger and the dispatch to the fault acting on it.
+//! - one module per fault kind, each owning its parameters (parsing and validation), its
+//!   per-connection state and its behaviour: [`abort`], [`blackhole`], [`delay`], [`cut`].
+//!   A new kind is a new module implementing [`Kind`] and [`Behaviour`], plus one line in the
+//!   `kinds!` list below.
 
 pub mod abort;
 pub mod blackhole;
@@ -13,52 +18,14 @@ pub mod cut;
 pub mod delay;
 pub mod engine;
 pub mod matching;
+pub mod rule;
 
-use crate::schedule::Window;
-use matching::Match;
+use crate::config::fields::Fields;
+use crate::config::ConfigError;
+use connection::Ledger;
 use std::time::Duration;
 
-/// One validated rule from `faults[]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    /// `[a-z0-9._-]+`, unique: the `fault` label and the name in logs.
-    pub name: String,
-    pub enabled: bool,
-    pub matcher: Match,
-    /// Share of matching connections affected, in basis points (0 to 10000).
-    pub percentage_bp: u32,
-    pub apply_to: ApplyTo,
-    pub window: Option<Window>,
-    pub dry_run: bool,
-    pub kind: FaultKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyTo {
-    /// Connections already open are affected too when the rule becomes active.
-    All,
-    /// Only connections whose upstream is identified while the rule is active.
-    New,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    Abort,
-    Blackhole(blackhole::Blackhole),
-    Delay(delay::Delay),
-    Cut(cut::Cut),
-}
-
-impl FaultKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            FaultKind::Abort => "abort",
-            FaultKind::Blackhole(_) => "blackhole",
-            FaultKind::Delay(_) => "delay",
-            FaultKind::Cut(_) => "cut",
-        }
-    }
-}
+pub use rule::{ApplyTo, Rule};
 
 /// Direction of a data event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,18 +47,28 @@ pub enum Effect {
     Drop { keep: usize },
 }
 
-/// The result of a data event: the effect on its bytes, and whether to close the connection
-/// right away (only when nothing of this event needs to reach the database first).
+/// Whether a data event closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    No,
+    /// Inside the callback: nothing of this event needs to reach its peer.
+    Now,
+    /// At the next tick: the kept bytes of this event must travel on first (a close inside the
+    /// callback would discard them); everything until then is dropped.
+    AtNextTick,
+}
+
+/// The result of a data event: the effect on its bytes, and whether it closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub effect: Effect,
-    pub close: bool,
+    pub close: Close,
 }
 
 impl Outcome {
     pub const FORWARD: Outcome = Outcome {
         effect: Effect::Forward,
-        close: false,
+        close: Close::No,
     };
 }
 
@@ -101,6 +78,173 @@ pub enum TickAction {
     Close,
     /// Release the held client → database bytes.
     Resume,
+}
+
+/// What becomes of a connection when the rule that faulted it stops being active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Traffic flows untouched again.
+    Clean,
+    /// Held bytes are released at the next tick, then traffic flows untouched.
+    Release,
+    /// Bytes were lost and the stream cannot resume: closed at the next tick.
+    Close,
+}
+
+/// What a fault starting on a connection may need to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub now: u64,
+    /// When the connection's upstream was identified (its first byte).
+    pub opened_at: u64,
+    /// Bytes forwarded so far, both directions.
+    pub forwarded: u64,
+    /// The connection's random seed (for jitter).
+    pub seed: u64,
+    /// The fault starts while the event that identified the upstream is handled (that event
+    /// comes next); otherwise the connection was already open.
+    pub identifying: bool,
+}
+
+/// A fault kind's parameters, as a rule's `<KEY>: {...}` gives them.
+pub trait Kind: Sized {
+    /// The rule key that selects the kind, also its name in logs and in `dbfault-check`.
+    const KEY: &'static str;
+    /// The keys its parameter object may have.
+    const PARAMS: &'static [&'static str];
+    /// Its state on one connection.
+    type State: Behaviour;
+
+    /// Validates the parameter object (field paths in errors come from `params`).
+    fn parse(params: &Fields<'_>) -> Result<Self, ConfigError>;
+
+    fn start(&self, at: Start) -> Self::State;
+
+    /// Whether an active rule of this kind needs the fast tick (holds released on time).
+    fn needs_fast_tick(&self) -> bool {
+        false
+    }
+}
+
+/// What a fault does to one connection. The connection's [`Ledger`] counts every byte; the
+/// fault decides through it.
+pub trait Behaviour {
+    /// A data event of `size` bytes (for a paused stream: everything buffered so far). `now`
+    /// is asked only when a decision needs the time.
+    fn on_data(
+        &mut self,
+        ledger: &mut Ledger,
+        dir: Direction,
+        size: usize,
+        now: &mut dyn FnMut() -> u64,
+    ) -> Outcome;
+
+    /// A tick at `now` for a connection whose [`Behaviour::next_wake`] was due.
+    fn on_tick(&mut self, ledger: &mut Ledger, now: u64) -> Option<TickAction>;
+
+    /// The earliest time the fault needs a tick; `None` when it needs none.
+    fn next_wake(&self) -> Option<u64>;
+
+    /// The rule stopped being active.
+    fn end(&self, ledger: &Ledger) -> Ending;
+}
+
+/// The registry: one line per kind (`Variant => module`). It generates [`FaultKind`] (a rule's
+/// kind and parameters) and [`FaultState`] (the state on a connection), with closed-enum
+/// dispatch.
+macro_rules! kinds {
+    ($($variant:ident => $module:ident),+ $(,)?) => {
+        /// A rule's fault kind with its parameters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum FaultKind {
+            $($variant($module::$variant)),+
+        }
+
+        /// The state of a rule's fault on one connection.
+        #[derive(Debug)]
+        pub enum FaultState {
+            $($variant(<$module::$variant as Kind>::State)),+
+        }
+
+        /// The rule keys of all kinds, in registration order.
+        pub const KIND_KEYS: &[&str] = &[$(<$module::$variant as Kind>::KEY),+];
+
+        impl FaultKind {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(FaultKind::$variant(_) => <$module::$variant as Kind>::KEY),+
+                }
+            }
+
+            /// Parses the kind given under `key` of the rule `rule` (`None`: no kind has it).
+            pub fn parse(key: &str, rule: &Fields<'_>) -> Option<Result<FaultKind, ConfigError>> {
+                $(
+                    if key == <$module::$variant as Kind>::KEY {
+                        return Some(parse_kind::<$module::$variant>(rule).map(FaultKind::$variant));
+                    }
+                )+
+                None
+            }
+
+            pub fn start(&self, at: Start) -> FaultState {
+                match self {
+                    $(FaultKind::$variant(k) => FaultState::$variant(k.start(at))),+
+                }
+            }
+
+            pub fn needs_fast_tick(&self) -> bool {
+                match self {
+                    $(FaultKind::$variant(k) => k.needs_fast_tick()),+
+                }
+            }
+        }
+
+        impl Behaviour for FaultState {
+            fn on_data(
+                &mut self,
+                ledger: &mut Ledger,
+                dir: Direction,
+                size: usize,
+                now: &mut dyn FnMut() -> u64,
+            ) -> Outcome {
+                match self {
+                    $(FaultState::$variant(s) => s.on_data(ledger, dir, size, now)),+
+                }
+            }
+
+            fn on_tick(&mut self, ledger: &mut Ledger, now: u64) -> Option<TickAction> {
+                match self {
+                    $(FaultState::$variant(s) => s.on_tick(ledger, now)),+
+                }
+            }
+
+            fn next_wake(&self) -> Option<u64> {
+                match self {
+                    $(FaultState::$variant(s) => s.next_wake()),+
+                }
+            }
+
+            fn end(&self, ledger: &Ledger) -> Ending {
+                match self {
+                    $(FaultState::$variant(s) => s.end(ledger)),+
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Abort => abort,
+    Blackhole => blackhole,
+    Delay => delay,
+    Cut => cut,
+}
+
+fn parse_kind<K: Kind>(rule: &Fields<'_>) -> Result<K, ConfigError> {
+    match rule.object(K::KEY, K::PARAMS)? {
+        Some(params) => K::parse(&params),
+        None => Err(ConfigError::new(rule.path(K::KEY), "missing")),
+    }
 }
 
 /// Converts a duration to nanoseconds, saturating (durations are validated to at most days).

@@ -11,54 +11,136 @@ mod stream;
 
 pub use root::Root;
 
-use crate::config::Config;
+use crate::config::{Config, MetricsConfig};
 use crate::fault::connection::Connection;
 use crate::fault::engine::{Change, Engine};
 use crate::fault::matching::UpstreamInfo;
+use crate::fault::{nanos, TickAction};
 use crate::host::HostMetrics;
 use crate::metrics::{ConnectionStats, Telemetry};
 use log::{debug, info};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
+use std::time::Duration;
+
+/// How often a root context ticks when nothing is held: rule windows, `applyTo: all`
+/// activations and configurations from other VMs are noticed within this.
+const BASE_TICK: Duration = Duration::from_millis(50);
+/// While a delay rule is active: holds are released within this of their time.
+const FAST_TICK: Duration = Duration::from_millis(1);
+/// How far ahead of its time a tick may act on a deadline (see [`VmState::tick`]).
+const MAX_EARLY: Duration = Duration::from_millis(2);
 
 /// Shared-data key holding the newest accepted configuration: 8 bytes of load time (ns since
 /// the epoch, little endian), then the plugin configuration bytes.
 const SHARED_CONFIG_KEY: &str = "dbfault.config.v1";
 
-/// One open connection, shared by its stream context and the VM (whose ticks act on it).
+/// One identified connection, shared by its stream context and the VM (whose ticks act on it).
 struct Entry {
-    fault: Connection,
-    /// Set at identification.
-    upstream: Option<UpstreamInfo>,
-    /// Set at identification when metrics are on.
+    conn: Connection,
+    upstream: UpstreamInfo,
+    /// `None` when metrics are off.
     stats: Option<ConnectionStats>,
 }
 
-#[derive(Default)]
 struct VmState {
-    /// The newest accepted configuration and its bytes (compared with shared data).
-    config: Rc<Config>,
+    /// The newest accepted configuration's metrics settings (its rules live in `engine`) and
+    /// its bytes (compared with shared data).
+    metrics: MetricsConfig,
     config_bytes: Vec<u8>,
     telemetry: Telemetry,
     engine: Engine,
-    connections: HashMap<u32, Rc<RefCell<Entry>>>,
+    connections: HashMap<u32, Rc<RefCell<Entry>>, BuildHasherDefault<IdHasher>>,
     /// Connections that need a tick (a deadline, a hold, a pending close).
-    timed: HashSet<u32>,
+    timed: Timed,
     /// Rules changed: open connections need another look at the next tick.
     reevaluate: bool,
     /// Root contexts whose configuration was accepted and that are not done yet.
     live_roots: usize,
     /// Shared configuration bytes this VM could not parse (logged once).
     refused_shared: Option<Vec<u8>>,
+    /// The shared-data version (CAS) of the configuration last looked at, and when.
+    shared_cas: Option<u32>,
+    last_shared_poll: u64,
     /// When a root context of this VM last ticked.
     last_tick: Option<u64>,
+    /// Scratch space of the tick, kept to avoid allocating per tick.
+    due: Vec<u32>,
+    actions: Vec<(u32, TickAction)>,
     /// Per-connection seeds come from this counter, mixed with the VM's first load time.
     seeds: u64,
 }
 
+impl VmState {
+    /// Built at compile time: a lazily initialised thread-local costs its own init code.
+    const fn new() -> VmState {
+        VmState {
+            metrics: MetricsConfig::DEFAULT,
+            config_bytes: Vec::new(),
+            telemetry: Telemetry::new(),
+            engine: Engine::new(),
+            connections: HashMap::with_hasher(BuildHasherDefault::new()),
+            timed: Timed(Vec::new()),
+            reevaluate: false,
+            live_roots: 0,
+            refused_shared: None,
+            shared_cas: None,
+            last_shared_poll: 0,
+            last_tick: None,
+            due: Vec::new(),
+            actions: Vec::new(),
+            seeds: 0,
+        }
+    }
+}
+
 thread_local! {
-    static VM: RefCell<VmState> = RefCell::default();
+    static VM: RefCell<VmState> = const { RefCell::new(VmState::new()) };
+}
+
+/// Hashes Envoy's context ids (small integers Envoy chooses, not an attacker) with one multiply:
+/// SipHash and its random seed cost module size for nothing here.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The ids of the connections that need ticks, sorted (a second hash table type would add its
+/// own copy of the table code to the module; few connections are timed at once).
+struct Timed(Vec<u32>);
+
+impl Timed {
+    fn insert(&mut self, id: u32) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    fn remove(&mut self, id: &u32) {
+        if let Ok(at) = self.0.binary_search(id) {
+            self.0.remove(at);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter()
+    }
 }
 
 /// Runs `f` on this VM's state; `None` if it is unavailable (re-entered), so callers fail open.
@@ -87,8 +169,8 @@ impl VmState {
         if !metrics_on {
             self.telemetry.withdraw(&mut HostMetrics);
         }
-        let changes = self.engine.load(config.faults.clone(), loaded_at, now);
-        self.config = Rc::new(config);
+        let changes = self.engine.load(config.faults, loaded_at, now);
+        self.metrics = config.metrics;
         self.config_bytes = bytes;
         self.report(&changes);
         self.reevaluate = true;
@@ -103,7 +185,7 @@ impl VmState {
                 (false, false) => "inactive",
             };
             info!("dbfault: fault {} {state}", &*change.name);
-            if self.config.metrics.enabled {
+            if self.metrics.enabled {
                 self.telemetry
                     .fault_active(&mut HostMetrics, &change.name, change.active);
             }
@@ -113,7 +195,7 @@ impl VmState {
     /// Accepts a configuration from `on_configure`: shares it with the other VMs, or takes the
     /// load time from shared data when another worker already loaded the same bytes.
     fn configure(&mut self, config: Config, bytes: Vec<u8>, now: u64) {
-        let shared = crate::host::shared_data(SHARED_CONFIG_KEY);
+        let shared = crate::host::shared_data(SHARED_CONFIG_KEY).map(|(value, _cas)| value);
         let loaded_at = match shared.as_deref().and_then(decode_shared) {
             Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => at,
             _ => {
@@ -130,10 +212,20 @@ impl VmState {
 
     /// Picks up a configuration another VM accepted (a module update creates new VMs; the old
     /// ones keep serving their open connections and must follow the new rules).
-    fn poll_shared_config(&mut self, now: u64) {
-        let Some(value) = crate::host::shared_data(SHARED_CONFIG_KEY) else {
+    ///
+    /// Polled at most once per `interval` (the base tick): a configuration can be up to 1 MiB,
+    /// and the host copies it out on every read.
+    fn poll_shared_config(&mut self, now: u64, interval: u64) {
+        if now.saturating_sub(self.last_shared_poll) < interval {
+            return;
+        }
+        self.last_shared_poll = now;
+        let Some((value, cas)) = crate::host::shared_data(SHARED_CONFIG_KEY) else {
             return;
         };
+        if self.shared_cas.replace(cas) == Some(cas) {
+            return;
+        }
         let Some((loaded_at, bytes)) = decode_shared(&value) else {
             return;
         };
@@ -153,47 +245,105 @@ impl VmState {
         }
     }
 
+    /// One tick at `now`: follows rule switches and configurations from other VMs, acts on the
+    /// connections that are due, flushes metrics. Returns the host actions to carry out (the
+    /// `actions` buffer, to be handed back), whether the next tick must be fast, and the
+    /// metrics interval.
+    fn tick(&mut self, now: u64) -> (Vec<(u32, TickAction)>, bool, Duration) {
+        // Ticks arrive with some granularity (about 4 ms in Envoy 1.40 even at a 1 ms period):
+        // act on what is due by the middle of the next gap, so that releases and closes land on
+        // the nearest tick instead of always the one after; never more than MAX_EARLY ahead, so
+        // that a loaded, slowly ticking worker does not release holds noticeably early.
+        let gap = self.last_tick.map_or(0, |last| now.saturating_sub(last));
+        self.last_tick = Some(now);
+        let due_by = now.saturating_add((gap / 2).min(nanos(MAX_EARLY)));
+        self.poll_shared_config(now, nanos(BASE_TICK));
+        let changes = self.engine.update(now);
+        if !changes.is_empty() {
+            self.report(&changes);
+            self.reevaluate = true;
+        }
+        let mut ids = std::mem::take(&mut self.due);
+        if std::mem::take(&mut self.reevaluate) {
+            ids.clear();
+            ids.extend(self.connections.keys().copied());
+            for &id in &ids {
+                let Some(entry) = self.connections.get(&id).map(Rc::clone) else {
+                    continue;
+                };
+                if let Ok(mut entry) = entry.try_borrow_mut() {
+                    self.reevaluate_entry(id, &mut entry, now);
+                };
+            }
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        let mut soonest = u64::MAX;
+        ids.clear();
+        ids.extend(self.timed.iter().copied());
+        for &id in &ids {
+            let Some(entry) = self.connections.get(&id).map(Rc::clone) else {
+                self.timed.remove(&id);
+                continue;
+            };
+            let Ok(mut entry) = entry.try_borrow_mut() else {
+                continue;
+            };
+            if let Some(action) = entry.conn.on_tick(due_by) {
+                actions.push((id, action));
+            }
+            if entry.conn.open_to(self.engine.last_episode()) {
+                // Released from an ended delay while rules changed: they get their look now.
+                self.decide(id, &mut entry, now, false);
+            }
+            soonest = soonest.min(entry.conn.next_wake().unwrap_or(u64::MAX));
+            self.track(id, &entry.conn);
+        }
+        self.due = ids;
+        let metrics = &self.metrics;
+        if metrics.enabled {
+            let interval = nanos(metrics.interval);
+            self.telemetry.flush_if_due(&mut HostMetrics, now, interval);
+        }
+        let fast = self.engine.needs_fast_tick() || soonest < now.saturating_add(nanos(BASE_TICK));
+        (actions, fast, self.metrics.interval)
+    }
+
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer
     /// active, and lets newly active `applyTo: all` rules act on it.
     fn reevaluate_entry(&mut self, id: u32, entry: &mut Entry, now: u64) {
-        if entry.upstream.is_none() {
-            // Not identified yet: the rules decide at its first event.
-            return;
-        }
-        if let Some(applied) = entry.fault.fault.as_ref() {
-            if !self.engine.episode_running(applied.episode) {
-                debug!("dbfault: connection {id}: fault {} ends", &*applied.rule);
-                entry.fault.end_fault();
+        if let Some((rule, episode)) = entry.conn.fault() {
+            if !self.engine.episode_running(episode) {
+                debug!("dbfault: connection {id}: fault {} ends", &**rule);
+                entry.conn.end_fault();
             }
         }
-        if entry.fault.fault.is_none() && entry.fault.evaluated < self.engine.last_episode() {
+        if entry.conn.open_to(self.engine.last_episode()) {
             self.decide(id, entry, now, false);
+        } else {
+            self.track(id, &entry.conn);
         }
-        self.track(id, &entry.fault);
     }
 
-    /// Lets the first active matching rule act on an identified connection. `identifying`: the
-    /// connection's first event is being handled now (rules with `applyTo: new` apply only then).
+    /// Lets the first active matching rule act on a connection. `identifying`: the connection's
+    /// first event is being handled now (rules with `applyTo: new` apply only then).
     fn decide(&mut self, id: u32, entry: &mut Entry, now: u64, identifying: bool) {
-        let Some(upstream) = entry.upstream.as_ref() else {
-            return;
-        };
         if let Some(d) = self
             .engine
-            .decide(upstream, entry.fault.seed(), identifying)
+            .decide(&entry.upstream, entry.conn.seed(), identifying)
         {
             if d.selected {
                 let rule = &d.slot.rule;
                 debug!(
                     "dbfault: connection {id} to {}: fault {} ({}{})",
-                    upstream.host,
+                    entry.upstream.host,
                     &*d.slot.name,
                     rule.kind.name(),
                     if rule.dry_run { ", dry run" } else { "" }
                 );
                 let name = Rc::clone(&d.slot.name);
                 entry
-                    .fault
+                    .conn
                     .apply(rule, Rc::clone(&name), d.episode, now, identifying);
                 if let Some(stats) = entry.stats.as_ref() {
                     self.telemetry
@@ -201,8 +351,8 @@ impl VmState {
                 }
             }
         }
-        entry.fault.evaluated = self.engine.last_episode();
-        self.track(id, &entry.fault);
+        entry.conn.considered(self.engine.last_episode());
+        self.track(id, &entry.conn);
     }
 
     /// Keeps `timed` in step with whether the connection needs ticks.

@@ -6,17 +6,9 @@ use crate::host::{self, HostMetrics};
 use log::{error, info};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
-/// How often a root context ticks when nothing is held: rule windows, `applyTo: all`
-/// activations and configurations from other VMs are noticed within this.
-const BASE_TICK: Duration = Duration::from_millis(50);
-/// While a delay rule is active: holds are released within this of their time.
-const FAST_TICK: Duration = Duration::from_millis(1);
-/// How far ahead of its time a tick may act on a deadline (see `on_tick`).
-const MAX_EARLY: Duration = Duration::from_millis(2);
+use super::{BASE_TICK, FAST_TICK};
 
 /// One per plugin configuration per VM.
 pub struct Root {
@@ -48,18 +40,21 @@ fn summary(config: &Config) -> String {
     let mut text = format!(
         "metrics {} (interval {} ms, maxUpstreams {}); {} fault rule(s)",
         if m.enabled { "on" } else { "off" },
-        m.interval.as_millis(),
+        crate::fault::nanos(m.interval) / 1_000_000,
         m.max_upstreams,
         config.faults.len()
     );
     for rule in &config.faults {
-        text.push_str(&format!(
-            "; {} = {}{}{}",
-            rule.name,
+        for part in [
+            "; ",
+            &rule.name,
+            " = ",
             rule.kind.name(),
             if rule.enabled { "" } else { " (disabled)" },
-            if rule.dry_run { " (dry run)" } else { "" }
-        ));
+            if rule.dry_run { " (dry run)" } else { "" },
+        ] {
+            text.push_str(part);
+        }
     }
     text
 }
@@ -110,59 +105,7 @@ impl RootContext for Root {
         let Some(now) = host::now_nanos() else {
             return;
         };
-        let Some((actions, fast, interval)) = with_vm(|vm| {
-            // Ticks arrive with some granularity (about 4 ms in Envoy 1.40 even at a 1 ms
-            // period): act on what is due by the middle of the next gap, so that releases and
-            // closes land on the nearest tick instead of always the one after; never more
-            // than MAX_EARLY ahead, so that a loaded, slowly ticking worker does not release
-            // holds noticeably early.
-            let gap = vm.last_tick.map_or(0, |last| now.saturating_sub(last));
-            vm.last_tick = Some(now);
-            let due_by = now.saturating_add((gap / 2).min(crate::fault::nanos(MAX_EARLY)));
-            vm.poll_shared_config(now);
-            let changes = vm.engine.update(now);
-            if !changes.is_empty() {
-                vm.report(&changes);
-                vm.reevaluate = true;
-            }
-            if std::mem::take(&mut vm.reevaluate) {
-                let entries: Vec<(u32, Rc<RefCell<super::Entry>>)> = vm
-                    .connections
-                    .iter()
-                    .map(|(id, e)| (*id, Rc::clone(e)))
-                    .collect();
-                for (id, entry) in entries {
-                    if let Ok(mut entry) = entry.try_borrow_mut() {
-                        vm.reevaluate_entry(id, &mut entry, now);
-                    }
-                }
-            }
-            let mut actions: Vec<(u32, TickAction)> = Vec::new();
-            let mut soonest = u64::MAX;
-            let timed: Vec<u32> = vm.timed.iter().copied().collect();
-            for id in timed {
-                let Some(entry) = vm.connections.get(&id).map(Rc::clone) else {
-                    vm.timed.remove(&id);
-                    continue;
-                };
-                let Ok(mut entry) = entry.try_borrow_mut() else {
-                    continue;
-                };
-                if let Some(action) = entry.fault.on_tick(due_by) {
-                    actions.push((id, action));
-                }
-                soonest = soonest.min(entry.fault.next_wake().unwrap_or(u64::MAX));
-                vm.track(id, &entry.fault);
-            }
-            let metrics = &vm.config.metrics;
-            if metrics.enabled {
-                let interval = crate::fault::nanos(metrics.interval);
-                vm.telemetry.flush_if_due(&mut HostMetrics, now, interval);
-            }
-            let fast = vm.engine.delaying()
-                || soonest < now.saturating_add(crate::fault::nanos(BASE_TICK));
-            (actions, fast, vm.config.metrics.interval)
-        }) else {
+        let Some((actions, fast, interval)) = with_vm(|vm| vm.tick(now)) else {
             return;
         };
         // Host actions run outside the VM state borrow: a close calls back into the stream
@@ -178,6 +121,8 @@ impl RootContext for Root {
         if !actions.is_empty() {
             host::set_effective_context(self.context_id);
         }
+        // The buffer goes back for the next tick (no allocation per tick).
+        with_vm(|vm| vm.actions = actions);
         self.set_tick(if fast {
             FAST_TICK
         } else {

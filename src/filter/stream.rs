@@ -1,8 +1,8 @@
 use super::{with_vm, Entry};
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
-use crate::fault::{Direction, Effect};
-use crate::host::{self, HostMetrics, Side};
+use crate::fault::{Close, Direction, Effect};
+use crate::host::{self, HostMetrics};
 use crate::metrics::Traffic;
 use crate::schedule::mix;
 use crate::upstream::{self, ConnectionFacts};
@@ -12,52 +12,44 @@ use proxy_wasm::types::{Action, PeerType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// Where a downstream connection stands.
+enum Phase {
+    /// `tcp_proxy` picks the cluster after our `on_new_connection`: the upstream is known at the
+    /// first data event in either direction (or at close, for a connection that carried none).
+    Unidentified,
+    Open(Rc<RefCell<Entry>>),
+    Finished,
+}
+
 /// One downstream connection.
 pub struct Stream {
     id: u32,
-    entry: Rc<RefCell<Entry>>,
-    /// The upstream is known (`tcp_proxy` picks the cluster after our `on_new_connection`; it
-    /// is known at the first data event in either direction).
-    identified: bool,
-    finished: bool,
+    phase: Phase,
 }
 
 impl Stream {
     pub fn new(id: u32) -> Stream {
-        let seed = with_vm(|vm| {
-            vm.seeds = vm.seeds.wrapping_add(1);
-            vm.seeds
-        })
-        .unwrap_or(0);
-        let entry = Rc::new(RefCell::new(Entry {
-            fault: Connection::new(
-                mix(seed ^ mix(u64::from(id))),
-                0,
-                Rc::new(Traffic::default()),
-            ),
-            upstream: None,
-            stats: None,
-        }));
-        with_vm(|vm| vm.connections.insert(id, Rc::clone(&entry)));
         Stream {
             id,
-            entry,
-            identified: false,
-            finished: false,
+            phase: Phase::Unidentified,
         }
     }
 
     /// Resolves the upstream once, counts the connection and lets the first active matching
-    /// rule decide. Called at the first data event in either direction, or at close for a
-    /// connection that carried no data.
-    fn identify(&mut self) {
-        self.identified = true;
+    /// rule decide. `first`: the event that identifies it (`None`: a close).
+    fn identify(&mut self, first: Option<Direction>) {
         // Property lookups are the expensive part of a new connection (each costs about 5% of
         // Envoy's connection rate, measured): ask only for what the identity or the current
         // rules need.
         let cluster = host::property(&["xds", "cluster_name"]);
+        let (uses_hosts, uses_ports) =
+            with_vm(|vm| (vm.engine.uses_hosts(), vm.engine.uses_ports())).unwrap_or_default();
+        // A TLS client speaks first: a connection identified by anything but client bytes that
+        // open a TLS handshake has no SNI.
         let wants_sni = upstream::needs_sni(cluster.as_deref())
-            || with_vm(|vm| vm.engine.uses_hosts()).unwrap_or(false);
+            || (uses_hosts
+                && first == Some(Direction::ToDatabase)
+                && upstream::starts_tls(host::first_byte(Direction::ToDatabase)));
         let sni = if wants_sni {
             host::property(&["connection", "requested_server_name"])
         } else {
@@ -68,9 +60,8 @@ impl Stream {
         } else {
             None
         };
-        let wants_port = upstream::cluster_port(cluster.as_deref()).is_none()
-            && with_vm(|vm| vm.engine.uses_ports()).unwrap_or(false);
-        let upstream_address = if wants_port {
+        let upstream_address = if uses_ports && upstream::cluster_port(cluster.as_deref()).is_none()
+        {
             host::property(&["upstream", "address"])
         } else {
             None
@@ -96,71 +87,85 @@ impl Stream {
             cluster.as_deref().unwrap_or("-"),
             sni.as_deref().unwrap_or("-")
         );
-        let Ok(mut entry) = self.entry.try_borrow_mut() else {
-            return;
-        };
-        entry.upstream = Some(info);
         let id = self.id;
-        with_vm(|vm| {
-            let metrics = &vm.config.metrics;
-            if metrics.enabled {
-                let max = metrics.max_upstreams;
-                let stats = vm.telemetry.open(&mut HostMetrics, &label, max);
-                entry.fault.set_traffic(Rc::clone(&stats.traffic));
-                entry.stats = Some(stats);
-            }
-            let now = host::now_nanos().unwrap_or(0);
-            entry.fault.set_opened_at(now);
+        let now = host::now_nanos().unwrap_or(0);
+        let entry = with_vm(|vm| {
+            vm.seeds = vm.seeds.wrapping_add(1);
+            let seed = mix(vm.seeds ^ mix(u64::from(id)));
+            let metrics = &vm.metrics;
+            let stats = metrics.enabled.then(|| {
+                vm.telemetry
+                    .open(&mut HostMetrics, &label, metrics.max_upstreams)
+            });
+            let traffic = stats
+                .as_ref()
+                .map_or_else(Rc::default, |s| Rc::clone(&s.traffic));
+            let mut entry = Entry {
+                conn: Connection::new(seed, now, traffic),
+                upstream: info,
+                stats,
+            };
             vm.decide(id, &mut entry, now, true);
+            let entry = Rc::new(RefCell::new(entry));
+            vm.connections.insert(id, Rc::clone(&entry));
+            entry
         });
+        // Without the VM state (re-entered: should not happen) the connection goes unwatched.
+        let entry = entry.unwrap_or_else(|| {
+            Rc::new(RefCell::new(Entry {
+                conn: Connection::new(0, now, Rc::new(Traffic::default())),
+                upstream: UpstreamInfo::default(),
+                stats: None,
+            }))
+        });
+        self.phase = Phase::Open(entry);
     }
 
     fn on_data(&mut self, dir: Direction, size: usize) -> Action {
-        if !self.identified {
-            self.identify();
+        if let Phase::Unidentified = self.phase {
+            self.identify(Some(dir));
         }
-        let Ok(mut entry) = self.entry.try_borrow_mut() else {
+        let Phase::Open(entry) = &self.phase else {
             return Action::Continue;
         };
+        let Ok(mut entry) = entry.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let timed = entry.conn.next_wake().is_some();
         let outcome = entry
-            .fault
+            .conn
             .on_data(dir, size, &mut || host::now_nanos().unwrap_or(0));
-        if entry.fault.fault.is_some() {
+        if entry.conn.next_wake().is_some() != timed {
             let id = self.id;
-            with_vm(|vm| vm.track(id, &entry.fault));
+            with_vm(|vm| vm.track(id, &entry.conn));
         }
         drop(entry);
-        let side = match dir {
-            Direction::ToDatabase => Side::Downstream,
-            Direction::ToClient => Side::Upstream,
-        };
         let action = match outcome.effect {
             Effect::Forward => Action::Continue,
             Effect::Hold => Action::Pause,
             Effect::Drop { keep } => {
-                host::drop_data(side, size, keep);
+                host::drop_data(dir, size, keep);
                 Action::Continue
             }
         };
-        if outcome.close {
+        if outcome.close == Close::Now {
             host::close_connection();
         }
         action
     }
 
     fn finish(&mut self) {
-        if self.finished {
-            return;
+        if let Phase::Unidentified = self.phase {
+            self.identify(None);
         }
-        self.finished = true;
-        if !self.identified {
-            self.identify();
-        }
-        let id = self.id;
-        let Ok(mut entry) = self.entry.try_borrow_mut() else {
+        let Phase::Open(entry) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return;
         };
-        entry.fault.finish();
+        let Ok(mut entry) = entry.try_borrow_mut() else {
+            return;
+        };
+        entry.conn.finish();
+        let id = self.id;
         with_vm(|vm| {
             if let Some(stats) = entry.stats.take() {
                 vm.telemetry.close(&stats);
@@ -188,14 +193,14 @@ impl StreamContext for Stream {
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {
-        if !self.identified {
-            self.identify();
+        if let Phase::Unidentified = self.phase {
+            self.identify(None);
         }
     }
 
     fn on_upstream_close(&mut self, _peer_type: PeerType) {
-        if !self.identified {
-            self.identify();
+        if let Phase::Unidentified = self.phase {
+            self.identify(None);
         }
     }
 

@@ -1,22 +1,19 @@
-//! `faults[]`: raw serde form → validated [`Rule`]s.
+//! One entry of `faults[]`: the fields every rule has, and their parsing. The kind-specific
+//! object (`abort`, `delay`...) is parsed by the kind's own module through the registry in
+//! [`crate::fault`]; `match` by [`crate::fault::matching`].
 
-use super::fields::{as_str, as_u64, number_text, Fields};
-use super::{parse_duration, quote, ConfigError};
-use crate::fault::blackhole::Blackhole;
-use crate::fault::cut::Cut;
-use crate::fault::delay::Delay;
-use crate::fault::matching::{HostPattern, Match};
-use crate::fault::{ApplyTo, FaultKind, Rule};
+use super::matching::Match;
+use super::{FaultKind, KIND_KEYS};
+use crate::config::fields::{number_text, push_list, Fields};
+use crate::config::{quote, ConfigError};
 use crate::schedule::Window;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// More rules than this is a generated config gone wrong; each rule is checked per connection.
 pub const MAX_RULES: usize = 256;
-/// Longest accepted duration anywhere in a rule.
-const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-const RULE_KEYS: &[&str] = &[
+/// Keys every rule may have, besides its kind's key.
+const COMMON_KEYS: &[&str] = &[
     "name",
     "enabled",
     "match",
@@ -24,49 +21,38 @@ const RULE_KEYS: &[&str] = &[
     "applyTo",
     "window",
     "dryRun",
-    "abort",
-    "blackhole",
-    "delay",
-    "cut",
 ];
-const KINDS: [&str; 4] = ["abort", "blackhole", "delay", "cut"];
+
+/// One validated rule from `faults[]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `[a-z0-9._-]+`, unique: the `fault` label and the name in logs.
+    pub name: String,
+    pub enabled: bool,
+    pub matcher: Match,
+    /// Share of matching connections affected, in basis points (0 to 10000).
+    pub percentage_bp: u32,
+    pub apply_to: ApplyTo,
+    pub window: Option<Window>,
+    /// Counted and logged, traffic untouched.
+    pub dry_run: bool,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyTo {
+    /// Connections already open are affected too when the rule becomes active.
+    All,
+    /// Only connections whose upstream is identified while the rule is active.
+    New,
+}
 
 fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError::new(path, message))
 }
 
-fn duration(path: &str, text: &str) -> Result<Duration, ConfigError> {
-    let d = parse_duration(path, text)?;
-    if d > MAX_DURATION {
-        return err(
-            path,
-            format!("{} is too long (at most 30 days)", quote(text)),
-        );
-    }
-    Ok(d)
-}
-
-/// A duration that may also be zero (`window.after`, `delay.jitter`).
-fn offset(path: &str, text: &str) -> Result<Duration, ConfigError> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => Ok(d),
-        _ => duration(path, text),
-    }
-}
-
-/// An optional duration field of `fields`, read with `read` (`duration` or `offset`).
-fn duration_field(
-    fields: &Fields<'_>,
-    key: &str,
-    read: fn(&str, &str) -> Result<Duration, ConfigError>,
-) -> Result<Option<Duration>, ConfigError> {
-    fields
-        .str(key)?
-        .map(|text| read(&fields.path(key), text))
-        .transpose()
-}
-
-pub(crate) fn compile(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
+/// `faults[]` of the configuration document `root` (absent: no rules).
+pub fn parse_all(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
     let Some(raw) = root.array("faults")? else {
         return Ok(Vec::new());
     };
@@ -76,12 +62,12 @@ pub(crate) fn compile(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
             format!("{} rules, at most {MAX_RULES} are allowed", raw.len()),
         );
     }
-    let mut names = HashSet::new();
-    let mut rules = Vec::with_capacity(raw.len());
+    let known: Vec<&str> = COMMON_KEYS.iter().chain(KIND_KEYS).copied().collect();
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     for (i, value) in raw.iter().enumerate() {
         let at = format!("faults[{i}]");
-        let rule = compile_rule(&Fields::of(value, &at, RULE_KEYS)?)?;
-        if !names.insert(rule.name.clone()) {
+        let rule = parse(&Fields::of(value, &at, &known)?)?;
+        if rules.iter().any(|r| r.name == rule.name) {
             return err(
                 &format!("{at}.name"),
                 format!("duplicate rule name {}", quote(&rule.name)),
@@ -92,14 +78,15 @@ pub(crate) fn compile(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
     Ok(rules)
 }
 
-fn compile_rule(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
+fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
     let name = match raw.str("name")? {
         None => return err(&raw.path("name"), "missing (every rule needs a name)"),
         Some(n)
             if !n.is_empty()
                 && n.len() <= 64
-                && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)) =>
+                && n.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                }) =>
         {
             n.to_owned()
         }
@@ -110,18 +97,18 @@ fn compile_rule(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
             )
         }
     };
-    let Some(matcher) = raw.object("match", &["hosts", "clusters", "ports"])? else {
+    let Some(matcher) = raw.object("match", Match::KEYS)? else {
         return err(
             &raw.path("match"),
             "missing (a rule needs match.hosts or match.clusters)",
         );
     };
-    let matcher = compile_match(&matcher)?;
+    let matcher = Match::parse(&matcher)?;
     let percentage_bp = match raw.get("percentage") {
         None => 10_000,
         Some(v) => match (raw.f64("percentage")?, v) {
             (Some(p), _) if (0.0..=100.0).contains(&p) => (p * 100.0).round() as u32,
-            (_, serde_json::Value::Number(n)) => {
+            (_, crate::config::json::Value::Number(n)) => {
                 return err(
                     &raw.path("percentage"),
                     format!("{} is out of range (0 to 100)", number_text(n)),
@@ -142,9 +129,8 @@ fn compile_rule(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
     };
     let window = match raw.object("window", &["after", "for", "every"])? {
         None => None,
-        Some(w) => Some(compile_window(&w)?),
+        Some(w) => Some(parse_window(&w)?),
     };
-    let kind = compile_kind(raw)?;
     Ok(Rule {
         name,
         enabled: raw.bool("enabled")?.unwrap_or(true),
@@ -153,92 +139,28 @@ fn compile_rule(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         apply_to,
         window,
         dry_run: raw.bool("dryRun")?.unwrap_or(false),
-        kind,
+        kind: parse_kind(raw)?,
     })
 }
 
-fn compile_match(raw: &Fields<'_>) -> Result<Match, ConfigError> {
-    let mut m = Match::default();
-    if let Some(hosts) = raw.array("hosts")? {
-        if hosts.is_empty() {
-            return err(
-                &raw.path("hosts"),
-                "empty list (leave it out or name a host)",
-            );
-        }
-        for (j, host) in hosts.iter().enumerate() {
-            let at = format!("{}[{j}]", raw.path("hosts"));
-            let host = as_str(host, &at)?;
-            match HostPattern::parse(host) {
-                Ok(p) => m.hosts.push(p),
-                Err(why) => return err(&at, format!("invalid host {}: {why}", quote(host))),
-            }
-        }
-    }
-    if let Some(clusters) = raw.array("clusters")? {
-        if clusters.is_empty() {
-            return err(
-                &raw.path("clusters"),
-                "empty list (leave it out or name a cluster)",
-            );
-        }
-        for (j, cluster) in clusters.iter().enumerate() {
-            let at = format!("{}[{j}]", raw.path("clusters"));
-            let cluster = as_str(cluster, &at)?;
-            if cluster.is_empty() {
-                return err(&at, "empty cluster name");
-            }
-            m.clusters.push(cluster.to_owned());
-        }
-    }
-    if m.hosts.is_empty() && m.clusters.is_empty() {
-        return err(&raw.path(""), "needs \"hosts\" or \"clusters\"").map_err(|mut e| {
-            e.path = e.path.trim_end_matches('.').to_owned();
-            e
-        });
-    }
-    if let Some(ports) = raw.array("ports")? {
-        if ports.is_empty() {
-            return err(
-                &raw.path("ports"),
-                "empty list (leave it out to match any port)",
-            );
-        }
-        for (j, port) in ports.iter().enumerate() {
-            let at = format!("{}[{j}]", raw.path("ports"));
-            let n = as_u64(port, &at)?;
-            match u16::try_from(n) {
-                Ok(p) if p > 0 => m.ports.push(p),
-                _ => return err(&at, format!("{n} is not a port (1 to 65535)")),
-            }
-        }
-    }
-    Ok(m)
-}
-
-fn compile_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
+fn parse_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
     // `after` is an offset and may be zero ("0s": from the start); the others are periods.
-    let after = duration_field(raw, "after", offset)?.unwrap_or(Duration::ZERO);
-    let Some(for_text) = raw.str("for")? else {
+    let after = raw.offset("after")?.unwrap_or(Duration::ZERO);
+    let (Some(for_text), Some(for_)) = (raw.str("for")?, raw.duration("for")?) else {
         return err(&raw.path("for"), "missing (how long the window stays open)");
     };
-    let for_ = duration(&raw.path("for"), for_text)?;
-    let every = match raw.str("every")? {
-        None => None,
-        Some(text) => {
-            let every = duration(&raw.path("every"), text)?;
-            if every <= for_ {
-                return err(
-                    &raw.path("every"),
-                    format!(
-                        "{} must be longer than window.for ({})",
-                        quote(text),
-                        quote(for_text)
-                    ),
-                );
-            }
-            Some(every)
+    let every = match (raw.str("every")?, raw.duration("every")?) {
+        (Some(text), Some(every)) if every <= for_ => {
+            return err(
+                &raw.path("every"),
+                format!(
+                    "{} must be longer than window.for ({})",
+                    quote(text),
+                    quote(for_text)
+                ),
+            )
         }
+        (_, every) => every,
     };
     Ok(Window {
         after,
@@ -247,82 +169,28 @@ fn compile_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
     })
 }
 
-fn compile_kind(raw: &Fields<'_>) -> Result<FaultKind, ConfigError> {
-    let given: Vec<&str> = KINDS.iter().copied().filter(|k| raw.has(k)).collect();
-    let [kind] = given.as_slice() else {
-        let found = if given.is_empty() {
-            "none".to_owned()
-        } else {
-            given.join(", ")
-        };
-        let at = raw.path("");
-        return err(
-            at.trim_end_matches('.'),
-            format!(
-                "needs exactly one fault kind of abort, blackhole, delay, cut (found: {found})"
-            ),
-        );
-    };
-    match *kind {
-        "abort" => {
-            raw.object("abort", &[])?;
-            Ok(FaultKind::Abort)
-        }
-        "blackhole" => {
-            let b = raw.object("blackhole", &["closeAfter"])?;
-            let close_after = match &b {
-                Some(b) => duration_field(b, "closeAfter", duration)?,
-                None => None,
-            };
-            Ok(FaultKind::Blackhole(Blackhole { close_after }))
-        }
-        "delay" => {
-            let Some(d) = raw.object("delay", &["latency", "jitter", "firstOnly"])? else {
-                return err(&raw.path("delay"), "missing");
-            };
-            let Some(latency_text) = d.str("latency")? else {
-                return err(&d.path("latency"), "missing");
-            };
-            let latency = duration(&d.path("latency"), latency_text)?;
-            let jitter = duration_field(&d, "jitter", offset)?.unwrap_or(Duration::ZERO);
-            if jitter > latency {
-                return err(
-                    &d.path("jitter"),
-                    format!(
-                        "{} is larger than the latency ({})",
-                        quote(d.str("jitter")?.unwrap_or_default()),
-                        quote(latency_text)
-                    ),
-                );
-            }
-            Ok(FaultKind::Delay(Delay {
-                latency,
-                jitter,
-                first_only: d.bool("firstOnly")?.unwrap_or(false),
-            }))
-        }
-        _ => {
-            let Some(c) = raw.object("cut", &["afterBytes", "after"])? else {
-                return err(&raw.path("cut"), "missing");
-            };
-            let after = duration_field(&c, "after", duration)?;
-            let after_bytes = c.u64("afterBytes")?;
-            if after_bytes == Some(0) {
-                return err(
-                    &c.path("afterBytes"),
-                    "0 is out of range (at least 1; use abort to forward nothing)",
-                );
-            }
-            if after_bytes.is_none() && after.is_none() {
-                return err(&raw.path("cut"), "needs afterBytes or after (or both)");
-            }
-            Ok(FaultKind::Cut(Cut { after_bytes, after }))
+/// The one kind key a rule must have, parsed by its kind.
+fn parse_kind(raw: &Fields<'_>) -> Result<FaultKind, ConfigError> {
+    let given: Vec<&str> = KIND_KEYS.iter().copied().filter(|k| raw.has(k)).collect();
+    if let [key] = given.as_slice() {
+        if let Some(kind) = FaultKind::parse(key, raw) {
+            return kind;
         }
     }
+    let mut message = "needs exactly one fault kind of ".to_owned();
+    push_list(&mut message, KIND_KEYS);
+    message.push_str(" (found: ");
+    if given.is_empty() {
+        message.push_str("none");
+    } else {
+        push_list(&mut message, &given);
+    }
+    message.push(')');
+    err(raw.at(), message)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::config::Config;
     use crate::fault::{ApplyTo, FaultKind};
     use std::time::Duration;
@@ -333,6 +201,20 @@ mod tests {
 
     fn err(json: &str) -> String {
         Config::parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    /// The kind of a one-rule configuration whose kind part is `kind` (`"delay": {...}`).
+    pub(crate) fn parse_kind(kind: &str) -> FaultKind {
+        let json =
+            format!(r#"{{"faults": [{{"name": "r", "match": {{"hosts": ["pg"]}}, {kind}}}]}}"#);
+        rules(&json).remove(0).kind
+    }
+
+    /// The error for a one-rule configuration whose kind part is `kind`.
+    pub(crate) fn parse_error(kind: &str) -> String {
+        err(&format!(
+            r#"{{"faults": [{{"name": "r", "match": {{"hosts": ["pg"]}}, {kind}}}]}}"#
+        ))
     }
 
     #[test]
@@ -351,7 +233,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         let r = &r[0];
         assert_eq!(r.name, "firestore-outage");
-        assert_eq!(r.kind, FaultKind::Abort);
+        assert_eq!(r.kind, FaultKind::Abort(crate::fault::abort::Abort));
         assert_eq!(r.apply_to, ApplyTo::All);
         assert_eq!(r.percentage_bp, 10_000);
         assert_eq!(r.matcher.ports, vec![443]);
@@ -426,13 +308,6 @@ mod tests {
             (format!(r#"{{"faults": [{{"name": "x", {m}, "abort": {{}}, "window": {{"for": "1m", "every": "30s"}}}}]}}"#), r#"faults[0].window.every: "30s" must be longer than window.for"#),
             (format!(r#"{{"faults": [{{"name": "x", {m}, "abort": {{}}, "window": {{"for": "1m", "after": "-1s"}}}}]}}"#), r#"faults[0].window.after: invalid duration "-1s""#),
             (format!(r#"{{"faults": [{{"name": "x", {m}, "abort": {{}}, "window": {{"for": "365d"}}}}]}}"#), "faults[0].window.for: \"365d\" is too long"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "blackhole": {{"closeAfter": "soon"}}}}]}}"#), r#"faults[0].blackhole.closeAfter: invalid duration "soon""#),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "delay": {{}}}}]}}"#), "faults[0].delay.latency: missing"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "delay": {{"latency": "0ms"}}}}]}}"#), "faults[0].delay.latency: invalid duration \"0ms\": must be greater than zero"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "delay": {{"latency": "10ms", "jitter": "20ms"}}}}]}}"#), r#"faults[0].delay.jitter: "20ms" is larger than the latency"#),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "cut": {{}}}}]}}"#), "faults[0].cut: needs afterBytes or after"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "cut": {{"afterBytes": 0}}}}]}}"#), "faults[0].cut.afterBytes: 0 is out of range"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}, "cut": {{"afterBytes": -5}}}}]}}"#), "faults[0].cut.afterBytes: invalid value: integer `-5`"),
             (r#"{"faults": [1]}"#.into(), "faults[0]: invalid type: integer `1`, expected an object"),
         ];
         for (json, want) in cases {

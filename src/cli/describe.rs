@@ -1,0 +1,103 @@
+//! What a validated configuration will do, in words: the text `dbfault-check` prints. It lives
+//! with the command-line tools, not in the module (native builds only).
+
+use crate::config::Config;
+use crate::fault::matching::HostPattern;
+use crate::fault::{ApplyTo, FaultKind};
+use std::time::Duration;
+
+/// What a configuration will do, one line per item, in words.
+pub fn describe(config: &Config) -> Vec<String> {
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let m = &config.metrics;
+    let mut out = vec![if m.enabled {
+        format!(
+            "metrics on: interval {}, at most {} upstream labels per worker",
+            ms(m.interval),
+            m.max_upstreams
+        )
+    } else {
+        "metrics off".to_owned()
+    }];
+    if config.faults.is_empty() {
+        out.push("no fault rules".to_owned());
+    }
+    for r in &config.faults {
+        let kind = match r.kind {
+            FaultKind::Abort(_) => "abort (close as soon as the upstream is known)".to_owned(),
+            FaultKind::Blackhole(b) => match b.close_after {
+                Some(d) => format!("blackhole, closed after {}", ms(d)),
+                None => "blackhole (hang until the client gives up)".to_owned(),
+            },
+            FaultKind::Delay(d) => format!(
+                "delay client → database by {} ± {}{}",
+                ms(d.latency),
+                ms(d.jitter),
+                if d.first_only {
+                    ", first chunk only"
+                } else {
+                    ""
+                }
+            ),
+            FaultKind::Cut(c) => {
+                let mut parts = Vec::new();
+                if let Some(b) = c.after_bytes {
+                    parts.push(format!("{b} bytes"));
+                }
+                if let Some(d) = c.after {
+                    parts.push(ms(d));
+                }
+                format!("cut after {}", parts.join(" or "))
+            }
+        };
+        let hosts: Vec<String> = r
+            .matcher
+            .hosts
+            .iter()
+            .map(|h| match h {
+                HostPattern::Any => "*".to_owned(),
+                HostPattern::Suffix(s) => format!("*{s}"),
+                HostPattern::Exact(e) => e.clone(),
+            })
+            .collect();
+        let mut target = Vec::new();
+        if !hosts.is_empty() {
+            target.push(format!("hosts {}", hosts.join(", ")));
+        }
+        if !r.matcher.clusters.is_empty() {
+            target.push(format!("clusters {}", r.matcher.clusters.join(", ")));
+        }
+        if !r.matcher.ports.is_empty() {
+            let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
+            target.push(format!("ports {}", ports.join(", ")));
+        }
+        let state = match (r.enabled, r.dry_run) {
+            (false, _) => "DISABLED",
+            (true, true) => "dry run (counted, traffic untouched)",
+            (true, false) => "enabled",
+        };
+        let when = match r.window {
+            None => "whenever enabled".to_owned(),
+            Some(w) => format!(
+                "from {} after load for {}{}",
+                ms(w.after),
+                ms(w.duration),
+                w.every
+                    .map(|e| format!(", every {}", ms(e)))
+                    .unwrap_or_default()
+            ),
+        };
+        out.push(format!(
+            "rule {}: {kind}; {state}; {}; {}.{:02}% of connections; {}; {when}",
+            r.name,
+            target.join("; "),
+            r.percentage_bp / 100,
+            r.percentage_bp % 100,
+            match r.apply_to {
+                ApplyTo::All => "open and new connections",
+                ApplyTo::New => "new connections only",
+            }
+        ));
+    }
+    out
+}
