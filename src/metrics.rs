@@ -17,8 +17,9 @@ pub const UPSTREAM_RX_BYTES_PER_SECOND: &str = "dbfault_upstream_rx_bytes_per_se
 pub const UPSTREAM_DROPPED_BYTES_TOTAL: &str = "dbfault_upstream_dropped_bytes_total";
 pub const FAULTS_INJECTED_TOTAL: &str = "dbfault_faults_injected_total";
 pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
-/// Plugin configurations accepted, one per worker VM per update: after a push it has risen by
-/// the number of Envoy workers once every worker runs the new rules (a rollout signal).
+/// Configurations a VM started running: accepted in `on_configure`, or taken over from another
+/// VM through shared data (an older VM after a module change, or a worker whose plugin for an
+/// identical earlier configuration Envoy reused). A rollout signal: it rises on every VM.
 pub const CONFIG_LOADED_TOTAL: &str = "dbfault_config_loaded_total";
 
 /// Label value for upstreams beyond `metrics.maxUpstreams`.

@@ -236,6 +236,7 @@ impl VmState {
             Ok(config) => {
                 info!("dbfault: configuration updated from another VM");
                 self.adopt(config, bytes.to_vec(), loaded_at, now);
+                self.telemetry.config_loaded(&mut HostMetrics);
             }
             Err(err) => {
                 // Another module version may know keys this one does not: keep the current rules.

@@ -91,13 +91,17 @@ impl RootContext for Root {
         let now = host::now_nanos().unwrap_or(0);
         let was_live = std::mem::replace(&mut self.live, true);
         let tick = BASE_TICK.min(config.metrics.interval);
-        with_vm(|vm| {
+        let fast = with_vm(|vm| {
             if !was_live {
                 vm.live_roots += 1;
             }
             vm.configure(config, bytes, now);
+            vm.engine.needs_fast_tick()
         });
-        self.set_tick(tick);
+        // A delay active from the start needs the fast tick from the start: a hold begun before
+        // the first tick would otherwise wait for the base tick (found by the e2e test once it
+        // stopped sleeping after each push).
+        self.set_tick(if fast == Some(true) { FAST_TICK } else { tick });
         true
     }
 
