@@ -28,6 +28,9 @@ enum Event {
     Tick(u64),
     /// The rule stops being active.
     End,
+    /// Another rule becomes active and, as the VM does, acts on the connection if no fault
+    /// does (it is "open to rules"), as on an open connection (`applyTo: all`).
+    Apply(Option<FaultKind>),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -35,6 +38,7 @@ fn event() -> impl Strategy<Value = Event> {
         6 => (any::<bool>(), 0usize..5000).prop_map(|(d, n)| Event::Data(d, n)),
         3 => (0u64..300).prop_map(Event::Tick),
         1 => Just(Event::End),
+        1 => kind().prop_map(Event::Apply),
     ]
 }
 
@@ -97,7 +101,8 @@ proptest! {
         if let Some(k) = kind {
             conn.apply(&rule(k, dry_run), "r".into(), 1, now, identifying);
         }
-        let ended = events.iter().any(|e| matches!(e, Event::End));
+        let ended = events.iter().any(|e| matches!(e, Event::End | Event::Apply(_)));
+        let reapplied = events.iter().any(|e| matches!(e, Event::Apply(Some(_))));
         let (mut seen, mut held, mut to_db, mut to_client) = (0u64, 0usize, 0u64, 0u64);
         let mut closed = false;
         for e in events {
@@ -142,13 +147,20 @@ proptest! {
                     }
                 }
                 Event::End => conn.end_fault(),
+                Event::Apply(next) => {
+                    if let Some(k) = next {
+                        if conn.open_to(u64::MAX) {
+                            conn.apply(&rule(k, false), "r2".into(), 2, now, false);
+                        }
+                    }
+                }
             }
         }
         conn.finish();
         prop_assert_eq!(traffic.tx.get(), to_db, "client → database forwarded");
         prop_assert_eq!(traffic.rx.get(), to_client, "database → client forwarded");
         prop_assert_eq!(traffic.tx.get() + traffic.rx.get() + traffic.dropped.get(), seen);
-        if kind.is_none() || dry_run {
+        if (kind.is_none() || dry_run) && !reapplied {
             prop_assert_eq!(traffic.dropped.get(), 0);
         }
         // A cut that had not happened yet is called off when its rule ends.
