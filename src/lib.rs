@@ -30,6 +30,7 @@ pub mod fault;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod manifest;
 pub mod metrics;
+pub mod protocol;
 pub mod schedule;
 pub mod throughput;
 pub mod upstream;

@@ -1,0 +1,33 @@
+//! The PostgreSQL reader on arbitrary bytes, both directions: never panics, never keeps more
+//! than the capture limit, and reports the same steps however the bytes are chunked (the
+//! first input byte picks the chunk size, the second the direction).
+#![no_main]
+
+use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
+use libfuzzer_sys::fuzz_target;
+
+fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in data.chunks(size) {
+        reader.read(chunk, &mut |s| {
+            if let Step::Message(m) = &s {
+                assert!(m.body.len() <= CAPTURE_LIMIT);
+                assert!(m.body.len() as u64 <= u64::from(m.len));
+            }
+            out.push(format!("{s:?}"));
+        });
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [size, side, rest @ ..] = data else {
+        return;
+    };
+    let size = usize::from(*size).max(1);
+    let new = || if side & 1 == 0 { Reader::client() } else { Reader::server() };
+    let whole = steps(&mut new(), rest, rest.len().max(1));
+    let chunked = steps(&mut new(), rest, size);
+    assert_eq!(whole, chunked);
+    assert!(whole.iter().filter(|s| *s == "Unreadable").count() <= 1);
+});

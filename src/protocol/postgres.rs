@@ -1,0 +1,512 @@
+//! The PostgreSQL frontend/backend protocol (version 3), read incrementally in both directions.
+//!
+//! Bytes arrive in chunks of any size (a message split over many reads, many messages in one
+//! read); [`Reader`] turns them into whole messages without ever holding more than a message's
+//! first [`CAPTURE_LIMIT`] bytes, and only for the message types whose contents matter
+//! (statement text, error codes, transaction status). Everything else is counted past.
+//!
+//! A session starts with an untagged message from the client: a StartupMessage, an
+//! SSLRequest or GSSENCRequest (answered by the server with one untagged byte, `S`/`G` to
+//! encrypt or `N` to go on in plaintext, after which the client sends its StartupMessage), or a
+//! CancelRequest (a connection that is not a session). From then on every message is a type
+//! byte and a 4-byte length that counts itself. Anything that does not fit stops the reading of
+//! that connection: [`Reader`] reports [`Step::Unreadable`] once and the caller lets the bytes
+//! pass untouched.
+//!
+//! Written here rather than taken from `postgres-protocol`: that crate parses the backend side
+//! of whole buffered messages for a client and brings its authentication crypto with it; a
+//! filter needs both directions, streamed, with bounded memory.
+
+use crate::fault::Direction;
+
+/// Bytes of a message kept for its contents: statement text beyond this is not matched.
+pub const CAPTURE_LIMIT: usize = 4096;
+/// The protocol's own limit on a message's length (PostgreSQL refuses longer ones: 1 GB).
+const MAX_MESSAGE: u32 = 0x4000_0000;
+/// An untagged startup-phase message is at most this long (PostgreSQL's limit is 10 000).
+const MAX_STARTUP: u32 = 10_000;
+
+const PROTOCOL_3_0: u32 = 196_608;
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+/// What the first client message said the connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// A StartupMessage (protocol 3.0): a plaintext session.
+    Startup,
+    /// An SSLRequest or GSSENCRequest: the server's one-byte answer decides.
+    EncryptionRequest,
+    /// A CancelRequest: not a session, no queries.
+    Cancel,
+}
+
+/// One complete message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The type byte (`Q`, `P`, `E`...); 0 for the untagged startup-phase messages.
+    pub tag: u8,
+    /// The body's length as the message header gives it.
+    pub len: u32,
+    /// The body's first bytes (up to [`CAPTURE_LIMIT`]), for the tags whose contents matter.
+    pub body: &'a [u8],
+    /// Whether the contents were kept and cut at [`CAPTURE_LIMIT`] (types whose contents are
+    /// not kept have an empty `body` and are not "truncated").
+    pub truncated: bool,
+}
+
+/// What reading a chunk produced, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// The client's first message.
+    Opened(Opening),
+    /// The server's one-byte answer to an SSLRequest or GSSENCRequest: `true` to encrypt (the
+    /// rest is TLS or GSS, not readable), `false` to continue in plaintext.
+    Encryption(bool),
+    Message(Message<'a>),
+    /// The bytes do not follow the protocol: reading stops for good.
+    Unreadable,
+}
+
+/// Where one direction's reader stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Client only: the untagged opening message (again after an encryption request answered
+    /// `N`).
+    Opening,
+    /// Server only: before the answer to an encryption request (one untagged byte).
+    EncryptionAnswer,
+    /// Tagged messages.
+    Tagged,
+    /// Encrypted, a cancel request, or unreadable: nothing more is read.
+    Done,
+}
+
+/// One direction of one connection.
+#[derive(Debug)]
+pub struct Reader {
+    dir: Direction,
+    phase: Phase,
+    /// The header being read: up to 5 bytes (tag + length, or 8 for the opening message).
+    header: [u8; 8],
+    header_len: usize,
+    /// The message whose body is being read: tag, body length, bytes of it still to come.
+    current: Option<(u8, u32, u32)>,
+    /// The captured start of the current body.
+    capture: Vec<u8>,
+    /// How many body bytes of the current message to capture.
+    capture_want: usize,
+}
+
+/// Which messages' contents are kept, and how much of them.
+fn capture_for(dir: Direction, tag: u8) -> usize {
+    match (dir, tag) {
+        // Client: simple Query, Parse (statement name + text), Bind (portal + statement names),
+        // Execute (portal name), Close (what is closed), the opening message's code.
+        (Direction::ToDatabase, b'Q' | b'P' | b'B' | b'E' | b'C' | 0) => CAPTURE_LIMIT,
+        // Server: ErrorResponse (fields, SQLSTATE among them), ReadyForQuery (transaction
+        // status), CommandComplete (its tag names the command).
+        (Direction::ToClient, b'E' | b'Z' | b'C') => 256,
+        _ => 0,
+    }
+}
+
+impl Reader {
+    /// The reader of the client → server direction (it starts with the opening message).
+    pub fn client() -> Reader {
+        Reader::new(Direction::ToDatabase, Phase::Opening)
+    }
+
+    /// The reader of the server → client direction.
+    pub fn server() -> Reader {
+        Reader::new(Direction::ToClient, Phase::Tagged)
+    }
+
+    fn new(dir: Direction, phase: Phase) -> Reader {
+        Reader {
+            dir,
+            phase,
+            header: [0; 8],
+            header_len: 0,
+            current: None,
+            capture: Vec::new(),
+            capture_want: 0,
+        }
+    }
+
+    /// Whether this reader still reads (not encrypted, cancelled or given up).
+    pub fn reading(&self) -> bool {
+        self.phase != Phase::Done
+    }
+
+    /// The server reader expects the one-byte answer to an encryption request next.
+    pub fn expect_encryption_answer(&mut self) {
+        if self.phase != Phase::Done {
+            self.phase = Phase::EncryptionAnswer;
+        }
+    }
+
+    /// The client reader expects an opening message again (after an `N` answer).
+    pub fn expect_opening(&mut self) {
+        if self.phase != Phase::Done {
+            self.phase = Phase::Opening;
+        }
+    }
+
+    /// Nothing more is read on this direction (the session is encrypted or not understood).
+    pub fn stop(&mut self) {
+        self.phase = Phase::Done;
+        self.current = None;
+        self.capture = Vec::new();
+    }
+
+    /// Reads `chunk`, calling `step` for everything it completes, in order. Returns the number
+    /// of bytes consumed: all of them, unless reading stopped within the chunk.
+    pub fn read(&mut self, chunk: &[u8], step: &mut dyn FnMut(Step<'_>)) -> usize {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            match self.phase {
+                Phase::Done => break,
+                Phase::EncryptionAnswer => {
+                    let Some((&answer, tail)) = rest.split_first() else {
+                        break;
+                    };
+                    rest = tail;
+                    match answer {
+                        b'N' => {
+                            self.phase = Phase::Tagged;
+                            step(Step::Encryption(false));
+                        }
+                        b'S' | b'G' => {
+                            self.stop();
+                            step(Step::Encryption(true));
+                        }
+                        // A server refusing the request outright answers with an ErrorResponse
+                        // (old servers): read it as a tagged message.
+                        b'E' => {
+                            self.phase = Phase::Tagged;
+                            self.header = [0; 8];
+                            self.header[0] = b'E';
+                            self.header_len = 1;
+                        }
+                        _ => self.give_up(step),
+                    }
+                }
+                Phase::Opening | Phase::Tagged => {
+                    if self.current.is_none() {
+                        rest = self.read_header(rest, step);
+                    } else {
+                        rest = self.read_body(rest, step);
+                    }
+                }
+            }
+        }
+        chunk.len() - rest.len()
+    }
+
+    fn give_up(&mut self, step: &mut dyn FnMut(Step<'_>)) {
+        self.stop();
+        step(Step::Unreadable);
+    }
+
+    /// Reads header bytes from `rest`; starts the message once the header is whole.
+    fn read_header<'a>(&mut self, rest: &'a [u8], step: &mut dyn FnMut(Step<'_>)) -> &'a [u8] {
+        let opening = self.phase == Phase::Opening;
+        let need = if opening { 8 } else { 5 };
+        let take = (need - self.header_len).min(rest.len());
+        let (head, tail) = rest.split_at(take);
+        if let Some(slot) = self.header.get_mut(self.header_len..self.header_len + take) {
+            slot.copy_from_slice(head);
+        }
+        self.header_len += take;
+        if self.header_len < need {
+            return tail;
+        }
+        self.header_len = 0;
+        let word = |at: usize| {
+            let mut b = [0u8; 4];
+            if let Some(src) = self.header.get(at..at + 4) {
+                b.copy_from_slice(src);
+            }
+            u32::from_be_bytes(b)
+        };
+        if opening {
+            let (len, code) = (word(0), word(4));
+            let opening_kind = match code {
+                PROTOCOL_3_0 if (8..=MAX_STARTUP).contains(&len) => Opening::Startup,
+                SSL_REQUEST | GSSENC_REQUEST if len == 8 => Opening::EncryptionRequest,
+                CANCEL_REQUEST if len == 16 => Opening::Cancel,
+                _ => {
+                    self.give_up(step);
+                    return tail;
+                }
+            };
+            step(Step::Opened(opening_kind));
+            match opening_kind {
+                Opening::Startup => {
+                    self.phase = Phase::Tagged;
+                    self.begin(0, len - 8, step);
+                }
+                // The server answers first: `N` and the client sends an opening message again;
+                // `S`/`G` and the session layer stops this reader.
+                Opening::EncryptionRequest => {}
+                Opening::Cancel => self.stop(),
+            }
+            return tail;
+        }
+        let tag = self.header[0];
+        let len = word(1);
+        if !tag.is_ascii_alphabetic() || !(4..=MAX_MESSAGE).contains(&len) {
+            self.give_up(step);
+            return tail;
+        }
+        self.begin(tag, len - 4, step);
+        tail
+    }
+
+    /// Starts a message of `body_len` bytes (emitted at once when empty).
+    fn begin(&mut self, tag: u8, body_len: u32, step: &mut dyn FnMut(Step<'_>)) {
+        self.capture_want = capture_for(self.dir, tag).min(body_len as usize);
+        self.capture.clear();
+        self.current = Some((tag, body_len, body_len));
+        if body_len == 0 {
+            self.finish(step);
+        }
+    }
+
+    fn read_body<'a>(&mut self, rest: &'a [u8], step: &mut dyn FnMut(Step<'_>)) -> &'a [u8] {
+        let Some((_, _, remaining)) = self.current else {
+            return rest;
+        };
+        let take = (remaining as usize).min(rest.len());
+        let (part, tail) = rest.split_at(take);
+        let room = self.capture_want.saturating_sub(self.capture.len());
+        if room > 0 {
+            self.capture
+                .extend_from_slice(part.get(..room.min(part.len())).unwrap_or_default());
+        }
+        if let Some((_, _, left)) = self.current.as_mut() {
+            *left -= take as u32;
+            if *left == 0 {
+                self.finish(step);
+            }
+        }
+        tail
+    }
+
+    fn finish(&mut self, step: &mut dyn FnMut(Step<'_>)) {
+        let Some((tag, len, _)) = self.current.take() else {
+            return;
+        };
+        step(Step::Message(Message {
+            tag,
+            len,
+            body: &self.capture,
+            truncated: self.capture_want > 0 && (self.capture.len() as u64) < u64::from(len),
+        }));
+        // Keep the allocation for the next message, but never more than the limit.
+        self.capture.clear();
+    }
+}
+
+/// The SQLSTATE of an ErrorResponse body (its `C` field), if present.
+pub fn sqlstate(body: &[u8]) -> Option<&[u8]> {
+    let mut fields = body;
+    while let Some((&code, rest)) = fields.split_first() {
+        if code == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|&b| b == 0)?;
+        let (value, after) = rest.split_at(end);
+        if code == b'C' {
+            return Some(value);
+        }
+        fields = after.get(1..)?;
+    }
+    None
+}
+
+/// The statement text of a simple Query body, or of a Parse body after the statement name
+/// (up to the terminating NUL, or all of a truncated capture).
+pub fn statement_text(tag: u8, body: &[u8]) -> &[u8] {
+    let text = match tag {
+        b'Q' => body,
+        b'P' => match body.iter().position(|&b| b == 0) {
+            Some(end) => body.get(end + 1..).unwrap_or_default(),
+            None => &[],
+        },
+        _ => &[],
+    };
+    match text.iter().position(|&b| b == 0) {
+        Some(end) => text.get(..end).unwrap_or_default(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tagged message as a client or server would write it.
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn startup() -> Vec<u8> {
+        let params = b"user\0postgres\0database\0postgres\0\0";
+        let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
+        out.extend_from_slice(params);
+        out
+    }
+
+    fn untagged(code: u32) -> Vec<u8> {
+        let mut out = 8u32.to_be_bytes().to_vec();
+        out.extend_from_slice(&code.to_be_bytes());
+        out
+    }
+
+    /// Everything `reader` reports for `bytes` fed in chunks of `size`, as owned values.
+    fn read_all(reader: &mut Reader, bytes: &[u8], size: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(size.max(1)) {
+            reader.read(chunk, &mut |s| {
+                out.push(match s {
+                    Step::Opened(o) => format!("opened {o:?}"),
+                    Step::Encryption(e) => format!("encryption {e}"),
+                    Step::Message(m) => format!(
+                        "{} {} {:?}{}",
+                        m.tag as char,
+                        m.len,
+                        String::from_utf8_lossy(m.body),
+                        if m.truncated { " truncated" } else { "" }
+                    ),
+                    Step::Unreadable => "unreadable".into(),
+                })
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_client_session_in_every_chunking() {
+        let mut bytes = startup();
+        bytes.extend(msg(b'Q', b"SELECT 1; SELECT 2\0"));
+        bytes.extend(msg(b'P', b"s1\0INSERT INTO plants VALUES ($1)\0\0\0"));
+        bytes.extend(msg(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        bytes.extend(msg(b'E', b"\0\0\0\0\0"));
+        bytes.extend(msg(b'S', b""));
+        bytes.extend(msg(b'd', &[7u8; 300]));
+        bytes.extend(msg(b'X', b""));
+        let whole = read_all(&mut Reader::client(), &bytes, bytes.len());
+        assert_eq!(whole.len(), 9, "{whole:?}");
+        assert_eq!(whole[0], "opened Startup");
+        assert!(whole[2].starts_with("Q 19 \"SELECT 1; SELECT 2"));
+        assert_eq!(whole[7], "d 300 \"\"", "CopyData is counted past, not kept");
+        for size in [1, 2, 3, 5, 7, 64] {
+            assert_eq!(
+                read_all(&mut Reader::client(), &bytes, size),
+                whole,
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn encryption_requests_and_their_answers() {
+        // Answered N: the client then starts in plaintext.
+        let mut client = Reader::client();
+        assert_eq!(
+            read_all(&mut client, &untagged(SSL_REQUEST), 3),
+            ["opened EncryptionRequest"]
+        );
+        let mut server = Reader::server();
+        server.expect_encryption_answer();
+        assert_eq!(read_all(&mut server, b"N", 1), ["encryption false"]);
+        client.expect_opening();
+        assert_eq!(read_all(&mut client, &startup(), 4)[0], "opened Startup");
+        assert!(client.reading() && server.reading());
+        // Answered S: nothing more is read.
+        let mut server = Reader::server();
+        server.expect_encryption_answer();
+        assert_eq!(
+            read_all(&mut server, b"S\x16\x03\x01", 4),
+            ["encryption true"]
+        );
+        assert!(!server.reading());
+        // GSSENC, answered G.
+        let mut client = Reader::client();
+        assert_eq!(
+            read_all(&mut client, &untagged(GSSENC_REQUEST), 8),
+            ["opened EncryptionRequest"]
+        );
+    }
+
+    #[test]
+    fn a_cancel_request_is_not_a_session() {
+        let mut bytes = 16u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut client = Reader::client();
+        assert_eq!(read_all(&mut client, &bytes, 5), ["opened Cancel"]);
+        assert!(!client.reading());
+    }
+
+    #[test]
+    fn other_protocols_are_unreadable_once() {
+        for bytes in [
+            b"*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            untagged(0x0002_0000), // protocol 2.0
+        ] {
+            let mut client = Reader::client();
+            assert_eq!(
+                read_all(&mut client, &bytes, 3),
+                ["unreadable"],
+                "{bytes:?}"
+            );
+            assert!(!client.reading());
+        }
+        let mut server = Reader::server();
+        assert_eq!(
+            read_all(&mut server, b"\x00\x00\x00\x00\x05", 2),
+            ["unreadable"]
+        );
+    }
+
+    #[test]
+    fn long_statements_are_captured_up_to_the_limit() {
+        let text = vec![b'x'; 1 << 20];
+        let mut body = text.clone();
+        body.push(0);
+        let mut reader = Reader::server();
+        reader.dir = Direction::ToDatabase;
+        let mut got = Vec::new();
+        for chunk in msg(b'Q', &body).chunks(1000) {
+            reader.read(chunk, &mut |s| {
+                if let Step::Message(m) = s {
+                    got.push((m.len, m.body.len(), m.truncated));
+                }
+            });
+        }
+        assert_eq!(got, [((1 << 20) + 1, CAPTURE_LIMIT, true)]);
+        assert!(reader.capture.capacity() <= 2 * CAPTURE_LIMIT);
+    }
+
+    #[test]
+    fn error_fields_and_statement_text() {
+        let error = b"SERROR\0VERROR\0C40001\0Mcould not serialize\0\0";
+        assert_eq!(sqlstate(error), Some(&b"40001"[..]));
+        assert_eq!(sqlstate(b"SERROR\0\0"), None);
+        assert_eq!(sqlstate(b"SERR"), None);
+        assert_eq!(statement_text(b'Q', b"SELECT 1\0"), b"SELECT 1");
+        assert_eq!(statement_text(b'P', b"s1\0INSERT 1\0\0\0"), b"INSERT 1");
+        assert_eq!(statement_text(b'P', b"s1"), b"");
+        assert_eq!(statement_text(b'Q', b"SELECT trunc"), b"SELECT trunc");
+    }
+}
