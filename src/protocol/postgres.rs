@@ -257,7 +257,8 @@ impl Reader {
         }
         let tag = self.header[0];
         let len = word(1);
-        if !tag.is_ascii_alphabetic() || !(4..=MAX_MESSAGE).contains(&len) {
+        // Tags are ASCII letters, and digits for ParseComplete/BindComplete/CloseComplete.
+        if !tag.is_ascii_alphanumeric() || !(4..=MAX_MESSAGE).contains(&len) {
             self.give_up(step);
             return tail;
         }
@@ -414,6 +415,20 @@ mod tests {
                 "chunks of {size}"
             );
         }
+    }
+
+    #[test]
+    fn server_tags_include_digits() {
+        // ParseComplete, BindComplete, CloseComplete (found by the real-client test: the Rust
+        // postgres crate's extended protocol).
+        let mut bytes = msg(b'1', b"");
+        bytes.extend(msg(b'2', b""));
+        bytes.extend(msg(b'3', b""));
+        bytes.extend(msg(b'Z', b"I"));
+        assert_eq!(
+            read_all(&mut Reader::server(), &bytes, 2),
+            ["1 0 \"\"", "2 0 \"\"", "3 0 \"\"", "Z 1 \"I\""]
+        );
     }
 
     #[test]
