@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+use dbfault::fault::Direction;
+use dbfault::protocol::postgres::session::{Event, Kind, Session};
 use dbfault::protocol::postgres::{sqlstate, statement_text, Opening, Reader, Step};
 use dbfault_testkit::core::wait_for;
 use dbfault_testkit::postgres::{psql, psql_try, Postgres};
@@ -17,6 +19,10 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
+
+/// What the session layer counted for one connection: requests by command, answers, error
+/// classes, and the connection's kind.
+type Counted = (Vec<&'static str>, usize, Vec<String>, Option<Kind>);
 
 /// Bytes of each connection through the relay: (client → server, server → client).
 type Recording = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
@@ -252,4 +258,44 @@ fn real_sessions_read_back_in_any_chunking() {
         4,
         "3 inserts + 1 select"
     );
+
+    // The session layer over the same bytes (client side first, then the server's answers,
+    // which keeps every request before its answer): what would be counted and timed.
+    let summary: Vec<Counted> = sessions
+        .iter()
+        .map(|(up, down)| {
+            let mut session = Session::new();
+            let (mut requests, mut answered, mut errors) = (Vec::new(), 0, Vec::new());
+            for (dir, bytes) in [(Direction::ToDatabase, up), (Direction::ToClient, down)] {
+                for chunk in bytes.chunks(7) {
+                    session.on_data(dir, chunk, 0, &mut |e| match e {
+                        Event::Request(c) => requests.push(c.name()),
+                        Event::Answered { .. } => answered += 1,
+                        Event::Error(class) => {
+                            errors.push(String::from_utf8_lossy(&class).into_owned())
+                        }
+                        Event::Recognized(_) => {}
+                    });
+                }
+            }
+            (requests, answered, errors, session.kind())
+        })
+        .collect();
+    let expect: [(&[&str], usize, &[&str]); 7] = [
+        (&["create"], 1, &[]),
+        (&["insert", "select"], 2, &[]),
+        (&["select"], 1, &["22"]),
+        (&["copy"], 1, &[]),
+        (&["copy"], 1, &[]),
+        (&["insert", "insert", "insert", "select"], 4, &[]),
+        (&["select"], 1, &[]),
+    ];
+    for (i, ((requests, answered, errors, kind), (want_requests, want_answered, want_errors))) in
+        summary.iter().zip(expect).enumerate()
+    {
+        assert_eq!(*kind, Some(Kind::Postgres), "session {i}");
+        assert_eq!(requests.as_slice(), want_requests, "session {i}");
+        assert_eq!(*answered, want_answered, "session {i}");
+        assert_eq!(errors.as_slice(), want_errors, "session {i}");
+    }
 }

@@ -1,8 +1,12 @@
 //! The PostgreSQL reader on arbitrary bytes, both directions: never panics, never keeps more
 //! than the capture limit, and reports the same steps however the bytes are chunked (the
-//! first input byte picks the chunk size, the second the direction).
+//! first input byte picks the chunk size, the second the direction). The session layer on
+//! the same bytes, alternating directions chunk by chunk: never panics, and answers never
+//! outnumber requests.
 #![no_main]
 
+use dbfault::fault::Direction;
+use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,4 +34,20 @@ fuzz_target!(|data: &[u8]| {
     let chunked = steps(&mut new(), rest, size);
     assert_eq!(whole, chunked);
     assert!(whole.iter().filter(|s| *s == "Unreadable").count() <= 1);
+
+    let mut session = Session::new();
+    let (mut requests, mut answered) = (0u64, 0u64);
+    for (i, chunk) in rest.chunks(size).enumerate() {
+        let dir = if (i + usize::from(*side)) % 2 == 0 {
+            Direction::ToDatabase
+        } else {
+            Direction::ToClient
+        };
+        session.on_data(dir, chunk, i as u64, &mut |e| match e {
+            Event::Request(_) => requests += 1,
+            Event::Answered { .. } => answered += 1,
+            _ => {}
+        });
+    }
+    assert!(answered <= requests);
 });

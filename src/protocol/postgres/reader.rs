@@ -1,4 +1,4 @@
-//! The PostgreSQL frontend/backend protocol (version 3), read incrementally in both directions.
+//! The PostgreSQL frontend/backend protocol (version 3), framed incrementally in both directions.
 //!
 //! Bytes arrive in chunks of any size (a message split over many reads, many messages in one
 //! read); [`Reader`] turns them into whole messages without ever holding more than a message's

@@ -1,0 +1,9 @@
+//! PostgreSQL, as it passes through the filter: [`reader`] frames the messages of each
+//! direction, [`sql`] classifies statements, [`session`] pairs the client's statements with
+//! the server's answers (what gets counted and timed).
+
+pub mod reader;
+pub mod session;
+pub mod sql;
+
+pub use reader::{sqlstate, statement_text, Message, Opening, Reader, Step, CAPTURE_LIMIT};
