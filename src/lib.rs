@@ -12,6 +12,8 @@
 //!   `connection` (a connection's byte ledger and the dispatch to its fault), and one module per
 //!   fault kind (`abort`, `blackhole`, `delay`, `cut`) owning its parameters, their validation,
 //!   its per-connection state and its behaviour.
+//! - [`protocol`]: database wire protocols read as they pass (PostgreSQL so far; not yet used by
+//!   the filter).
 //! - [`upstream`]: the upstream identity of a connection, label sanitising.
 //! - [`schedule`]: rule windows, per-connection percentage draws, jitter.
 //! - [`throughput`]: byte counts and the windowed bytes-per-second rate.
