@@ -16,6 +16,7 @@ impl MetricSink for HostMetrics {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
         };
         match hostcalls::define_metric(kind, name) {
             Ok(id) => Some(id),

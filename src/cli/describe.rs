@@ -12,9 +12,14 @@ pub fn describe(config: &Config) -> Vec<String> {
     let m = &config.metrics;
     let mut out = vec![if m.enabled {
         format!(
-            "metrics on: interval {}, at most {} upstream labels per worker",
+            "metrics on: interval {}, at most {} upstream labels per worker, {}",
             ms(m.interval),
-            m.max_upstreams
+            m.max_upstreams,
+            if m.requests {
+                "PostgreSQL sessions read for request metrics"
+            } else {
+                "no request metrics (connections' bytes never read)"
+            }
         )
     } else {
         "metrics off".to_owned()

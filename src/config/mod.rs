@@ -43,6 +43,9 @@ pub struct MetricsConfig {
     pub interval: Duration,
     /// Distinct upstream labels per VM; further upstreams are reported as `other`.
     pub max_upstreams: usize,
+    /// Whether connections are read as their database protocol (PostgreSQL so far) for the
+    /// request metrics. Off: their bytes are never read.
+    pub requests: bool,
 }
 
 impl MetricsConfig {
@@ -50,6 +53,7 @@ impl MetricsConfig {
         enabled: true,
         interval: Duration::from_secs(1),
         max_upstreams: 256,
+        requests: true,
     };
 }
 
@@ -110,7 +114,7 @@ impl Config {
     }
 }
 
-const METRICS_KEYS: &[&str] = &["enabled", "interval", "maxUpstreams"];
+const METRICS_KEYS: &[&str] = &["enabled", "interval", "maxUpstreams", "requests"];
 
 fn compile_metrics(raw: Option<Fields<'_>>) -> Result<MetricsConfig, ConfigError> {
     let defaults = MetricsConfig::default();
@@ -144,6 +148,7 @@ fn compile_metrics(raw: Option<Fields<'_>>) -> Result<MetricsConfig, ConfigError
         enabled: raw.bool("enabled")?.unwrap_or(defaults.enabled),
         interval,
         max_upstreams,
+        requests: raw.bool("requests")?.unwrap_or(defaults.requests),
     })
 }
 
@@ -181,7 +186,7 @@ mod tests {
     #[test]
     fn full_metrics_section() {
         let c = Config::parse(
-            br#"{"metrics": {"enabled": false, "interval": "1m30s", "maxUpstreams": 3}}"#,
+            br#"{"metrics": {"enabled": false, "interval": "1m30s", "maxUpstreams": 3, "requests": false}}"#,
         )
         .unwrap();
         assert_eq!(
@@ -189,7 +194,8 @@ mod tests {
             MetricsConfig {
                 enabled: false,
                 interval: Duration::from_secs(90),
-                max_upstreams: 3
+                max_upstreams: 3,
+                requests: false,
             }
         );
         let c = Config::parse(br#"{"metrics": {"interval": "250ms"}}"#).unwrap();

@@ -161,6 +161,31 @@ impl Reader {
         self.capture = Vec::new();
     }
 
+    /// How many of the next bytes need not be seen: the rest of a message body whose contents
+    /// are not kept (or are kept already), so that a caller can pass over them without copying
+    /// them out of Envoy's buffer (COPY data, result rows).
+    pub fn skippable(&self) -> usize {
+        match self.current {
+            Some((_, _, remaining))
+                if self.phase != Phase::Done && self.capture.len() >= self.capture_want =>
+            {
+                remaining as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// Passes over `n` bytes (at most [`Reader::skippable`]) without seeing them.
+    pub fn skip(&mut self, n: usize, step: &mut dyn FnMut(Step<'_>)) {
+        let n = n.min(self.skippable());
+        if let Some((_, _, left)) = self.current.as_mut() {
+            *left -= n as u32;
+            if *left == 0 {
+                self.finish(step);
+            }
+        }
+    }
+
     /// Reads `chunk`, calling `step` for everything it completes, in order. Returns the number
     /// of bytes consumed: all of them, unless reading stopped within the chunk.
     pub fn read(&mut self, chunk: &[u8], step: &mut dyn FnMut(Step<'_>)) -> usize {
@@ -415,6 +440,30 @@ mod tests {
                 "chunks of {size}"
             );
         }
+    }
+
+    #[test]
+    fn uncaptured_bodies_can_be_skipped_unseen() {
+        let mut bytes = msg(b'D', &[9u8; 1000]);
+        bytes.extend(msg(b'C', b"SELECT 1\0"));
+        let mut reader = Reader::server();
+        let mut seen = Vec::new();
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let skip = reader.skippable().min(rest.len());
+            if skip > 0 {
+                reader.skip(skip, &mut |s| seen.push(format!("{s:?}")));
+                rest = &rest[skip..];
+            } else {
+                let n = 7.min(rest.len());
+                reader.read(&rest[..n], &mut |s| seen.push(format!("{s:?}")));
+                rest = &rest[n..];
+            }
+        }
+        let whole = read_all(&mut Reader::server(), &bytes, bytes.len());
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains("tag: 68, len: 1000"), "{seen:?}");
+        assert_eq!(whole.len(), 2);
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub struct Session {
 #[derive(Debug, Default)]
 struct Tracker {
     kind: Option<Kind>,
+    /// The client has sent something (a server speaking first is not PostgreSQL).
+    client_spoke: bool,
     groups: VecDeque<Group>,
     /// Extended-protocol messages since the last Sync belong to the last group.
     extended_open: bool,
@@ -161,6 +163,25 @@ impl Session {
         self.track.kind
     }
 
+    /// How many of the next bytes in `dir` need not be read (see [`Reader::skippable`]);
+    /// everything once the session is not read any more.
+    pub fn skippable(&self, dir: Direction) -> usize {
+        let reader = match dir {
+            Direction::ToDatabase => &self.client,
+            Direction::ToClient => &self.server,
+        };
+        if reader.reading() {
+            reader.skippable()
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Passes over `n` bytes in `dir` (at most [`Session::skippable`]) without reading them.
+    pub fn skip(&mut self, dir: Direction, n: usize, now: u64, event: &mut dyn FnMut(Event)) {
+        self.feed(dir, now, event, &mut |reader, step| reader.skip(n, step));
+    }
+
     /// Bytes of one data event in `dir` at `now` (nanoseconds).
     pub fn on_data(
         &mut self,
@@ -169,14 +190,35 @@ impl Session {
         now: u64,
         event: &mut dyn FnMut(Event),
     ) {
+        self.feed(dir, now, event, &mut |reader, step| {
+            reader.read(bytes, step);
+        });
+    }
+
+    fn feed(
+        &mut self,
+        dir: Direction,
+        now: u64,
+        event: &mut dyn FnMut(Event),
+        drive: &mut dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)),
+    ) {
         let Session {
             client,
             server,
             track,
         } = self;
+        if dir == Direction::ToDatabase {
+            track.client_spoke = true;
+        } else if !track.client_spoke && track.kind.is_none() {
+            // A PostgreSQL server never speaks first (MySQL's does).
+            track.recognize(Kind::Unknown, event);
+            client.stop();
+            server.stop();
+            return;
+        }
         match dir {
             Direction::ToDatabase if client.reading() => {
-                client.read(bytes, &mut |step| {
+                drive(client, &mut |step| {
                     track.client_step(step, server, now, event)
                 });
                 if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
@@ -186,7 +228,7 @@ impl Session {
             Direction::ToClient if server.reading() => {
                 let mut stop_client = false;
                 let mut reopen_client = false;
-                server.read(bytes, &mut |step| match step {
+                drive(server, &mut |step| match step {
                     Step::Encryption(true) => {
                         track.recognize(Kind::PostgresTls, event);
                         stop_client = true;
@@ -582,6 +624,15 @@ mod tests {
         s.on_data(Up, b"*1\r\n$4\r\nPING\r\n", 0, &mut |e| kinds.push(e));
         assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
         assert!(!s.reading());
+        // MySQL: the server speaks first.
+        let mut s = Session::new();
+        let mut kinds = Vec::new();
+        s.on_data(Down, b"\x4a\0\0\0\x0a11.4.5-MariaDB\0", 0, &mut |e| {
+            kinds.push(e)
+        });
+        assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
+        assert!(!s.reading());
+        assert_eq!(s.skippable(Up), usize::MAX);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Command(u8);
 impl Command {
     pub const OTHER: Command = Command(COMMANDS.len() as u8);
 
+    /// Its position in [`COMMANDS`] (`COMMANDS.len()` for `other`).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
     /// The `command` label value.
     pub fn name(self) -> &'static str {
         COMMANDS

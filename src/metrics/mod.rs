@@ -6,7 +6,10 @@
 //! `dbfault_upstream_tx_bytes_total{upstream="pg"}`.
 
 use crate::throughput::{ByteCount, Flushed, RateShare};
+use requests::{RequestCounts, RequestSeries};
 use std::rc::Rc;
+
+pub mod requests;
 
 pub const UPSTREAM_CX_TOTAL: &str = "dbfault_upstream_cx_total";
 pub const UPSTREAM_CX_ACTIVE: &str = "dbfault_upstream_cx_active";
@@ -42,6 +45,7 @@ pub fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
 pub enum MetricKind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 pub type MetricId = u32;
@@ -52,7 +56,8 @@ pub trait MetricSink {
     fn define(&mut self, kind: MetricKind, name: &str) -> Option<MetricId>;
     /// Adds `delta` (never called with zero: Envoy refuses zero increments).
     fn add(&mut self, id: MetricId, delta: i64);
-    /// Sets a gauge to `value` (every VM records the same value, so the last write is right).
+    /// Sets a gauge to `value` (every VM records the same value, so the last write is right),
+    /// or adds a sample to a histogram.
     fn record(&mut self, id: MetricId, value: u64);
 }
 
@@ -117,6 +122,8 @@ struct UpstreamSeries {
     /// Connections opened, and the change of open connections, not yet in Envoy's stats.
     opened: i64,
     active_change: i64,
+    requests: Rc<RequestCounts>,
+    request_series: RequestSeries,
 }
 
 impl UpstreamSeries {
@@ -136,6 +143,7 @@ impl UpstreamSeries {
         add_nonzero(sink, self.ids.tx_bytes, saturating_i64(tx));
         add_nonzero(sink, self.ids.rx_bytes, saturating_i64(rx));
         add_nonzero(sink, self.ids.dropped_bytes, saturating_i64(dropped));
+        self.request_series.flush(sink, &self.requests);
     }
 }
 
@@ -145,6 +153,8 @@ pub struct ConnectionStats {
     slot: usize,
     /// The hot path adds forwarded bytes here.
     pub traffic: Rc<Traffic>,
+    /// Sessions, statements and errors of the protocol the connection speaks.
+    pub requests: Rc<RequestCounts>,
 }
 
 /// This VM's upstream series: defined once per upstream, cached, flushed once per interval.
@@ -208,15 +218,19 @@ impl Telemetry {
                 None => self.insert(sink, OTHER_UPSTREAM),
             },
         };
-        let traffic = match self.series.get_mut(slot) {
+        let (traffic, requests) = match self.series.get_mut(slot) {
             Some(series) => {
                 series.opened += 1;
                 series.active_change += 1;
-                Rc::clone(&series.traffic)
+                (Rc::clone(&series.traffic), Rc::clone(&series.requests))
             }
-            None => Rc::default(),
+            None => (Rc::default(), Rc::new(RequestCounts::new(upstream))),
         };
-        ConnectionStats { slot, traffic }
+        ConnectionStats {
+            slot,
+            traffic,
+            requests,
+        }
     }
 
     fn insert(&mut self, sink: &mut dyn MetricSink, upstream: &str) -> usize {
@@ -232,6 +246,8 @@ impl Telemetry {
             rx_rate: RateShare::default(),
             opened: 0,
             active_change: 0,
+            requests: Rc::new(RequestCounts::new(upstream)),
+            request_series: RequestSeries::default(),
         });
         if let Err(at) = self.find(upstream) {
             self.by_upstream.insert(at, (upstream.to_owned(), slot));
@@ -429,9 +445,11 @@ pub mod fake_sink {
             self.calls += 1;
             match self.metrics.get_mut(id as usize) {
                 Some((MetricKind::Gauge, _, v)) => *v = i64::try_from(value).unwrap_or(i64::MAX),
+                // A histogram's value here is its sample count.
+                Some((MetricKind::Histogram, _, v)) => *v += 1,
                 _ => self
                     .violations
-                    .push(format!("record on metric {id}, not a gauge")),
+                    .push(format!("record on metric {id}, a counter")),
             }
         }
     }
