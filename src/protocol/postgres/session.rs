@@ -115,6 +115,9 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// How bytes reach a reader: read, or passed over.
+type Drive<'a> = dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)) + 'a;
+
 /// One connection.
 #[derive(Debug)]
 pub struct Session {
@@ -200,7 +203,7 @@ impl Session {
         dir: Direction,
         now: u64,
         event: &mut dyn FnMut(Event),
-        drive: &mut dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)),
+        drive: &mut Drive<'_>,
     ) {
         let Session {
             client,
