@@ -101,6 +101,9 @@ stats_config:
   stats_tags:
   - {{tag_name: upstream, regex: '(upstream=\\.=(.*?);\\.;)'}}
   - {{tag_name: fault, regex: '(fault=\\.=(.*?);\\.;)'}}
+  - {{tag_name: protocol, regex: '(protocol=\\.=(.*?);\\.;)'}}
+  - {{tag_name: command, regex: '(command=\\.=(.*?);\\.;)'}}
+  - {{tag_name: code, regex: '(code=\\.=(.*?);\\.;)'}}
 static_resources:
   listeners:{''.join(listeners)}
   clusters:{''.join(clusters)}

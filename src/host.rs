@@ -97,6 +97,17 @@ fn buffer(dir: Direction) -> BufferType {
     }
 }
 
+/// Inside a data callback of `dir`: `len` bytes of its buffer from `start`.
+pub fn read_data(dir: Direction, start: usize, len: usize) -> Option<Vec<u8>> {
+    match hostcalls::get_buffer(buffer(dir), start, len) {
+        Ok(bytes) => bytes,
+        Err(status) => {
+            debug!("dbfault: cannot read the data buffer: {status:?}");
+            None
+        }
+    }
+}
+
 /// Inside a data callback of `dir`: the first byte of its buffer (`None` when empty).
 pub fn first_byte(dir: Direction) -> Option<u8> {
     match hostcalls::get_buffer(buffer(dir), 0, 1) {

@@ -118,12 +118,16 @@ fn the_manifests_say_what_the_module_and_the_labels_need() {
 
     let mesh = manifest("istio/mesh-config.yaml");
     let tags = &mesh["spec"]["meshConfig"]["defaultConfig"]["extraStatTags"];
-    assert_eq!(tags, &json!(["upstream", "fault"]));
+    assert_eq!(
+        tags,
+        &json!(dbfault::metrics::LABELS),
+        "every label the module uses"
+    );
     let patch = manifest("istio/plants-annotation-patch.yaml");
     let annotations = &patch["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(
         annotations["sidecar.istio.io/extraStatTags"],
-        "upstream,fault"
+        dbfault::metrics::LABELS.join(",")
     );
     let se = manifest("istio/serviceentry-firestore.yaml");
     assert_eq!(se["spec"]["location"], "MESH_EXTERNAL");

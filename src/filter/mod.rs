@@ -8,6 +8,7 @@
 
 mod root;
 mod stream;
+mod watch;
 
 pub use root::Root;
 
@@ -43,6 +44,9 @@ struct Entry {
     upstream: UpstreamInfo,
     /// `None` when metrics are off.
     stats: Option<ConnectionStats>,
+    /// The connection's protocol, read for the request metrics (`None`: not read, or no
+    /// longer: not PostgreSQL, encrypted).
+    watch: Option<Box<watch::Watch>>,
 }
 
 struct VmState {

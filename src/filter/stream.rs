@@ -1,3 +1,4 @@
+use super::watch::Watch;
 use super::{with_vm, Entry};
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
@@ -100,10 +101,12 @@ impl Stream {
             let traffic = stats
                 .as_ref()
                 .map_or_else(Rc::default, |s| Rc::clone(&s.traffic));
+            let watch = (metrics.enabled && metrics.requests).then(|| Box::new(Watch::new()));
             let mut entry = Entry {
                 conn: Connection::new(seed, now, traffic),
                 upstream: info,
                 stats,
+                watch,
             };
             vm.decide(id, &mut entry, now, true);
             let entry = Rc::new(RefCell::new(entry));
@@ -116,6 +119,7 @@ impl Stream {
                 conn: Connection::new(0, now, Rc::new(Traffic::default())),
                 upstream: UpstreamInfo::default(),
                 stats: None,
+                watch: None,
             }))
         });
         self.phase = Phase::Open(entry);
@@ -138,6 +142,13 @@ impl Stream {
         if entry.conn.next_wake().is_some() != timed {
             let id = self.id;
             with_vm(|vm| vm.track(id, &entry.conn));
+        }
+        // Read before a drop changes Envoy's buffer.
+        let Entry { watch, stats, .. } = &mut *entry;
+        if let (Some(w), Some(stats)) = (watch.as_mut(), stats.as_ref()) {
+            if !w.on_data(dir, size, outcome.effect, &stats.requests) {
+                *watch = None;
+            }
         }
         drop(entry);
         let action = match outcome.effect {
@@ -165,6 +176,9 @@ impl Stream {
             return;
         };
         entry.conn.finish();
+        if let (Some(watch), Some(stats)) = (entry.watch.take(), entry.stats.as_ref()) {
+            watch.finish(&stats.requests);
+        }
         let id = self.id;
         with_vm(|vm| {
             if let Some(stats) = entry.stats.take() {

@@ -25,6 +25,9 @@ pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
 /// identical earlier configuration Envoy reused). A rollout signal: it rises on every VM.
 pub const CONFIG_LOADED_TOTAL: &str = "dbfault_config_loaded_total";
 
+/// Every label a metric carries (Istio's `extraStatTags` must list them all).
+pub const LABELS: [&str; 5] = ["upstream", "fault", "protocol", "command", "code"];
+
 /// Label value for upstreams beyond `metrics.maxUpstreams`.
 pub const OTHER_UPSTREAM: &str = "other";
 

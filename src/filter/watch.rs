@@ -1,0 +1,85 @@
+//! Reading a connection's protocol for the request metrics: which bytes of a data event the
+//! PostgreSQL session sees (only what passes to the peer, each byte once), copied out of
+//! Envoy's buffer only when the session needs to see them.
+
+use crate::fault::{Direction, Effect};
+use crate::host::{self, HostMetrics};
+use crate::metrics::requests::{Protocol, RequestCounts};
+use crate::protocol::postgres::session::{Event, Kind, Session};
+
+/// One connection whose protocol is read.
+pub struct Watch {
+    session: Session,
+    /// Client → database bytes at the front of Envoy's buffer already read: a held (paused)
+    /// stream presents them again with the next event.
+    seen_held: usize,
+}
+
+fn protocol(kind: Kind) -> Protocol {
+    match kind {
+        // A cancel request is PostgreSQL too, though not a session.
+        Kind::Postgres | Kind::Cancel => Protocol::Postgres,
+        Kind::PostgresTls => Protocol::PostgresTls,
+        Kind::Unknown => Protocol::Unknown,
+    }
+}
+
+fn count(event: Event, counts: &RequestCounts) {
+    match event {
+        Event::Recognized(kind) => counts.session(protocol(kind)),
+        Event::Request(command) => counts.request(command),
+        Event::Answered { nanos, .. } => counts.duration(&mut HostMetrics, nanos / 1_000),
+        Event::Error(class) => counts.error(class),
+    }
+}
+
+impl Watch {
+    pub fn new() -> Watch {
+        Watch {
+            session: Session::new(),
+            seen_held: 0,
+        }
+    }
+
+    /// A data event of `size` bytes (Envoy's whole buffer) whose bytes meet `effect`. Returns
+    /// whether the connection is still read (when not, the watch can go).
+    pub fn on_data(
+        &mut self,
+        dir: Direction,
+        size: usize,
+        effect: Effect,
+        counts: &RequestCounts,
+    ) -> bool {
+        let start = match dir {
+            Direction::ToDatabase => self.seen_held.min(size),
+            Direction::ToClient => 0,
+        };
+        let end = match effect {
+            Effect::Forward | Effect::Hold => size,
+            Effect::Drop { keep } => keep.min(size),
+        };
+        if dir == Direction::ToDatabase {
+            self.seen_held = if effect == Effect::Hold { size } else { 0 };
+        }
+        let len = end.saturating_sub(start);
+        if len > 0 {
+            let now = host::now_nanos().unwrap_or(0);
+            let mut event = |e| count(e, counts);
+            let skip = self.session.skippable(dir).min(len);
+            self.session.skip(dir, skip, now, &mut event);
+            if skip < len {
+                if let Some(bytes) = host::read_data(dir, start + skip, len - skip) {
+                    self.session.on_data(dir, &bytes, now, &mut event);
+                }
+            }
+        }
+        self.session.reading()
+    }
+
+    /// The connection ended: one never recognised (no byte from the client) is `unknown`.
+    pub fn finish(&self, counts: &RequestCounts) {
+        if self.session.kind().is_none() {
+            counts.session(Protocol::Unknown);
+        }
+    }
+}
