@@ -5,8 +5,10 @@ Configurations (identical Envoy bootstrap but for the filter chain):
   direct      no proxy
   tcp_proxy   Envoy, tcp_proxy only (the baseline for ratios)
   noop        tcp_proxy + a no-op Rust proxy-wasm filter (the Wasm floor; bench/noop-filter)
-  dbfault     tcp_proxy + dbfault, metrics on, no fault rules
+  dbfault     tcp_proxy + dbfault, metrics on (request metrics too: PostgreSQL is read), no rules
   dbfault20   tcp_proxy + dbfault with 20 rules that match nothing here
+  dbfault-l4  tcp_proxy + dbfault with `metrics.requests: false` (no byte is read): the baseline of
+              the PostgreSQL-awareness budget (dbfault / dbfault-l4)
 
 Envoy runs with --concurrency 1 pinned to CPU 0; load generators and servers are pinned to CPU 1,
 so that Envoy is the bottleneck. Configurations run interleaved (A B C D E, A B C D E, ...) after
@@ -32,7 +34,7 @@ ROOT = localenv.ROOT
 LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
 DBFAULT = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
 NOOP = os.path.join(ROOT, "bench", "noop-filter", "target", "wasm32-wasip1", "release", "noop_filter.wasm")
-CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20"]
+CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20", "dbfault-l4"]
 ENVOY_CPU, LOAD_CPU = "0", "1"
 
 
@@ -72,6 +74,7 @@ def bootstrap(config, ports, upstreams):
         "noop": wasm_filter(NOOP, {}),
         "dbfault": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}}),
         "dbfault20": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}, "faults": twenty_rules()}),
+        "dbfault-l4": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s", "requests": False}}),
     }[config]
     listeners, clusters = [], []
     for name in ("echo", "iperf", "pg"):
@@ -170,9 +173,9 @@ def iperf(port, seconds, bidir):
     return end["sum_received"]["bits_per_second"] / 1e9
 
 
-def pgbench(port, seconds):
+def pgbench(port, seconds, mode="simple"):
     out = subprocess.run(pinned(LOAD_CPU, ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-S", "-c", "4",
-                                           "-j", "1", "-T", str(seconds), "-n", "postgres"]),
+                                           "-j", "1", "-M", mode, "-T", str(seconds), "-n", "postgres"]),
                          capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("tps ="):
@@ -225,6 +228,7 @@ def measure(config, args, servers, tmp):
             r["latency_p999_us"] = lat["p999_ns"] / 1000
         if "pgbench" in w:
             r["pgbench_select_tps"] = pgbench(ports["pg"], s)
+            r["pgbench_select_prepared_tps"] = pgbench(ports["pg"], s, "prepared")
         if envoy and "idle" in w:
             for n in args.idle:
                 rss, alloc = idle_memory(envoy, ports["echo"], n)
@@ -361,8 +365,9 @@ LOWER_IS_BETTER = ("latency", "cpu", "bytes_per_cx", "ready")
 def markdown(summary):
     res = summary["results"]
     configs = [c for c in CONFIGS if any(c in v for v in res.values())]
-    head = "| metric | " + " | ".join(configs) + " | dbfault / tcp_proxy | dbfault / noop | dbfault20 / dbfault |"
-    lines = [head, "|" + "---|" * (len(configs) + 4)]
+    head = ("| metric | " + " | ".join(configs)
+            + " | dbfault / tcp_proxy | dbfault / noop | dbfault20 / dbfault | dbfault / dbfault-l4 |")
+    lines = [head, "|" + "---|" * (len(configs) + 5)]
     for m, per in res.items():
         cells = []
         for c in configs:
@@ -373,7 +378,8 @@ def markdown(summary):
                 return f"{per[a]['median'] / per[b]['median']:.3f}"
             return "–"
         lines.append(f"| {m} | " + " | ".join(cells)
-                     + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault', 'noop')} | {ratio('dbfault20', 'dbfault')} |")
+                     + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault', 'noop')} | {ratio('dbfault20', 'dbfault')}"
+                     + f" | {ratio('dbfault', 'dbfault-l4')} |")
     e = summary["extra"]
     mach = summary["machine"]
     lines += [
