@@ -108,17 +108,6 @@ pub fn read_data(dir: Direction, start: usize, len: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// Inside a data callback of `dir`: the first byte of its buffer (`None` when empty).
-pub fn first_byte(dir: Direction) -> Option<u8> {
-    match hostcalls::get_buffer(buffer(dir), 0, 1) {
-        Ok(bytes) => bytes?.first().copied(),
-        Err(status) => {
-            debug!("dbfault: cannot read the data buffer: {status:?}");
-            None
-        }
-    }
-}
-
 /// Inside a data callback of `size` bytes: keeps the first `keep` bytes and discards the rest.
 /// Envoy's buffer API can only replace from the start, so the kept head is copied out first.
 pub fn drop_data(dir: Direction, size: usize, keep: usize) {

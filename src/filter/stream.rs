@@ -26,6 +26,9 @@ enum Phase {
 pub struct Stream {
     id: u32,
     phase: Phase,
+    /// The identifying client chunk, when identification had to read it (the TLS check, the
+    /// protocol): handed to the request metrics so that it is copied out of Envoy only once.
+    first_chunk: Option<Vec<u8>>,
 }
 
 impl Stream {
@@ -33,24 +36,38 @@ impl Stream {
         Stream {
             id,
             phase: Phase::Unidentified,
+            first_chunk: None,
         }
     }
 
     /// Resolves the upstream once, counts the connection and lets the first active matching
-    /// rule decide. `first`: the event that identifies it (`None`: a close).
-    fn identify(&mut self, first: Option<Direction>) {
+    /// rule decide. `first`: the event that identifies it and its size (`None`: a close).
+    fn identify(&mut self, first: Option<(Direction, usize)>) {
         // Property lookups are the expensive part of a new connection (each costs about 5% of
         // Envoy's connection rate, measured): ask only for what the identity or the current
         // rules need.
         let cluster = host::property(&["xds", "cluster_name"]);
-        let (uses_hosts, uses_ports) =
-            with_vm(|vm| (vm.engine.uses_hosts(), vm.engine.uses_ports())).unwrap_or_default();
+        let (uses_hosts, uses_ports, reads) = with_vm(|vm| {
+            let m = &vm.metrics;
+            (
+                vm.engine.uses_hosts(),
+                vm.engine.uses_ports(),
+                m.enabled && m.requests,
+            )
+        })
+        .unwrap_or_default();
+        // The client's first chunk, read once when host rules need the TLS check or the request
+        // metrics need the protocol.
+        if let Some((Direction::ToDatabase, size)) = first {
+            if uses_hosts || reads {
+                self.first_chunk = host::read_data(Direction::ToDatabase, 0, size);
+            }
+        }
         // A TLS client speaks first: a connection identified by anything but client bytes that
         // open a TLS handshake has no SNI.
+        let first_byte = self.first_chunk.as_deref().and_then(|c| c.first().copied());
         let wants_sni = upstream::needs_sni(cluster.as_deref())
-            || (uses_hosts
-                && first == Some(Direction::ToDatabase)
-                && upstream::starts_tls(host::first_byte(Direction::ToDatabase)));
+            || (uses_hosts && upstream::starts_tls(first_byte));
         let sni = if wants_sni {
             host::property(&["connection", "requested_server_name"])
         } else {
@@ -127,7 +144,7 @@ impl Stream {
 
     fn on_data(&mut self, dir: Direction, size: usize) -> Action {
         if let Phase::Unidentified = self.phase {
-            self.identify(Some(dir));
+            self.identify(Some((dir, size)));
         }
         let Phase::Open(entry) = &self.phase else {
             return Action::Continue;
@@ -145,8 +162,9 @@ impl Stream {
         }
         // Read before a drop changes Envoy's buffer.
         let Entry { watch, stats, .. } = &mut *entry;
+        let prefetched = self.first_chunk.take();
         if let (Some(w), Some(stats)) = (watch.as_mut(), stats.as_ref()) {
-            if !w.on_data(dir, size, outcome.effect, &stats.requests) {
+            if !w.on_data(dir, size, outcome.effect, &stats.requests, prefetched.as_deref()) {
                 *watch = None;
             }
         }

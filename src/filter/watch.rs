@@ -41,14 +41,16 @@ impl Watch {
         }
     }
 
-    /// A data event of `size` bytes (Envoy's whole buffer) whose bytes meet `effect`. Returns
-    /// whether the connection is still read (when not, the watch can go).
+    /// A data event of `size` bytes (Envoy's whole buffer) whose bytes meet `effect`;
+    /// `prefetched`: the buffer's bytes when they were read already. Returns whether the
+    /// connection is still read (when not, the watch can go).
     pub fn on_data(
         &mut self,
         dir: Direction,
         size: usize,
         effect: Effect,
         counts: &RequestCounts,
+        prefetched: Option<&[u8]>,
     ) -> bool {
         let start = match dir {
             Direction::ToDatabase => self.seen_held.min(size),
@@ -68,8 +70,17 @@ impl Watch {
             let skip = self.session.skippable(dir).min(len);
             self.session.skip(dir, skip, now, &mut event);
             if skip < len {
-                if let Some(bytes) = host::read_data(dir, start + skip, len - skip) {
-                    self.session.on_data(dir, &bytes, now, &mut event);
+                let from = start + skip;
+                match prefetched.filter(|p| p.len() == size) {
+                    Some(bytes) => {
+                        let part = bytes.get(from..end).unwrap_or_default();
+                        self.session.on_data(dir, part, now, &mut event);
+                    }
+                    None => {
+                        if let Some(bytes) = host::read_data(dir, from, len - skip) {
+                            self.session.on_data(dir, &bytes, now, &mut event);
+                        }
+                    }
                 }
             }
         }
