@@ -5,5 +5,7 @@
 pub mod reader;
 pub mod session;
 pub mod sql;
+#[cfg(test)]
+mod wire_bytes;
 
 pub use reader::{sqlstate, statement_text, Message, Opening, Reader, Step, CAPTURE_LIMIT};

@@ -372,23 +372,8 @@ pub fn statement_text(tag: u8, body: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire_bytes::{msg, startup};
     use super::*;
-
-    /// A tagged message as a client or server would write it.
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn startup() -> Vec<u8> {
-        let params = b"user\0postgres\0database\0postgres\0\0";
-        let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
-        out.extend_from_slice(params);
-        out
-    }
 
     fn untagged(code: u32) -> Vec<u8> {
         let mut out = 8u32.to_be_bytes().to_vec();

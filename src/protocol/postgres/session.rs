@@ -416,22 +416,8 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire_bytes::{msg, startup};
     use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn startup() -> Vec<u8> {
-        let params = b"user\0postgres\0\0";
-        let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&196_608u32.to_be_bytes());
-        out.extend_from_slice(params);
-        out
-    }
 
     fn query(text: &str) -> Vec<u8> {
         let mut body = text.as_bytes().to_vec();

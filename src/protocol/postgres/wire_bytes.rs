@@ -1,0 +1,18 @@
+//! Protocol bytes as clients and servers write them, for the unit tests.
+
+/// A tagged message.
+pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A protocol 3.0 StartupMessage.
+pub fn startup() -> Vec<u8> {
+    let params = b"user\0postgres\0database\0postgres\0\0";
+    let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&196_608u32.to_be_bytes());
+    out.extend_from_slice(params);
+    out
+}
