@@ -164,7 +164,13 @@ impl Stream {
         let Entry { watch, stats, .. } = &mut *entry;
         let prefetched = self.first_chunk.take();
         if let (Some(w), Some(stats)) = (watch.as_mut(), stats.as_ref()) {
-            if !w.on_data(dir, size, outcome.effect, &stats.requests, prefetched.as_deref()) {
+            if !w.on_data(
+                dir,
+                size,
+                outcome.effect,
+                &stats.requests,
+                prefetched.as_deref(),
+            ) {
                 *watch = None;
             }
         }
