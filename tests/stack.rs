@@ -98,6 +98,10 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
         metrics::UPSTREAM_DROPPED_BYTES_TOTAL,
         metrics::FAULTS_INJECTED_TOTAL,
         metrics::FAULT_ACTIVE,
+        metrics::requests::UPSTREAM_REQUESTS_TOTAL,
+        metrics::requests::UPSTREAM_REQUEST_ERRORS_TOTAL,
+        metrics::requests::UPSTREAM_REQUEST_DURATION_US,
+        metrics::requests::UPSTREAM_SESSIONS_TOTAL,
     ]
     .into_iter()
     .collect();
@@ -111,7 +115,14 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
             let names: Vec<String> = expr
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| w.starts_with("dbfault_"))
-                .map(str::to_owned)
+                // A histogram's series in Prometheus: <name>_bucket, _sum, _count.
+                .map(|w| {
+                    ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| w.strip_suffix(s).filter(|n| known.contains(n)))
+                        .unwrap_or(w)
+                        .to_owned()
+                })
                 .collect();
             assert!(!names.is_empty(), "{expr} reads no dbfault metric");
             for n in names {
@@ -129,6 +140,9 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
         metrics::UPSTREAM_CX_ACTIVE,
         metrics::FAULT_ACTIVE,
         metrics::FAULTS_INJECTED_TOTAL,
+        metrics::requests::UPSTREAM_REQUESTS_TOTAL,
+        metrics::requests::UPSTREAM_REQUEST_ERRORS_TOTAL,
+        metrics::requests::UPSTREAM_REQUEST_DURATION_US,
     ] {
         assert!(
             used.contains(needed),
