@@ -34,6 +34,16 @@ OUTAGE_RULE = "postgres-outage"
 SLOW_RULE = "postgres-slow"
 
 
+def quantile(buckets, q):
+    """The upper bound (µs, shown in ms) of the histogram bucket holding quantile q; buckets are
+    (le, cumulative count) in ascending order."""
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= q * total:
+            return "∞" if le == float("inf") else f"{le / 1000:g} ms"
+    return "–"
+
+
 def human(n):
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
@@ -154,6 +164,7 @@ class Demo:
             self.screen.line(f"{time.time() - self.started:6.1f}s  {line}")
 
     def metrics(self):
+        """dbfault's series from Envoy's /stats/prometheus, name{labels} → value."""
         series = {}
         with urllib.request.urlopen(f"http://{self.admin}/stats/prometheus", timeout=2) as r:
             for line in r.read().decode().splitlines():
@@ -163,16 +174,38 @@ class Demo:
         return series
 
     def watch_stats(self):
+        # Statements and errors per second from the counters' growth between polls; latency
+        # quantiles from the histogram's growth (it moves at Envoy's stats flush, every 5 s).
+        last, last_at, latency = None, None, "p50 – p99 –"
         while not self.stop.is_set():
             try:
                 m = self.metrics()
+                now = time.time()
                 up = f'{{upstream="{UPSTREAM}"}}'
                 active = sorted(re.search(r'fault="([^"]+)"', k).group(1) for k, v in m.items()
                                 if k.startswith("dbfault_fault_active") and v == 1)
+                mine = f'upstream="{UPSTREAM}"'
+                def total(name):
+                    return sum(v for k, v in m.items() if k.startswith(name + "{") and mine in k)
+                buckets = sorted((float(re.search(r'le="([^"]+)"', k).group(1).replace("+Inf", "inf")), v)
+                                 for k, v in m.items()
+                                 if k.startswith("dbfault_upstream_request_duration_us_bucket{") and mine in k)
+                now_counts = (total("dbfault_upstream_requests_total"),
+                              total("dbfault_upstream_request_errors_total"), buckets)
+                rates = ""
+                if last is not None:
+                    dt = max(now - last_at, 1e-3)
+                    qps = (now_counts[0] - last[0]) / dt
+                    eps = (now_counts[1] - last[1]) / dt
+                    grown = [(le, v - dict(last[2]).get(le, 0)) for le, v in buckets]
+                    if grown and grown[-1][1] > 0:
+                        latency = f"p50 {quantile(grown, 0.5)} p99 {quantile(grown, 0.99)}"
+                    rates = f"  · {qps:.0f} stmt/s {eps:.0f} err/s {latency}"
+                last, last_at = now_counts, now
                 self.screen.set_status(
                     f"[{self.phase:^9}] {UPSTREAM} ↑ {human(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}/s"
                     f"  ↓ {human(m.get('dbfault_upstream_rx_bytes_per_second' + up, 0))}/s"
-                    f"  · {m.get('dbfault_upstream_cx_active' + up, 0):.0f} open"
+                    f"  · {m.get('dbfault_upstream_cx_active' + up, 0):.0f} open{rates}"
                     f"  · faults: {', '.join(active) if active else 'none'}")
             except OSError:
                 pass
