@@ -281,7 +281,16 @@ fn a_real_prometheus_sees_the_traffic_and_the_toggles() {
         }
         sent as f64 / start.elapsed().as_secs_f64()
     });
-    thread::sleep(Duration::from_secs(12));
+    // The rate() window must lie inside the traffic: wait until dbfault's counter has grown at
+    // nine of the ten 1 s scrapes in the last 10 s (it is flushed once per second).
+    wait_for(
+        "10 s of traffic in Prometheus",
+        Duration::from_secs(30),
+        || {
+            prom.query(r#"changes(dbfault_upstream_tx_bytes_total{upstream="redis"}[10s])"#)
+                .filter(|&n| n >= 9.0)
+        },
+    );
     let ours = prom
         .query(r#"rate(dbfault_upstream_tx_bytes_total{upstream="redis"}[10s])"#)
         .expect("no dbfault series in Prometheus");
