@@ -183,24 +183,30 @@ fn bytes_per_second_gauges_follow_a_steady_transfer() {
         })
     };
 
-    // Sample the gauges in the middle of the 5 s transfer (part of the scenario: each sample
-    // must cover intervals of steady traffic only).
-    thread::sleep(5 * interval);
+    // Sample the gauges in the middle of the 5 s transfer: each sample is a new value (a
+    // worker's flush), taken once three intervals of traffic have passed, so that every sample
+    // covers steady traffic only.
+    let started = Instant::now();
+    let gauges = || {
+        Some((
+            envoy.metric("dbfault_upstream_tx_bytes_per_second", "redis")?,
+            envoy.metric("dbfault_upstream_rx_bytes_per_second", "redis")?,
+        ))
+    };
     let mut tx_samples = Vec::new();
     let mut rx_samples = Vec::new();
-    for _ in 0..4 {
-        tx_samples.push(
-            envoy
-                .metric("dbfault_upstream_tx_bytes_per_second", "redis")
-                .unwrap(),
-        );
-        rx_samples.push(
-            envoy
-                .metric("dbfault_upstream_rx_bytes_per_second", "redis")
-                .unwrap(),
-        );
-        thread::sleep(Duration::from_millis(300));
+    let mut last = None;
+    while tx_samples.len() < 4 {
+        let (tx, rx) = wait_for("the rate gauges to move", 2 * interval, || {
+            gauges().filter(|g| Some(*g) != last)
+        });
+        last = Some((tx, rx));
+        if started.elapsed() >= 3 * interval {
+            tx_samples.push(tx);
+            rx_samples.push(rx);
+        }
     }
+    assert!(started.elapsed() < Duration::from_secs(5), "sampled after the transfer");
     let written: Vec<(usize, Duration)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let (received, read_time) = reader.join().unwrap();
     let stopped = Instant::now();
