@@ -206,7 +206,10 @@ fn bytes_per_second_gauges_follow_a_steady_transfer() {
             rx_samples.push(rx);
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "sampled after the transfer");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "sampled after the transfer"
+    );
     let written: Vec<(usize, Duration)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let (received, read_time) = reader.join().unwrap();
     let stopped = Instant::now();

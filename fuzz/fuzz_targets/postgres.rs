@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             Direction::ToClient
         };
-        session.on_data(dir, chunk, i as u64, &mut |e| match e {
+        session.on_data(dir, chunk, &mut || i as u64, &mut |e| match e {
             Event::Request(_) => requests += 1,
             Event::Answered { .. } => answered += 1,
             _ => {}

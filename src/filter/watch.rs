@@ -5,6 +5,7 @@
 use crate::fault::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
+use crate::protocol::passing;
 use crate::protocol::postgres::session::{Event, Kind, Session};
 
 /// One connection whose protocol is read.
@@ -52,20 +53,14 @@ impl Watch {
         counts: &RequestCounts,
         prefetched: Option<&[u8]>,
     ) -> bool {
-        let start = match dir {
-            Direction::ToDatabase => self.seen_held.min(size),
-            Direction::ToClient => 0,
-        };
-        let end = match effect {
-            Effect::Forward | Effect::Hold => size,
-            Effect::Drop { keep } => keep.min(size),
-        };
-        if dir == Direction::ToDatabase {
-            self.seen_held = if effect == Effect::Hold { size } else { 0 };
-        }
-        let len = end.saturating_sub(start);
+        let (range, held_seen) = passing(dir, size, effect, self.seen_held);
+        self.seen_held = held_seen;
+        let (start, end) = (range.start, range.end);
+        let len = end - start;
         if len > 0 {
-            let now = host::now_nanos().unwrap_or(0);
+            // The clock is read at most once per event, and only if a statement starts or ends.
+            let mut time = None;
+            let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
             let mut event = |e| count(e, counts);
             let skip = self.session.skippable(dir).min(len);
             self.session.skip(dir, skip, now, &mut event);

@@ -10,9 +10,8 @@
 //! with, on every execution.
 //!
 //! Bounds: at most [`MAX_PENDING`] statements awaiting answers (a longer pipeline is counted
-//! but not timed), [`MAX_PREPARED`] named statements and portals with at most
-//! [`TEXT_LIMIT`] bytes of text each (the oldest is forgotten first: its executions count as
-//! `other`).
+//! but not timed) and [`MAX_PREPARED`] named statements and portals (the oldest is forgotten
+//! first: its executions count as `other`).
 
 use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
 use super::sql::{statements, Command};
@@ -21,8 +20,6 @@ use std::collections::VecDeque;
 
 pub const MAX_PENDING: usize = 1024;
 pub const MAX_PREPARED: usize = 256;
-/// Text kept per prepared statement, for matching rules by content.
-pub const TEXT_LIMIT: usize = 1024;
 
 /// What a connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,19 +65,19 @@ struct Group {
     failed: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Prepared {
     name: Vec<u8>,
     command: Command,
-    text: Vec<u8>,
 }
 
-/// Named statements or portals, oldest first.
+/// Named statements or portals (by their command), oldest first. (Their text joins them when
+/// rules match statements by content.)
 #[derive(Debug, Default)]
 struct Names(VecDeque<Prepared>);
 
 impl Names {
-    fn set(&mut self, name: &[u8], command: Command, text: &[u8]) {
+    fn set(&mut self, name: &[u8], command: Command) {
         self.remove(name);
         if self.0.len() >= MAX_PREPARED {
             self.0.pop_front();
@@ -88,15 +85,15 @@ impl Names {
         self.0.push_back(Prepared {
             name: name.to_vec(),
             command,
-            text: text
-                .get(..TEXT_LIMIT.min(text.len()))
-                .unwrap_or_default()
-                .to_vec(),
         });
     }
 
-    fn get(&self, name: &[u8]) -> Option<&Prepared> {
-        self.0.iter().rev().find(|p| p.name == name)
+    fn get(&self, name: &[u8]) -> Option<Command> {
+        self.0
+            .iter()
+            .rev()
+            .find(|p| p.name == name)
+            .map(|p| p.command)
     }
 
     fn remove(&mut self, name: &[u8]) {
@@ -114,6 +111,10 @@ fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
         None => (body, &[]),
     }
 }
+
+/// The time in nanoseconds, asked only when a statement starts or ends (a chunk of result rows
+/// or COPY data costs no clock read).
+pub type Clock<'a> = dyn FnMut() -> u64 + 'a;
 
 /// How bytes reach a reader: read, or passed over.
 type Drive<'a> = dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)) + 'a;
@@ -181,7 +182,13 @@ impl Session {
     }
 
     /// Passes over `n` bytes in `dir` (at most [`Session::skippable`]) without reading them.
-    pub fn skip(&mut self, dir: Direction, n: usize, now: u64, event: &mut dyn FnMut(Event)) {
+    pub fn skip(
+        &mut self,
+        dir: Direction,
+        n: usize,
+        now: &mut Clock<'_>,
+        event: &mut dyn FnMut(Event),
+    ) {
         self.feed(dir, now, event, &mut |reader, step| reader.skip(n, step));
     }
 
@@ -190,7 +197,7 @@ impl Session {
         &mut self,
         dir: Direction,
         bytes: &[u8],
-        now: u64,
+        now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
     ) {
         self.feed(dir, now, event, &mut |reader, step| {
@@ -201,7 +208,7 @@ impl Session {
     fn feed(
         &mut self,
         dir: Direction,
-        now: u64,
+        now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
         drive: &mut Drive<'_>,
     ) {
@@ -273,7 +280,7 @@ impl Tracker {
         &mut self,
         step: Step<'_>,
         server: &mut Reader,
-        now: u64,
+        now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
     ) {
         match step {
@@ -291,7 +298,7 @@ impl Tracker {
         }
     }
 
-    fn push(&mut self, command: Command, now: u64, event: &mut dyn FnMut(Event)) {
+    fn push(&mut self, command: Command, now: &mut Clock<'_>, event: &mut dyn FnMut(Event)) {
         event(Event::Request(command));
         if self.pending_count >= MAX_PENDING {
             return;
@@ -299,7 +306,7 @@ impl Tracker {
         if let Some(group) = self.groups.back_mut() {
             group.pending.push_back(Pending {
                 command,
-                since: now,
+                since: now(),
             });
             self.pending_count += 1;
         }
@@ -313,7 +320,13 @@ impl Tracker {
         }
     }
 
-    fn client_message(&mut self, tag: u8, body: &[u8], now: u64, event: &mut dyn FnMut(Event)) {
+    fn client_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        now: &mut Clock<'_>,
+        event: &mut dyn FnMut(Event),
+    ) {
         match tag {
             b'Q' => {
                 self.extended_open = false;
@@ -327,24 +340,19 @@ impl Tracker {
                 self.extended_group();
                 let (name, _) = cstr(body);
                 let text = statement_text(b'P', body);
-                self.statements.set(name, Command::of(text), text);
+                self.statements.set(name, Command::of(text));
             }
             b'B' => {
                 self.extended_group();
                 let (portal, rest) = cstr(body);
                 let (statement, _) = cstr(rest);
-                match self.statements.get(statement).cloned() {
-                    Some(p) => self.portals.set(portal, p.command, &p.text),
-                    None => self.portals.set(portal, Command::OTHER, &[]),
-                }
+                let command = self.statements.get(statement).unwrap_or(Command::OTHER);
+                self.portals.set(portal, command);
             }
             b'E' => {
                 self.extended_group();
                 let (portal, _) = cstr(body);
-                let command = self
-                    .portals
-                    .get(portal)
-                    .map_or(Command::OTHER, |p| p.command);
+                let command = self.portals.get(portal).unwrap_or(Command::OTHER);
                 self.push(command, now, event);
             }
             b'S' => {
@@ -376,7 +384,7 @@ impl Tracker {
         &mut self,
         tag: u8,
         class: Option<[u8; 2]>,
-        now: u64,
+        now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
     ) {
         match tag {
@@ -395,7 +403,7 @@ impl Tracker {
                     self.pending_count -= 1;
                     event(Event::Answered {
                         command: done.command,
-                        nanos: now.saturating_sub(done.since),
+                        nanos: now().saturating_sub(done.since),
                         failed,
                     });
                 }
@@ -442,7 +450,8 @@ mod tests {
         let mut s = Session::new();
         let mut out = Vec::new();
         for (dir, bytes, ms) in steps {
-            s.on_data(*dir, bytes, ms * 1_000_000, &mut |e| {
+            let t = ms * 1_000_000;
+            s.on_data(*dir, bytes, &mut || t, &mut |e| {
                 out.push(match e {
                     Event::Recognized(k) => format!("{k:?}"),
                     Event::Request(c) => format!("request {}", c.name()),
@@ -603,22 +612,27 @@ mod tests {
             (Down, b"S".to_vec()),
             (Up, vec![0x16, 3, 1, 0, 5]),
         ] {
-            s.on_data(dir, &bytes, 0, &mut |e| kinds.push(e));
+            s.on_data(dir, &bytes, &mut || 0, &mut |e| kinds.push(e));
         }
         assert_eq!(kinds, [Event::Recognized(Kind::PostgresTls)]);
         assert!(!s.reading());
         // Redis: unknown, nothing more is read.
         let mut s = Session::new();
         let mut kinds = Vec::new();
-        s.on_data(Up, b"*1\r\n$4\r\nPING\r\n", 0, &mut |e| kinds.push(e));
+        s.on_data(Up, b"*1\r\n$4\r\nPING\r\n", &mut || 0, &mut |e| {
+            kinds.push(e)
+        });
         assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
         assert!(!s.reading());
         // MySQL: the server speaks first.
         let mut s = Session::new();
         let mut kinds = Vec::new();
-        s.on_data(Down, b"\x4a\0\0\0\x0a11.4.5-MariaDB\0", 0, &mut |e| {
-            kinds.push(e)
-        });
+        s.on_data(
+            Down,
+            b"\x4a\0\0\0\x0a11.4.5-MariaDB\0",
+            &mut || 0,
+            &mut |e| kinds.push(e),
+        );
         assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
         assert!(!s.reading());
         assert_eq!(s.skippable(Up), usize::MAX);
@@ -627,10 +641,10 @@ mod tests {
     #[test]
     fn pending_statements_are_bounded() {
         let mut s = Session::new();
-        s.on_data(Up, &startup(), 0, &mut |_| {});
+        s.on_data(Up, &startup(), &mut || 0, &mut |_| {});
         let many = query(&"SELECT 1;".repeat(MAX_PENDING + 10));
         let mut requests = 0;
-        s.on_data(Up, &many, 0, &mut |e| {
+        s.on_data(Up, &many, &mut || 0, &mut |e| {
             if let Event::Request(_) = e {
                 requests += 1
             }
