@@ -128,6 +128,27 @@ pub fn drop_data(dir: Direction, size: usize, keep: usize) {
     }
 }
 
+/// Replaces the bytes of the current data buffer from `from` to `size` with `bytes` (the
+/// ABI only replaces from the front: the first `from` bytes are read and written back).
+pub fn replace_data(dir: Direction, from: usize, size: usize, bytes: &[u8]) {
+    let mut all = if from == 0 {
+        Vec::new()
+    } else {
+        match hostcalls::get_buffer(buffer(dir), 0, from) {
+            Ok(Some(head)) => head,
+            Ok(None) => Vec::new(),
+            Err(status) => {
+                warn!("dbfault: cannot read the data buffer: {status:?}");
+                return;
+            }
+        }
+    };
+    all.extend_from_slice(bytes);
+    if let Err(status) = hostcalls::set_buffer(buffer(dir), 0, size, &all) {
+        warn!("dbfault: cannot rewrite the data buffer: {status:?}");
+    }
+}
+
 /// Closes the current (effective) connection: Envoy flushes pending writes, then sends a FIN.
 pub fn close_connection() {
     if let Err(status) = hostcalls::close_downstream() {

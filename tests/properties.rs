@@ -98,7 +98,7 @@ proptest! {
         let traffic = Rc::new(Traffic::default());
         let mut conn = Connection::new(7, 0, Rc::clone(&traffic));
         let mut now = 0u64;
-        if let Some(k) = kind {
+        if let Some(k) = kind.clone() {
             conn.apply(&rule(k, dry_run), "r".into(), 1, now, identifying);
         }
         let ended = events.iter().any(|e| matches!(e, Event::End | Event::Apply(_)));

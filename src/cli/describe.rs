@@ -28,7 +28,7 @@ pub fn describe(config: &Config) -> Vec<String> {
         out.push("no fault rules".to_owned());
     }
     for r in &config.faults {
-        let kind = match r.kind {
+        let kind = match &r.kind {
             FaultKind::Abort(_) => "abort (close as soon as the upstream is known)".to_owned(),
             FaultKind::Blackhole(b) => match b.close_after {
                 Some(d) => format!("blackhole, closed after {}", ms(d)),
@@ -54,6 +54,68 @@ pub fn describe(config: &Config) -> Vec<String> {
                 }
                 format!("cut after {}", parts.join(" or "))
             }
+            FaultKind::Error(e) => {
+                let reply = &e.reply;
+                let code = String::from_utf8_lossy(&reply.code);
+                if r.matcher.is_statement_rule() {
+                    format!(
+                        "fail with {}{code} \"{}\"{}",
+                        if reply.fatal { "FATAL " } else { "" },
+                        reply.message,
+                        if reply.fatal {
+                            " and close the session"
+                        } else {
+                            " (the statement does not execute)"
+                        }
+                    )
+                } else {
+                    format!(
+                        "refuse new sessions at startup with FATAL {code} \"{}\"{}",
+                        reply.message,
+                        if r.apply_to == ApplyTo::All {
+                            ", and end open sessions with it at their next statement"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            }
+        };
+        let kind = if r.matcher.is_statement_rule() {
+            let commands: Vec<String> = r
+                .matcher
+                .commands
+                .iter()
+                .map(|c| c.name().to_ascii_uppercase())
+                .collect();
+            let mut what = if commands.is_empty() {
+                "statements".to_owned()
+            } else {
+                format!("{} statements", commands.join("/"))
+            };
+            if !r.matcher.query_contains.is_empty() {
+                let quoted: Vec<String> = r
+                    .matcher
+                    .query_contains
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect();
+                what.push_str(&format!(" containing {}", quoted.join(" or ")));
+            }
+            let action = match &r.kind {
+                FaultKind::Delay(d) => format!(
+                    "wait {} ± {} before reaching the server",
+                    ms(d.latency),
+                    ms(d.jitter)
+                ),
+                FaultKind::Abort(_) => {
+                    "close the connection (the statement never reaches the server)".to_owned()
+                }
+                _ => kind,
+            };
+            format!("{what}: {action}")
+        } else {
+            kind
         };
         let hosts: Vec<String> = r
             .matcher
@@ -92,12 +154,20 @@ pub fn describe(config: &Config) -> Vec<String> {
                     .unwrap_or_default()
             ),
         };
+        if let Some(p) = r.matcher.protocol {
+            target.push(format!("{} sessions only", p.name()));
+        }
         out.push(format!(
-            "rule {}: {kind}; {state}; {}; {}.{:02}% of connections; {}; {when}",
+            "rule {}: {kind}; {state}; {}; {}.{:02}% of {}; {}; {when}",
             r.name,
             target.join("; "),
             r.percentage_bp / 100,
             r.percentage_bp % 100,
+            if r.matcher.is_statement_rule() {
+                "matching statements (drawn per statement)"
+            } else {
+                "connections"
+            },
             match r.apply_to {
                 ApplyTo::All => "open and new connections",
                 ApplyTo::New => "new connections only",

@@ -111,6 +111,8 @@ enum Phase {
     },
     /// A delay's rule ended while bytes were held: released at the next tick.
     Releasing,
+    /// A statement rule holds the client → database stream until then (a delayed statement).
+    Holding { until: u64 },
     /// To be closed at the next tick; everything is dropped until then.
     Closing,
     /// Closed by dbfault, or gone: everything is dropped.
@@ -171,6 +173,29 @@ impl Connection {
                 }),
             }
         };
+    }
+
+    /// Whether statement rules may act on it: no byte-level fault does.
+    pub fn statements_may_act(&self) -> bool {
+        matches!(self.phase, Phase::Clean | Phase::Holding { .. })
+    }
+
+    /// A statement rule holds the client → database stream until `until` (later holds extend
+    /// it: what follows a delayed statement waits behind it).
+    pub fn hold_until(&mut self, until: u64) {
+        match &mut self.phase {
+            Phase::Clean => self.phase = Phase::Holding { until },
+            Phase::Holding { until: at } => *at = (*at).max(until),
+            _ => {}
+        }
+    }
+
+    /// The protocol layer ends the connection: after the bytes of the current event (closed
+    /// at the next tick), or `now` (nothing of the event needs to travel).
+    pub fn close(&mut self, now: bool) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.phase = if now { Phase::Closed } else { Phase::Closing };
+        }
     }
 
     /// The rule acting on the connection (dry runs included) and its episode.
@@ -244,6 +269,12 @@ impl Connection {
                 return self.ledger.forward(dir, size);
             }
             Phase::Closing | Phase::Closed => return self.ledger.drop_all(dir, size),
+            Phase::Holding { .. } => {
+                return match dir {
+                    Direction::ToDatabase => self.ledger.hold(size),
+                    Direction::ToClient => self.ledger.forward(dir, size),
+                }
+            }
             Phase::Faulted { state, .. } => state.on_data(&mut self.ledger, dir, size, now),
         };
         match outcome.close {
@@ -264,6 +295,12 @@ impl Connection {
                 return Some(TickAction::Resume);
             }
             Phase::Closing => Some(TickAction::Close),
+            Phase::Holding { until } if now >= *until => {
+                self.ledger.release();
+                self.phase = Phase::Clean;
+                return Some(TickAction::Resume);
+            }
+            Phase::Holding { .. } => None,
             Phase::Faulted { state, .. } => state.on_tick(&mut self.ledger, now),
         };
         if action == Some(TickAction::Close) {
@@ -277,6 +314,7 @@ impl Connection {
         match &self.phase {
             Phase::Clean | Phase::DryRun { .. } | Phase::Closed => None,
             Phase::Releasing | Phase::Closing => Some(0),
+            Phase::Holding { until } => Some(*until),
             Phase::Faulted { state, .. } => state.next_wake(),
         }
     }

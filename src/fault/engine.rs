@@ -6,8 +6,9 @@
 //! (connections it spared stay spared).
 
 use super::matching::UpstreamInfo;
-use super::{ApplyTo, Rule};
-use crate::schedule::selected;
+use super::{ApplyTo, FaultKind, Rule};
+use crate::protocol::{Act, Ask};
+use crate::schedule::{mix, selected, Rng};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -160,17 +161,96 @@ impl Engine {
         changes
     }
 
-    /// The first active rule matching `up` decides. `identifying`: the upstream is being
+    /// The first active rule matching `up` decides (rules the protocol layer carries out are
+    /// not about bytes: see [`Engine::judge`]). `identifying`: the upstream is being
     /// identified now (rules with `applyTo: new` apply only then).
     pub fn decide(&self, up: &UpstreamInfo, seed: u64, identifying: bool) -> Option<Decision<'_>> {
         self.rules.iter().find_map(|slot| {
             let episode = slot.episode?;
+            if slot.rule.is_protocol_rule() {
+                return None;
+            }
             let applies = identifying || slot.rule.apply_to == ApplyTo::All;
             (applies && slot.rule.matcher.matches(up)).then(|| Decision {
                 slot,
                 episode,
                 selected: selected(seed, episode, slot.rule.percentage_bp),
             })
+        })
+    }
+
+    /// Whether the configuration has rules the protocol layer carries out (then sessions'
+    /// first bytes are read).
+    pub fn uses_protocol(&self) -> bool {
+        self.rules.iter().any(|s| s.rule.is_protocol_rule())
+    }
+
+    /// Whether rules the protocol layer carries out may ever act on `up`'s sessions (active
+    /// or not yet: its sessions are read from their start when so).
+    pub fn has_protocol_rules(&self, up: &UpstreamInfo) -> bool {
+        self.rules
+            .iter()
+            .any(|s| s.rule.is_protocol_rule() && s.rule.matcher.matches(up))
+    }
+
+    /// Whether an active rule the protocol layer carries out may act on `up`'s sessions now.
+    pub fn judging(&self, up: &UpstreamInfo) -> bool {
+        self.rules
+            .iter()
+            .any(|s| s.episode.is_some() && s.rule.is_protocol_rule() && s.rule.matcher.matches(up))
+    }
+
+    /// The first active protocol rule naming `ask` on a session to `up` decides what happens
+    /// to it. `seed`: the connection's; `draw`: a fresh number for this statement (statement
+    /// rules draw their percentage per statement); `opened_in`: the newest episode when the
+    /// connection was identified (`applyTo: new` statement rules act only on sessions opened
+    /// during their episode). Returns the rule, and what it does (`None`: the draw spared it).
+    pub fn judge(
+        &self,
+        up: &UpstreamInfo,
+        ask: Ask<'_>,
+        seed: u64,
+        draw: u64,
+        opened_in: u64,
+        now: u64,
+    ) -> Option<(&RuleSlot, Option<Act>)> {
+        self.rules.iter().find_map(|slot| {
+            let episode = slot.episode?;
+            let rule = &slot.rule;
+            if !rule.is_protocol_rule() || !rule.matcher.matches(up) {
+                return None;
+            }
+            let statement_rule = rule.matcher.is_statement_rule();
+            let chosen = match ask {
+                // A session's start: connection-level errors only.
+                Ask::Startup if statement_rule => return None,
+                Ask::Startup => selected(seed, episode, rule.percentage_bp),
+                Ask::Statement { command, text } if statement_rule => {
+                    if !rule.matcher.statement(command, text)
+                        || (rule.apply_to == ApplyTo::New && episode > opened_in)
+                    {
+                        return None;
+                    }
+                    selected(draw, episode, rule.percentage_bp)
+                }
+                // A connection-level error reaches open sessions at their next statement
+                // (with the connection's own draw, as at startup).
+                Ask::Statement { .. } if rule.apply_to == ApplyTo::All => {
+                    selected(seed, episode, rule.percentage_bp)
+                }
+                Ask::Statement { .. } => return None,
+            };
+            let act = chosen.then(|| match &rule.kind {
+                FaultKind::Error(e) => {
+                    let mut reply = e.reply.clone();
+                    // Refusing a session, or ending an open one, is always fatal.
+                    reply.fatal |= !statement_rule;
+                    Act::Error(reply)
+                }
+                FaultKind::Delay(d) => Act::Delay(d.release_at(now, &mut Rng::new(mix(draw)))),
+                _ => Act::Abort,
+            });
+            Some((slot, act))
         })
     }
 
@@ -340,5 +420,67 @@ mod tests {
             let d1 = e.decide(&up("pg"), seed, true).unwrap().selected;
             assert_eq!(d1, e.decide(&up("pg"), seed, false).unwrap().selected);
         }
+    }
+
+    #[test]
+    fn protocol_rules_judge_statements_and_session_starts() {
+        use crate::fault::error::Error;
+        use crate::protocol::postgres::sql::Command;
+        use crate::protocol::ErrorReply;
+        let error = |fatal| {
+            FaultKind::Error(Error {
+                reply: ErrorReply {
+                    code: *b"40001",
+                    message: "m".into(),
+                    fatal,
+                },
+            })
+        };
+        let mut statements = rule("conflict", "pg");
+        statements.matcher.commands = vec![Command::of(b"insert")];
+        statements.percentage_bp = 3_000;
+        statements.kind = error(false);
+        let mut refuse = rule("refuse", "pg");
+        refuse.kind = error(false);
+        refuse.apply_to = ApplyTo::New;
+        let mut e = Engine::default();
+        e.load(vec![statements, refuse, rule("bytes", "pg")], 0, 0);
+        assert!(e.uses_protocol() && e.judging(&up("pg")) && !e.judging(&up("redis")));
+        assert_eq!(&*e.decide(&up("pg"), 1, true).unwrap().slot.name, "bytes");
+        let insert = Ask::Statement {
+            command: Command::of(b"insert"),
+            text: b"INSERT INTO t VALUES (1)",
+        };
+        let hits = (0..4000u64)
+            .filter(|&draw| {
+                let (slot, act) = e.judge(&up("pg"), insert, 1, mix(draw), 0, 0).unwrap();
+                assert_eq!(&*slot.name, "conflict");
+                act.is_some()
+            })
+            .count();
+        assert!((1050..1350).contains(&hits), "{hits} of 4000 at 30%");
+        // A SELECT is not named by the statement rule; the connection-level one is `new`
+        // only: it acts at session starts, always fatal.
+        let select = Ask::Statement {
+            command: Command::of(b"select"),
+            text: b"SELECT 1",
+        };
+        assert!(e.judge(&up("pg"), select, 1, 2, 0, 0).is_none());
+        let (slot, act) = e.judge(&up("pg"), Ask::Startup, 1, 2, 0, 0).unwrap();
+        assert_eq!(&*slot.name, "refuse");
+        assert!(matches!(act, Some(Act::Error(r)) if r.fatal));
+        // `applyTo: new` statement rules spare sessions opened before their episode.
+        let mut later = rule("later", "pg");
+        later.apply_to = ApplyTo::New;
+        later.matcher.commands = vec![Command::of(b"select")];
+        later.kind = FaultKind::Abort(crate::fault::abort::Abort);
+        let mut e = Engine::default();
+        e.load(vec![later], 0, 0);
+        let episode = e.last_episode();
+        assert!(e.judge(&up("pg"), select, 1, 2, episode - 1, 0).is_none());
+        assert_eq!(
+            e.judge(&up("pg"), select, 1, 2, episode, 0).unwrap().1,
+            Some(Act::Abort)
+        );
     }
 }

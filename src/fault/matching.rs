@@ -1,7 +1,10 @@
-//! Which upstreams a rule names: `match: {"hosts": [...], "clusters": [...], "ports": [...]}`.
+//! Which upstreams a rule names: `match: {"hosts": [...], "clusters": [...], "ports": [...]}`,
+//! and, for rules about a protocol, which sessions and statements:
+//! `"protocol": "postgres", "commands": ["INSERT"], "queryContains": ["plants"]`.
 
-use crate::config::fields::{as_str, as_u64, Fields};
+use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
+use crate::protocol::postgres::sql::{Command, COMMANDS};
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,17 +74,67 @@ impl HostPattern {
     }
 }
 
-/// `match: {hosts, clusters, ports}`. A connection matches when its host or SNI matches one of
-/// `hosts`, or its cluster is one of `clusters`; and, when `ports` is set, its port is listed.
+/// A protocol a rule can be limited to (`match.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireProtocol {
+    Postgres,
+}
+
+impl WireProtocol {
+    pub const NAMES: &'static [&'static str] = &["postgres"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WireProtocol::Postgres => "postgres",
+        }
+    }
+}
+
+/// The longest `queryContains` entry: statement text is matched on its first 4 KiB.
+pub const MAX_CONTAINS: usize = 256;
+
+/// `match: {hosts, clusters, ports, protocol, commands, queryContains}`. A connection matches
+/// when its host or SNI matches one of `hosts`, or its cluster is one of `clusters`; and, when
+/// `ports` is set, its port is listed. `protocol` limits the rule to sessions of that protocol;
+/// `commands` / `queryContains` make it a statement rule (see [`Match::statement`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Match {
     pub hosts: Vec<HostPattern>,
     pub clusters: Vec<String>,
     pub ports: Vec<u16>,
+    pub protocol: Option<WireProtocol>,
+    /// First keywords (empty: any).
+    pub commands: Vec<Command>,
+    /// Lowercased substrings, one of which the statement must contain (empty: any).
+    pub query_contains: Vec<String>,
 }
 
 impl Match {
-    pub const KEYS: &'static [&'static str] = &["hosts", "clusters", "ports"];
+    pub const KEYS: &'static [&'static str] = &[
+        "hosts",
+        "clusters",
+        "ports",
+        "protocol",
+        "commands",
+        "queryContains",
+    ];
+
+    /// Whether the rule acts on statements rather than connections.
+    pub fn is_statement_rule(&self) -> bool {
+        !self.commands.is_empty() || !self.query_contains.is_empty()
+    }
+
+    /// Whether a statement (its command and the start of its text) is one the rule names: its
+    /// command is listed (when `commands` is given) and it contains one of the substrings
+    /// (when `queryContains` is given), ignoring ASCII case.
+    pub fn statement(&self, command: Command, text: &[u8]) -> bool {
+        (self.commands.is_empty() || self.commands.contains(&command))
+            && (self.query_contains.is_empty()
+                || self
+                    .query_contains
+                    .iter()
+                    .any(|needle| contains_ignore_case(text, needle.as_bytes())))
+    }
 
     /// Validates a rule's `match` object: `hosts` or `clusters` (or both), non-empty lists.
     pub fn parse(raw: &Fields<'_>) -> Result<Match, ConfigError> {
@@ -138,7 +191,68 @@ impl Match {
                 }
             }
         }
+        m.parse_protocol_keys(raw)?;
         Ok(m)
+    }
+
+    fn parse_protocol_keys(&mut self, raw: &Fields<'_>) -> Result<(), ConfigError> {
+        let err = |path: &str, message: String| Err(ConfigError::new(path, message));
+        match raw.str("protocol")? {
+            None => {}
+            Some("postgres") => self.protocol = Some(WireProtocol::Postgres),
+            Some(other) => {
+                let mut message = format!("{} is not a protocol dbfault reads (", quote(other));
+                push_list(&mut message, WireProtocol::NAMES);
+                message.push(')');
+                return err(&raw.path("protocol"), message);
+            }
+        }
+        if let Some(commands) = raw.array("commands")? {
+            if commands.is_empty() {
+                return err(
+                    &raw.path("commands"),
+                    "empty list (leave it out to match any statement)".into(),
+                );
+            }
+            for (j, command) in commands.iter().enumerate() {
+                let at = format!("{}[{j}]", raw.path("commands"));
+                let word = as_str(command, &at)?;
+                let known = COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(word));
+                if !known {
+                    let mut message = format!(
+                        "{} is not a SQL command dbfault recognises (the first keyword of a statement, one of ",
+                        quote(word)
+                    );
+                    push_list(&mut message, &COMMANDS);
+                    message.push(')');
+                    return err(&at, message);
+                }
+                let command = Command::of(word.as_bytes());
+                if !self.commands.contains(&command) {
+                    self.commands.push(command);
+                }
+            }
+        }
+        if let Some(needles) = raw.array("queryContains")? {
+            if needles.is_empty() {
+                return err(
+                    &raw.path("queryContains"),
+                    "empty list (leave it out to match any statement)".into(),
+                );
+            }
+            for (j, needle) in needles.iter().enumerate() {
+                let at = format!("{}[{j}]", raw.path("queryContains"));
+                let text = as_str(needle, &at)?;
+                if text.is_empty() || text.len() > MAX_CONTAINS {
+                    return err(
+                        &at,
+                        format!("{} bytes (1 to {MAX_CONTAINS} are allowed)", text.len()),
+                    );
+                }
+                self.query_contains.push(text.to_ascii_lowercase());
+            }
+        }
+        Ok(())
     }
 
     pub fn matches(&self, up: &UpstreamInfo) -> bool {
@@ -151,6 +265,14 @@ impl Match {
                 .is_some_and(|c| self.clusters.iter().any(|name| name == c));
         named && (self.ports.is_empty() || up.port.is_some_and(|p| self.ports.contains(&p)))
     }
+}
+
+/// Whether `haystack` contains `needle` (lowercase), ignoring ASCII case.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -188,7 +310,7 @@ mod tests {
         let m = Match {
             hosts: vec![HostPattern::parse("firestore.googleapis.com").unwrap()],
             clusters: vec!["postgres".into()],
-            ports: vec![],
+            ..Match::default()
         };
         assert!(m.matches(&up("firestore.googleapis.com", None, None, Some(443))));
         assert!(m.matches(&up(

@@ -7,7 +7,8 @@
 //!   connection.
 //! - [`connection`]: one connection's byte ledger and the dispatch to the fault acting on it.
 //! - one module per fault kind, each owning its parameters (parsing and validation), its
-//!   per-connection state and its behaviour: [`abort`], [`blackhole`], [`delay`], [`cut`].
+//!   per-connection state and its behaviour: [`abort`], [`blackhole`], [`delay`], [`cut`],
+//!   [`error`] (whose work is done by the protocol layer).
 //!   A new kind is a new module implementing [`Kind`] and [`Behaviour`], plus one line in the
 //!   `kinds!` list below.
 
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod cut;
 pub mod delay;
 pub mod engine;
+pub mod error;
 pub mod matching;
 pub mod rule;
 
@@ -155,7 +157,7 @@ pub trait Behaviour {
 macro_rules! kinds {
     ($($variant:ident => $module:ident),+ $(,)?) => {
         /// A rule's fault kind with its parameters.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum FaultKind {
             $($variant($module::$variant)),+
         }
@@ -238,6 +240,7 @@ kinds! {
     Blackhole => blackhole,
     Delay => delay,
     Cut => cut,
+    Error => error,
 }
 
 fn parse_kind<K: Kind>(rule: &Fields<'_>) -> Result<K, ConfigError> {

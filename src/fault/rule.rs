@@ -131,6 +131,8 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         None => None,
         Some(w) => Some(parse_window(&w)?),
     };
+    let kind = parse_kind(raw)?;
+    check_protocol_kind(raw, &matcher, &kind)?;
     Ok(Rule {
         name,
         enabled: raw.bool("enabled")?.unwrap_or(true),
@@ -139,8 +141,55 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         apply_to,
         window,
         dry_run: raw.bool("dryRun")?.unwrap_or(false),
-        kind: parse_kind(raw)?,
+        kind,
     })
+}
+
+/// Kinds that need a protocol, and the kinds a statement rule can have.
+fn check_protocol_kind(
+    raw: &Fields<'_>,
+    matcher: &Match,
+    kind: &FaultKind,
+) -> Result<(), ConfigError> {
+    let key = raw.path(kind.name());
+    if let FaultKind::Error(_) = kind {
+        if matcher.protocol.is_none() {
+            return err(
+                &key,
+                "needs match.protocol \"postgres\" (the error is written in the session's protocol)",
+            );
+        }
+    }
+    if matcher.is_statement_rule() {
+        match kind {
+            FaultKind::Error(_) | FaultKind::Abort(_) => {}
+            FaultKind::Delay(d) if !d.first_only => {}
+            FaultKind::Delay(_) => {
+                return err(
+                    &format!("{key}.firstOnly"),
+                    "not available on a statement rule (match.commands or match.queryContains): each matching statement is delayed",
+                )
+            }
+            _ => {
+                return err(
+                    &key,
+                    format!(
+                        "not available on a statement rule (match.commands or match.queryContains): use error, delay or abort ({} acts on whole connections)",
+                        kind.name()
+                    ),
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Rule {
+    /// Whether the protocol layer carries the rule out (a statement rule, or an `error`),
+    /// rather than the byte-level faults.
+    pub fn is_protocol_rule(&self) -> bool {
+        self.matcher.is_statement_rule() || matches!(self.kind, FaultKind::Error(_))
+    }
 }
 
 fn parse_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
@@ -294,7 +343,7 @@ pub(crate) mod tests {
             (r#"{"faults": [{"name": "x", "match": {"hosts": ["pg"], "ports": [0]}, "abort": {}}]}"#.into(), "faults[0].match.ports[0]: 0 is not a port"),
             (r#"{"faults": [{"name": "x", "match": {"hosts": ["pg"], "ports": [70000]}, "abort": {}}]}"#.into(), "70000 is not a port"),
             (r#"{"faults": [{"name": "x", "match": {"host": ["pg"]}, "abort": {}}]}"#.into(), "faults[0].match.host: unknown field `host`"),
-            (format!(r#"{{"faults": [{{"name": "x", {m}}}]}}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut (found: none)"),
+            (format!(r#"{{"faults": [{{"name": "x", {m}}}]}}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut, error (found: none)"),
             (format!(r#"{{"faults": [{{"name": "x", {m}, "abort": {{}}, "delay": {{"latency": "1s"}}}}]}}"#), "(found: abort, delay)"),
             (format!(r#"{{"faults": [{{"name": "x", {m}, "explode": {{}}}}]}}"#), "faults[0].explode: unknown field `explode`"),
             (format!(r#"{{"faults": [{{"name": "x", {m}, "abort": {{"now": true}}}}]}}"#), "faults[0].abort.now: unknown field `now`"),
@@ -311,6 +360,84 @@ pub(crate) mod tests {
             (r#"{"faults": [1]}"#.into(), "faults[0]: invalid type: integer `1`, expected an object"),
         ];
         for (json, want) in cases {
+            let got = err(&json);
+            assert!(got.contains(want), "{json}\n  got:  {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn statement_rules() {
+        let r = rules(
+            r#"{"faults": [
+              {"name": "conflict", "match": {"hosts": ["pg"], "protocol": "postgres", "commands": ["INSERT", "update"], "queryContains": ["Plants"]},
+               "percentage": 30, "error": {"sqlstate": "40001", "message": "could not serialize access due to concurrent update"}},
+              {"name": "failover", "match": {"hosts": ["pg"], "protocol": "postgres"},
+               "error": {"sqlstate": "57P01", "message": "terminating connection due to administrator command", "fatal": true}},
+              {"name": "slow", "match": {"hosts": ["pg"], "commands": ["SELECT"]}, "delay": {"latency": "200ms"}},
+              {"name": "die", "match": {"hosts": ["pg"], "queryContains": ["DROP TABLE"]}, "abort": {}}
+            ]}"#,
+        );
+        assert!(r[0].is_protocol_rule() && r[0].matcher.is_statement_rule());
+        assert_eq!(r[0].matcher.query_contains, ["plants"]);
+        assert_eq!(r[0].matcher.commands.len(), 2);
+        assert!(r[1].is_protocol_rule() && !r[1].matcher.is_statement_rule());
+        assert!(r[2].is_protocol_rule() && r[3].is_protocol_rule());
+        use crate::protocol::postgres::sql::Command;
+        let m = &r[0].matcher;
+        assert!(m.statement(Command::of(b"insert"), b"INSERT INTO PLANTS VALUES (1)"));
+        assert!(!m.statement(Command::of(b"select"), b"SELECT * FROM plants"));
+        assert!(!m.statement(Command::of(b"insert"), b"INSERT INTO trees VALUES (1)"));
+
+        let pg = r#""match": {"hosts": ["pg"], "protocol": "postgres""#;
+        let e = r#""error": {"sqlstate": "40001", "message": "x"}"#;
+        for (json, want) in [
+            (
+                format!(r#"{{"faults": [{{"name": "x", "match": {{"hosts": ["pg"]}}, {e}}}]}}"#),
+                "faults[0].error: needs match.protocol \"postgres\"",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", "match": {{"hosts": ["pg"], "protocol": "mysql"}}, {e}}}]}}"#
+                ),
+                r#"faults[0].match.protocol: "mysql" is not a protocol dbfault reads (postgres)"#,
+            ),
+            (
+                format!(r#"{{"faults": [{{"name": "x", {pg}, "commands": "INSERT"}}, {e}}}]}}"#),
+                "faults[0].match.commands: invalid type: string",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {pg}, "commands": ["INSERT INTO"]}}, {e}}}]}}"#
+                ),
+                r#"faults[0].match.commands[0]: "INSERT INTO" is not a SQL command dbfault recognises"#,
+            ),
+            (
+                format!(r#"{{"faults": [{{"name": "x", {pg}, "commands": []}}, {e}}}]}}"#),
+                "faults[0].match.commands: empty list",
+            ),
+            (
+                format!(r#"{{"faults": [{{"name": "x", {pg}, "queryContains": [""]}}, {e}}}]}}"#),
+                "faults[0].match.queryContains[0]: 0 bytes",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {pg}, "commands": ["SELECT"]}}, "cut": {{"afterBytes": 10}}}}]}}"#
+                ),
+                "faults[0].cut: not available on a statement rule",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {pg}, "commands": ["SELECT"]}}, "blackhole": {{}}}}]}}"#
+                ),
+                "faults[0].blackhole: not available on a statement rule",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {pg}, "commands": ["SELECT"]}}, "delay": {{"latency": "1s", "firstOnly": true}}}}]}}"#
+                ),
+                "faults[0].delay.firstOnly: not available on a statement rule",
+            ),
+        ] {
             let got = err(&json);
             assert!(got.contains(want), "{json}\n  got:  {got}\n  want: {want}");
         }

@@ -318,6 +318,9 @@ impl VmState {
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer
     /// active, and lets newly active `applyTo: all` rules act on it.
     fn reevaluate_entry(&mut self, id: u32, entry: &mut Entry, now: u64) {
+        if let Some(watch) = entry.watch.as_mut() {
+            watch.judging = self.engine.judging(&entry.upstream);
+        }
         if let Some((rule, episode)) = entry.conn.fault() {
             if !self.engine.episode_running(episode) {
                 debug!("dbfault: connection {id}: fault {} ends", &**rule);

@@ -52,7 +52,7 @@ impl Stream {
             (
                 vm.engine.uses_hosts(),
                 vm.engine.uses_ports(),
-                m.enabled && m.requests,
+                (m.enabled && m.requests) || vm.engine.uses_protocol(),
             )
         })
         .unwrap_or_default();
@@ -118,7 +118,14 @@ impl Stream {
             let traffic = stats
                 .as_ref()
                 .map_or_else(Rc::default, |s| Rc::clone(&s.traffic));
-            let watch = (metrics.enabled && metrics.requests).then(|| Box::new(Watch::new()));
+            let counting = metrics.enabled && metrics.requests;
+            let watch = (counting || vm.engine.has_protocol_rules(&info)).then(|| {
+                Box::new(Watch::new(
+                    counting,
+                    vm.engine.judging(&info),
+                    vm.engine.last_episode(),
+                ))
+            });
             let mut entry = Entry {
                 conn: Connection::new(seed, now, traffic),
                 upstream: info,
@@ -153,37 +160,86 @@ impl Stream {
             return Action::Continue;
         };
         let timed = entry.conn.next_wake().is_some();
-        let outcome = entry
-            .conn
-            .on_data(dir, size, &mut || host::now_nanos().unwrap_or(0));
-        if entry.conn.next_wake().is_some() != timed {
-            let id = self.id;
-            with_vm(|vm| vm.track(id, &entry.conn));
-        }
-        // Read before a drop changes Envoy's buffer.
-        let Entry { watch, stats, .. } = &mut *entry;
+        let Entry {
+            conn,
+            watch,
+            stats,
+            upstream,
+        } = &mut *entry;
         let prefetched = self.first_chunk.take();
-        if let (Some(w), Some(stats)) = (watch.as_mut(), stats.as_ref()) {
-            if !w.on_data(
+        // Envoy's buffer size, and the bytes counted: what reaches the database (rewritten),
+        // what came from it (as Envoy's cluster counters count them).
+        let mut buffer = size;
+        let mut counted = size;
+        let mut rewritten = None;
+        // Rules on statements decide before the bytes go anywhere.
+        if let Some(w) = watch.as_mut().filter(|w| w.rewrites(dir, conn)) {
+            match w.rewrite(
                 dir,
                 size,
-                outcome.effect,
-                &stats.requests,
+                conn,
+                upstream,
+                stats.as_ref(),
                 prefetched.as_deref(),
             ) {
-                *watch = None;
+                Some(r) => {
+                    buffer = r.size;
+                    if dir == Direction::ToDatabase {
+                        counted = r.size;
+                    }
+                    if let Some(until) = r.verdict.hold_until {
+                        conn.hold_until(until);
+                    }
+                    rewritten = Some(r.verdict.close);
+                }
+                None => *watch = None,
             }
+        }
+        let outcome = conn.on_data(dir, counted, &mut || host::now_nanos().unwrap_or(0));
+        let mut close_now = outcome.close == Close::Now;
+        match rewritten {
+            Some(close) => {
+                if let Some(w) = watch.as_mut() {
+                    w.rewritten(dir, buffer, outcome.effect);
+                }
+                match close {
+                    Some(Close::Now) => {
+                        conn.close(true);
+                        close_now = true;
+                    }
+                    Some(Close::AtNextTick) => conn.close(false),
+                    _ => {}
+                }
+            }
+            None => {
+                // Read before a drop changes Envoy's buffer.
+                if let Some(w) = watch.as_mut() {
+                    if !w.on_data(
+                        dir,
+                        size,
+                        outcome.effect,
+                        stats.as_ref(),
+                        prefetched.as_deref(),
+                    ) {
+                        *watch = None;
+                    }
+                }
+            }
+        }
+        if conn.next_wake().is_some() != timed {
+            let id = self.id;
+            with_vm(|vm| vm.track(id, conn));
         }
         drop(entry);
         let action = match outcome.effect {
             Effect::Forward => Action::Continue,
             Effect::Hold => Action::Pause,
             Effect::Drop { keep } => {
-                host::drop_data(dir, size, keep);
+                host::drop_data(dir, buffer, keep);
                 Action::Continue
             }
         };
-        if outcome.close == Close::Now {
+        if close_now {
             host::close_connection();
         }
         action
@@ -200,8 +256,8 @@ impl Stream {
             return;
         };
         entry.conn.finish();
-        if let (Some(watch), Some(stats)) = (entry.watch.take(), entry.stats.as_ref()) {
-            watch.finish(&stats.requests);
+        if let Some(watch) = entry.watch.take() {
+            watch.finish(entry.stats.as_ref());
         }
         let id = self.id;
         with_vm(|vm| {

@@ -1,12 +1,20 @@
-//! Reading a connection's protocol for the request metrics: which bytes of a data event the
+//! Reading a connection's protocol: for the request metrics, which bytes of a data event the
 //! PostgreSQL session sees (only what passes to the peer, each byte once), copied out of
-//! Envoy's buffer only when the session needs to see them.
+//! Envoy's buffer only when the session needs to see them; and, while rules act on
+//! statements, the rewriting of the event's bytes (see
+//! [`crate::protocol::postgres::session`]).
 
+use super::with_vm;
+use crate::fault::connection::Connection;
+use crate::fault::matching::UpstreamInfo;
 use crate::fault::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
-use crate::protocol::passing;
+use crate::metrics::ConnectionStats;
 use crate::protocol::postgres::session::{Event, Kind, Session};
+use crate::protocol::{passing, Act, Ask, Verdict};
+use crate::schedule::mix;
+use log::debug;
 
 /// One connection whose protocol is read.
 pub struct Watch {
@@ -14,6 +22,14 @@ pub struct Watch {
     /// Client → database bytes at the front of Envoy's buffer already read: a held (paused)
     /// stream presents them again with the next event.
     seen_held: usize,
+    /// The request metrics are counted (off: the session is read only for rules).
+    counting: bool,
+    /// An active rule may act on this connection's statements (kept current by the VM).
+    pub judging: bool,
+    /// The newest rule episode when the connection was identified.
+    opened_in: u64,
+    /// Statements judged so far (each gets its own percentage draw).
+    draws: u64,
 }
 
 fn protocol(kind: Kind) -> Protocol {
@@ -25,7 +41,10 @@ fn protocol(kind: Kind) -> Protocol {
     }
 }
 
-fn count(event: Event, counts: &RequestCounts) {
+fn count(event: Event, counts: Option<&RequestCounts>) {
+    let Some(counts) = counts else {
+        return;
+    };
     match event {
         Event::Recognized(kind) => counts.session(protocol(kind)),
         Event::Request(command) => counts.request(command),
@@ -34,12 +53,31 @@ fn count(event: Event, counts: &RequestCounts) {
     }
 }
 
+/// What the stream does with an event after [`Watch::rewrite`].
+pub struct Rewritten {
+    /// Envoy's buffer size after the rewrite.
+    pub size: usize,
+    pub verdict: Verdict,
+}
+
 impl Watch {
-    pub fn new() -> Watch {
+    pub fn new(counting: bool, judging: bool, opened_in: u64) -> Watch {
         Watch {
             session: Session::new(),
             seen_held: 0,
+            counting,
+            judging,
+            opened_in,
+            draws: 0,
         }
+    }
+
+    /// Whether an event in `dir` must be rewritten (decided before its bytes go anywhere)
+    /// rather than only read.
+    pub fn rewrites(&self, dir: Direction, conn: &Connection) -> bool {
+        self.session.reading()
+            && ((dir == Direction::ToDatabase && self.judging && conn.statements_may_act())
+                || self.session.rewriting(dir))
     }
 
     /// A data event of `size` bytes (Envoy's whole buffer) whose bytes meet `effect`;
@@ -50,9 +88,10 @@ impl Watch {
         dir: Direction,
         size: usize,
         effect: Effect,
-        counts: &RequestCounts,
+        stats: Option<&ConnectionStats>,
         prefetched: Option<&[u8]>,
     ) -> bool {
+        let counts = stats.filter(|_| self.counting).map(|s| &*s.requests);
         let (range, held_seen) = passing(dir, size, effect, self.seen_held);
         self.seen_held = held_seen;
         let (start, end) = (range.start, range.end);
@@ -82,10 +121,98 @@ impl Watch {
         self.session.reading()
     }
 
+    /// A data event of `size` bytes read, judged and rewritten before it goes anywhere; Envoy's
+    /// buffer is rewritten here when the verdict says so. `None`: the bytes could not be read
+    /// (the event passes untouched and the connection is no longer read).
+    pub fn rewrite(
+        &mut self,
+        dir: Direction,
+        size: usize,
+        conn: &Connection,
+        up: &UpstreamInfo,
+        stats: Option<&ConnectionStats>,
+        prefetched: Option<&[u8]>,
+    ) -> Option<Rewritten> {
+        // A held stream presents what was read already again: only the rest is new.
+        let from = match dir {
+            Direction::ToDatabase => self.seen_held.min(size),
+            Direction::ToClient => 0,
+        };
+        let fresh = match prefetched.filter(|p| p.len() == size && from == 0) {
+            Some(bytes) => bytes.to_vec(),
+            None => host::read_data(dir, from, size - from)?,
+        };
+        let counts = stats.filter(|_| self.counting).map(|s| &*s.requests);
+        let mut time = None;
+        let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
+        let judging = dir == Direction::ToDatabase && self.judging && conn.statements_may_act();
+        let (seed, opened_in) = (conn.seed(), self.opened_in);
+        let draws = &mut self.draws;
+        let mut judge = |ask: Ask<'_>| -> Option<Act> {
+            *draws += 1;
+            judge(ask, up, stats, seed, mix(seed ^ mix(*draws)), opened_in)
+        };
+        let verdict = self.session.rewrite(
+            dir,
+            &fresh,
+            now,
+            &mut |e| count(e, counts),
+            judging.then_some(&mut judge as &mut _),
+        );
+        let size = match &verdict.replace {
+            Some(bytes) => {
+                host::replace_data(dir, from, size, bytes);
+                from + bytes.len()
+            }
+            None => size,
+        };
+        Some(Rewritten { size, verdict })
+    }
+
+    /// The effect the rewritten event met (a held stream presents its bytes again).
+    pub fn rewritten(&mut self, dir: Direction, size: usize, effect: Effect) {
+        self.seen_held = passing(dir, size, effect, self.seen_held).1;
+    }
+
     /// The connection ended: one never recognised (no byte from the client) is `unknown`.
-    pub fn finish(&self, counts: &RequestCounts) {
-        if self.session.kind().is_none() {
-            counts.session(Protocol::Unknown);
+    pub fn finish(&self, stats: Option<&ConnectionStats>) {
+        if self.session.kind().is_none() && self.counting {
+            if let Some(s) = stats {
+                s.requests.session(Protocol::Unknown);
+            }
         }
     }
+}
+
+/// Asks the VM's rules about a statement (or a session's start) of a connection to `up`;
+/// counts and logs what a rule does (dry runs included), and returns it unless it is a dry run.
+fn judge(
+    ask: Ask<'_>,
+    up: &UpstreamInfo,
+    stats: Option<&ConnectionStats>,
+    seed: u64,
+    draw: u64,
+    opened_in: u64,
+) -> Option<Act> {
+    let now = host::now_nanos().unwrap_or(0);
+    with_vm(|vm| {
+        let (slot, act) = vm.engine.judge(up, ask, seed, draw, opened_in, now)?;
+        let act = act?;
+        debug!(
+            "dbfault: {} to {}: fault {}{}",
+            match ask {
+                Ask::Startup => "session start",
+                Ask::Statement { command, .. } => command.name(),
+            },
+            up.host,
+            &*slot.name,
+            if slot.rule.dry_run { " (dry run)" } else { "" }
+        );
+        if let Some(stats) = stats {
+            vm.telemetry
+                .fault_injected(&mut HostMetrics, stats, &slot.name);
+        }
+        (!slot.rule.dry_run).then_some(act)
+    })
+    .flatten()
 }

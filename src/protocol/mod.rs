@@ -2,8 +2,58 @@
 
 pub mod postgres;
 
-use crate::fault::{Direction, Effect};
+use crate::fault::{Close, Direction, Effect};
 use std::ops::Range;
+use std::rc::Rc;
+
+/// An error a rule answers with, in the protocol's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// The SQLSTATE (five characters of `[0-9A-Z]`).
+    pub code: [u8; 5],
+    pub message: Rc<str>,
+    /// The session ends with it (PostgreSQL: severity `FATAL`, then the connection closes).
+    pub fatal: bool,
+}
+
+/// What a rule is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask<'a> {
+    /// A new session is starting (its startup message is about to reach the server).
+    Startup,
+    /// The client issued a statement: its command and its text (the first
+    /// [`postgres::CAPTURE_LIMIT`] bytes at most).
+    Statement {
+        command: postgres::sql::Command,
+        text: &'a [u8],
+    },
+}
+
+/// What a rule does to a statement (or a starting session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Act {
+    /// It does not execute; the client receives this error instead.
+    Error(ErrorReply),
+    /// The client's bytes from the read that carries it are held until then (nanoseconds).
+    Delay(u64),
+    /// It does not reach the server; the connection is closed.
+    Abort,
+}
+
+/// Asked once per statement (and once at a session's start) while rules may act on a
+/// connection; `None`: nothing happens to it.
+pub type Judge<'a> = dyn FnMut(Ask<'_>) -> Option<Act> + 'a;
+
+/// What becomes of one data event's bytes when rules act on statements.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The event's new bytes are replaced by these (`None`: forwarded as they are).
+    pub replace: Option<Vec<u8>>,
+    /// Hold the client → database stream until then (a delayed statement).
+    pub hold_until: Option<u64>,
+    /// Close the connection (after what is forwarded of this event).
+    pub close: Option<Close>,
+}
 
 /// The bytes of a data event of `size` (Envoy's whole buffer) that a protocol reader sees,
 /// given what happens to them: only bytes that reach the peer, each once. A held (paused)

@@ -54,6 +54,13 @@ pub struct Message<'a> {
     /// Whether the contents were kept and cut at [`CAPTURE_LIMIT`] (types whose contents are
     /// not kept have an empty `body` and are not "truncated").
     pub truncated: bool,
+    /// Where in the chunk being read the message was reported: just past its header and kept
+    /// contents (a message is reported as soon as those are read, before the rest of its body
+    /// passes).
+    pub at: usize,
+    /// Bytes of the message read when it was reported (header and kept contents); those
+    /// before `at` in this chunk, the rest in earlier chunks.
+    pub head: usize,
 }
 
 /// What reading a chunk produced, in order.
@@ -97,6 +104,11 @@ pub struct Reader {
     capture: Vec<u8>,
     /// How many body bytes of the current message to capture.
     capture_want: usize,
+    /// The current message was reported already (its contents are read; the rest of its body
+    /// is counted past).
+    reported: bool,
+    /// Position in the chunk being read where the current header or body part starts.
+    offset: usize,
 }
 
 /// Which messages' contents are kept, and how much of them.
@@ -132,6 +144,8 @@ impl Reader {
             current: None,
             capture: Vec::new(),
             capture_want: 0,
+            reported: false,
+            offset: 0,
         }
     }
 
@@ -176,13 +190,34 @@ impl Reader {
     }
 
     /// Passes over `n` bytes (at most [`Reader::skippable`]) without seeing them.
-    pub fn skip(&mut self, n: usize, step: &mut dyn FnMut(Step<'_>)) {
+    pub fn skip(&mut self, n: usize) {
         let n = n.min(self.skippable());
         if let Some((_, _, left)) = self.current.as_mut() {
             *left -= n as u32;
             if *left == 0 {
-                self.finish(step);
+                self.finish();
             }
+        }
+    }
+
+    /// The message being read that was not reported yet, if any: its type byte (0 for the
+    /// opening message, or while its header is incomplete in the opening phase) and how many
+    /// of its bytes were read so far. A caller that rewrites messages withholds those bytes
+    /// until the message is reported.
+    pub fn unreported(&self) -> Option<(u8, usize)> {
+        let header = if self.phase == Phase::Opening { 8 } else { 5 };
+        match self.current {
+            _ if self.phase == Phase::Done => None,
+            Some((tag, _, _)) if !self.reported => Some((tag, header + self.capture.len())),
+            None if self.header_len > 0 => Some((
+                if self.phase == Phase::Opening {
+                    0
+                } else {
+                    self.header[0]
+                },
+                self.header_len,
+            )),
+            _ => None,
         }
     }
 
@@ -191,6 +226,7 @@ impl Reader {
     pub fn read(&mut self, chunk: &[u8], step: &mut dyn FnMut(Step<'_>)) -> usize {
         let mut rest = chunk;
         while !rest.is_empty() {
+            self.offset = chunk.len() - rest.len();
             match self.phase {
                 Phase::Done => break,
                 Phase::EncryptionAnswer => {
@@ -249,6 +285,7 @@ impl Reader {
             return tail;
         }
         self.header_len = 0;
+        self.offset += take;
         let word = |at: usize| {
             let mut b = [0u8; 4];
             if let Some(src) = self.header.get(at..at + 4) {
@@ -291,13 +328,17 @@ impl Reader {
         tail
     }
 
-    /// Starts a message of `body_len` bytes (emitted at once when empty).
+    /// Starts a message of `body_len` bytes; reported at once when none of it is kept.
     fn begin(&mut self, tag: u8, body_len: u32, step: &mut dyn FnMut(Step<'_>)) {
         self.capture_want = capture_for(self.dir, tag).min(body_len as usize);
         self.capture.clear();
         self.current = Some((tag, body_len, body_len));
+        self.reported = false;
+        if self.capture_want == 0 {
+            self.report(step);
+        }
         if body_len == 0 {
-            self.finish(step);
+            self.finish();
         }
     }
 
@@ -309,28 +350,44 @@ impl Reader {
         let (part, tail) = rest.split_at(take);
         let room = self.capture_want.saturating_sub(self.capture.len());
         if room > 0 {
+            let kept = room.min(part.len());
             self.capture
-                .extend_from_slice(part.get(..room.min(part.len())).unwrap_or_default());
+                .extend_from_slice(part.get(..kept).unwrap_or_default());
+            if self.capture.len() >= self.capture_want {
+                self.offset += kept;
+                self.report(step);
+            }
         }
         if let Some((_, _, left)) = self.current.as_mut() {
             *left -= take as u32;
             if *left == 0 {
-                self.finish(step);
+                self.finish();
             }
         }
         tail
     }
 
-    fn finish(&mut self, step: &mut dyn FnMut(Step<'_>)) {
-        let Some((tag, len, _)) = self.current.take() else {
+    /// Reports the current message: its header and kept contents are read (`offset` is just
+    /// past them).
+    fn report(&mut self, step: &mut dyn FnMut(Step<'_>)) {
+        let Some((tag, len, _)) = self.current else {
             return;
         };
+        self.reported = true;
+        let header = if tag == 0 { 8 } else { 5 };
         step(Step::Message(Message {
             tag,
             len,
             body: &self.capture,
             truncated: self.capture_want > 0 && (self.capture.len() as u64) < u64::from(len),
+            at: self.offset,
+            head: header + self.capture.len(),
         }));
+    }
+
+    /// The current message's last byte was read.
+    fn finish(&mut self) {
+        self.current = None;
         // Keep the allocation for the next message, but never more than the limit.
         self.capture.clear();
     }
@@ -437,7 +494,7 @@ mod tests {
         while !rest.is_empty() {
             let skip = reader.skippable().min(rest.len());
             if skip > 0 {
-                reader.skip(skip, &mut |s| seen.push(format!("{s:?}")));
+                reader.skip(skip);
                 rest = &rest[skip..];
             } else {
                 let n = 7.min(rest.len());

@@ -1,5 +1,7 @@
 //! One PostgreSQL connection's statements and their answers: what is counted (`requests`),
-//! timed (`duration`) and what failed (`errors`), from the messages of both directions.
+//! timed (`duration`) and what failed (`errors`), from the messages of both directions — and,
+//! while rules act on statements, the rewriting that makes a statement fail, wait or end the
+//! connection.
 //!
 //! The server answers in order. A simple Query is one *group* (its statements, then
 //! ReadyForQuery); extended-protocol messages up to a Sync are another (each Execute a
@@ -9,17 +11,38 @@
 //! as requests, not timed). A named prepared statement is known by the text it was prepared
 //! with, on every execution.
 //!
+//! An injected error is the server's own: the statement is replaced by one that fails without
+//! touching data (`FETCH` from a cursor that does not exist; for an Execute, a portal that does
+//! not exist: SQLSTATE 34000), so the server itself skips the rest of the Query or of the
+//! batch up to Sync and fails an explicit transaction (later statements get 25P02 until
+//! ROLLBACK). Its ErrorResponse is then rewritten to the rule's SQLSTATE and message. A new
+//! session refused at startup has its startup message replaced by one without a user (the
+//! server answers FATAL 28000 before any authentication), rewritten the same way. Only the
+//! error the replacement provoked is rewritten: a server that fails it for its own reason
+//! (a transaction already failed: 25P02) is heard as it is.
+//!
 //! Bounds: at most [`MAX_PENDING`] statements awaiting answers (a longer pipeline is counted
-//! but not timed) and [`MAX_PREPARED`] named statements and portals (the oldest is forgotten
-//! first: its executions count as `other`).
+//! but not timed, and rules do not act on it), [`MAX_PREPARED`] named statements and portals
+//! and [`MAX_PREPARED_TEXT`] bytes of their text (the oldest is forgotten first: its
+//! executions count as `other`), and while rules act, the start of one message per direction
+//! ([`super::CAPTURE_LIMIT`] bytes and its header) withheld until it is decided.
 
 use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
 use super::sql::{statements, Command};
-use crate::fault::Direction;
+use crate::fault::{Close, Direction};
+use crate::protocol::{Act, Ask, ErrorReply, Judge, Verdict};
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 pub const MAX_PENDING: usize = 1024;
 pub const MAX_PREPARED: usize = 256;
+/// Statement text kept for named statements (and again for portals), per connection.
+pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
+
+/// The SQLSTATE a replaced statement provokes (undefined cursor / portal).
+const PROVOKED_STATEMENT: [u8; 5] = *b"34000";
+/// The SQLSTATE a startup without a user provokes (invalid authorization specification).
+const PROVOKED_STARTUP: [u8; 5] = *b"28000";
 
 /// What a connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +75,18 @@ pub enum Event {
     Error([u8; 2]),
 }
 
+/// An error to put in place of the one a replaced message provokes.
+#[derive(Debug)]
+struct Injected {
+    reply: ErrorReply,
+    provoked: [u8; 5],
+}
+
 #[derive(Debug)]
 struct Pending {
     command: Command,
     since: u64,
+    injected: Option<Box<Injected>>,
 }
 
 #[derive(Debug, Default)]
@@ -63,41 +94,54 @@ struct Group {
     pending: VecDeque<Pending>,
     /// An error ended the group's work: the rest of its statements get no answer.
     failed: bool,
+    /// The startup group of a session refused at startup.
+    injected: Option<Box<Injected>>,
 }
 
+/// A prepared statement: its command and (the start of) its text.
 #[derive(Debug)]
 struct Prepared {
-    name: Vec<u8>,
     command: Command,
+    text: Box<[u8]>,
 }
 
-/// Named statements or portals (by their command), oldest first. (Their text joins them when
-/// rules match statements by content.)
+/// Named statements or portals (a portal shares its statement's text), oldest first.
 #[derive(Debug, Default)]
-struct Names(VecDeque<Prepared>);
+struct Names {
+    entries: VecDeque<(Vec<u8>, Rc<Prepared>)>,
+    text_bytes: usize,
+}
 
 impl Names {
-    fn set(&mut self, name: &[u8], command: Command) {
+    fn set(&mut self, name: &[u8], prepared: Rc<Prepared>) {
         self.remove(name);
-        if self.0.len() >= MAX_PREPARED {
-            self.0.pop_front();
+        self.text_bytes += prepared.text.len();
+        self.entries.push_back((name.to_vec(), prepared));
+        while self.entries.len() > MAX_PREPARED || self.text_bytes > MAX_PREPARED_TEXT {
+            match self.entries.pop_front() {
+                Some((_, gone)) => self.text_bytes -= gone.text.len(),
+                None => break,
+            }
         }
-        self.0.push_back(Prepared {
-            name: name.to_vec(),
-            command,
-        });
     }
 
-    fn get(&self, name: &[u8]) -> Option<Command> {
-        self.0
+    fn get(&self, name: &[u8]) -> Option<&Rc<Prepared>> {
+        self.entries
             .iter()
             .rev()
-            .find(|p| p.name == name)
-            .map(|p| p.command)
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
     }
 
     fn remove(&mut self, name: &[u8]) {
-        self.0.retain(|p| p.name != name);
+        let text_bytes = &mut self.text_bytes;
+        self.entries.retain(|(n, p)| {
+            let keep = n != name;
+            if !keep {
+                *text_bytes -= p.text.len();
+            }
+            keep
+        });
     }
 }
 
@@ -119,12 +163,81 @@ pub type Clock<'a> = dyn FnMut() -> u64 + 'a;
 /// How bytes reach a reader: read, or passed over.
 type Drive<'a> = dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)) + 'a;
 
+/// What becomes of a message that was just read (when rules act).
+#[derive(Debug)]
+enum Edit {
+    /// Replaced by these bytes.
+    Replace(Vec<u8>),
+    /// Replaced by these bytes, and nothing after it reaches the peer.
+    ReplaceThenEnd(Vec<u8>),
+    /// Neither it nor anything after it reaches the peer.
+    End,
+}
+
+/// One direction's rewriting state.
+#[derive(Debug, Default)]
+struct Splice {
+    /// The start of a message not decided yet, withheld from the peer (at most its header and
+    /// [`super::CAPTURE_LIMIT`] bytes).
+    stash: Vec<u8>,
+    /// Bytes of a replaced message still to come: discarded as they arrive.
+    drop_left: u64,
+    /// Nothing more reaches the peer in this direction.
+    ended: bool,
+}
+
+/// The output of one rewritten event, built only once something changes.
+struct Output<'a> {
+    chunk: &'a [u8],
+    out: Option<Vec<u8>>,
+    /// The chunk's bytes before this are accounted for (in `out`, or unchanged while it is
+    /// `None`).
+    pos: usize,
+}
+
+impl Output<'_> {
+    fn out(&mut self) -> &mut Vec<u8> {
+        let (chunk, pos) = (self.chunk, self.pos);
+        self.out
+            .get_or_insert_with(|| chunk.get(..pos).unwrap_or_default().to_vec())
+    }
+
+    /// The chunk's bytes up to `to` pass.
+    fn copy_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if let Some(out) = self.out.as_mut() {
+            out.extend_from_slice(self.chunk.get(self.pos..to).unwrap_or_default());
+        }
+        self.pos = to;
+    }
+
+    /// The chunk's bytes up to `to` are discarded.
+    fn drop_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if to > self.pos {
+            self.out();
+            self.pos = to;
+        }
+    }
+
+    fn insert(&mut self, bytes: &[u8]) {
+        self.out().extend_from_slice(bytes);
+    }
+
+    fn finish(mut self) -> Option<Vec<u8>> {
+        let len = self.chunk.len();
+        self.copy_to(len);
+        self.out
+    }
+}
+
 /// One connection.
 #[derive(Debug)]
 pub struct Session {
     client: Reader,
     server: Reader,
     track: Tracker,
+    splices: [Splice; 2],
 }
 
 /// Everything but the two readers (so that a reader's steps can act on it while the reader is
@@ -138,13 +251,28 @@ struct Tracker {
     /// Extended-protocol messages since the last Sync belong to the last group.
     extended_open: bool,
     pending_count: usize,
+    /// Errors injected and not answered yet.
+    injections: usize,
     statements: Names,
     portals: Names,
+}
+
+/// What the steps of one rewritten event add up to.
+#[derive(Default)]
+struct Rewrites {
+    hold_until: Option<u64>,
 }
 
 impl Default for Session {
     fn default() -> Self {
         Session::new()
+    }
+}
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::ToDatabase => 0,
+        Direction::ToClient => 1,
     }
 }
 
@@ -154,6 +282,7 @@ impl Session {
             client: Reader::client(),
             server: Reader::server(),
             track: Tracker::default(),
+            splices: Default::default(),
         }
     }
 
@@ -165,6 +294,14 @@ impl Session {
     /// The connection's kind, once known.
     pub fn kind(&self) -> Option<Kind> {
         self.track.kind
+    }
+
+    /// Whether events in `dir` must go through [`Session::rewrite`] even when no rule may act
+    /// on new statements: an injected error is awaited, or bytes are withheld or discarded.
+    pub fn rewriting(&self, dir: Direction) -> bool {
+        let splice = self.splices.get(index(dir));
+        splice.is_some_and(|s| !s.stash.is_empty() || s.drop_left > 0 || s.ended)
+            || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
     /// How many of the next bytes in `dir` need not be read (see [`Reader::skippable`]);
@@ -189,10 +326,10 @@ impl Session {
         now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
     ) {
-        self.feed(dir, now, event, &mut |reader, step| reader.skip(n, step));
+        self.feed(dir, now, event, &mut |reader, _| reader.skip(n));
     }
 
-    /// Bytes of one data event in `dir` at `now` (nanoseconds).
+    /// Bytes of one data event in `dir` at `now` (nanoseconds), read only.
     pub fn on_data(
         &mut self,
         dir: Direction,
@@ -216,64 +353,388 @@ impl Session {
             client,
             server,
             track,
+            ..
         } = self;
-        if dir == Direction::ToDatabase {
-            track.client_spoke = true;
-        } else if !track.client_spoke && track.kind.is_none() {
-            // A PostgreSQL server never speaks first (MySQL's does).
-            track.recognize(Kind::Unknown, event);
-            client.stop();
-            server.stop();
+        if !track.first_contact(dir, client, server, event) {
             return;
         }
         match dir {
             Direction::ToDatabase if client.reading() => {
                 drive(client, &mut |step| {
-                    track.client_step(step, server, now, event)
+                    track.client_step(step, server, now, event, None, &mut Rewrites::default());
                 });
                 if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
                     server.stop();
                 }
             }
             Direction::ToClient if server.reading() => {
-                let mut stop_client = false;
-                let mut reopen_client = false;
-                drive(server, &mut |step| match step {
-                    Step::Encryption(true) => {
-                        track.recognize(Kind::PostgresTls, event);
-                        stop_client = true;
-                    }
-                    Step::Encryption(false) => reopen_client = true,
-                    Step::Unreadable => {
-                        track.recognize(Kind::Unknown, event);
-                        stop_client = true;
-                    }
-                    Step::Message(m) => {
-                        let class = (m.tag == b'E')
-                            .then(|| sqlstate(m.body).and_then(|c| c.get(..2)))
-                            .flatten()
-                            .and_then(|c| <[u8; 2]>::try_from(c).ok());
-                        track.server_message(m.tag, class, now, event);
-                    }
-                    Step::Opened(_) => {}
+                let mut after = ServerAfter::default();
+                drive(server, &mut |step| {
+                    track.server_step(step, now, event, &mut after);
                 });
-                if stop_client {
-                    client.stop();
-                } else if reopen_client {
-                    client.expect_opening();
-                }
+                after.apply(client);
             }
             _ => {}
         }
     }
+
+    /// Bytes of one data event in `dir` at `now`, read and rewritten as `judge` (asked for
+    /// each new statement, and for a new session's start) and earlier decisions require.
+    /// `judge` is `None` when no rule may act on new statements.
+    pub fn rewrite(
+        &mut self,
+        dir: Direction,
+        chunk: &[u8],
+        now: &mut Clock<'_>,
+        event: &mut dyn FnMut(Event),
+        mut judge: Option<&mut Judge<'_>>,
+    ) -> Verdict {
+        let Session {
+            client,
+            server,
+            track,
+            splices,
+        } = self;
+        let Some(splice) = splices.get_mut(index(dir)) else {
+            return Verdict::default();
+        };
+        if splice.ended {
+            // Nothing more passes; the connection is closing.
+            return Verdict {
+                replace: Some(Vec::new()),
+                ..Verdict::default()
+            };
+        }
+        if !track.first_contact(dir, client, server, event) {
+            return Verdict {
+                replace: (!splice.stash.is_empty())
+                    .then(|| [std::mem::take(&mut splice.stash).as_slice(), chunk].concat()),
+                ..Verdict::default()
+            };
+        }
+        let judging = judge.is_some();
+        let mut output = Output {
+            chunk,
+            out: None,
+            pos: 0,
+        };
+        let mut carry = std::mem::take(&mut splice.stash);
+        if splice.drop_left > 0 {
+            let n = usize::try_from(splice.drop_left)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
+            output.drop_to(n);
+            splice.drop_left -= n as u64;
+        }
+        let mut rewrites = Rewrites::default();
+        let mut unreadable = false;
+        let reading = match dir {
+            Direction::ToDatabase => client.reading(),
+            Direction::ToClient => server.reading(),
+        };
+        if !reading {
+            return Verdict {
+                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
+                ..Verdict::default()
+            };
+        }
+        let mut after = ServerAfter::default();
+        let mut place = Place {
+            output: &mut output,
+            carry: &mut carry,
+            splice,
+            server: dir == Direction::ToClient,
+            closes: false,
+        };
+        match dir {
+            Direction::ToDatabase => {
+                client.read(chunk, &mut |step| {
+                    if place.splice.ended {
+                        return;
+                    }
+                    let reported = Reported::of(&step);
+                    // A startup is decided when its contents are read (its Message step).
+                    let startup = matches!(step, Step::Opened(Opening::Startup));
+                    unreadable |= matches!(step, Step::Unreadable);
+                    let edit = track.client_step(
+                        step,
+                        server,
+                        now,
+                        event,
+                        judge.as_deref_mut(),
+                        &mut rewrites,
+                    );
+                    if !startup {
+                        place.edit(edit, reported);
+                    }
+                });
+            }
+            Direction::ToClient => {
+                server.read(chunk, &mut |step| {
+                    if place.splice.ended {
+                        return;
+                    }
+                    let reported = Reported::of(&step);
+                    unreadable |= matches!(step, Step::Unreadable);
+                    let edit = track.server_step(step, now, event, &mut after);
+                    place.edit(edit, reported);
+                });
+            }
+        }
+        if dir == Direction::ToClient {
+            after.apply(client);
+        }
+        if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
+            server.stop();
+        }
+        let reader = match dir {
+            Direction::ToDatabase => &*client,
+            Direction::ToClient => &*server,
+        };
+        // A message still undecided at the end of the chunk is withheld until it is.
+        let undecided = reader.unreported().filter(|&(tag, _)| match dir {
+            Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
+            Direction::ToClient => track.injections > 0 && tag == b'E',
+        });
+        let closes = place.closes;
+        if let Some((_, read)) = undecided.filter(|_| !splice.ended && !unreadable) {
+            let start = chunk.len() as isize - read as isize;
+            if start >= 0 {
+                output.copy_to(start as usize);
+                splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
+            } else {
+                carry.extend_from_slice(chunk);
+                splice.stash = std::mem::take(&mut carry);
+            }
+            output.drop_to(chunk.len());
+        }
+        let mut replace = output.finish();
+        if !carry.is_empty() {
+            // Withheld bytes whose message went by without a report (not expected): they
+            // pass, in front.
+            let mut bytes = std::mem::take(&mut carry);
+            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
+            replace = Some(bytes);
+        }
+        let close = closes.then_some(match &replace {
+            Some(bytes) if bytes.is_empty() => Close::Now,
+            _ => Close::AtNextTick,
+        });
+        Verdict {
+            replace,
+            hold_until: rewrites.hold_until,
+            close,
+        }
+    }
+}
+
+/// Where a reported message lies: its start in the chunk (negative: it began in an earlier
+/// one and that part is withheld), its body length, the bytes read of it, its type.
+#[derive(Clone, Copy)]
+struct Reported {
+    start: isize,
+    len: u32,
+    head: usize,
+    tag: u8,
+}
+
+impl Reported {
+    fn of(step: &Step<'_>) -> Option<Reported> {
+        match step {
+            Step::Message(m) => Some(Reported {
+                start: m.at as isize - m.head as isize,
+                len: m.len,
+                head: m.head,
+                tag: m.tag,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Carries out, on one event's output, what happens to each message as it is read.
+struct Place<'a, 'b> {
+    output: &'a mut Output<'b>,
+    /// The withheld start of the message being read, from earlier events.
+    carry: &'a mut Vec<u8>,
+    splice: &'a mut Splice,
+    /// Server → client: a message that ends the stream ends the connection (on the client
+    /// side, a fatal statement's connection ends when its answer has reached the client).
+    server: bool,
+    closes: bool,
+}
+
+impl Place<'_, '_> {
+    fn edit(&mut self, edit: Option<Edit>, reported: Option<Reported>) {
+        let Some(edit) = edit else {
+            // Kept: withheld bytes of this message go out first.
+            if !self.carry.is_empty() {
+                let carry = std::mem::take(self.carry);
+                self.output.insert(&carry);
+            }
+            return;
+        };
+        let Some(r) = reported else {
+            return;
+        };
+        let chunk_len = self.output.chunk.len();
+        let header = if r.tag == 0 { 8 } else { 5 };
+        let at = usize::try_from(r.start + r.head as isize).unwrap_or(0);
+        self.output.copy_to(usize::try_from(r.start).unwrap_or(0));
+        self.carry.clear();
+        let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
+        self.closes |= matches!(edit, Edit::End) || (ends && self.server);
+        if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
+            self.output.insert(&bytes);
+            // The rest of the replaced message (its body beyond what was read) is discarded,
+            // here and as it arrives.
+            let rest = u64::from(r.len).saturating_sub(r.head.saturating_sub(header) as u64);
+            let here = chunk_len.saturating_sub(at) as u64;
+            let now_dropped = rest.min(here);
+            self.output.drop_to(at + now_dropped as usize);
+            self.splice.drop_left = rest - now_dropped;
+        }
+        if ends {
+            self.splice.ended = true;
+            self.output.drop_to(chunk_len);
+        }
+    }
+}
+
+/// What server steps ask of the client reader once the server's bytes are read.
+#[derive(Default)]
+struct ServerAfter {
+    stop_client: bool,
+    reopen_client: bool,
+}
+
+impl ServerAfter {
+    fn apply(self, client: &mut Reader) {
+        if self.stop_client {
+            client.stop();
+        } else if self.reopen_client {
+            client.expect_opening();
+        }
+    }
+}
+
+/// An ErrorResponse body: severity, SQLSTATE and message (the fields every client reads).
+fn error_response(reply: &ErrorReply) -> Vec<u8> {
+    let severity: &[u8] = if reply.fatal { b"FATAL" } else { b"ERROR" };
+    let message = reply.message.as_bytes();
+    let mut body = Vec::with_capacity(32 + message.len());
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', &reply.code[..]),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value);
+        body.push(0);
+    }
+    body.push(0);
+    tagged(b'E', &body)
+}
+
+/// A tagged message: type byte, length (counting itself), body.
+fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(tag);
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The cursor or portal name a replaced statement asks for: it does not exist, and names
+/// the injection in the server's log.
+fn provoking_name(reply: &ErrorReply) -> String {
+    let mut name = "dbfault: injected ".to_owned();
+    name.push_str(std::str::from_utf8(&reply.code).unwrap_or("error"));
+    name
+}
+
+/// A simple Query running `before` (the statements ahead of the failing one, which run as
+/// they would have), then failing.
+fn provoking_query(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
+    let mut text = before.to_vec();
+    if text.last().is_some_and(|b| !b.is_ascii_whitespace()) {
+        text.push(b' ');
+    }
+    text.extend_from_slice(b"FETCH \"");
+    text.extend_from_slice(provoking_name(reply).as_bytes());
+    text.extend_from_slice(b"\"\0");
+    tagged(b'Q', &text)
+}
+
+/// An Execute of a portal that does not exist.
+fn provoking_execute(reply: &ErrorReply) -> Vec<u8> {
+    let mut body = provoking_name(reply).into_bytes();
+    body.push(0);
+    body.extend_from_slice(&0u32.to_be_bytes());
+    tagged(b'E', &body)
+}
+
+/// A StartupMessage (protocol 3.0) without a user.
+fn provoking_startup() -> Vec<u8> {
+    let mut out = 9u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&196_608u32.to_be_bytes());
+    out.push(0);
+    out
 }
 
 impl Tracker {
+    /// The first bytes of a connection: a PostgreSQL server never speaks first (MySQL's
+    /// does). Returns whether the session is still read.
+    fn first_contact(
+        &mut self,
+        dir: Direction,
+        client: &mut Reader,
+        server: &mut Reader,
+        event: &mut dyn FnMut(Event),
+    ) -> bool {
+        if dir == Direction::ToDatabase {
+            self.client_spoke = true;
+        } else if !self.client_spoke && self.kind.is_none() {
+            self.recognize(Kind::Unknown, event);
+            client.stop();
+            server.stop();
+            return false;
+        }
+        true
+    }
+
     fn recognize(&mut self, kind: Kind, event: &mut dyn FnMut(Event)) {
         if self.kind.is_none() || kind == Kind::PostgresTls {
             self.kind = Some(kind);
             event(Event::Recognized(kind));
         }
+    }
+
+    fn server_step(
+        &mut self,
+        step: Step<'_>,
+        now: &mut Clock<'_>,
+        event: &mut dyn FnMut(Event),
+        after: &mut ServerAfter,
+    ) -> Option<Edit> {
+        match step {
+            Step::Encryption(true) => {
+                self.recognize(Kind::PostgresTls, event);
+                after.stop_client = true;
+            }
+            Step::Encryption(false) => after.reopen_client = true,
+            Step::Unreadable => {
+                self.recognize(Kind::Unknown, event);
+                after.stop_client = true;
+            }
+            Step::Message(m) => {
+                let code = (m.tag == b'E').then(|| sqlstate(m.body)).flatten();
+                return self.server_message(m.tag, code, now, event);
+            }
+            Step::Opened(_) => {}
+        }
+        None
     }
 
     fn client_step(
@@ -282,7 +743,9 @@ impl Tracker {
         server: &mut Reader,
         now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
-    ) {
+        judge: Option<&mut Judge<'_>>,
+        rewrites: &mut Rewrites,
+    ) -> Option<Edit> {
         match step {
             Step::Opened(Opening::Startup) => {
                 self.recognize(Kind::Postgres, event);
@@ -293,22 +756,61 @@ impl Tracker {
             Step::Opened(Opening::EncryptionRequest) => server.expect_encryption_answer(),
             Step::Opened(Opening::Cancel) => self.recognize(Kind::Cancel, event),
             Step::Unreadable => self.recognize(Kind::Unknown, event),
-            Step::Message(m) => self.client_message(m.tag, m.body, now, event),
+            Step::Message(m) if m.tag == 0 => {
+                // The startup message's contents: a new session may be refused here.
+                let act = judge.and_then(|j| j(Ask::Startup));
+                if let Some(Act::Error(mut reply)) = act {
+                    reply.fatal = true;
+                    if let Some(group) = self.groups.back_mut() {
+                        group.injected = Some(Box::new(Injected {
+                            reply,
+                            provoked: PROVOKED_STARTUP,
+                        }));
+                        self.injections += 1;
+                        return Some(Edit::Replace(provoking_startup()));
+                    }
+                }
+            }
+            Step::Message(m) => {
+                return self.client_message(m.tag, m.body, now, event, judge, rewrites)
+            }
             Step::Encryption(_) => {}
         }
+        None
     }
 
-    fn push(&mut self, command: Command, now: &mut Clock<'_>, event: &mut dyn FnMut(Event)) {
+    /// Counts a statement; returns whether it awaits an answer (a statement beyond the
+    /// pending bound is only counted).
+    fn push(
+        &mut self,
+        command: Command,
+        now: &mut Clock<'_>,
+        event: &mut dyn FnMut(Event),
+    ) -> bool {
         event(Event::Request(command));
         if self.pending_count >= MAX_PENDING {
-            return;
+            return false;
         }
-        if let Some(group) = self.groups.back_mut() {
-            group.pending.push_back(Pending {
-                command,
-                since: now(),
-            });
-            self.pending_count += 1;
+        let Some(group) = self.groups.back_mut() else {
+            return false;
+        };
+        group.pending.push_back(Pending {
+            command,
+            since: now(),
+            injected: None,
+        });
+        self.pending_count += 1;
+        true
+    }
+
+    /// Marks the statement just pushed as failing with `reply`.
+    fn inject(&mut self, reply: ErrorReply) {
+        if let Some(pending) = self.groups.back_mut().and_then(|g| g.pending.back_mut()) {
+            pending.injected = Some(Box::new(Injected {
+                reply,
+                provoked: PROVOKED_STATEMENT,
+            }));
+            self.injections += 1;
         }
     }
 
@@ -320,40 +822,70 @@ impl Tracker {
         }
     }
 
+    /// What a rule does to a statement that awaits its answer (`None`: nothing).
+    fn judge(judge: &mut Option<&mut Judge<'_>>, command: Command, text: &[u8]) -> Option<Act> {
+        judge
+            .as_deref_mut()
+            .and_then(|j| j(Ask::Statement { command, text }))
+    }
+
     fn client_message(
         &mut self,
         tag: u8,
         body: &[u8],
         now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
-    ) {
+        mut judge: Option<&mut Judge<'_>>,
+        rewrites: &mut Rewrites,
+    ) -> Option<Edit> {
         match tag {
             b'Q' => {
                 self.extended_open = false;
                 self.groups.push_back(Group::default());
                 let text = statement_text(b'Q', body);
+                let mut edit = None;
                 for statement in statements(text) {
-                    self.push(Command::of(statement), now, event);
+                    let waits = self.push(Command::of(statement), now, event);
+                    if !waits || edit.is_some() {
+                        continue;
+                    }
+                    let act = Self::judge(&mut judge, Command::of(statement), statement);
+                    let offset =
+                        (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                    let before = text.get(..offset).unwrap_or_default();
+                    edit = self.act(act, rewrites, |reply| provoking_query(before, reply));
                 }
+                return edit;
             }
             b'P' => {
                 self.extended_group();
                 let (name, _) = cstr(body);
                 let text = statement_text(b'P', body);
-                self.statements.set(name, Command::of(text));
+                let prepared = Rc::new(Prepared {
+                    command: Command::of(text),
+                    text: text.into(),
+                });
+                self.statements.set(name, prepared);
             }
             b'B' => {
                 self.extended_group();
                 let (portal, rest) = cstr(body);
                 let (statement, _) = cstr(rest);
-                let command = self.statements.get(statement).unwrap_or(Command::OTHER);
-                self.portals.set(portal, command);
+                match self.statements.get(statement).map(Rc::clone) {
+                    Some(prepared) => self.portals.set(portal, prepared),
+                    None => self.portals.remove(portal),
+                }
             }
             b'E' => {
                 self.extended_group();
                 let (portal, _) = cstr(body);
-                let command = self.portals.get(portal).unwrap_or(Command::OTHER);
-                self.push(command, now, event);
+                let prepared = self.portals.get(portal).map(Rc::clone);
+                let command = prepared.as_ref().map_or(Command::OTHER, |p| p.command);
+                if self.push(command, now, event) {
+                    let text = prepared.as_ref().map_or(&[][..], |p| &p.text);
+                    let act = Self::judge(&mut judge, command, text);
+                    return self.act(act, rewrites, provoking_execute);
+                }
             }
             b'S' => {
                 // Sync ends the group (an empty one too: the server answers it).
@@ -378,26 +910,83 @@ impl Tracker {
             }
             _ => {}
         }
+        None
+    }
+
+    /// Carries out a rule's act on the statement just pushed; `provoke` builds the message
+    /// that replaces it to make the server fail.
+    fn act(
+        &mut self,
+        act: Option<Act>,
+        rewrites: &mut Rewrites,
+        provoke: impl FnOnce(&ErrorReply) -> Vec<u8>,
+    ) -> Option<Edit> {
+        match act? {
+            Act::Error(reply) => {
+                let bytes = provoke(&reply);
+                let fatal = reply.fatal;
+                self.inject(reply);
+                Some(if fatal {
+                    // Nothing the client sends after it may reach the server.
+                    Edit::ReplaceThenEnd(bytes)
+                } else {
+                    Edit::Replace(bytes)
+                })
+            }
+            Act::Delay(until) => {
+                rewrites.hold_until = Some(rewrites.hold_until.map_or(until, |t| t.max(until)));
+                None
+            }
+            Act::Abort => Some(Edit::End),
+        }
     }
 
     fn server_message(
         &mut self,
         tag: u8,
-        class: Option<[u8; 2]>,
+        code: Option<&[u8]>,
         now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
-    ) {
+    ) -> Option<Edit> {
         match tag {
             b'C' | b'I' | b's' | b'E' => {
                 let failed = tag == b'E';
+                let group = self.groups.front_mut();
+                // An injected error takes the place of the one its replacement provoked.
+                let mut edit = None;
+                let mut class = code
+                    .and_then(|c| c.get(..2))
+                    .and_then(|c| <[u8; 2]>::try_from(c).ok());
+                if let Some(group) = group {
+                    let slot = match group.pending.front_mut() {
+                        Some(p) if !group.failed => &mut p.injected,
+                        _ => &mut group.injected,
+                    };
+                    if let Some(injected) = slot.take() {
+                        self.injections -= 1;
+                        // A fatal one ends the session whatever the server answered.
+                        if failed && (injected.reply.fatal || code == Some(&injected.provoked[..]))
+                        {
+                            let bytes = error_response(&injected.reply);
+                            class = injected
+                                .reply
+                                .code
+                                .get(..2)
+                                .and_then(|c| <[u8; 2]>::try_from(c).ok());
+                            edit = Some(if injected.reply.fatal {
+                                Edit::ReplaceThenEnd(bytes)
+                            } else {
+                                Edit::Replace(bytes)
+                            });
+                        }
+                    }
+                }
                 if failed {
                     event(Event::Error(class.unwrap_or(*b"XX")));
                 }
-                let Some(group) = self.groups.front_mut() else {
-                    return;
-                };
+                let group = self.groups.front_mut()?;
                 if group.failed {
-                    return;
+                    return edit;
                 }
                 if let Some(done) = group.pending.pop_front() {
                     self.pending_count -= 1;
@@ -408,10 +997,24 @@ impl Tracker {
                     });
                 }
                 group.failed = failed;
+                return edit;
             }
             b'Z' => {
                 if let Some(group) = self.groups.pop_front() {
                     self.pending_count -= group.pending.len();
+                    // Injections whose statements got no answer (skipped after another error).
+                    let mut unanswered = group.pending.into_iter().filter_map(|p| p.injected);
+                    let fatal = unanswered
+                        .by_ref()
+                        .chain(group.injected)
+                        .fold(None, |fatal, i| {
+                            self.injections -= 1;
+                            fatal.or(i.reply.fatal.then_some(i))
+                        });
+                    if let Some(injected) = fatal {
+                        // Skipped by the server, but the session must still end.
+                        return Some(Edit::ReplaceThenEnd(error_response(&injected.reply)));
+                    }
                 }
                 if self.groups.is_empty() {
                     self.extended_open = false;
@@ -419,6 +1022,7 @@ impl Tracker {
             }
             _ => {}
         }
+        None
     }
 }
 
@@ -651,5 +1255,365 @@ mod tests {
         });
         assert!(requests <= MAX_PENDING + 10 && requests > 400, "{requests}");
         assert!(s.track.pending_count <= MAX_PENDING);
+    }
+
+    /// A rule for the rewriting tests: statements containing `needle` get `act`; a session's
+    /// start gets `startup`.
+    fn rule(
+        needle: &'static str,
+        act: Act,
+        startup: Option<Act>,
+    ) -> impl FnMut(Ask<'_>) -> Option<Act> {
+        move |ask| match ask {
+            Ask::Startup => startup.clone(),
+            Ask::Statement { text, .. } => String::from_utf8_lossy(text)
+                .contains(needle)
+                .then(|| act.clone()),
+        }
+    }
+
+    fn reply(code: &str, fatal: bool) -> ErrorReply {
+        ErrorReply {
+            code: code.as_bytes().try_into().unwrap(),
+            message: "could not serialize access".into(),
+            fatal,
+        }
+    }
+
+    /// What reaches each peer when `steps` pass in chunks of `size` under `judge`, with the
+    /// events and the last verdict's hold and close.
+    struct Rewritten {
+        to_server: Vec<u8>,
+        to_client: Vec<u8>,
+        events: Vec<String>,
+        hold_until: Option<u64>,
+        close: Option<Close>,
+    }
+
+    fn rewrite(
+        steps: &[(Direction, Vec<u8>)],
+        size: usize,
+        judge: &mut dyn FnMut(Ask<'_>) -> Option<Act>,
+    ) -> Rewritten {
+        let mut s = Session::new();
+        let mut r = Rewritten {
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            events: Vec::new(),
+            hold_until: None,
+            close: None,
+        };
+        for (dir, bytes) in steps {
+            for chunk in bytes.chunks(size) {
+                let events = &mut r.events;
+                let v = s.rewrite(
+                    *dir,
+                    chunk,
+                    &mut || 0,
+                    &mut |e| {
+                        events.push(match e {
+                            Event::Request(c) => format!("request {}", c.name()),
+                            Event::Error(c) => format!("error {}", String::from_utf8_lossy(&c)),
+                            Event::Answered {
+                                command, failed, ..
+                            } => {
+                                format!(
+                                    "{} {}",
+                                    if failed { "failed" } else { "done" },
+                                    command.name()
+                                )
+                            }
+                            Event::Recognized(k) => format!("{k:?}"),
+                        })
+                    },
+                    Some(&mut *judge),
+                );
+                let out = v.replace.unwrap_or_else(|| chunk.to_vec());
+                match dir {
+                    Up => r.to_server.extend(out),
+                    Down => r.to_client.extend(out),
+                }
+                r.hold_until = r.hold_until.or(v.hold_until);
+                r.close = r.close.or(v.close);
+            }
+        }
+        r
+    }
+
+    fn error_with(code: &str, message: &str, severity: &str) -> Vec<u8> {
+        msg(
+            b'E',
+            format!("S{severity}\0V{severity}\0C{code}\0M{message}\0\0").as_bytes(),
+        )
+    }
+
+    fn hello() -> Vec<u8> {
+        [msg(b'R', &[0; 4]), ready(b'I')].concat()
+    }
+
+    #[test]
+    fn an_injected_error_replaces_the_statement_and_the_provoked_error() {
+        let sql = "BEGIN; INSERT INTO plants VALUES (1); COMMIT";
+        let provoked = error_with("34000", "cursor does not exist", "ERROR");
+        for size in [1, 2, 3, 5, 8, 13, 4096] {
+            let mut judge = rule("plants", Act::Error(reply("40001", false)), None);
+            let r = rewrite(
+                &[
+                    (Up, startup()),
+                    (Down, hello()),
+                    (Up, [query(sql), query("SELECT 1")].concat()),
+                    (
+                        Down,
+                        [complete("BEGIN"), provoked.clone(), ready(b'E')].concat(),
+                    ),
+                    (Down, [complete("SELECT 1"), ready(b'E')].concat()),
+                ],
+                size,
+                &mut judge,
+            );
+            assert_eq!(
+                r.to_server,
+                [
+                    startup(),
+                    query("BEGIN; FETCH \"dbfault: injected 40001\""),
+                    query("SELECT 1")
+                ]
+                .concat(),
+                "chunks of {size}"
+            );
+            assert_eq!(
+                r.to_client,
+                [
+                    hello(),
+                    complete("BEGIN"),
+                    error_with("40001", "could not serialize access", "ERROR"),
+                    ready(b'E'),
+                    complete("SELECT 1"),
+                    ready(b'E')
+                ]
+                .concat(),
+                "chunks of {size}"
+            );
+            assert_eq!(
+                r.events,
+                [
+                    "Postgres",
+                    "request begin",
+                    "request insert",
+                    "request commit",
+                    "request select",
+                    "done begin",
+                    "error 40",
+                    "failed insert",
+                    "done select"
+                ]
+            );
+            assert_eq!((r.hold_until, r.close), (None, None));
+        }
+    }
+
+    #[test]
+    fn only_the_provoked_error_is_rewritten() {
+        // In a failed transaction the server answers the replacement with 25P02: heard as is.
+        let aborted = error_with("25P02", "current transaction is aborted", "ERROR");
+        let mut judge = rule("plants", Act::Error(reply("40001", false)), None);
+        let r = rewrite(
+            &[
+                (Up, startup()),
+                (Down, hello()),
+                (Up, query("INSERT INTO plants VALUES (1)")),
+                (Down, [aborted.clone(), ready(b'E')].concat()),
+                (Up, query("SELECT 2")),
+                (Down, [complete("SELECT 1"), ready(b'E')].concat()),
+            ],
+            4096,
+            &mut judge,
+        );
+        assert!(r
+            .to_client
+            .ends_with(&[aborted, ready(b'E'), complete("SELECT 1"), ready(b'E')].concat()));
+        assert!(r.events.contains(&"error 25".to_owned()));
+    }
+
+    #[test]
+    fn an_execute_is_replaced_by_one_of_a_missing_portal() {
+        let parse = msg(b'P', b"ins\0INSERT INTO plants VALUES ($1)\0\0\0");
+        let bind = msg(b'B', b"\0ins\0\0\0\0\0\0\0");
+        let exec = msg(b'E', b"\0\0\0\0\0");
+        let sync = msg(b'S', b"");
+        let provoked = error_with("34000", "portal does not exist", "ERROR");
+        for size in [1, 4, 7, 4096] {
+            let mut judge = rule("plants", Act::Error(reply("40P01", false)), None);
+            let r = rewrite(
+                &[
+                    (Up, startup()),
+                    (Down, hello()),
+                    // Prepared once, executed twice: only the second execution is judged to fail.
+                    (
+                        Up,
+                        [parse.clone(), bind.clone(), exec.clone(), sync.clone()].concat(),
+                    ),
+                    (
+                        Down,
+                        [
+                            msg(b'1', b""),
+                            msg(b'2', b""),
+                            provoked.clone(),
+                            ready(b'I'),
+                        ]
+                        .concat(),
+                    ),
+                ],
+                size,
+                &mut judge,
+            );
+            let mut execute = b"dbfault: injected 40P01\0".to_vec();
+            execute.extend_from_slice(&[0; 4]);
+            assert_eq!(
+                r.to_server,
+                [
+                    startup(),
+                    parse.clone(),
+                    bind.clone(),
+                    msg(b'E', &execute),
+                    sync.clone()
+                ]
+                .concat(),
+                "chunks of {size}"
+            );
+            assert!(r.to_client.ends_with(
+                &[
+                    msg(b'2', b""),
+                    error_with("40P01", "could not serialize access", "ERROR"),
+                    ready(b'I')
+                ]
+                .concat()
+            ));
+        }
+    }
+
+    #[test]
+    fn a_fatal_error_ends_both_directions() {
+        let provoked = error_with("34000", "cursor does not exist", "ERROR");
+        let mut judge = rule("plants", Act::Error(reply("57P01", true)), None);
+        let r = rewrite(
+            &[
+                (Up, startup()),
+                (Down, hello()),
+                (
+                    Up,
+                    [query("DELETE FROM plants"), query("SELECT 1")].concat(),
+                ),
+                (Down, [provoked, ready(b'I')].concat()),
+                (Up, query("SELECT 2")),
+            ],
+            3,
+            &mut judge,
+        );
+        assert_eq!(
+            r.to_server,
+            [startup(), query("FETCH \"dbfault: injected 57P01\"")].concat(),
+            "nothing after the fatal statement reaches the server"
+        );
+        assert_eq!(
+            r.to_client,
+            [
+                hello(),
+                error_with("57P01", "could not serialize access", "FATAL")
+            ]
+            .concat()
+        );
+        assert!(r.close.is_some());
+    }
+
+    #[test]
+    fn a_new_session_is_refused_at_startup() {
+        let provoked = error_with("28000", "no PostgreSQL user name specified", "FATAL");
+        for size in [1, 6, 4096] {
+            let mut judge = rule("-", Act::Abort, Some(Act::Error(reply("57P03", false))));
+            let r = rewrite(
+                &[(Up, startup()), (Down, provoked.clone())],
+                size,
+                &mut judge,
+            );
+            assert_eq!(r.to_server, provoking_startup(), "chunks of {size}");
+            assert_eq!(
+                r.to_client,
+                error_with("57P03", "could not serialize access", "FATAL"),
+                "always FATAL at startup"
+            );
+            assert_eq!(r.close, Some(Close::AtNextTick));
+        }
+    }
+
+    #[test]
+    fn delay_holds_and_abort_ends() {
+        let mut judge = rule("plants", Act::Delay(77), None);
+        let r = rewrite(
+            &[
+                (Up, startup()),
+                (Down, hello()),
+                (Up, query("SELECT * FROM plants")),
+            ],
+            4096,
+            &mut judge,
+        );
+        assert_eq!(r.hold_until, Some(77));
+        assert_eq!(
+            r.to_server,
+            [startup(), query("SELECT * FROM plants")].concat()
+        );
+        let mut judge = rule("plants", Act::Abort, None);
+        let r = rewrite(
+            &[
+                (Up, startup()),
+                (Down, hello()),
+                (
+                    Up,
+                    [
+                        query("SELECT 1"),
+                        query("SELECT * FROM plants"),
+                        query("SELECT 2"),
+                    ]
+                    .concat(),
+                ),
+            ],
+            5,
+            &mut judge,
+        );
+        assert_eq!(r.to_server, [startup(), query("SELECT 1")].concat());
+        assert!(r.close.is_some());
+    }
+
+    #[test]
+    fn a_long_statement_is_decided_on_its_start_and_dropped_as_it_arrives() {
+        let long = format!("INSERT INTO plants VALUES ('{}')", "x".repeat(100_000));
+        let mut judge = rule("plants", Act::Error(reply("40001", false)), None);
+        let r = rewrite(
+            &[
+                (Up, startup()),
+                (Down, hello()),
+                (Up, [query(&long), query("SELECT 1")].concat()),
+            ],
+            1000,
+            &mut judge,
+        );
+        assert_eq!(
+            r.to_server,
+            [
+                startup(),
+                query("FETCH \"dbfault: injected 40001\""),
+                query("SELECT 1")
+            ]
+            .concat()
+        );
+        // Unmatched, it passes byte for byte.
+        let mut judge = rule("nothing", Act::Abort, None);
+        let r = rewrite(
+            &[(Up, startup()), (Down, hello()), (Up, query(&long))],
+            777,
+            &mut judge,
+        );
+        assert_eq!(r.to_server, [startup(), query(&long)].concat());
     }
 }

@@ -24,7 +24,7 @@ pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyB
 pub use http::http_get;
 pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
 pub use mariadb::{mariadb, MariaDb};
-pub use postgres::{psql, psql_try, Postgres, PsqlSession};
+pub use postgres::{psql, psql_script, psql_try, Postgres, PsqlSession};
 pub use redis::{resp, resp_bulk, Redis, RedisConn};
 pub use tcp::{read_to_close, stays_silent};
 pub use tls::{tls_echo_once, tls_get, TlsEchoServer, TlsServer, TlsSession};

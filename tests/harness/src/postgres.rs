@@ -71,6 +71,28 @@ pub fn psql_try(port: u16, sql: &str) -> (bool, String) {
     )
 }
 
+/// Runs a `psql` script (statements, `\set`...) that may fail anywhere, with verbose errors
+/// (SQLSTATEs shown); returns (stdout, stderr). `env`: extra environment (e.g. `PGSSLMODE`).
+pub fn psql_script(port: u16, script: &str, env: &[(&str, &str)]) -> (String, String) {
+    let mut command = psql_command(port);
+    command
+        .args(["-At", "-v", "VERBOSITY=verbose", "-f", "-"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("psql: {e}"));
+    let mut stdin = child.stdin.take().expect("psql's stdin");
+    stdin.write_all(script.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An interactive `psql` session held open until closed or dropped.
 pub struct PsqlSession(Child);
 
