@@ -109,3 +109,241 @@ fn psql_hears_the_injected_sqlstate_and_its_transaction_fails_until_rollback() {
         },
     );
 }
+
+fn connect(envoy: &Envoy) -> Result<postgres::Client, postgres::Error> {
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres connect_timeout=10",
+        envoy.pg()
+    );
+    postgres::Client::connect(&url, postgres::NoTls)
+}
+
+/// The SQLSTATE and severity of a database error.
+fn code(e: &postgres::Error) -> (String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e}"));
+    (db.code().code().to_owned(), db.severity().to_owned())
+}
+
+#[test]
+fn fatal_errors_end_open_sessions_and_refuse_new_ones_at_startup() {
+    let pg = Postgres::start();
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(""))
+        .start();
+    let mut open = connect(&envoy).unwrap();
+    open.simple_query("SELECT 1").unwrap();
+    // A failover: open sessions hear FATAL 57P01 at their next statement and are closed; new
+    // sessions are refused at startup with it (as a server shutting down answers).
+    let failover = format!(
+        r#"{{"name": "failover", {PG}}}, "error": {{"sqlstate": "57P01",
+            "message": "terminating connection due to administrator command", "fatal": true}}}}"#
+    );
+    assert!(envoy.push_plugin_config(&config(&failover)));
+    let e = open.simple_query("SELECT 1").unwrap_err();
+    assert_eq!(code(&e), ("57P01".into(), "FATAL".into()), "{e}");
+    // Closed: the next call fails without a server error.
+    let e = open.simple_query("SELECT 1").unwrap_err();
+    assert!(e.is_closed() || e.as_db_error().is_none(), "{e}");
+    let e = connect(&envoy).err().expect("a new session is refused");
+    assert_eq!(code(&e), ("57P01".into(), "FATAL".into()), "{e}");
+
+    // A server starting up refuses new sessions only (`applyTo: new`): one opened before
+    // stays usable.
+    assert!(envoy.push_plugin_config(&config("")));
+    let mut before = connect(&envoy).unwrap();
+    let starting = format!(
+        r#"{{"name": "starting-up", {PG}}}, "applyTo": "new",
+            "error": {{"sqlstate": "57P03", "message": "the database system is starting up"}}}}"#
+    );
+    assert!(envoy.push_plugin_config(&config(&starting)));
+    let e = connect(&envoy).err().expect("a new session is refused");
+    assert_eq!(code(&e), ("57P03".into(), "FATAL".into()), "{e}");
+    let (out, err) = psql_script(envoy.pg(), "SELECT 1", &[]);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("FATAL:  the database system is starting up"),
+        "psql: {err}"
+    );
+    let one: i32 = before.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+    wait_metric(
+        "two refused startups counted",
+        || Some(envoy.injected("postgres", "starting-up")),
+        2.0,
+    );
+    wait_metric("FATALs counted as class 57", || errors(&envoy, "57"), 4.0);
+}
+
+#[test]
+fn a_share_of_prepared_statements_fail_and_the_rest_execute() {
+    let pg = Postgres::start();
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(""))
+        .start();
+    let mut client = connect(&envoy).unwrap();
+    client
+        .batch_execute("CREATE TABLE plants (id int, name text)")
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO plants VALUES ($1, $2)")
+        .unwrap();
+    let rule = |extra: &str| {
+        config(&format!(
+            r#"{{"name": "plants-conflict", {PG}, "commands": ["INSERT"], "queryContains": ["plants"]}},
+                {extra} "error": {{"sqlstate": "40001", "message": "could not serialize access due to concurrent update"}}}}"#
+        ))
+    };
+    // A dry run: counted, nothing fails. The statement was prepared before the rule existed:
+    // it is matched by the text it was prepared with.
+    assert!(envoy.push_plugin_config(&rule(r#""dryRun": true,"#)));
+    for i in 0..20 {
+        client.execute(&insert, &[&i, &"dry"]).unwrap();
+    }
+    wait_metric(
+        "20 dry-run injections",
+        || Some(envoy.injected("postgres", "plants-conflict")),
+        20.0,
+    );
+    // 30% of 400 executions fail with 40001, drawn per statement; the rest insert their row.
+    assert!(envoy.push_plugin_config(&rule(r#""percentage": 30,"#)));
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..400 {
+        match client.execute(&insert, &[&i, &"moss"]) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(code(&e), ("40001".into(), "ERROR".into()), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    // Binomial(400, 0.3): mean 120, standard deviation 9.2; ±5 of them.
+    assert!(
+        (74..=166).contains(&failed),
+        "{failed} of 400 failed at 30%"
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM plants WHERE name = 'moss'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, ok,
+        "every failed statement did not execute, every other did"
+    );
+    wait_metric(
+        "every failure counted",
+        || Some(envoy.injected("postgres", "plants-conflict")),
+        20.0 + f64::from(failed),
+    );
+}
+
+#[test]
+fn only_the_listed_commands_are_delayed_and_aborts_never_reach_the_server() {
+    let pg = Postgres::start();
+    let rules = format!(
+        r#"{{"name": "slow-selects", {PG}, "commands": ["SELECT"]}}, "delay": {{"latency": "200ms"}}}},
+           {{"name": "no-deletes", {PG}, "commands": ["DELETE"]}}, "abort": {{}}}}"#
+    );
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(&rules))
+        .start();
+    let mut client = connect(&envoy).unwrap();
+    client
+        .batch_execute("CREATE TABLE plants (id int); INSERT INTO plants VALUES (1)")
+        .unwrap();
+    let time = |client: &mut postgres::Client, sql: &str| {
+        let start = std::time::Instant::now();
+        client.simple_query(sql).unwrap();
+        start.elapsed()
+    };
+    let selects: Vec<Duration> = (0..5)
+        .map(|_| time(&mut client, "SELECT count(*) FROM plants"))
+        .collect();
+    let inserts: Vec<Duration> = (0..5)
+        .map(|i| time(&mut client, &format!("INSERT INTO plants VALUES ({i})")))
+        .collect();
+    // Held for the latency (released on a tick: up to 2 ms early at most).
+    assert!(
+        selects.iter().all(|d| *d >= Duration::from_millis(198)),
+        "{selects:?}"
+    );
+    let median = dbfault_testkit::median(inserts.clone());
+    assert!(median < Duration::from_millis(100), "{inserts:?}");
+    // The DELETE closes the connection and never reaches the server.
+    let e = client.simple_query("DELETE FROM plants").unwrap_err();
+    assert!(
+        e.as_db_error().is_none(),
+        "a closed connection, not a server error: {e}"
+    );
+    let e = client.simple_query("SELECT 1").unwrap_err();
+    assert!(e.is_closed() || e.as_db_error().is_none(), "{e}");
+    let mut other = connect(&envoy).unwrap();
+    let rows: i64 = other
+        .query_one("SELECT count(*) FROM plants", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6, "nothing was deleted");
+    // The five timed SELECTs and the count.
+    wait_metric(
+        "each delayed statement counted",
+        || Some(envoy.injected("postgres", "slow-selects")),
+        6.0,
+    );
+}
+
+#[test]
+fn a_pipelining_libpq_client_with_named_statements() {
+    let pg = Postgres::start();
+    let rule = format!(
+        r#"{{"name": "plants-conflict", {PG}, "commands": ["INSERT"], "queryContains": ["plants"]}},
+            "percentage": 30, "error": {{"sqlstate": "40001", "message": "could not serialize access"}}}}"#
+    );
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(&rule))
+        .start();
+    let python = dbfault_testkit::repo().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg(dbfault_testkit::repo().join("tests/clients/pg_pipeline.py"))
+        .args(["--port", &envoy.pg().to_string()])
+        .args(["--inserts", "400", "--selects", "100", "--batch", "16"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let failed = result["inserts"]["errors"]["40001"].as_i64().unwrap_or(0);
+    let ok = result["inserts"]["ok"].as_i64().unwrap();
+    assert_eq!(ok + failed, 400, "{result}");
+    assert!(
+        (74..=166).contains(&failed),
+        "{failed} of 400 failed at 30%: {result}"
+    );
+    assert_eq!(result["rows"].as_i64(), Some(ok), "{result}");
+    assert_eq!(result["selects"]["ok"].as_i64(), Some(100), "{result}");
+    // Every statement of the pipeline was counted (the CREATE and the final count too).
+    wait_metric(
+        "every insert counted",
+        || {
+            envoy.prometheus().into_iter().find_map(|(k, v)| {
+                (k.starts_with("dbfault_upstream_requests_total{")
+                    && k.contains("command=\"insert\""))
+                .then_some(v)
+            })
+        },
+        400.0,
+    );
+    wait_metric(
+        "every failure counted",
+        || errors(&envoy, "40"),
+        failed as f64,
+    );
+}

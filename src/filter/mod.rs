@@ -296,6 +296,11 @@ impl VmState {
                 continue;
             };
             if let Some(action) = entry.conn.on_tick(due_by) {
+                if action == TickAction::Resume {
+                    if let Some(watch) = entry.watch.as_mut() {
+                        watch.resumed();
+                    }
+                }
                 actions.push((id, action));
             }
             if entry.conn.open_to(self.engine.last_episode()) {

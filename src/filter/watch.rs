@@ -174,6 +174,12 @@ impl Watch {
         self.seen_held = passing(dir, size, effect, self.seen_held).1;
     }
 
+    /// The held client → database stream was released: Envoy hands the held bytes on without
+    /// presenting them again, so the next event is new bytes only.
+    pub fn resumed(&mut self) {
+        self.seen_held = 0;
+    }
+
     /// The connection ended: one never recognised (no byte from the client) is `unknown`.
     pub fn finish(&self, stats: Option<&ConnectionStats>) {
         if self.session.kind().is_none() && self.counting {

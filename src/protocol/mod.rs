@@ -58,7 +58,8 @@ pub struct Verdict {
 /// The bytes of a data event of `size` (Envoy's whole buffer) that a protocol reader sees,
 /// given what happens to them: only bytes that reach the peer, each once. A held (paused)
 /// client stream presents its buffer again with the next event: `held_seen` is how much of
-/// its front was read already. Returns the range to read and the new `held_seen`.
+/// its front was read already (0 again once the stream is resumed: Envoy then hands the held
+/// bytes on without presenting them). Returns the range to read and the new `held_seen`.
 pub fn passing(
     dir: Direction,
     size: usize,
@@ -92,8 +93,8 @@ mod tests {
         // Held, then more arrives: Envoy presents all 25, 10 of them seen already.
         assert_eq!(passing(Up, 10, Effect::Hold, 0), (0..10, 10));
         assert_eq!(passing(Up, 25, Effect::Hold, 10), (10..25, 25));
-        // The stream resumed (no event); the next event is new bytes only.
-        assert_eq!(passing(Up, 25, Effect::Forward, 25), (25..25, 0));
+        // More arrives while still held: only the new bytes are read.
+        assert_eq!(passing(Up, 30, Effect::Forward, 25), (25..30, 0));
         // Dropped bytes never reach the peer; a cut keeps a head.
         assert_eq!(passing(Up, 40, Effect::Drop { keep: 0 }, 0), (0..0, 0));
         assert_eq!(passing(Down, 70, Effect::Drop { keep: 40 }, 0), (0..40, 0));
