@@ -347,3 +347,78 @@ fn a_pipelining_libpq_client_with_named_statements() {
         failed as f64,
     );
 }
+
+#[test]
+fn copy_and_megabyte_statements_pass_byte_for_byte_or_fail_whole() {
+    let pg = Postgres::start();
+    let rule = format!(
+        r#"{{"name": "marked", {PG}, "commands": ["INSERT"], "queryContains": ["marker-7f3a"]}},
+            "error": {{"sqlstate": "40001", "message": "could not serialize access"}}}}"#
+    );
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(&rule))
+        .start();
+    let dir = dbfault_testkit::TempDir::new("copy");
+    // About 1.3 MB of COPY data, and statements of a megabyte (split over many reads).
+    let data = dir.path().join("plants.tsv");
+    let rows: String = (0..20_000)
+        .map(|i| format!("{i}\tplant number {i} {}\n", "x".repeat(i % 97)))
+        .collect();
+    std::fs::write(&data, &rows).unwrap();
+    let big = "y".repeat(1_000_000);
+    let script = format!(
+        "CREATE TABLE plants (id int, name text);
+         \\copy plants FROM '{}'
+         INSERT INTO plants VALUES (-1, '{big}');
+         INSERT INTO plants VALUES (-2, 'marker-7f3a {big}');
+         SELECT 'still in step ' || count(*) FROM plants;
+        ",
+        data.display()
+    );
+    let (out, err) = psql_script(envoy.pg(), &script, &[]);
+    assert!(out.contains("still in step 20001"), "{out}\n{err}");
+    assert_eq!(
+        err.matches("ERROR:  40001: could not serialize access")
+            .count(),
+        1,
+        "{err}"
+    );
+    // The same file loaded straight into PostgreSQL gives the same table.
+    let (direct, err) = psql_script(
+        pg.port,
+        &format!(
+            "CREATE TABLE direct (id int, name text);
+             \\copy direct FROM '{}'
+             SELECT (SELECT md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM direct)
+                  = (SELECT md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM plants WHERE id >= 0);
+             SELECT length(name) FROM plants WHERE id < 0;",
+            data.display()
+        ),
+        &[],
+    );
+    assert_eq!(
+        direct.lines().collect::<Vec<_>>(),
+        ["t", "1000000"],
+        "{err}"
+    );
+    let requests = |command: &str| {
+        envoy.prometheus().into_iter().find_map(|(k, v)| {
+            (k.starts_with("dbfault_upstream_requests_total{")
+                && k.contains(&format!("command=\"{command}\"")))
+            .then_some(v)
+        })
+    };
+    wait_metric("the COPY counted once", || requests("copy"), 1.0);
+    wait_metric("both INSERTs counted", || requests("insert"), 2.0);
+    let cluster = |dir| envoy.stat(&format!("cluster.postgres.upstream_cx_{dir}_bytes_total"));
+    wait_for(
+        "byte counters to equal Envoy's",
+        Duration::from_secs(10),
+        || {
+            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "postgres")?;
+            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "postgres")?;
+            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
+        },
+    );
+}

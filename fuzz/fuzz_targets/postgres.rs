@@ -2,23 +2,73 @@
 //! than the capture limit, and reports the same steps however the bytes are chunked (the
 //! first input byte picks the chunk size, the second the direction). The session layer on
 //! the same bytes, alternating directions chunk by chunk: never panics, and answers never
-//! outnumber requests.
+//! outnumber requests. The rewriting under rules that act on statements (by their text): never
+//! panics; a client stream comes out the same however it is chunked, and byte for byte when
+//! no rule acts; withheld bytes stay within a message's header and capture.
 #![no_main]
 
 use dbfault::fault::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
+use dbfault::protocol::{Act, Ask, ErrorReply};
 use libfuzzer_sys::fuzz_target;
+
+/// Acts on statements by their text: `!` fails them, `~` fatally, `^` aborts, `@` delays.
+fn judge(ask: Ask<'_>) -> Option<Act> {
+    let error = |fatal| {
+        Act::Error(ErrorReply {
+            code: *b"40001",
+            message: "m".into(),
+            fatal,
+        })
+    };
+    match ask {
+        Ask::Startup => None,
+        Ask::Statement { text, .. } => {
+            if text.contains(&b'!') {
+                Some(error(false))
+            } else if text.contains(&b'~') {
+                Some(error(true))
+            } else if text.contains(&b'^') {
+                Some(Act::Abort)
+            } else if text.contains(&b'@') {
+                Some(Act::Delay(5))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The client stream `data` in chunks of `size` as it leaves the rewriting.
+fn rewritten(data: &[u8], size: usize, acting: bool) -> Vec<u8> {
+    let mut session = Session::new();
+    let mut out = Vec::new();
+    let mut never = |_: Ask<'_>| None;
+    let mut acts = judge;
+    for chunk in data.chunks(size) {
+        let j: &mut dbfault::protocol::Judge<'_> = if acting { &mut acts } else { &mut never };
+        let v = session.rewrite(Direction::ToDatabase, chunk, &mut || 0, &mut |_| {}, Some(j));
+        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
+    }
+    out
+}
 
 fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
     let mut out = Vec::new();
     for chunk in data.chunks(size) {
         reader.read(chunk, &mut |s| {
-            if let Step::Message(m) = &s {
-                assert!(m.body.len() <= CAPTURE_LIMIT);
-                assert!(m.body.len() as u64 <= u64::from(m.len));
+            match &s {
+                Step::Message(m) => {
+                    assert!(m.body.len() <= CAPTURE_LIMIT);
+                    assert!(m.body.len() as u64 <= u64::from(m.len));
+                    assert!(m.at <= chunk.len());
+                    // Where in a chunk a message is reported depends on the chunking; what
+                    // is reported does not.
+                    out.push(format!("{} {} {:?} {} {}", m.tag, m.len, m.body, m.truncated, m.head));
+                }
+                other => out.push(format!("{other:?}")),
             }
-            out.push(format!("{s:?}"));
         });
     }
     out
@@ -50,4 +100,24 @@ fuzz_target!(|data: &[u8]| {
         });
     }
     assert!(answered <= requests);
+
+    // Rewriting a client stream: the same result in any chunking; untouched when no rule acts
+    // (bytes withheld at the end of the stream, an unfinished message, are not out yet).
+    let whole = rewritten(rest, rest.len().max(1), true);
+    let chunked = rewritten(rest, size, true);
+    assert_eq!(whole, chunked);
+    let untouched = rewritten(rest, size, false);
+    assert!(rest.starts_with(&untouched));
+    assert!(rest.len() - untouched.len() <= CAPTURE_LIMIT + 8);
+    // Both directions, alternating, under acting rules: never panics.
+    let mut session = Session::new();
+    for (i, chunk) in rest.chunks(size).enumerate() {
+        let dir = if (i + usize::from(*side)) % 2 == 0 {
+            Direction::ToDatabase
+        } else {
+            Direction::ToClient
+        };
+        let mut acts = judge;
+        let _ = session.rewrite(dir, chunk, &mut || i as u64, &mut |_| {}, Some(&mut acts));
+    }
 });

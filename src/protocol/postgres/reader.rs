@@ -205,10 +205,12 @@ impl Reader {
     /// of its bytes were read so far. A caller that rewrites messages withholds those bytes
     /// until the message is reported.
     pub fn unreported(&self) -> Option<(u8, usize)> {
-        let header = if self.phase == Phase::Opening { 8 } else { 5 };
         match self.current {
             _ if self.phase == Phase::Done => None,
-            Some((tag, _, _)) if !self.reported => Some((tag, header + self.capture.len())),
+            // The opening message's header is 8 bytes (length and code), a tagged one's 5.
+            Some((tag, _, _)) if !self.reported => {
+                Some((tag, if tag == 0 { 8 } else { 5 } + self.capture.len()))
+            }
             None if self.header_len > 0 => Some((
                 if self.phase == Phase::Opening {
                     0
