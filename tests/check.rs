@@ -57,7 +57,7 @@ fn a_plain_json_configuration_from_stdin() {
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(
-            "rule half: cut after 4096 bytes; enabled; hosts *.db.svc; 50.00% of connections"
+            "rule half: cut after 4096 bytes; enabled; hosts *.db.svc; 50% of connections"
         ),
         "{out}"
     );
@@ -97,4 +97,55 @@ fn errors_name_the_field_and_fail_the_pipeline() {
 
     let (code, out) = check(&["/nonexistent/file.yaml"], None);
     assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn statement_rules_are_explained_and_bad_ones_refused() {
+    let cfg = r#"{"faults": [
+      {"name": "plants-conflict", "match": {"hosts": ["pg.db.svc.cluster.local"], "protocol": "postgres",
+         "commands": ["INSERT", "UPDATE"], "queryContains": ["plants"]},
+       "percentage": 30, "error": {"sqlstate": "40001", "message": "could not serialize access due to concurrent update"}},
+      {"name": "failover", "match": {"hosts": ["pg.db.svc.cluster.local"], "protocol": "postgres"},
+       "error": {"sqlstate": "57P01", "message": "terminating connection due to administrator command", "fatal": true}},
+      {"name": "slow-selects", "match": {"hosts": ["pg.db.svc.cluster.local"], "protocol": "postgres", "commands": ["SELECT"]},
+       "delay": {"latency": "200ms"}}
+    ]}"#;
+    let (code, out) = check(&["-"], Some(cfg));
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "rule plants-conflict: 30% of INSERT/UPDATE statements containing 'plants' to pg.db.svc.cluster.local fail with 40001 \"could not serialize access due to concurrent update\" (the statement does not execute)",
+        "rule failover: refuse new sessions at startup with FATAL 57P01 \"terminating connection due to administrator command\", and end open sessions with it at their next statement",
+        "rule slow-selects: 100% of SELECT statements to pg.db.svc.cluster.local wait 200 ms ± 0 ms before reaching the server",
+    ] {
+        assert!(out.contains(want), "{out}\nwant: {want}");
+    }
+    let pg = r#""match": {"hosts": ["pg"], "protocol": "postgres""#;
+    for (rule, want) in [
+        (
+            r#""match": {"hosts": ["pg"]}, "error": {"sqlstate": "40001", "message": "m"}"#
+                .to_owned(),
+            "faults[0].error: needs match.protocol \"postgres\"",
+        ),
+        (
+            format!(r#"{pg}}}, "error": {{"sqlstate": "4000", "message": "m"}}"#),
+            "faults[0].error.sqlstate: \"4000\" is not a SQLSTATE",
+        ),
+        (
+            format!(r#"{pg}}}, "error": {{"sqlstate": "40001", "message": "two\nlines"}}"#),
+            "faults[0].error.message: has a line break",
+        ),
+        (
+            format!(r#"{pg}, "commands": "INSERT"}}, "abort": {{}}"#),
+            "faults[0].match.commands: invalid type: string",
+        ),
+        (
+            format!(r#"{pg}, "commands": ["INSERT INTO"]}}, "abort": {{}}"#),
+            "faults[0].match.commands[0]: \"INSERT INTO\" is not a SQL command",
+        ),
+    ] {
+        let json = format!(r#"{{"faults": [{{"name": "r", {rule}}}]}}"#);
+        let (code, out) = check(&["-"], Some(&json));
+        assert_eq!(code, 1, "{json}\n{out}");
+        assert!(out.contains(want), "{json}\n{out}\nwant: {want}");
+    }
 }

@@ -2,9 +2,35 @@
 //! with the command-line tools, not in the module (native builds only).
 
 use crate::config::Config;
-use crate::fault::matching::HostPattern;
+use crate::fault::matching::{HostPattern, Match};
 use crate::fault::{ApplyTo, FaultKind};
 use std::time::Duration;
+
+/// A percentage in basis points, without needless decimals ("30%", "12.5%").
+fn percent(bp: u32) -> String {
+    let text = format!("{}.{:02}", bp / 100, bp % 100);
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The statements a statement rule names: "INSERT/UPDATE statements containing 'plants'".
+fn statements(m: &Match) -> String {
+    let commands: Vec<String> = m
+        .commands
+        .iter()
+        .map(|c| c.name().to_ascii_uppercase())
+        .collect();
+    let mut what = if commands.is_empty() {
+        "statements".to_owned()
+    } else {
+        format!("{} statements", commands.join("/"))
+    };
+    if !m.query_contains.is_empty() {
+        let quoted: Vec<String> = m.query_contains.iter().map(|c| format!("'{c}'")).collect();
+        what.push_str(" containing ");
+        what.push_str(&quoted.join(" or "));
+    }
+    what
+}
 
 /// What a configuration will do, one line per item, in words.
 pub fn describe(config: &Config) -> Vec<String> {
@@ -81,42 +107,6 @@ pub fn describe(config: &Config) -> Vec<String> {
                 }
             }
         };
-        let kind = if r.matcher.is_statement_rule() {
-            let commands: Vec<String> = r
-                .matcher
-                .commands
-                .iter()
-                .map(|c| c.name().to_ascii_uppercase())
-                .collect();
-            let mut what = if commands.is_empty() {
-                "statements".to_owned()
-            } else {
-                format!("{} statements", commands.join("/"))
-            };
-            if !r.matcher.query_contains.is_empty() {
-                let quoted: Vec<String> = r
-                    .matcher
-                    .query_contains
-                    .iter()
-                    .map(|c| format!("'{c}'"))
-                    .collect();
-                what.push_str(&format!(" containing {}", quoted.join(" or ")));
-            }
-            let action = match &r.kind {
-                FaultKind::Delay(d) => format!(
-                    "wait {} ± {} before reaching the server",
-                    ms(d.latency),
-                    ms(d.jitter)
-                ),
-                FaultKind::Abort(_) => {
-                    "close the connection (the statement never reaches the server)".to_owned()
-                }
-                _ => kind,
-            };
-            format!("{what}: {action}")
-        } else {
-            kind
-        };
         let hosts: Vec<String> = r
             .matcher
             .hosts
@@ -157,21 +147,42 @@ pub fn describe(config: &Config) -> Vec<String> {
         if let Some(p) = r.matcher.protocol {
             target.push(format!("{} sessions only", p.name()));
         }
+        let apply = match r.apply_to {
+            ApplyTo::All => "open and new connections",
+            ApplyTo::New => "new connections only",
+        };
+        if r.matcher.is_statement_rule() {
+            let action = match &r.kind {
+                FaultKind::Delay(d) => format!(
+                    "wait {} ± {} before reaching the server",
+                    ms(d.latency),
+                    ms(d.jitter)
+                ),
+                FaultKind::Abort(_) => {
+                    "close their connection (the statement never reaches the server)".to_owned()
+                }
+                _ => kind,
+            };
+            let mut to: Vec<String> = hosts.clone();
+            to.extend(r.matcher.clusters.iter().map(|c| format!("cluster {c}")));
+            let mut to = to.join(" or ");
+            if !r.matcher.ports.is_empty() {
+                let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
+                to.push_str(&format!(" (port {})", ports.join(", ")));
+            }
+            out.push(format!(
+                "rule {}: {} of {} to {to} {action}; {state}; {apply}; {when}",
+                r.name,
+                percent(r.percentage_bp),
+                statements(&r.matcher),
+            ));
+            continue;
+        }
         out.push(format!(
-            "rule {}: {kind}; {state}; {}; {}.{:02}% of {}; {}; {when}",
+            "rule {}: {kind}; {state}; {}; {} of connections; {apply}; {when}",
             r.name,
             target.join("; "),
-            r.percentage_bp / 100,
-            r.percentage_bp % 100,
-            if r.matcher.is_statement_rule() {
-                "matching statements (drawn per statement)"
-            } else {
-                "connections"
-            },
-            match r.apply_to {
-                ApplyTo::All => "open and new connections",
-                ApplyTo::New => "new connections only",
-            }
+            percent(r.percentage_bp),
         ));
     }
     out
