@@ -1,7 +1,9 @@
 //! `plants`: the demo app. It writes a new plant to PostgreSQL every half second, the way a real
-//! service would: through one long-lived pooled connection, reconnecting after an error. It
-//! knows nothing of dbfault; pointed at Envoy, its database goes away and comes back on the
-//! operator's command.
+//! service would: through one long-lived pooled connection, reconnecting after a broken
+//! connection, and retrying a write that failed with a transient SQLSTATE (class 40:
+//! serialization failure, deadlock) on the same connection, as retry logic written against
+//! those codes does. It knows nothing of dbfault; pointed at Envoy, its database goes away,
+//! fails and comes back on the operator's command.
 //!
 //! `DATABASE_URL` (default `host=127.0.0.1 port=15432 user=postgres dbname=postgres
 //! connect_timeout=3`), `PLANTS_INTERVAL_MS` (default 500).
@@ -17,12 +19,25 @@ const SPECIES: [&str; 8] = [
     "fern", "monstera", "ficus", "cactus", "basil", "orchid", "aloe", "ivy",
 ];
 
-/// The client's error with its cause, as the driver reports it.
+/// Attempts per write when the database answers with a transient error.
+const ATTEMPTS: u32 = 3;
+
+/// The client's error with its cause, as the driver reports it (and the SQLSTATE of a server
+/// error).
 fn describe(err: &postgres::Error) -> String {
-    match std::error::Error::source(err) {
+    let text = match std::error::Error::source(err) {
         Some(cause) if !err.to_string().contains(&cause.to_string()) => format!("{err}: {cause}"),
         _ => err.to_string(),
+    };
+    match err.code() {
+        Some(code) => format!("{text} (SQLSTATE {})", code.code()),
+        None => text,
     }
+}
+
+/// Serialization failures and deadlocks: the transaction may simply be retried.
+fn transient(err: &postgres::Error) -> bool {
+    err.code().is_some_and(|c| c.code().starts_with("40"))
 }
 
 /// The pooled connection and its prepared insert (one round trip per write once prepared).
@@ -63,18 +78,39 @@ fn main() {
         let started = Instant::now();
         let species = SPECIES.get(n as usize % SPECIES.len()).unwrap_or(&"fern");
         let name = format!("{species}-{n}");
-        let line = match write_plant(&mut pool, &url, &name) {
-            Ok(id) => format!(
-                "writing a new plant to the database... ✅ success (plant #{id}, {} ms)",
-                started.elapsed().as_millis()
-            ),
-            Err(err) => {
-                // A broken connection is not reused: the next write reconnects.
-                pool = None;
-                format!(
-                    "writing a new plant to the database... 🚫 Failed adding plant: {}",
-                    describe(&err)
-                )
+        let mut attempt = 1;
+        let line = loop {
+            match write_plant(&mut pool, &url, &name) {
+                Ok(id) => {
+                    break format!(
+                        "writing a new plant to the database... ✅ success (plant #{id}, {} ms{})",
+                        started.elapsed().as_millis(),
+                        match attempt - 1 {
+                            0 => String::new(),
+                            1 => ", after 1 retry".to_owned(),
+                            n => format!(", after {n} retries"),
+                        }
+                    )
+                }
+                Err(err) if transient(&err) && attempt < ATTEMPTS => {
+                    // The session is still usable: retry on it.
+                    let _ = writeln!(
+                        out,
+                        "writing a new plant to the database... 🚫 Failed adding plant: {}, retrying",
+                        describe(&err)
+                    );
+                    attempt += 1;
+                }
+                Err(err) => {
+                    if !transient(&err) {
+                        // A broken connection is not reused: the next write reconnects.
+                        pool = None;
+                    }
+                    break format!(
+                        "writing a new plant to the database... 🚫 Failed adding plant: {}",
+                        describe(&err)
+                    );
+                }
             }
         };
         let _ = writeln!(out, "{line}");

@@ -4,10 +4,12 @@
 A throwaway PostgreSQL, Envoy with dbfault in front of it, and the `plants` app writing a plant
 every half second through Envoy. Beside the app's lines, a live view of what dbfault measures.
 Then a scripted timeline: healthy, an outage switched on through the ECDS file (the app fails,
-on its pooled connection too), switched off (the app recovers), a delay rule (writes slow down
-by the configured latency), and a summary of what the metrics counted.
+on its pooled connection too), switched off (the app recovers), a statement rule (the app's
+INSERTs fail with a real PostgreSQL serialization failure, SQLSTATE 40001, and it retries: the
+status line shows the errors per second), a delay rule (writes slow down by the configured
+latency), and a summary of what the metrics counted.
 
-  demo.py [--healthy S] [--outage S] [--recover S] [--delay S] [--latency 300ms]
+  demo.py [--healthy S] [--outage S] [--recover S] [--conflicts S] [--delay S] [--latency 300ms]
   demo.py --interactive        toggle rules yourself: on NAME / off NAME / list / quit
 
 Ctrl-C stops and removes everything the demo started.
@@ -32,6 +34,7 @@ WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
 UPSTREAM = "postgres"
 OUTAGE_RULE = "postgres-outage"
 SLOW_RULE = "postgres-slow"
+CONFLICT_RULE = "postgres-conflict"
 
 
 def quantile(buckets, q):
@@ -248,10 +251,13 @@ class Demo:
             ("healthy", a.healthy, "the app writes through Envoy; dbfault counts its traffic", None),
             ("outage", a.outage, f"{OUTAGE_RULE} (abort, applyTo all): pooled and new connections fail", (OUTAGE_RULE, True)),
             ("recovery", a.recover, "outage off: the app reconnects", (OUTAGE_RULE, False)),
-            ("slow", a.delay, f"{SLOW_RULE} (delay {a.latency}): every write waits", (SLOW_RULE, True)),
+            ("conflicts", a.conflicts, f"{CONFLICT_RULE} (60% of INSERTs into plants fail with SQLSTATE 40001): "
+             "the app retries on its connection; errors per second on the status line", (CONFLICT_RULE, True)),
+            ("slow", a.delay, f"{CONFLICT_RULE} off, {SLOW_RULE} (delay {a.latency}): every write waits",
+             [(CONFLICT_RULE, False), (SLOW_RULE, True)]),
         ]
-        for phase, seconds, note, toggle in steps:
-            if toggle:
+        for phase, seconds, note, toggles in steps:
+            for toggle in ([toggles] if isinstance(toggles, tuple) else toggles or []):
                 self.toggle(*toggle)
             self.enter(phase, note)
             if not self.wait(seconds):
@@ -270,7 +276,7 @@ class Demo:
                 break
             if words[0] == "list":
                 for r in self.plugin_config().get("faults", []):
-                    kind = next(k for k in ("abort", "blackhole", "delay", "cut") if k in r)
+                    kind = next(k for k in ("abort", "blackhole", "delay", "cut", "error") if k in r)
                     self.screen.line(f"demo:   {r['name']:18} {'ON ' if r.get('enabled', True) else 'off'} {kind} {json.dumps(r[kind])}")
             elif words[0] in ("on", "off") and len(words) == 2:
                 self.toggle(words[1], words[0] == "on")
@@ -324,6 +330,7 @@ def main():
     parser.add_argument("--healthy", type=float, default=8)
     parser.add_argument("--outage", type=float, default=8)
     parser.add_argument("--recover", type=float, default=6)
+    parser.add_argument("--conflicts", type=float, default=8)
     parser.add_argument("--delay", type=float, default=8)
     parser.add_argument("--latency", default="300ms")
     parser.add_argument("--interactive", action="store_true")

@@ -94,6 +94,8 @@ fn the_scripted_timeline_tells_the_story() {
         "3",
         "--recover",
         "3",
+        "--conflicts",
+        "4",
         "--delay",
         "3",
         "--latency",
@@ -125,13 +127,36 @@ fn the_scripted_timeline_tells_the_story() {
         ok >= 3 && failed <= 1,
         "recovery: {ok} ok, {failed} failed\n{text}"
     );
+    // A share of the INSERTs fail with the injected serialization failure; the app retries on
+    // its connection and most writes succeed.
+    let (ok, failed, _) = phase_row(&text, "conflicts");
+    assert!(
+        ok >= 2 && failed >= 1,
+        "conflicts: {ok} ok, {failed} failed\n{text}"
+    );
+    assert!(
+        text.contains("🚫 Failed adding plant: db error: ERROR: could not serialize access due to concurrent update (SQLSTATE 40001), retrying"),
+        "{text}"
+    );
+    assert!(
+        text.contains("faults injected: postgres-conflict")
+            || text.contains(", postgres-conflict "),
+        "{text}"
+    );
     let (ok, _, median) = phase_row(&text, "slow");
     let ms: u64 = median.trim_end_matches(" ms").parse().unwrap();
     assert!(
         ok >= 3 && (195..=230).contains(&ms),
         "slow: {ok} ok, median {median}\n{text}"
     );
-    assert!(text.contains("faults injected: postgres-outage"), "{text}");
+    let injected = text
+        .lines()
+        .find(|l| l.contains("faults injected: "))
+        .unwrap_or_default();
+    assert!(
+        injected.contains("postgres-outage") && injected.contains("postgres-conflict"),
+        "{text}"
+    );
     assert!(text.contains("dbfault metrics for upstream=\"postgres\""));
 
     let removed = text
