@@ -9,6 +9,13 @@ Configurations (identical Envoy bootstrap but for the filter chain):
   dbfault20   tcp_proxy + dbfault with 20 rules that match nothing here
   dbfault-l4  tcp_proxy + dbfault with `metrics.requests: false` (no byte is read): the baseline of
               the PostgreSQL-awareness budget (dbfault / dbfault-l4)
+  dbfault-stmt dbfault with a statement rule for every upstream that matches no statement of the
+              workloads (PostgreSQL sessions are read and judged statement by statement)
+
+Workloads: bulk (iperf3), connrate, latency (loadgen echo), pgbench (-S, simple and prepared, 4
+clients), copy (a 100 MB COPY FROM STDIN through psql), pgidle (idle PostgreSQL sessions: Envoy
+memory added per session after its startup, a named prepared statement and a query), idle (raw
+idle connections).
 
 Envoy runs with --concurrency 1 pinned to CPU 0; load generators and servers are pinned to CPU 1,
 so that Envoy is the bottleneck. Configurations run interleaved (A B C D E, A B C D E, ...) after
@@ -34,7 +41,9 @@ ROOT = localenv.ROOT
 LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
 DBFAULT = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
 NOOP = os.path.join(ROOT, "bench", "noop-filter", "target", "wasm32-wasip1", "release", "noop_filter.wasm")
-CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20", "dbfault-l4"]
+CONFIGS = ["direct", "tcp_proxy", "noop", "dbfault", "dbfault20", "dbfault-l4", "dbfault-stmt"]
+COPY_MB = 100
+PG_IDLE = 80  # below PostgreSQL's default max_connections (100)
 ENVOY_CPU, LOAD_CPU = "0", "1"
 
 
@@ -75,6 +84,10 @@ def bootstrap(config, ports, upstreams):
         "dbfault": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}}),
         "dbfault20": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}, "faults": twenty_rules()}),
         "dbfault-l4": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s", "requests": False}}),
+        "dbfault-stmt": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}, "faults": [
+            {"name": "nomatch-statements", "match": {"hosts": ["*"], "protocol": "postgres", "commands": ["INSERT"],
+                                                      "queryContains": ["no_such_table"]},
+             "error": {"sqlstate": "40001", "message": "never"}}]}),
     }[config]
     listeners, clusters = [], []
     for name in ("echo", "iperf", "pg"):
@@ -183,6 +196,67 @@ def pgbench(port, seconds, mode="simple"):
     raise RuntimeError("pgbench: " + out.stdout[-300:] + out.stderr[-300:])
 
 
+def copy_file(tmp):
+    """A COPY_MB file of rows for `bench_copy (id int, name text)`, written once."""
+    path = os.path.join(tmp, "copy.tsv")
+    if not os.path.exists(path):
+        row = "x" * 90
+        with open(path, "w") as f:
+            for i in range(COPY_MB * 1024 * 1024 // 100):
+                f.write(f"{i % 100000000:08d}\t{row}\n")
+    return path
+
+
+def copy_seconds(port, direct_port, path):
+    """Seconds for psql to COPY the file through `port` (the table emptied first, directly)."""
+    psql = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
+    subprocess.run(psql + ["-p", str(direct_port), "-c",
+                           "CREATE TABLE IF NOT EXISTS bench_copy (id int, name text); TRUNCATE bench_copy"],
+                   check=True, capture_output=True)
+    start = time.time()
+    subprocess.run(pinned(LOAD_CPU, psql + ["-p", str(port), "-c", f"\\copy bench_copy FROM '{path}'"]),
+                   check=True, capture_output=True, timeout=600)
+    return time.time() - start
+
+
+def pg_idle_memory(envoy, port, n):
+    """Envoy allocated bytes and RSS added per idle PostgreSQL session: each has started (trust
+    authentication), prepared a named statement and run a query, and waits."""
+    import socket
+    import struct
+
+    def message(tag, body):
+        return tag + struct.pack("!I", len(body) + 4) + body
+
+    def until_ready(s):
+        buf = b""
+        while not buf.endswith(b"Z\x00\x00\x00\x05I"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("PostgreSQL closed an idle-bench session")
+            buf += chunk
+
+    time.sleep(0.5)
+    rss0, alloc0 = envoy.rss_bytes(), envoy.allocated_bytes()
+    sessions = []
+    params = b"user\x00postgres\x00database\x00postgres\x00\x00"
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
+        until_ready(s)
+        s.sendall(message(b"P", b"idle_stmt\x00SELECT count(*) FROM pgbench_accounts WHERE aid = $1\x00\x00\x00")
+                  + message(b"S", b""))
+        until_ready(s)
+        s.sendall(message(b"Q", b"SELECT 1\x00"))
+        until_ready(s)
+        sessions.append(s)
+    time.sleep(1.5)  # a metrics interval passes: per-interval state is included
+    rss1, alloc1 = envoy.rss_bytes(), envoy.allocated_bytes()
+    for s in sessions:
+        s.close()
+    return (rss1 - rss0) / n, (alloc1 - alloc0) / n
+
+
 def idle_memory(envoy, port, n):
     """Envoy RSS and allocated bytes added per idle connection (each has exchanged 64 bytes)."""
     time.sleep(0.5)
@@ -229,6 +303,13 @@ def measure(config, args, servers, tmp):
         if "pgbench" in w:
             r["pgbench_select_tps"] = pgbench(ports["pg"], s)
             r["pgbench_select_prepared_tps"] = pgbench(ports["pg"], s, "prepared")
+        if "copy" in w:
+            secs = copy_seconds(ports["pg"], servers["pg"], servers["copy_file"])
+            r["copy_100mb_mb_per_second"] = COPY_MB / secs
+        if envoy and "pgidle" in w:
+            rss, alloc = pg_idle_memory(envoy, ports["pg"], PG_IDLE)
+            r["pg_idle_session_rss_bytes_per_cx"] = rss
+            r["pg_idle_session_allocated_bytes_per_cx"] = alloc
         if envoy and "idle" in w:
             for n in args.idle:
                 rss, alloc = idle_memory(envoy, ports["echo"], n)
@@ -251,7 +332,7 @@ def start_servers(tmp):
     subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pg), "-U", "postgres", "-i", "-s", "1", "-q", "postgres"],
                    check=True, capture_output=True)
     time.sleep(0.3)
-    return {"echo": echo, "iperf": iperf_port, "pg": pg}, procs
+    return {"echo": echo, "iperf": iperf_port, "pg": pg, "copy_file": copy_file(tmp)}, procs
 
 
 def callgrind(args):
@@ -277,7 +358,8 @@ def main():
     parser.add_argument("--rate", type=int, default=2000, help="requests/s of the latency workload")
     parser.add_argument("--idle", type=int, nargs="*", default=[1000, 9000])
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
-    parser.add_argument("--workloads", nargs="*", default=["bulk", "connrate", "latency", "pgbench", "idle"])
+    parser.add_argument("--workloads", nargs="*",
+                        default=["bulk", "connrate", "latency", "pgbench", "copy", "pgidle", "idle"])
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--print-bootstrap", metavar="CONFIG", help="print one configuration's Envoy bootstrap")
@@ -335,6 +417,12 @@ def summarize(runs, args):
         "noop_wasm_bytes": os.path.getsize(NOOP),
     }
     try:
+        out = subprocess.run(["cargo", "run", "--quiet", "--release", "--example", "session_memory"],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
+        extra["postgres_idle_session_heap_bytes"] = json.loads(out.stdout)["heap_bytes_per_session"]
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as err:
+        extra["postgres_idle_session_heap_bytes"] = f"unavailable: {err}"
+    try:
         extra["hotpath_instructions_per_on_downstream_data"] = callgrind(args)
     except (OSError, subprocess.CalledProcessError, StopIteration) as err:
         extra["hotpath_instructions_per_on_downstream_data"] = f"unavailable: {err}"
@@ -366,8 +454,9 @@ def markdown(summary):
     res = summary["results"]
     configs = [c for c in CONFIGS if any(c in v for v in res.values())]
     head = ("| metric | " + " | ".join(configs)
-            + " | dbfault / tcp_proxy | dbfault / noop | dbfault20 / dbfault | dbfault / dbfault-l4 |")
-    lines = [head, "|" + "---|" * (len(configs) + 5)]
+            + " | dbfault / tcp_proxy | dbfault / noop | dbfault20 / dbfault | dbfault / dbfault-l4"
+            + " | dbfault-stmt / dbfault-l4 |")
+    lines = [head, "|" + "---|" * (len(configs) + 6)]
     for m, per in res.items():
         cells = []
         for c in configs:
@@ -379,7 +468,7 @@ def markdown(summary):
             return "–"
         lines.append(f"| {m} | " + " | ".join(cells)
                      + f" | {ratio('dbfault', 'tcp_proxy')} | {ratio('dbfault', 'noop')} | {ratio('dbfault20', 'dbfault')}"
-                     + f" | {ratio('dbfault', 'dbfault-l4')} |")
+                     + f" | {ratio('dbfault', 'dbfault-l4')} | {ratio('dbfault-stmt', 'dbfault-l4')} |")
     e = summary["extra"]
     mach = summary["machine"]
     lines += [
@@ -389,7 +478,9 @@ def markdown(summary):
         f"of {summary['settings']['seconds']} s (min–max in brackets).",
         f"Module size: dbfault.wasm {e['dbfault_wasm_bytes']} bytes, no-op filter {e['noop_wasm_bytes']} bytes. "
         f"Hot path (callgrind, native, pure core): {e['hotpath_instructions_per_on_downstream_data']} instructions "
-        "per on_downstream_data.",
+        "per on_downstream_data. "
+        f"Heap kept per idle PostgreSQL session by the protocol reader (native, counting allocator): "
+        f"{e.get('postgres_idle_session_heap_bytes', '–')} bytes.",
     ]
     return "\n".join(lines) + "\n"
 
