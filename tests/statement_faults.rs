@@ -422,3 +422,25 @@ fn copy_and_megabyte_statements_pass_byte_for_byte_or_fail_whole() {
         },
     );
 }
+
+#[test]
+fn match_protocol_limits_a_byte_level_rule_to_postgres_sessions() {
+    let (pg, redis) = (Postgres::start(), dbfault_testkit::Redis::start());
+    let rule =
+        r#"{"name": "pg-only", "match": {"hosts": ["*"], "protocol": "postgres"}, "abort": {}}"#;
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(&config(rule))
+        .start();
+    let (out, err) = psql_script(envoy.pg(), "SELECT 1", &[]);
+    assert!(out.is_empty() && !err.is_empty(), "{out}{err}");
+    let pong = dbfault_testkit::RedisConn::connect(envoy.redis()).cmd(&[b"PING"]);
+    assert_eq!(pong, b"+PONG\r\n", "Redis is not PostgreSQL: untouched");
+    wait_metric(
+        "one PostgreSQL connection aborted",
+        || Some(envoy.injected("postgres", "pg-only")),
+        1.0,
+    );
+    assert_eq!(envoy.injected("redis", "pg-only"), 0.0);
+}

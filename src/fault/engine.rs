@@ -179,10 +179,12 @@ impl Engine {
         })
     }
 
-    /// Whether the configuration has rules the protocol layer carries out (then sessions'
-    /// first bytes are read).
+    /// Whether the configuration has rules the protocol layer carries out or limited to a
+    /// protocol (then connections' first client bytes are read).
     pub fn uses_protocol(&self) -> bool {
-        self.rules.iter().any(|s| s.rule.is_protocol_rule())
+        self.rules
+            .iter()
+            .any(|s| s.rule.is_protocol_rule() || s.rule.matcher.protocol.is_some())
     }
 
     /// Whether rules the protocol layer carries out may ever act on `up`'s sessions (active

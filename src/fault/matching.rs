@@ -17,6 +17,8 @@ pub struct UpstreamInfo {
     pub cluster: Option<String>,
     /// The upstream port (from an Istio cluster name or the upstream address).
     pub port: Option<u16>,
+    /// The protocol its client's first bytes open, when they were read and recognised.
+    pub protocol: Option<WireProtocol>,
 }
 
 /// A host pattern: exact name, `*.suffix`, or `*` (any). Stored lowercased.
@@ -263,7 +265,9 @@ impl Match {
                 .cluster
                 .as_deref()
                 .is_some_and(|c| self.clusters.iter().any(|name| name == c));
-        named && (self.ports.is_empty() || up.port.is_some_and(|p| self.ports.contains(&p)))
+        named
+            && (self.ports.is_empty() || up.port.is_some_and(|p| self.ports.contains(&p)))
+            && self.protocol.is_none_or(|p| up.protocol == Some(p))
     }
 }
 
@@ -285,6 +289,7 @@ mod tests {
             sni: sni.map(Into::into),
             cluster: cluster.map(Into::into),
             port,
+            protocol: None,
         }
     }
 

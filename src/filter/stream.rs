@@ -1,7 +1,7 @@
 use super::watch::Watch;
 use super::{with_vm, Entry};
 use crate::fault::connection::Connection;
-use crate::fault::matching::UpstreamInfo;
+use crate::fault::matching::{UpstreamInfo, WireProtocol};
 use crate::fault::{Close, Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::Traffic;
@@ -98,6 +98,11 @@ impl Stream {
                 .map(str::to_ascii_lowercase),
             cluster: cluster.clone(),
             port: upstream::port(facts, upstream_address.as_deref()),
+            protocol: self
+                .first_chunk
+                .as_deref()
+                .filter(|c| crate::protocol::postgres::opens_connection(c))
+                .map(|_| WireProtocol::Postgres),
         };
         debug!(
             "dbfault: connection {} to {label} (cluster {}, sni {})",

@@ -8,4 +8,6 @@ pub mod sql;
 #[cfg(test)]
 mod wire_bytes;
 
-pub use reader::{sqlstate, statement_text, Message, Opening, Reader, Step, CAPTURE_LIMIT};
+pub use reader::{
+    opens_connection, sqlstate, statement_text, Message, Opening, Reader, Step, CAPTURE_LIMIT,
+};

@@ -395,6 +395,25 @@ impl Reader {
     }
 }
 
+/// Whether a client's first bytes open a PostgreSQL connection: a StartupMessage (protocol 3),
+/// an SSLRequest, a GSSENCRequest or a CancelRequest, whatever the port.
+pub fn opens_connection(first: &[u8]) -> bool {
+    let word = |at: usize| {
+        first
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    };
+    match (word(0), word(4)) {
+        (Some(len), Some(code)) => match code {
+            SSL_REQUEST | GSSENC_REQUEST => len == 8,
+            CANCEL_REQUEST => len == 16,
+            _ => code >> 16 == 3 && (8..=MAX_STARTUP).contains(&len),
+        },
+        _ => false,
+    }
+}
+
 /// The SQLSTATE of an ErrorResponse body (its `C` field), if present.
 pub fn sqlstate(body: &[u8]) -> Option<&[u8]> {
     let mut fields = body;
@@ -604,6 +623,20 @@ mod tests {
         }
         assert_eq!(got, [((1 << 20) + 1, CAPTURE_LIMIT, true)]);
         assert!(reader.capture.capacity() <= 2 * CAPTURE_LIMIT);
+    }
+
+    #[test]
+    fn openings_are_recognised_from_the_first_bytes() {
+        assert!(opens_connection(&startup()));
+        assert!(opens_connection(&untagged(SSL_REQUEST)));
+        assert!(opens_connection(&untagged(GSSENC_REQUEST)));
+        assert!(
+            !opens_connection(&untagged(CANCEL_REQUEST)),
+            "a cancel request is 16 bytes"
+        );
+        assert!(!opens_connection(b"*1\r\n$4\r\nPING\r\n"));
+        assert!(!opens_connection(&[0x16, 3, 1, 0, 200, 1, 0, 0, 196]));
+        assert!(!opens_connection(&startup()[..7]));
     }
 
     #[test]
