@@ -444,3 +444,101 @@ fn match_protocol_limits_a_byte_level_rule_to_postgres_sessions() {
     );
     assert_eq!(envoy.injected("redis", "pg-only"), 0.0);
 }
+
+/// pgbench's summary value after `label` (e.g. "number of transactions retried: 40 (10.0%)").
+fn pgbench_value(out: &str, label: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split(['/', ' ']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in pgbench's output:\n{out}"))
+}
+
+#[test]
+fn pgbench_retries_injected_serialization_failures_in_every_protocol_mode() {
+    let pg = Postgres::start();
+    let init = std::process::Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q"])
+        .args(["-p", &pg.port.to_string(), "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let rule = format!(
+        r#"{{"name": "busy-accounts", {PG}, "commands": ["SELECT"], "queryContains": ["pgbench_accounts"]}},
+            "percentage": 20, "error": {{"sqlstate": "40001", "message": "could not serialize access due to concurrent update"}}}}"#
+    );
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&config(&rule))
+        .start();
+    let mut injected = 0;
+    for mode in ["simple", "extended", "prepared"] {
+        // pgbench -S: one SELECT on pgbench_accounts per transaction; it retries a
+        // transaction that fails with 40001 (--max-tries), as its documentation says.
+        let out = std::process::Command::new("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-n",
+                "-S",
+                "-c",
+                "2",
+                "-t",
+                "200",
+            ])
+            .args([
+                "-M",
+                mode,
+                "--max-tries",
+                "50",
+                "-p",
+                &envoy.pg().to_string(),
+                "postgres",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            pgbench_value(&text, "number of transactions actually processed: "),
+            400,
+            "{mode}: {text}"
+        );
+        assert_eq!(
+            pgbench_value(&text, "number of failed transactions: "),
+            0,
+            "{mode}: {text}"
+        );
+        let retries = pgbench_value(&text, "total number of retries: ");
+        // 20% of about 500 tries: mean 100, standard deviation 9; ±5 of them.
+        assert!(
+            (55..=150).contains(&retries),
+            "{mode}: {retries} retries\n{text}"
+        );
+        injected += retries;
+    }
+    // Every injection reached pgbench as a 40001 error, and pgbench retried for (nearly) each:
+    // in some runs it counts one or two retries fewer than the errors it received.
+    let n = wait_for(
+        "every injection counted and heard as class 40",
+        Duration::from_secs(15),
+        || {
+            let n = envoy.injected("postgres", "busy-accounts");
+            (n > 0.0 && errors(&envoy, "40") == Some(n)).then_some(n as u64)
+        },
+    );
+    assert!(
+        injected <= n && n - injected <= n / 50,
+        "{injected} retries, {n} injected"
+    );
+}
