@@ -372,12 +372,23 @@ fn copy_and_megabyte_statements_pass_byte_for_byte_or_fail_whole() {
          \\copy plants FROM '{}'
          INSERT INTO plants VALUES (-1, '{big}');
          INSERT INTO plants VALUES (-2, 'marker-7f3a {big}');
+         \\copy plants TO '{}'
+         LISTEN plants_channel;
+         NOTIFY plants_channel, 'a notification between statements';
+         DO $$BEGIN RAISE NOTICE 'a notice inside a statement'; END$$;
+         SET application_name = 'plants';
          SELECT 'still in step ' || count(*) FROM plants;
         ",
-        data.display()
+        data.display(),
+        dir.path().join("out.tsv").display()
     );
     let (out, err) = psql_script(envoy.pg(), &script, &[]);
+    // COPY out, a NotificationResponse, a NoticeResponse and a ParameterStatus between the
+    // server's answers: the session stays in step.
     assert!(out.contains("still in step 20001"), "{out}\n{err}");
+    assert!(err.contains("a notice inside a statement"), "{err}");
+    let copied_out = std::fs::read_to_string(dir.path().join("out.tsv")).unwrap();
+    assert_eq!(copied_out.lines().count(), 20_001);
     assert_eq!(
         err.matches("ERROR:  40001: could not serialize access")
             .count(),
@@ -409,7 +420,8 @@ fn copy_and_megabyte_statements_pass_byte_for_byte_or_fail_whole() {
             .then_some(v)
         })
     };
-    wait_metric("the COPY counted once", || requests("copy"), 1.0);
+    wait_metric("both COPYs counted", || requests("copy"), 2.0);
+    wait_metric("the NOTIFY counted", || requests("notify"), 1.0);
     wait_metric("both INSERTs counted", || requests("insert"), 2.0);
     let cluster = |dir| envoy.stat(&format!("cluster.postgres.upstream_cx_{dir}_bytes_total"));
     wait_for(
