@@ -260,7 +260,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "faults[1].name: duplicate rule name \"x\"",
     );
     // Fault kinds.
-    add("two fault kinds", rule(r#""abort": {}, "blackhole": {}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut (found: abort, blackhole)");
+    add("two fault kinds", rule(r#""abort": {}, "blackhole": {}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut, error (found: abort, blackhole)");
     add("no fault kind", rule(r#""enabled": true"#), "(found: none)");
     add(
         "delay without latency",
@@ -276,6 +276,45 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "cut after zero bytes",
         rule(r#""cut": {"afterBytes": 0}"#),
         "faults[0].cut.afterBytes: 0 is out of range",
+    );
+    // Statement rules and the error kind (PostgreSQL).
+    add(
+        "error without match.protocol",
+        rule(r#""error": {"sqlstate": "40001", "message": "m"}"#),
+        "faults[0].error: needs match.protocol \"postgres\"",
+    );
+    add(
+        "four-character SQLSTATE",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "protocol": "postgres"}, "error": {"sqlstate": "4000", "message": "m"}"#,
+        ),
+        "faults[0].error.sqlstate: \"4000\" is not a SQLSTATE",
+    );
+    add(
+        "error message with a newline",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "protocol": "postgres"}, "error": {"sqlstate": "40001", "message": "a\nb"}"#,
+        ),
+        "faults[0].error.message: has a line break",
+    );
+    add(
+        "commands not a list of words",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "commands": ["INSERT INTO"]}, "abort": {}"#,
+        ),
+        "faults[0].match.commands[0]: \"INSERT INTO\" is not a SQL command",
+    );
+    add(
+        "unknown protocol",
+        bare_rule(r#""name": "r", "match": {"hosts": ["pg"], "protocol": "oracle"}, "abort": {}"#),
+        "faults[0].match.protocol: \"oracle\" is not a protocol dbfault reads",
+    );
+    add(
+        "cut on a statement rule",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "commands": ["SELECT"]}, "cut": {"afterBytes": 1}"#,
+        ),
+        "faults[0].cut: not available on a statement rule",
     );
     // Out-of-range and huge numbers.
     add(

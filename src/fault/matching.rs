@@ -221,13 +221,14 @@ impl Match {
                 let word = as_str(command, &at)?;
                 let known = COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(word));
                 if !known {
-                    let mut message = format!(
-                        "{} is not a SQL command dbfault recognises (the first keyword of a statement, one of ",
-                        quote(word)
+                    return err(
+                        &at,
+                        format!(
+                            "{} is not a SQL command dbfault recognises (one keyword, the first of a statement: select, insert, update, delete, merge, begin, commit, copy... the {} values of the `command` label)",
+                            quote(word),
+                            COMMANDS.len()
+                        ),
                     );
-                    push_list(&mut message, &COMMANDS);
-                    message.push(')');
-                    return err(&at, message);
                 }
                 let command = Command::of(word.as_bytes());
                 if !self.commands.contains(&command) {
