@@ -15,12 +15,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "{label:?}");
     let _ = upstream::port(facts, dest);
     if let Some(Ok(p)) = pattern.map(HostPattern::parse) {
-        let m = Match { hosts: vec![p], clusters: vec![], ports: vec![443] };
+        let m = Match { hosts: vec![p], ports: vec![443], ..Match::default() };
         let info = UpstreamInfo {
             host: upstream::raw_identity(facts).to_ascii_lowercase(),
             sni: sni.map(str::to_ascii_lowercase),
             cluster: cluster.map(str::to_owned),
             port: upstream::port(facts, dest),
+            protocol: None,
         };
         let _ = m.matches(&info);
     }
