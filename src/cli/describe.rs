@@ -14,11 +14,7 @@ fn percent(bp: u32) -> String {
 
 /// The statements a statement rule names: "INSERT/UPDATE statements containing 'plants'".
 fn statements(m: &Match) -> String {
-    let commands: Vec<String> = m
-        .commands
-        .iter()
-        .map(|c| c.name().to_ascii_uppercase())
-        .collect();
+    let commands: Vec<String> = m.commands.iter().map(|c| c.to_ascii_uppercase()).collect();
     let mut what = if commands.is_empty() {
         "statements".to_owned()
     } else {
@@ -82,28 +78,56 @@ pub fn describe(config: &Config) -> Vec<String> {
             }
             FaultKind::Error(e) => {
                 let reply = &e.reply;
-                let code = String::from_utf8_lossy(&reply.code);
-                if r.matcher.is_statement_rule() {
-                    format!(
-                        "fail with {}{code} \"{}\"{}",
-                        if reply.fatal { "FATAL " } else { "" },
+                match reply.code {
+                    // Redis: the message is the whole error line.
+                    None if r.matcher.is_statement_rule() => format!(
+                        "fail with -{}{}",
                         reply.message,
                         if reply.fatal {
-                            " and close the session"
+                            ", then close the connection"
                         } else {
-                            " (the statement does not execute)"
+                            " (the command does not execute)"
                         }
-                    )
-                } else {
-                    format!(
-                        "refuse new sessions at startup with FATAL {code} \"{}\"{}",
-                        reply.message,
+                    ),
+                    None => format!(
+                        "answer every command of {} with -{}{}",
                         if r.apply_to == ApplyTo::All {
-                            ", and end open sessions with it at their next statement"
+                            "open and new connections"
                         } else {
-                            ""
+                            "new connections"
+                        },
+                        reply.message,
+                        if reply.fatal {
+                            ", then close the connection"
+                        } else {
+                            " (commands do not execute)"
                         }
-                    )
+                    ),
+                    Some(code) => {
+                        let code = String::from_utf8_lossy(&code);
+                        if r.matcher.is_statement_rule() {
+                            format!(
+                                "fail with {}{code} \"{}\"{}",
+                                if reply.fatal { "FATAL " } else { "" },
+                                reply.message,
+                                if reply.fatal {
+                                    " and close the session"
+                                } else {
+                                    " (the statement does not execute)"
+                                }
+                            )
+                        } else {
+                            format!(
+                                "refuse new sessions at startup with FATAL {code} \"{}\"{}",
+                                reply.message,
+                                if r.apply_to == ApplyTo::All {
+                                    ", and end open sessions with it at their next statement"
+                                } else {
+                                    ""
+                                }
+                            )
+                        }
+                    }
                 }
             }
         };

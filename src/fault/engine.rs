@@ -5,7 +5,7 @@
 //! never re-rolls, and a rule carried unchanged across a configuration update keeps its episode
 //! (connections it spared stay spared).
 
-use super::matching::UpstreamInfo;
+use super::matching::{UpstreamInfo, WireProtocol};
 use super::{ApplyTo, FaultKind, Rule};
 use crate::protocol::{Act, Ask};
 use crate::schedule::{mix, selected, Rng};
@@ -235,8 +235,17 @@ impl Engine {
                     }
                     selected(draw, episode, rule.percentage_bp)
                 }
-                // A connection-level error reaches open sessions at their next statement
-                // (with the connection's own draw, as at startup).
+                // Redis has no session start: a connection-level error answers every command
+                // (of sessions opened during the episode, with `applyTo: new`), drawn per
+                // connection.
+                Ask::Statement { .. } if up.protocol == Some(WireProtocol::Redis) => {
+                    if rule.apply_to == ApplyTo::New && episode > opened_in {
+                        return None;
+                    }
+                    selected(seed, episode, rule.percentage_bp)
+                }
+                // A connection-level error reaches open PostgreSQL sessions at their next
+                // statement (with the connection's own draw, as at startup).
                 Ask::Statement { .. } if rule.apply_to == ApplyTo::All => {
                     selected(seed, episode, rule.percentage_bp)
                 }
@@ -245,8 +254,8 @@ impl Engine {
             let act = chosen.then(|| match &rule.kind {
                 FaultKind::Error(e) => {
                     let mut reply = e.reply.clone();
-                    // Refusing a session, or ending an open one, is always fatal.
-                    reply.fatal |= !statement_rule;
+                    // Refusing a PostgreSQL session, or ending an open one, is always fatal.
+                    reply.fatal |= !statement_rule && up.protocol != Some(WireProtocol::Redis);
                     Act::Error(reply)
                 }
                 FaultKind::Delay(d) => Act::Delay(d.release_at(now, &mut Rng::new(mix(draw)))),
@@ -427,19 +436,18 @@ mod tests {
     #[test]
     fn protocol_rules_judge_statements_and_session_starts() {
         use crate::fault::error::Error;
-        use crate::protocol::postgres::sql::Command;
         use crate::protocol::ErrorReply;
         let error = |fatal| {
             FaultKind::Error(Error {
                 reply: ErrorReply {
-                    code: *b"40001",
+                    code: Some(*b"40001"),
                     message: "m".into(),
                     fatal,
                 },
             })
         };
         let mut statements = rule("conflict", "pg");
-        statements.matcher.commands = vec![Command::of(b"insert")];
+        statements.matcher.commands = vec!["insert"];
         statements.percentage_bp = 3_000;
         statements.kind = error(false);
         let mut refuse = rule("refuse", "pg");
@@ -450,7 +458,7 @@ mod tests {
         assert!(e.uses_protocol() && e.judging(&up("pg")) && !e.judging(&up("redis")));
         assert_eq!(&*e.decide(&up("pg"), 1, true).unwrap().slot.name, "bytes");
         let insert = Ask::Statement {
-            command: Command::of(b"insert"),
+            command: "insert",
             text: b"INSERT INTO t VALUES (1)",
         };
         let hits = (0..4000u64)
@@ -464,7 +472,7 @@ mod tests {
         // A SELECT is not named by the statement rule; the connection-level one is `new`
         // only: it acts at session starts, always fatal.
         let select = Ask::Statement {
-            command: Command::of(b"select"),
+            command: "select",
             text: b"SELECT 1",
         };
         assert!(e.judge(&up("pg"), select, 1, 2, 0, 0).is_none());
@@ -474,7 +482,7 @@ mod tests {
         // `applyTo: new` statement rules spare sessions opened before their episode.
         let mut later = rule("later", "pg");
         later.apply_to = ApplyTo::New;
-        later.matcher.commands = vec![Command::of(b"select")];
+        later.matcher.commands = vec!["select"];
         later.kind = FaultKind::Abort(crate::fault::abort::Abort);
         let mut e = Engine::default();
         e.load(vec![later], 0, 0);

@@ -1,10 +1,12 @@
 //! `error: {"sqlstate": "40001", "message": "could not serialize access", "fatal": false}` —
-//! answer with a real protocol error instead of the server's answer (PostgreSQL sessions only:
-//! the rule needs `match.protocol: "postgres"`).
+//! answer with a real protocol error instead of the server's answer. The rule needs
+//! `match.protocol` (the error is written in that protocol): `"postgres"` or `"redis"`.
 //!
-//! - `sqlstate` (required): five characters of `[0-9A-Z]`; its first two (the class) become
-//!   the `code` label of the errors metric.
+//! - `sqlstate`: five characters of `[0-9A-Z]`; its first two (the class) become the `code`
+//!   label of the errors metric. Required for PostgreSQL, refused for Redis.
 //! - `message` (required): 1 to 512 printable characters (no line breaks or other controls).
+//!   For Redis the whole error line (`READONLY You can't write against a read only
+//!   replica.`): its first word is the error's code.
 //! - `fatal` (default false): severity `FATAL`, and the connection is closed after it.
 //!
 //! On a statement rule (`match.commands` / `match.queryContains`) a matching statement does not
@@ -34,25 +36,23 @@ impl Kind for Error {
     type State = State;
 
     fn parse(params: &Fields<'_>) -> Result<Error, ConfigError> {
-        let Some(code) = params.str("sqlstate")? else {
-            return Err(ConfigError::new(params.path("sqlstate"), "missing"));
-        };
-        let code: [u8; 5] = match <[u8; 5]>::try_from(code.as_bytes()) {
-            Ok(c)
-                if c.iter()
-                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) =>
-            {
-                c
-            }
-            _ => {
-                return Err(ConfigError::new(
+        let code = match params.str("sqlstate")? {
+            None => None,
+            Some(code) => match <[u8; 5]>::try_from(code.as_bytes()) {
+                Ok(c)
+                    if c.iter()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) =>
+                {
+                    Some(c)
+                }
+                _ => return Err(ConfigError::new(
                     params.path("sqlstate"),
                     format!(
                         "{} is not a SQLSTATE (five characters of 0-9 and A-Z, as in \"40001\")",
                         quote(code)
                     ),
-                ))
-            }
+                )),
+            },
         };
         let Some(message) = params.str("message")? else {
             return Err(ConfigError::new(params.path("message"), "missing"));
@@ -140,7 +140,7 @@ mod tests {
         let FaultKind::Error(e) = k else {
             panic!("{k:?}")
         };
-        assert_eq!(&e.reply.code, b"40001");
+        assert_eq!(e.reply.code, Some(*b"40001"));
         assert!(!e.reply.fatal);
         for (kind, want) in [
             (

@@ -4,7 +4,8 @@
 
 use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
-use crate::protocol::postgres::sql::{Command, COMMANDS};
+use crate::protocol::postgres::sql::COMMANDS as SQL_COMMANDS;
+use crate::protocol::redis::commands::COMMANDS as REDIS_COMMANDS;
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,15 +81,34 @@ impl HostPattern {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireProtocol {
     Postgres,
+    Redis,
 }
 
 impl WireProtocol {
-    pub const NAMES: &'static [&'static str] = &["postgres"];
+    pub const NAMES: &'static [&'static str] = &["postgres", "redis"];
 
     pub fn name(self) -> &'static str {
         match self {
             WireProtocol::Postgres => "postgres",
+            WireProtocol::Redis => "redis",
         }
+    }
+
+    fn parse(name: &str) -> Option<WireProtocol> {
+        match name {
+            "postgres" => Some(WireProtocol::Postgres),
+            "redis" => Some(WireProtocol::Redis),
+            _ => None,
+        }
+    }
+
+    /// The `command` label value `word` names in this protocol (case-insensitive).
+    fn command(self, word: &str) -> Option<&'static str> {
+        let list: &[&'static str] = match self {
+            WireProtocol::Postgres => &SQL_COMMANDS,
+            WireProtocol::Redis => &REDIS_COMMANDS,
+        };
+        list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))
     }
 }
 
@@ -105,8 +125,8 @@ pub struct Match {
     pub clusters: Vec<String>,
     pub ports: Vec<u16>,
     pub protocol: Option<WireProtocol>,
-    /// First keywords (empty: any).
-    pub commands: Vec<Command>,
+    /// `command` label values: SQL first keywords, Redis command names (empty: any).
+    pub commands: Vec<&'static str>,
     /// Lowercased substrings, one of which the statement must contain (empty: any).
     pub query_contains: Vec<String>,
 }
@@ -129,8 +149,8 @@ impl Match {
     /// Whether a statement (its command and the start of its text) is one the rule names: its
     /// command is listed (when `commands` is given) and it contains one of the substrings
     /// (when `queryContains` is given), ignoring ASCII case.
-    pub fn statement(&self, command: Command, text: &[u8]) -> bool {
-        (self.commands.is_empty() || self.commands.contains(&command))
+    pub fn statement(&self, command: &str, text: &[u8]) -> bool {
+        (self.commands.is_empty() || self.commands.iter().any(|c| *c == command))
             && (self.query_contains.is_empty()
                 || self
                     .query_contains
@@ -201,7 +221,9 @@ impl Match {
         let err = |path: &str, message: String| Err(ConfigError::new(path, message));
         match raw.str("protocol")? {
             None => {}
-            Some("postgres") => self.protocol = Some(WireProtocol::Postgres),
+            Some(name) if WireProtocol::parse(name).is_some() => {
+                self.protocol = WireProtocol::parse(name);
+            }
             Some(other) => {
                 let mut message = format!("{} is not a protocol dbfault reads (", quote(other));
                 push_list(&mut message, WireProtocol::NAMES);
@@ -219,18 +241,35 @@ impl Match {
             for (j, command) in commands.iter().enumerate() {
                 let at = format!("{}[{j}]", raw.path("commands"));
                 let word = as_str(command, &at)?;
-                let known = COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(word));
-                if !known {
+                let found = match self.protocol {
+                    Some(p) => p.command(word),
+                    None => WireProtocol::Postgres
+                        .command(word)
+                        .or_else(|| WireProtocol::Redis.command(word)),
+                };
+                let Some(command) = found else {
+                    let known = match self.protocol {
+                        Some(WireProtocol::Redis) => format!(
+                            "a Redis command name: get, set, hset, lpush... the {} values of the `command` label for Redis",
+                            REDIS_COMMANDS.len()
+                        ),
+                        _ => format!(
+                            "one keyword, the first of a statement: select, insert, update, delete, merge, begin, commit, copy... the {} values of the `command` label",
+                            SQL_COMMANDS.len()
+                        ),
+                    };
                     return err(
                         &at,
                         format!(
-                            "{} is not a SQL command dbfault recognises (one keyword, the first of a statement: select, insert, update, delete, merge, begin, commit, copy... the {} values of the `command` label)",
+                            "{} is not a {} command dbfault recognises ({known})",
                             quote(word),
-                            COMMANDS.len()
+                            match self.protocol {
+                                Some(WireProtocol::Redis) => "Redis",
+                                _ => "SQL",
+                            }
                         ),
                     );
-                }
-                let command = Command::of(word.as_bytes());
+                };
                 if !self.commands.contains(&command) {
                     self.commands.push(command);
                 }

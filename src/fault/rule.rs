@@ -2,7 +2,7 @@
 //! object (`abort`, `delay`...) is parsed by the kind's own module through the registry in
 //! [`crate::fault`]; `match` by [`crate::fault::matching`].
 
-use super::matching::Match;
+use super::matching::{Match, WireProtocol};
 use super::{FaultKind, KIND_KEYS};
 use crate::config::fields::{number_text, push_list, Fields};
 use crate::config::{quote, ConfigError};
@@ -152,12 +152,27 @@ fn check_protocol_kind(
     kind: &FaultKind,
 ) -> Result<(), ConfigError> {
     let key = raw.path(kind.name());
-    if let FaultKind::Error(_) = kind {
-        if matcher.protocol.is_none() {
-            return err(
-                &key,
-                "needs match.protocol \"postgres\" (the error is written in the session's protocol)",
-            );
+    if let FaultKind::Error(e) = kind {
+        match matcher.protocol {
+            None => {
+                return err(
+                    &key,
+                    "needs match.protocol \"postgres\" or \"redis\" (the error is written in the session's protocol)",
+                )
+            }
+            Some(WireProtocol::Postgres) if e.reply.code.is_none() => {
+                return err(
+                    &format!("{key}.sqlstate"),
+                    "missing (a PostgreSQL error has a SQLSTATE, as in \"40001\")",
+                )
+            }
+            Some(WireProtocol::Redis) if e.reply.code.is_some() => {
+                return err(
+                    &format!("{key}.sqlstate"),
+                    "not for Redis (a Redis error's code is the message's first word, as in \"READONLY You can't write against a read only replica.\")",
+                )
+            }
+            _ => {}
         }
     }
     if matcher.is_statement_rule() {
@@ -382,11 +397,10 @@ pub(crate) mod tests {
         assert_eq!(r[0].matcher.commands.len(), 2);
         assert!(r[1].is_protocol_rule() && !r[1].matcher.is_statement_rule());
         assert!(r[2].is_protocol_rule() && r[3].is_protocol_rule());
-        use crate::protocol::postgres::sql::Command;
         let m = &r[0].matcher;
-        assert!(m.statement(Command::of(b"insert"), b"INSERT INTO PLANTS VALUES (1)"));
-        assert!(!m.statement(Command::of(b"select"), b"SELECT * FROM plants"));
-        assert!(!m.statement(Command::of(b"insert"), b"INSERT INTO trees VALUES (1)"));
+        assert!(m.statement("insert", b"INSERT INTO PLANTS VALUES (1)"));
+        assert!(!m.statement("select", b"SELECT * FROM plants"));
+        assert!(!m.statement("insert", b"INSERT INTO trees VALUES (1)"));
 
         let pg = r#""match": {"hosts": ["pg"], "protocol": "postgres""#;
         let e = r#""error": {"sqlstate": "40001", "message": "x"}"#;
@@ -399,7 +413,7 @@ pub(crate) mod tests {
                 format!(
                     r#"{{"faults": [{{"name": "x", "match": {{"hosts": ["pg"], "protocol": "mysql"}}, {e}}}]}}"#
                 ),
-                r#"faults[0].match.protocol: "mysql" is not a protocol dbfault reads (postgres)"#,
+                r#"faults[0].match.protocol: "mysql" is not a protocol dbfault reads (postgres, redis)"#,
             ),
             (
                 format!(r#"{{"faults": [{{"name": "x", {pg}, "commands": "INSERT"}}, {e}}}]}}"#),

@@ -1,10 +1,11 @@
 use super::watch::Watch;
 use super::{with_vm, Entry};
 use crate::fault::connection::Connection;
-use crate::fault::matching::{UpstreamInfo, WireProtocol};
+use crate::fault::matching::UpstreamInfo;
 use crate::fault::{Close, Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::Traffic;
+use crate::protocol::Protocol;
 use crate::schedule::mix;
 use crate::upstream::{self, ConnectionFacts};
 use log::debug;
@@ -98,11 +99,7 @@ impl Stream {
                 .map(str::to_ascii_lowercase),
             cluster: cluster.clone(),
             port: upstream::port(facts, upstream_address.as_deref()),
-            protocol: self
-                .first_chunk
-                .as_deref()
-                .filter(|c| crate::protocol::postgres::opens_connection(c))
-                .map(|_| WireProtocol::Postgres),
+            protocol: self.first_chunk.as_deref().and_then(crate::protocol::sniff),
         };
         debug!(
             "dbfault: connection {} to {label} (cluster {}, sni {})",
@@ -124,13 +121,23 @@ impl Stream {
                 .as_ref()
                 .map_or_else(Rc::default, |s| Rc::clone(&s.traffic));
             let counting = metrics.enabled && metrics.requests;
-            let watch = (counting || vm.engine.has_protocol_rules(&info)).then(|| {
-                Box::new(Watch::new(
-                    counting,
-                    vm.engine.judging(&info),
-                    vm.engine.last_episode(),
-                ))
-            });
+            let watch = match info.protocol {
+                Some(wire) if counting || vm.engine.has_protocol_rules(&info) => {
+                    Some(Box::new(Watch::new(
+                        wire,
+                        counting,
+                        vm.engine.judging(&info),
+                        vm.engine.last_episode(),
+                    )))
+                }
+                _ => {
+                    // Not a protocol dbfault reads (or it spoke first from the server).
+                    if let (true, Some(stats)) = (counting, stats.as_ref()) {
+                        stats.requests.session(Protocol::Unknown);
+                    }
+                    None
+                }
+            };
             let mut entry = Entry {
                 conn: Connection::new(seed, now, traffic),
                 upstream: info,

@@ -7,18 +7,20 @@
 use super::with_vm;
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
+use crate::fault::matching::WireProtocol;
 use crate::fault::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
 use crate::metrics::ConnectionStats;
-use crate::protocol::postgres::session::{Event, Kind, Session};
-use crate::protocol::{passing, Act, Ask, Verdict};
+use crate::protocol::{passing, Act, Ask, Event, Session, Verdict};
 use crate::schedule::mix;
 use log::debug;
 
 /// One connection whose protocol is read.
 pub struct Watch {
     session: Session,
+    /// The `protocol` label of its requests.
+    protocol: Protocol,
     /// Client → database bytes at the front of Envoy's buffer already read: a held (paused)
     /// stream presents them again with the next event.
     seen_held: usize,
@@ -32,24 +34,17 @@ pub struct Watch {
     draws: u64,
 }
 
-fn protocol(kind: Kind) -> Protocol {
-    match kind {
-        // A cancel request is PostgreSQL too, though not a session.
-        Kind::Postgres | Kind::Cancel => Protocol::Postgres,
-        Kind::PostgresTls => Protocol::PostgresTls,
-        Kind::Unknown => Protocol::Unknown,
-    }
-}
-
-fn count(event: Event, counts: Option<&RequestCounts>) {
+fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
     let Some(counts) = counts else {
         return;
     };
     match event {
-        Event::Recognized(kind) => counts.session(protocol(kind)),
-        Event::Request(command) => counts.request(command),
-        Event::Answered { nanos, .. } => counts.duration(&mut HostMetrics, nanos / 1_000),
-        Event::Error(class) => counts.error(class),
+        Event::Recognized(p) => counts.session(p),
+        Event::Request(command) => counts.request(protocol, command),
+        Event::Answered { nanos, .. } => {
+            counts.duration(&mut HostMetrics, protocol, nanos / 1_000);
+        }
+        Event::Error(code) => counts.error(protocol, code),
     }
 }
 
@@ -61,9 +56,13 @@ pub struct Rewritten {
 }
 
 impl Watch {
-    pub fn new(counting: bool, judging: bool, opened_in: u64) -> Watch {
+    pub fn new(wire: WireProtocol, counting: bool, judging: bool, opened_in: u64) -> Watch {
         Watch {
-            session: Session::new(),
+            session: Session::new(wire),
+            protocol: match wire {
+                WireProtocol::Postgres => Protocol::Postgres,
+                WireProtocol::Redis => Protocol::Redis,
+            },
             seen_held: 0,
             counting,
             judging,
@@ -100,7 +99,8 @@ impl Watch {
             // The clock is read at most once per event, and only if a statement starts or ends.
             let mut time = None;
             let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
-            let mut event = |e| count(e, counts);
+            let protocol = self.protocol;
+            let mut event = |e| count(e, protocol, counts);
             let skip = self.session.skippable(dir).min(len);
             self.session.skip(dir, skip, now, &mut event);
             if skip < len {
@@ -148,6 +148,7 @@ impl Watch {
         let judging = dir == Direction::ToDatabase && self.judging && conn.statements_may_act();
         let (seed, opened_in) = (conn.seed(), self.opened_in);
         let draws = &mut self.draws;
+        let protocol = self.protocol;
         let mut judge = |ask: Ask<'_>| -> Option<Act> {
             *draws += 1;
             judge(ask, up, stats, seed, mix(seed ^ mix(*draws)), opened_in)
@@ -156,7 +157,7 @@ impl Watch {
             dir,
             &fresh,
             now,
-            &mut |e| count(e, counts),
+            &mut |e| count(e, protocol, counts),
             judging.then_some(&mut judge as &mut _),
         );
         let size = match &verdict.replace {
@@ -180,9 +181,9 @@ impl Watch {
         self.seen_held = 0;
     }
 
-    /// The connection ended: one never recognised (no byte from the client) is `unknown`.
+    /// The connection ended: one never recognised is `unknown`.
     pub fn finish(&self, stats: Option<&ConnectionStats>) {
-        if self.session.kind().is_none() && self.counting {
+        if !self.session.recognized() && self.counting {
             if let Some(s) = stats {
                 s.requests.session(Protocol::Unknown);
             }
@@ -208,7 +209,7 @@ fn judge(
             "dbfault: {} to {}: fault {}{}",
             match ask {
                 Ask::Startup => "session start",
-                Ask::Statement { command, .. } => command.name(),
+                Ask::Statement { command, .. } => command,
             },
             up.host,
             &*slot.name,

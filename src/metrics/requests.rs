@@ -1,16 +1,16 @@
-//! Request telemetry per upstream: connections by recognised protocol, statements by command,
-//! errors by SQLSTATE class, statement durations.
+//! Request telemetry per upstream: connections by recognised protocol, requests by protocol
+//! and command, errors by protocol and code, request durations.
 //!
-//! Connections count into [`RequestCounts`] in memory (a `Cell` add, no host call); the
-//! counters reach Envoy once per interval with the byte counters ([`RequestSeries::flush`]),
-//! each series defined the first time it has something to report. Durations are histogram
-//! samples and go to Envoy as they happen (a histogram cannot be batched by sum).
+//! Connections count into [`RequestCounts`] in memory (no host call); the counters reach Envoy
+//! once per interval with the byte counters ([`RequestSeries::flush`]), each series defined the
+//! first time it has something to report. Durations are histogram samples and go to Envoy as
+//! they happen (a histogram cannot be batched by sum).
 //!
-//! Cardinality per upstream: the protocols, the fixed command list plus `other`, and SQLSTATE
-//! classes (two characters of `[0-9A-Z]`; anything else counts as `XX`).
+//! Cardinality per upstream: the protocols, each protocol's fixed command list plus `other`,
+//! and error codes (SQLSTATE classes, two characters of `[0-9A-Z]`, anything else `XX`; Redis
+//! error words from a fixed list, anything else `other`).
 
 use super::{add_nonzero, saturating_i64, tagged, MetricId, MetricKind, MetricSink};
-use crate::protocol::postgres::sql::{Command, COMMANDS};
 use std::cell::{Cell, RefCell};
 
 pub const UPSTREAM_SESSIONS_TOTAL: &str = "dbfault_upstream_sessions_total";
@@ -18,45 +18,24 @@ pub const UPSTREAM_REQUESTS_TOTAL: &str = "dbfault_upstream_requests_total";
 pub const UPSTREAM_REQUEST_ERRORS_TOTAL: &str = "dbfault_upstream_request_errors_total";
 pub const UPSTREAM_REQUEST_DURATION_US: &str = "dbfault_upstream_request_duration_us";
 
-/// The `protocol` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Postgres,
-    /// PostgreSQL whose client and server agreed to encrypt: L4 only.
-    PostgresTls,
-    /// Anything not recognised.
-    Unknown,
+use crate::protocol::PROTOCOLS;
+pub use crate::protocol::{Code, Protocol};
+
+fn same(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
-
-impl Protocol {
-    const ALL: [Protocol; 3] = [Protocol::Postgres, Protocol::PostgresTls, Protocol::Unknown];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Postgres => "postgres",
-            Protocol::PostgresTls => "postgres-tls",
-            Protocol::Unknown => "unknown",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-const COMMAND_SLOTS: usize = COMMANDS.len() + 1;
 
 /// What one upstream's connections counted since the VM started (monotonic).
 #[derive(Debug)]
 pub struct RequestCounts {
-    /// The upstream label (for defining the duration histogram from a connection).
+    /// The upstream label (for defining duration histograms from a connection).
     upstream: String,
-    sessions: [Cell<u64>; 3],
-    /// Statements by command; PostgreSQL is the only protocol with statements so far.
-    requests: [Cell<u64>; COMMAND_SLOTS],
-    errors: RefCell<Vec<([u8; 2], u64)>>,
-    /// The duration histogram, once defined (`Some(None)`: Envoy refused it).
-    duration: Cell<Option<Option<MetricId>>>,
+    sessions: [Cell<u64>; PROTOCOLS],
+    /// Requests by protocol and command (the commands seen so far: a handful per upstream).
+    requests: RefCell<Vec<(Protocol, &'static str, u64)>>,
+    errors: RefCell<Vec<(Protocol, Code, u64)>>,
+    /// Duration histograms by protocol, once defined (`None`: Envoy refused it).
+    durations: RefCell<Vec<(Protocol, Option<MetricId>)>>,
 }
 
 impl RequestCounts {
@@ -64,62 +43,63 @@ impl RequestCounts {
         RequestCounts {
             upstream: upstream.to_owned(),
             sessions: Default::default(),
-            requests: std::array::from_fn(|_| Cell::new(0)),
+            requests: RefCell::default(),
             errors: RefCell::default(),
-            duration: Cell::new(None),
+            durations: RefCell::default(),
         }
     }
-}
 
-fn bump(cell: Option<&Cell<u64>>) {
-    if let Some(cell) = cell {
-        cell.set(cell.get().wrapping_add(1));
-    }
-}
-
-impl RequestCounts {
     pub fn session(&self, protocol: Protocol) {
-        bump(self.sessions.get(protocol.index()));
+        if let Some(cell) = self.sessions.get(protocol.index()) {
+            cell.set(cell.get().wrapping_add(1));
+        }
     }
 
-    pub fn request(&self, command: Command) {
-        bump(self.requests.get(command.index()));
-    }
-
-    /// An ErrorResponse with this SQLSTATE class.
-    pub fn error(&self, class: [u8; 2]) {
-        let class = if class
-            .iter()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-        {
-            class
-        } else {
-            *b"XX"
+    /// A request of `command` (the `command` label value).
+    pub fn request(&self, protocol: Protocol, command: &'static str) {
+        let Ok(mut requests) = self.requests.try_borrow_mut() else {
+            return;
         };
+        match requests
+            .iter_mut()
+            .find(|(p, c, _)| *p == protocol && same(c, command))
+        {
+            Some((_, _, n)) => *n += 1,
+            None => requests.push((protocol, command, 1)),
+        }
+    }
+
+    /// An error the client received.
+    pub fn error(&self, protocol: Protocol, code: Code) {
         let Ok(mut errors) = self.errors.try_borrow_mut() else {
             return;
         };
-        match errors.iter_mut().find(|(c, _)| *c == class) {
-            Some((_, n)) => *n += 1,
-            None => errors.push((class, 1)),
+        match errors
+            .iter_mut()
+            .find(|(p, c, _)| *p == protocol && *c == code)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => errors.push((protocol, code, 1)),
         }
     }
 
-    /// A statement's duration, recorded at once on the upstream's histogram.
-    pub fn duration(&self, sink: &mut dyn MetricSink, micros: u64) {
-        let upstream = self.upstream.as_str();
-        let id = match self.duration.get() {
-            Some(id) => id,
+    /// A request's duration, recorded at once on the upstream's histogram for `protocol`.
+    pub fn duration(&self, sink: &mut dyn MetricSink, protocol: Protocol, micros: u64) {
+        let Ok(mut durations) = self.durations.try_borrow_mut() else {
+            return;
+        };
+        let id = match durations.iter().find(|(p, _)| *p == protocol) {
+            Some((_, id)) => *id,
             None => {
                 let name = tagged(
                     UPSTREAM_REQUEST_DURATION_US,
                     &[
-                        ("upstream", upstream),
-                        ("protocol", Protocol::Postgres.label()),
+                        ("upstream", self.upstream.as_str()),
+                        ("protocol", protocol.label()),
                     ],
                 );
                 let id = sink.define(MetricKind::Histogram, &name);
-                self.duration.set(Some(id));
+                durations.push((protocol, id));
                 id
             }
         };
@@ -153,21 +133,11 @@ impl Series {
 }
 
 /// One upstream's request counter series in Envoy.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RequestSeries {
-    sessions: [Series; 3],
-    requests: [Series; COMMAND_SLOTS],
-    errors: Vec<([u8; 2], Series)>,
-}
-
-impl Default for RequestSeries {
-    fn default() -> Self {
-        RequestSeries {
-            sessions: [Series::default(); 3],
-            requests: [Series::default(); COMMAND_SLOTS],
-            errors: Vec::new(),
-        }
-    }
+    sessions: [Series; PROTOCOLS],
+    requests: Vec<(Protocol, &'static str, Series)>,
+    errors: Vec<(Protocol, Code, Series)>,
 }
 
 impl RequestSeries {
@@ -185,38 +155,56 @@ impl RequestSeries {
                 )
             });
         }
-        for (i, (series, count)) in self.requests.iter_mut().zip(&counts.requests).enumerate() {
-            series.flush(sink, count.get(), || {
-                tagged(
-                    UPSTREAM_REQUESTS_TOTAL,
-                    &[
-                        ("upstream", upstream),
-                        ("protocol", Protocol::Postgres.label()),
-                        ("command", COMMANDS.get(i).copied().unwrap_or("other")),
-                    ],
-                )
-            });
+        if let Ok(requests) = counts.requests.try_borrow() {
+            for &(protocol, command, total) in requests.iter() {
+                let at = match self
+                    .requests
+                    .iter()
+                    .position(|(p, c, _)| *p == protocol && same(c, command))
+                {
+                    Some(at) => at,
+                    None => {
+                        self.requests.push((protocol, command, Series::default()));
+                        self.requests.len() - 1
+                    }
+                };
+                if let Some((_, _, series)) = self.requests.get_mut(at) {
+                    series.flush(sink, total, || {
+                        tagged(
+                            UPSTREAM_REQUESTS_TOTAL,
+                            &[
+                                ("upstream", upstream),
+                                ("protocol", protocol.label()),
+                                ("command", command),
+                            ],
+                        )
+                    });
+                }
+            }
         }
         let Ok(errors) = counts.errors.try_borrow() else {
             return;
         };
-        for &(class, total) in errors.iter() {
-            let at = match self.errors.iter().position(|(c, _)| *c == class) {
+        for &(protocol, code, total) in errors.iter() {
+            let at = match self
+                .errors
+                .iter()
+                .position(|(p, c, _)| *p == protocol && *c == code)
+            {
                 Some(at) => at,
                 None => {
-                    self.errors.push((class, Series::default()));
+                    self.errors.push((protocol, code, Series::default()));
                     self.errors.len() - 1
                 }
             };
-            if let Some((_, series)) = self.errors.get_mut(at) {
-                let code = std::str::from_utf8(&class).unwrap_or("XX");
+            if let Some((_, _, series)) = self.errors.get_mut(at) {
                 series.flush(sink, total, || {
                     tagged(
                         UPSTREAM_REQUEST_ERRORS_TOTAL,
                         &[
                             ("upstream", upstream),
-                            ("protocol", Protocol::Postgres.label()),
-                            ("code", code),
+                            ("protocol", protocol.label()),
+                            ("code", code.label()),
                         ],
                     )
                 });
@@ -229,6 +217,7 @@ impl RequestSeries {
 mod tests {
     use super::*;
     use crate::metrics::fake_sink::RecordingSink;
+    use crate::protocol::postgres::sql::Command;
 
     #[test]
     fn counts_reach_envoy_at_the_flush_and_series_appear_when_used() {
@@ -241,13 +230,16 @@ mod tests {
             "nothing to report, nothing defined"
         );
         counts.session(Protocol::Postgres);
-        counts.request(Command::of(b"SELECT 1"));
-        counts.request(Command::of(b"select 2"));
-        counts.request(Command::of(b"frobnicate"));
-        counts.error(*b"40");
-        counts.error(*b"4\0");
-        counts.duration(&mut sink, 1500);
-        counts.duration(&mut sink, 700);
+        let pg = Protocol::Postgres;
+        counts.request(pg, Command::of(b"SELECT 1").name());
+        counts.request(pg, Command::of(b"select 2").name());
+        counts.request(pg, Command::of(b"frobnicate").name());
+        counts.error(pg, Code::class(*b"40"));
+        counts.error(pg, Code::class(*b"4\0"));
+        counts.duration(&mut sink, pg, 1500);
+        counts.duration(&mut sink, pg, 700);
+        counts.request(Protocol::Redis, "get");
+        counts.error(Protocol::Redis, Code::Word("READONLY"));
         series.flush(&mut sink, &counts);
         fn value(sink: &RecordingSink, tags: &[(&str, &str)], name: &str) -> Option<i64> {
             sink.value(&tagged(name, tags))
@@ -291,12 +283,29 @@ mod tests {
             Some(2),
             "two samples"
         );
+        let redis = [("upstream", "pg"), ("protocol", "redis")];
+        assert_eq!(
+            value(
+                &sink,
+                &[redis[0], redis[1], ("command", "get")],
+                UPSTREAM_REQUESTS_TOTAL
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            value(
+                &sink,
+                &[redis[0], redis[1], ("code", "READONLY")],
+                UPSTREAM_REQUEST_ERRORS_TOTAL
+            ),
+            Some(1)
+        );
         let defined = sink.series().len();
         // A second flush with nothing new makes no host call and defines nothing.
         let calls = sink.calls;
         series.flush(&mut sink, &counts);
         assert_eq!((sink.calls, sink.series().len()), (calls, defined));
-        counts.request(Command::of(b"SELECT 3"));
+        counts.request(Protocol::Postgres, Command::of(b"SELECT 3").name());
         series.flush(&mut sink, &counts);
         assert_eq!(
             value(

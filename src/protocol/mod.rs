@@ -1,7 +1,9 @@
 //! Database wire protocols, read as they pass: pure, incremental, bounded in memory.
 
 pub mod postgres;
+pub mod redis;
 
+use crate::fault::matching::WireProtocol;
 use crate::fault::{Close, Direction, Effect};
 use std::ops::Range;
 use std::rc::Rc;
@@ -9,11 +11,95 @@ use std::rc::Rc;
 /// An error a rule answers with, in the protocol's own terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
-    /// The SQLSTATE (five characters of `[0-9A-Z]`).
-    pub code: [u8; 5],
+    /// The SQLSTATE (five characters of `[0-9A-Z]`); Redis errors have none (their code is
+    /// the message's first word).
+    pub code: Option<[u8; 5]>,
     pub message: Rc<str>,
     /// The session ends with it (PostgreSQL: severity `FATAL`, then the connection closes).
     pub fatal: bool,
+}
+
+/// The `protocol` label: what a connection turned out to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Postgres,
+    /// PostgreSQL whose client and server agreed to encrypt: L4 only.
+    PostgresTls,
+    Redis,
+    /// Anything not recognised.
+    Unknown,
+}
+
+pub const PROTOCOLS: usize = 4;
+
+impl Protocol {
+    pub const ALL: [Protocol; PROTOCOLS] = [
+        Protocol::Postgres,
+        Protocol::PostgresTls,
+        Protocol::Redis,
+        Protocol::Unknown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::PostgresTls => "postgres-tls",
+            Protocol::Redis => "redis",
+            Protocol::Unknown => "unknown",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `code` label of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// A SQLSTATE's class (its first two characters).
+    Class([u8; 2]),
+    /// A word from a protocol's fixed list (Redis: `ERR`, `READONLY`...), or `other`.
+    Word(&'static str),
+}
+
+impl Code {
+    /// A SQLSTATE class, `XX` unless it is two characters of `[0-9A-Z]`.
+    pub fn class(class: [u8; 2]) -> Code {
+        if class
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        {
+            Code::Class(class)
+        } else {
+            Code::Class(*b"XX")
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Code::Class(c) => std::str::from_utf8(c).unwrap_or("XX"),
+            Code::Word(w) => w,
+        }
+    }
+}
+
+/// What a session reports, as it happens, whatever its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The connection's protocol, once known (once per connection).
+    Recognized(Protocol),
+    /// The client issued a request (a statement, a command): its `command` label.
+    Request(&'static str),
+    /// A request's answer ended: its command, nanoseconds since it was issued, and whether
+    /// it was an error.
+    Answered {
+        command: &'static str,
+        nanos: u64,
+        failed: bool,
+    },
+    /// The client received an error.
+    Error(Code),
 }
 
 /// What a rule is asked about.
@@ -21,10 +107,10 @@ pub struct ErrorReply {
 pub enum Ask<'a> {
     /// A new session is starting (its startup message is about to reach the server).
     Startup,
-    /// The client issued a statement: its command and its text (the first
-    /// [`postgres::CAPTURE_LIMIT`] bytes at most).
+    /// The client issued a statement or command: its `command` label value and its text
+    /// (the first 4 KiB at most; for Redis the name and arguments joined by single spaces).
     Statement {
-        command: postgres::sql::Command,
+        command: &'static str,
         text: &'a [u8],
     },
 }
@@ -55,6 +141,124 @@ pub struct Verdict {
     pub close: Option<Close>,
 }
 
+/// The protocol a client's first bytes open, if dbfault reads it: a PostgreSQL opening
+/// message, or a Redis command (an array of bulk strings, or an inline command naming a real
+/// Redis command — not an HTTP request line).
+pub fn sniff(first: &[u8]) -> Option<WireProtocol> {
+    if postgres::opens_connection(first) {
+        return Some(WireProtocol::Postgres);
+    }
+    match first {
+        [b'*', d, ..] if d.is_ascii_digit() => Some(WireProtocol::Redis),
+        _ => {
+            let line_end = first
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(first.len());
+            let line = first.get(..line_end).unwrap_or_default();
+            let word_end = line
+                .iter()
+                .position(|&b| b == b' ' || b == b'\r')
+                .unwrap_or(line.len());
+            let word = line.get(..word_end).unwrap_or_default();
+            let http = line.windows(5).any(|w| w == b"HTTP/");
+            (line_end < first.len() && !http && redis::session::command(word) != "other")
+                .then_some(WireProtocol::Redis)
+        }
+    }
+}
+
+/// One connection's session, in the protocol it speaks.
+#[derive(Debug)]
+pub enum Session {
+    Postgres(postgres::session::Session),
+    Redis(redis::session::Session),
+}
+
+impl Session {
+    pub fn new(protocol: WireProtocol) -> Session {
+        match protocol {
+            WireProtocol::Postgres => Session::Postgres(postgres::session::Session::new()),
+            WireProtocol::Redis => Session::Redis(redis::session::Session::new()),
+        }
+    }
+
+    /// Whether the session still reads bytes.
+    pub fn reading(&self) -> bool {
+        match self {
+            Session::Postgres(s) => s.reading(),
+            Session::Redis(s) => s.reading(),
+        }
+    }
+
+    /// Whether the connection's protocol was reported.
+    pub fn recognized(&self) -> bool {
+        match self {
+            Session::Postgres(s) => s.kind().is_some(),
+            Session::Redis(s) => s.recognized().is_some(),
+        }
+    }
+
+    /// Whether events in `dir` must be rewritten even when no rule may act on new requests.
+    pub fn rewriting(&self, dir: Direction) -> bool {
+        match self {
+            Session::Postgres(s) => s.rewriting(dir),
+            Session::Redis(s) => s.rewriting(dir),
+        }
+    }
+
+    /// How many of the next bytes in `dir` need not be read.
+    pub fn skippable(&self, dir: Direction) -> usize {
+        match self {
+            Session::Postgres(s) => s.skippable(dir),
+            Session::Redis(s) if !s.reading() => usize::MAX,
+            Session::Redis(_) => 0,
+        }
+    }
+
+    /// Passes over `n` bytes (at most [`Session::skippable`]).
+    pub fn skip(
+        &mut self,
+        dir: Direction,
+        n: usize,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) {
+        if let Session::Postgres(s) = self {
+            s.skip(dir, n, now, event);
+        }
+    }
+
+    /// Bytes of one data event in `dir`, read only.
+    pub fn on_data(
+        &mut self,
+        dir: Direction,
+        bytes: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) {
+        match self {
+            Session::Postgres(s) => s.on_data(dir, bytes, now, event),
+            Session::Redis(s) => s.on_data(dir, bytes, now, event),
+        }
+    }
+
+    /// Bytes of one data event in `dir`, read and rewritten (see each protocol's session).
+    pub fn rewrite(
+        &mut self,
+        dir: Direction,
+        chunk: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<&mut Judge<'_>>,
+    ) -> Verdict {
+        match self {
+            Session::Postgres(s) => s.rewrite(dir, chunk, now, event, judge),
+            Session::Redis(s) => s.rewrite(dir, chunk, now, event, judge),
+        }
+    }
+}
+
 /// The bytes of a data event of `size` (Envoy's whole buffer) that a protocol reader sees,
 /// given what happens to them: only bytes that reach the peer, each once. A held (paused)
 /// client stream presents its buffer again with the next event: `held_seen` is how much of
@@ -80,6 +284,51 @@ pub fn passing(
         (Direction::ToClient, _) => held_seen,
     };
     (start..end.max(start), held_seen)
+}
+
+/// The output of one rewritten event, built only once something changes.
+pub(crate) struct Output<'a> {
+    pub(crate) chunk: &'a [u8],
+    pub(crate) out: Option<Vec<u8>>,
+    /// The chunk's bytes before this are accounted for (in `out`, or unchanged while it is
+    /// `None`).
+    pub(crate) pos: usize,
+}
+
+impl Output<'_> {
+    pub(crate) fn out(&mut self) -> &mut Vec<u8> {
+        let (chunk, pos) = (self.chunk, self.pos);
+        self.out
+            .get_or_insert_with(|| chunk.get(..pos).unwrap_or_default().to_vec())
+    }
+
+    /// The chunk's bytes up to `to` pass.
+    pub(crate) fn copy_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if let Some(out) = self.out.as_mut() {
+            out.extend_from_slice(self.chunk.get(self.pos..to).unwrap_or_default());
+        }
+        self.pos = to;
+    }
+
+    /// The chunk's bytes up to `to` are discarded.
+    pub(crate) fn drop_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if to > self.pos {
+            self.out();
+            self.pos = to;
+        }
+    }
+
+    pub(crate) fn insert(&mut self, bytes: &[u8]) {
+        self.out().extend_from_slice(bytes);
+    }
+
+    pub(crate) fn finish(mut self) -> Option<Vec<u8>> {
+        let len = self.chunk.len();
+        self.copy_to(len);
+        self.out
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@
 use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
 use super::sql::{statements, Command};
 use crate::fault::{Close, Direction};
-use crate::protocol::{Act, Ask, ErrorReply, Judge, Verdict};
+pub use crate::protocol::Event;
+use crate::protocol::{Act, Ask, Code, ErrorReply, Judge, Output, Protocol, Verdict};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -55,24 +56,6 @@ pub enum Kind {
     Cancel,
     /// Not PostgreSQL (or not understood): nothing is read.
     Unknown,
-}
-
-/// What the session reports, as it happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// The connection's kind, once known (once per connection).
-    Recognized(Kind),
-    /// The client issued a statement.
-    Request(Command),
-    /// A statement's answer ended: its command, nanoseconds since its request, and whether
-    /// it was an error.
-    Answered {
-        command: Command,
-        nanos: u64,
-        failed: bool,
-    },
-    /// The client received an ErrorResponse; the first two characters of its SQLSTATE.
-    Error([u8; 2]),
 }
 
 /// An error to put in place of the one a replaced message provokes.
@@ -184,51 +167,6 @@ struct Splice {
     drop_left: u64,
     /// Nothing more reaches the peer in this direction.
     ended: bool,
-}
-
-/// The output of one rewritten event, built only once something changes.
-struct Output<'a> {
-    chunk: &'a [u8],
-    out: Option<Vec<u8>>,
-    /// The chunk's bytes before this are accounted for (in `out`, or unchanged while it is
-    /// `None`).
-    pos: usize,
-}
-
-impl Output<'_> {
-    fn out(&mut self) -> &mut Vec<u8> {
-        let (chunk, pos) = (self.chunk, self.pos);
-        self.out
-            .get_or_insert_with(|| chunk.get(..pos).unwrap_or_default().to_vec())
-    }
-
-    /// The chunk's bytes up to `to` pass.
-    fn copy_to(&mut self, to: usize) {
-        let to = to.min(self.chunk.len()).max(self.pos);
-        if let Some(out) = self.out.as_mut() {
-            out.extend_from_slice(self.chunk.get(self.pos..to).unwrap_or_default());
-        }
-        self.pos = to;
-    }
-
-    /// The chunk's bytes up to `to` are discarded.
-    fn drop_to(&mut self, to: usize) {
-        let to = to.min(self.chunk.len()).max(self.pos);
-        if to > self.pos {
-            self.out();
-            self.pos = to;
-        }
-    }
-
-    fn insert(&mut self, bytes: &[u8]) {
-        self.out().extend_from_slice(bytes);
-    }
-
-    fn finish(mut self) -> Option<Vec<u8>> {
-        let len = self.chunk.len();
-        self.copy_to(len);
-        self.out
-    }
 }
 
 /// One connection.
@@ -618,6 +556,11 @@ impl ServerAfter {
     }
 }
 
+/// A rule's SQLSTATE (validated to be there for PostgreSQL; `XX000`, internal error, if not).
+fn sqlstate_of(reply: &ErrorReply) -> [u8; 5] {
+    reply.code.unwrap_or(*b"XX000")
+}
+
 /// An ErrorResponse body: severity, SQLSTATE and message (the fields every client reads).
 fn error_response(reply: &ErrorReply) -> Vec<u8> {
     let severity: &[u8] = if reply.fatal { b"FATAL" } else { b"ERROR" };
@@ -626,7 +569,7 @@ fn error_response(reply: &ErrorReply) -> Vec<u8> {
     for (field, value) in [
         (b'S', severity),
         (b'V', severity),
-        (b'C', &reply.code[..]),
+        (b'C', &sqlstate_of(reply)[..]),
         (b'M', message),
     ] {
         body.push(field);
@@ -650,7 +593,7 @@ fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
 /// the injection in the server's log.
 fn provoking_name(reply: &ErrorReply) -> String {
     let mut name = "dbfault: injected ".to_owned();
-    name.push_str(std::str::from_utf8(&reply.code).unwrap_or("error"));
+    name.push_str(std::str::from_utf8(&sqlstate_of(reply)).unwrap_or("error"));
     name
 }
 
@@ -707,7 +650,12 @@ impl Tracker {
     fn recognize(&mut self, kind: Kind, event: &mut dyn FnMut(Event)) {
         if self.kind.is_none() || kind == Kind::PostgresTls {
             self.kind = Some(kind);
-            event(Event::Recognized(kind));
+            event(Event::Recognized(match kind {
+                // A cancel request is PostgreSQL too, though not a session.
+                Kind::Postgres | Kind::Cancel => Protocol::Postgres,
+                Kind::PostgresTls => Protocol::PostgresTls,
+                Kind::Unknown => Protocol::Unknown,
+            }));
         }
     }
 
@@ -787,7 +735,7 @@ impl Tracker {
         now: &mut Clock<'_>,
         event: &mut dyn FnMut(Event),
     ) -> bool {
-        event(Event::Request(command));
+        event(Event::Request(command.name()));
         if self.pending_count >= MAX_PENDING {
             return false;
         }
@@ -824,9 +772,12 @@ impl Tracker {
 
     /// What a rule does to a statement that awaits its answer (`None`: nothing).
     fn judge(judge: &mut Option<&mut Judge<'_>>, command: Command, text: &[u8]) -> Option<Act> {
-        judge
-            .as_deref_mut()
-            .and_then(|j| j(Ask::Statement { command, text }))
+        judge.as_deref_mut().and_then(|j| {
+            j(Ask::Statement {
+                command: command.name(),
+                text,
+            })
+        })
     }
 
     fn client_message(
@@ -968,9 +919,7 @@ impl Tracker {
                         if failed && (injected.reply.fatal || code == Some(&injected.provoked[..]))
                         {
                             let bytes = error_response(&injected.reply);
-                            class = injected
-                                .reply
-                                .code
+                            class = sqlstate_of(&injected.reply)
                                 .get(..2)
                                 .and_then(|c| <[u8; 2]>::try_from(c).ok());
                             edit = Some(if injected.reply.fatal {
@@ -982,7 +931,7 @@ impl Tracker {
                     }
                 }
                 if failed {
-                    event(Event::Error(class.unwrap_or(*b"XX")));
+                    event(Event::Error(Code::class(class.unwrap_or(*b"XX"))));
                 }
                 let group = self.groups.front_mut()?;
                 if group.failed {
@@ -991,7 +940,7 @@ impl Tracker {
                 if let Some(done) = group.pending.pop_front() {
                     self.pending_count -= 1;
                     event(Event::Answered {
-                        command: done.command,
+                        command: done.command.name(),
                         nanos: now().saturating_sub(done.since),
                         failed,
                     });
@@ -1058,7 +1007,7 @@ mod tests {
             s.on_data(*dir, bytes, &mut || t, &mut |e| {
                 out.push(match e {
                     Event::Recognized(k) => format!("{k:?}"),
-                    Event::Request(c) => format!("request {}", c.name()),
+                    Event::Request(c) => format!("request {c}"),
                     Event::Answered {
                         command,
                         nanos,
@@ -1066,10 +1015,10 @@ mod tests {
                     } => format!(
                         "{} {} {}ms",
                         if failed { "failed" } else { "done" },
-                        command.name(),
+                        command,
                         nanos / 1_000_000
                     ),
-                    Event::Error(c) => format!("error {}", String::from_utf8_lossy(&c)),
+                    Event::Error(c) => format!("error {}", c.label()),
                 })
             });
         }
@@ -1218,7 +1167,7 @@ mod tests {
         ] {
             s.on_data(dir, &bytes, &mut || 0, &mut |e| kinds.push(e));
         }
-        assert_eq!(kinds, [Event::Recognized(Kind::PostgresTls)]);
+        assert_eq!(kinds, [Event::Recognized(Protocol::PostgresTls)]);
         assert!(!s.reading());
         // Redis: unknown, nothing more is read.
         let mut s = Session::new();
@@ -1226,7 +1175,7 @@ mod tests {
         s.on_data(Up, b"*1\r\n$4\r\nPING\r\n", &mut || 0, &mut |e| {
             kinds.push(e)
         });
-        assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
+        assert_eq!(kinds, [Event::Recognized(Protocol::Unknown)]);
         assert!(!s.reading());
         // MySQL: the server speaks first.
         let mut s = Session::new();
@@ -1237,7 +1186,7 @@ mod tests {
             &mut || 0,
             &mut |e| kinds.push(e),
         );
-        assert_eq!(kinds, [Event::Recognized(Kind::Unknown)]);
+        assert_eq!(kinds, [Event::Recognized(Protocol::Unknown)]);
         assert!(!s.reading());
         assert_eq!(s.skippable(Up), usize::MAX);
     }
@@ -1274,7 +1223,7 @@ mod tests {
 
     fn reply(code: &str, fatal: bool) -> ErrorReply {
         ErrorReply {
-            code: code.as_bytes().try_into().unwrap(),
+            code: Some(code.as_bytes().try_into().unwrap()),
             message: "could not serialize access".into(),
             fatal,
         }
@@ -1312,16 +1261,12 @@ mod tests {
                     &mut || 0,
                     &mut |e| {
                         events.push(match e {
-                            Event::Request(c) => format!("request {}", c.name()),
-                            Event::Error(c) => format!("error {}", String::from_utf8_lossy(&c)),
+                            Event::Request(c) => format!("request {c}"),
+                            Event::Error(c) => format!("error {}", c.label()),
                             Event::Answered {
                                 command, failed, ..
                             } => {
-                                format!(
-                                    "{} {}",
-                                    if failed { "failed" } else { "done" },
-                                    command.name()
-                                )
+                                format!("{} {}", if failed { "failed" } else { "done" }, command)
                             }
                             Event::Recognized(k) => format!("{k:?}"),
                         })

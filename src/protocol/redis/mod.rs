@@ -1,0 +1,7 @@
+//! Redis, as it passes through the filter: [`resp`] frames the values of each direction,
+//! [`commands`] names commands, [`session`] pairs commands with replies (what gets counted and
+//! timed) and rewrites them for rules.
+
+pub mod commands;
+pub mod resp;
+pub mod session;

@@ -1,0 +1,830 @@
+//! One Redis connection's commands and their replies: what is counted (`requests`), timed
+//! (`duration`) and what failed (`errors`) — and, while rules act on commands, the rewriting
+//! that makes a command fail, wait or end the connection.
+//!
+//! Redis answers each command with one reply, in order, so pipelines pair by position. The
+//! exceptions are handled: out-of-band pushes (RESP3 `>`; RESP2 `message`/`pmessage`/`smessage`
+//! arrays once subscribed) are not replies; a `SUBSCRIBE a b` is confirmed once per channel;
+//! attributes (RESP3 `|`) precede a reply. `MULTI`/`EXEC` need nothing special: each queued
+//! command is answered `+QUEUED`, and `EXEC` by one array (errors inside it are counted).
+//!
+//! An injected error is Redis's own: the command is replaced by one Redis does not know
+//! (`dbfault-injected`), which it answers with an error without touching data — inside
+//! `MULTI` it also discards the transaction at `EXEC`, as a real error at queue time does —
+//! and that error is rewritten to the rule's (`-READONLY ...`). Only that provoked error is
+//! rewritten.
+//!
+//! Bounds: at most [`MAX_PENDING`] commands awaiting replies (a longer pipeline is counted but
+//! not timed, and rules do not act on it); while rules act, the start of one command (its
+//! first 4 KiB of text and their framing, or an inline command of up to 64 KiB) withheld until
+//! it is decided, and the start of one error reply while an injected error is awaited.
+
+use super::commands::COMMANDS;
+use super::resp::{Resp, Step};
+use crate::fault::{Close, Direction};
+use crate::protocol::{Act, Ask, Code, ErrorReply, Event, Judge, Output, Protocol, Verdict};
+use std::collections::VecDeque;
+
+pub const MAX_PENDING: usize = 1024;
+
+/// What replaces a command an error is injected into: a command Redis does not have.
+const PROVOKING: &[u8] = b"*1\r\n$16\r\ndbfault-injected\r\n";
+/// How Redis's answer to it is recognised.
+const PROVOKED_MARK: &[u8] = b"dbfault-injected";
+
+/// The error codes counted by name (the `code` label); others are `other`.
+pub const ERROR_CODES: [&str; 24] = [
+    "ASK",
+    "BUSY",
+    "BUSYGROUP",
+    "BUSYKEY",
+    "CLUSTERDOWN",
+    "CROSSSLOT",
+    "ERR",
+    "EXECABORT",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "MOVED",
+    "NOAUTH",
+    "NOGROUP",
+    "NOPERM",
+    "NOPROTO",
+    "NOREPLICAS",
+    "NOSCRIPT",
+    "OOM",
+    "READONLY",
+    "TRYAGAIN",
+    "UNBLOCKED",
+    "WRONGPASS",
+    "WRONGTYPE",
+];
+
+/// The `code` of an error line: its first word, if it is a known one.
+pub fn error_code(line: &[u8]) -> Code {
+    let word = line.split(|&b| b == b' ').next().unwrap_or_default();
+    Code::Word(
+        ERROR_CODES
+            .iter()
+            .copied()
+            .find(|c| c.as_bytes() == word)
+            .unwrap_or("other"),
+    )
+}
+
+/// The `command` label of a command name (case-insensitive), `other` if Redis has none such.
+pub fn command(name: &[u8]) -> &'static str {
+    let mut lower = [0u8; 32];
+    let Some(slot) = lower.get_mut(..name.len()) else {
+        return "other";
+    };
+    slot.copy_from_slice(name);
+    slot.make_ascii_lowercase();
+    COMMANDS
+        .binary_search_by(|c| c.as_bytes().cmp(slot))
+        .ok()
+        .and_then(|i| COMMANDS.get(i).copied())
+        .unwrap_or("other")
+}
+
+/// Pub/sub confirmations: the reply kinds of the subscribe family.
+const CONFIRMATIONS: [&[u8]; 6] = [
+    b"subscribe",
+    b"psubscribe",
+    b"ssubscribe",
+    b"unsubscribe",
+    b"punsubscribe",
+    b"sunsubscribe",
+];
+
+fn is_subscribe_family(command: &str) -> bool {
+    CONFIRMATIONS.iter().any(|c| c == &command.as_bytes())
+}
+
+#[derive(Debug)]
+struct Pending {
+    command: &'static str,
+    since: u64,
+    injected: Option<Box<ErrorReply>>,
+    /// Subscribe family: confirmations still expected, and whether the first came.
+    confirmations: u64,
+    answered: bool,
+}
+
+/// What becomes of a command or reply just read (when rules act).
+#[derive(Debug)]
+enum Edit {
+    Replace(Vec<u8>),
+    /// Replaced, and nothing after it reaches the peer.
+    ReplaceThenEnd(Vec<u8>),
+    /// Neither it nor anything after it reaches the peer.
+    End,
+}
+
+#[derive(Debug, Default)]
+struct Splice {
+    /// The start of an undecided command (or awaited error reply), withheld from the peer.
+    stash: Vec<u8>,
+    /// The rest of a replaced command is discarded until its end.
+    dropping: bool,
+    ended: bool,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Session {
+    client: Resp,
+    server: Resp,
+    track: Tracker,
+    splices: [Splice; 2],
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    recognized: Option<Protocol>,
+    pending: VecDeque<Pending>,
+    /// Subscriptions in force (from the last confirmation's count).
+    subscribed: i64,
+    injections: usize,
+}
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::ToDatabase => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            client: Resp::client(),
+            server: Resp::server(),
+            track: Tracker::default(),
+            splices: Default::default(),
+        }
+    }
+
+    pub fn reading(&self) -> bool {
+        self.client.reading() || self.server.reading()
+    }
+
+    pub fn recognized(&self) -> Option<Protocol> {
+        self.track.recognized
+    }
+
+    /// Whether events in `dir` must be rewritten even when no rule may act on new commands.
+    pub fn rewriting(&self, dir: Direction) -> bool {
+        let splice = self.splices.get(index(dir));
+        splice.is_some_and(|s| !s.stash.is_empty() || s.dropping || s.ended)
+            || (dir == Direction::ToClient && self.track.injections > 0)
+    }
+
+    /// Bytes of one data event in `dir`, read only.
+    pub fn on_data(
+        &mut self,
+        dir: Direction,
+        bytes: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) {
+        let Session {
+            client,
+            server,
+            track,
+            ..
+        } = self;
+        match dir {
+            Direction::ToDatabase => client.read(bytes, &mut |step| {
+                track.client_step(step, now, event, None);
+            }),
+            Direction::ToClient => server.read(bytes, &mut |step| {
+                track.server_step(step, now, event);
+            }),
+        }
+        self.after_read();
+    }
+
+    fn after_read(&mut self) {
+        if !self.client.reading() || !self.server.reading() {
+            self.client.stop();
+            self.server.stop();
+        }
+    }
+
+    /// Bytes of one data event in `dir`, read and rewritten as `judge` (asked for each new
+    /// command; `None` when no rule may act) and earlier decisions require.
+    pub fn rewrite(
+        &mut self,
+        dir: Direction,
+        chunk: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        mut judge: Option<&mut Judge<'_>>,
+    ) -> Verdict {
+        let Session {
+            client,
+            server,
+            track,
+            splices,
+        } = self;
+        let Some(splice) = splices.get_mut(index(dir)) else {
+            return Verdict::default();
+        };
+        if splice.ended {
+            return Verdict {
+                replace: Some(Vec::new()),
+                ..Verdict::default()
+            };
+        }
+        let reading = match dir {
+            Direction::ToDatabase => client.reading(),
+            Direction::ToClient => server.reading(),
+        };
+        let mut carry = std::mem::take(&mut splice.stash);
+        if !reading {
+            return Verdict {
+                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
+                ..Verdict::default()
+            };
+        }
+        let judging = judge.is_some();
+        let mut output = Output {
+            chunk,
+            out: None,
+            pos: 0,
+        };
+        let mut hold_until = None;
+        let mut closes = false;
+        let mut unreadable = false;
+        {
+            let splice = &mut *splice;
+            let output = &mut output;
+            let carry = &mut carry;
+            match dir {
+                Direction::ToDatabase => {
+                    if splice.dropping {
+                        // The rest of a replaced command: dropped up to its end.
+                        output.drop_to(0);
+                    }
+                    client.read(chunk, &mut |step| {
+                        if splice.ended {
+                            return;
+                        }
+                        match step {
+                            Step::Command { at, head, .. } => {
+                                let start = at as isize - head as isize;
+                                let mut rewrites = None;
+                                let edit = track.client_step(
+                                    step,
+                                    now,
+                                    event,
+                                    judge.as_deref_mut().map(|j| (j, &mut rewrites)),
+                                );
+                                if let Some(until) = rewrites {
+                                    hold_until =
+                                        Some(hold_until.map_or(until, |t: u64| t.max(until)));
+                                }
+                                let replaced = edit.is_some();
+                                closes |= matches!(edit, Some(Edit::End));
+                                place(output, carry, splice, edit, start, at);
+                                if replaced && !splice.ended {
+                                    splice.dropping = true;
+                                }
+                            }
+                            Step::CommandEnd { at } => {
+                                if splice.dropping {
+                                    output.drop_to(at);
+                                    splice.dropping = false;
+                                }
+                            }
+                            other => {
+                                unreadable |= matches!(other, Step::Unreadable);
+                                track.client_step(other, now, event, None);
+                                place(output, carry, splice, None, 0, 0);
+                            }
+                        }
+                    });
+                    if splice.dropping {
+                        output.drop_to(chunk.len());
+                    }
+                }
+                Direction::ToClient => {
+                    server.read(chunk, &mut |step| {
+                        if splice.ended {
+                            return;
+                        }
+                        let at_head = match &step {
+                            Step::Reply { at, head, .. } => Some((
+                                *at as isize
+                                    - i64::try_from(*head).map_or(isize::MAX, |h| h as isize),
+                                *at,
+                            )),
+                            _ => None,
+                        };
+                        unreadable |= matches!(step, Step::Unreadable);
+                        let edit = track.server_step(step, now, event);
+                        match at_head {
+                            Some((start, at)) => {
+                                closes |= place(output, carry, splice, edit, start, at);
+                            }
+                            None => {
+                                place(output, carry, splice, None, 0, 0);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let reader = match dir {
+            Direction::ToDatabase => &*client,
+            Direction::ToClient => &*server,
+        };
+        let undecided = reader.unreported().filter(|&(kind, _)| match dir {
+            Direction::ToDatabase => judging,
+            Direction::ToClient => track.injections > 0 && kind == b'-',
+        });
+        if let Some((_, read)) = undecided.filter(|_| !splice.ended && !unreadable) {
+            let read = isize::try_from(read).unwrap_or(isize::MAX);
+            let start = chunk.len() as isize - read;
+            if start >= 0 {
+                output.copy_to(start as usize);
+                splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
+            } else {
+                carry.extend_from_slice(chunk);
+                splice.stash = std::mem::take(&mut carry);
+            }
+            output.drop_to(chunk.len());
+        }
+        let mut replace = output.finish();
+        if !carry.is_empty() {
+            let mut bytes = std::mem::take(&mut carry);
+            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
+            replace = Some(bytes);
+        }
+        self.after_read();
+        let close = closes.then_some(match &replace {
+            Some(bytes) if bytes.is_empty() => Close::Now,
+            _ => Close::AtNextTick,
+        });
+        Verdict {
+            replace,
+            hold_until,
+            close,
+        }
+    }
+}
+
+/// Places, on an event's output, the edit of a value that started at `start` (negative: in an
+/// earlier event, withheld in `carry`) and was read up to `at`. Returns whether it ends the
+/// stream.
+fn place(
+    output: &mut Output<'_>,
+    carry: &mut Vec<u8>,
+    splice: &mut Splice,
+    edit: Option<Edit>,
+    start: isize,
+    at: usize,
+) -> bool {
+    let Some(edit) = edit else {
+        // Kept: withheld bytes of it go out first.
+        if !carry.is_empty() {
+            let bytes = std::mem::take(carry);
+            output.insert(&bytes);
+        }
+        return false;
+    };
+    output.copy_to(usize::try_from(start).unwrap_or(0));
+    carry.clear();
+    let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
+    if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
+        output.insert(&bytes);
+    }
+    output.drop_to(at);
+    if ends {
+        splice.ended = true;
+        output.drop_to(output.chunk.len());
+    }
+    ends
+}
+
+impl Tracker {
+    fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+        if self.recognized.is_none() {
+            self.recognized = Some(protocol);
+            event(Event::Recognized(protocol));
+        }
+    }
+
+    fn client_step(
+        &mut self,
+        step: Step<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<(&mut Judge<'_>, &mut Option<u64>)>,
+    ) -> Option<Edit> {
+        match step {
+            Step::Command { name, text, .. } => {
+                self.recognize(Protocol::Redis, event);
+                let command = command(name);
+                event(Event::Request(command));
+                if self.pending.len() >= MAX_PENDING {
+                    return None;
+                }
+                let confirmations = if is_subscribe_family(command) {
+                    let channels = text.split(|&b| b == b' ').count() as u64 - 1;
+                    if command.ends_with("unsubscribe") && channels == 0 {
+                        u64::try_from(self.subscribed).unwrap_or(0).max(1)
+                    } else {
+                        channels.max(1)
+                    }
+                } else {
+                    0
+                };
+                self.pending.push_back(Pending {
+                    command,
+                    since: now(),
+                    injected: None,
+                    confirmations,
+                    answered: false,
+                });
+                let (judge, hold) = judge?;
+                match judge(Ask::Statement { command, text })? {
+                    Act::Error(reply) => {
+                        let fatal = reply.fatal;
+                        if let Some(p) = self.pending.back_mut() {
+                            p.injected = Some(Box::new(reply));
+                            self.injections += 1;
+                        }
+                        Some(if fatal {
+                            Edit::ReplaceThenEnd(PROVOKING.to_vec())
+                        } else {
+                            Edit::Replace(PROVOKING.to_vec())
+                        })
+                    }
+                    Act::Delay(until) => {
+                        *hold = Some(hold.map_or(until, |t| t.max(until)));
+                        None
+                    }
+                    Act::Abort => Some(Edit::End),
+                }
+            }
+            Step::Unreadable => {
+                self.recognize(Protocol::Unknown, event);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Finishes the front command (popped), reporting its answer if it had none yet.
+    fn answer(
+        &mut self,
+        failed: bool,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Pending> {
+        let done = self.pending.pop_front()?;
+        if !done.answered {
+            event(Event::Answered {
+                command: done.command,
+                nanos: now().saturating_sub(done.since),
+                failed,
+            });
+        }
+        Some(done)
+    }
+
+    fn server_step(
+        &mut self,
+        step: Step<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Edit> {
+        let (kind, text, number) = match step {
+            Step::Reply {
+                kind, text, number, ..
+            } => (kind, text, number),
+            Step::NestedError(line) => {
+                event(Event::Error(error_code(line)));
+                return None;
+            }
+            Step::Unreadable => {
+                self.recognize(Protocol::Unknown, event);
+                return None;
+            }
+            _ => return None,
+        };
+        if kind == b'|' {
+            // An attribute: the reply follows.
+            return None;
+        }
+        let aggregate = matches!(kind, b'*' | b'>');
+        let confirmation = aggregate && CONFIRMATIONS.iter().any(|c| text.eq_ignore_ascii_case(c));
+        let message = kind == b'>'
+            || (kind == b'*'
+                && self.subscribed > 0
+                && [&b"message"[..], b"pmessage", b"smessage"]
+                    .iter()
+                    .any(|m| text.eq_ignore_ascii_case(m)));
+        if confirmation {
+            if let Some(n) = number {
+                self.subscribed = n;
+            }
+            let front_subscribes = self
+                .pending
+                .front()
+                .is_some_and(|p| is_subscribe_family(p.command));
+            if front_subscribes {
+                if let Some(front) = self.pending.front_mut() {
+                    if !front.answered {
+                        front.answered = true;
+                        event(Event::Answered {
+                            command: front.command,
+                            nanos: now().saturating_sub(front.since),
+                            failed: false,
+                        });
+                    }
+                    front.confirmations = front.confirmations.saturating_sub(1);
+                    if front.confirmations == 0 {
+                        self.pending.pop_front();
+                    }
+                }
+            }
+            return None;
+        }
+        if message {
+            return None;
+        }
+        // A reply: subscribe-family commands still waiting for confirmations are done.
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| is_subscribe_family(p.command) && p.answered)
+        {
+            self.pending.pop_front();
+        }
+        let failed = matches!(kind, b'-' | b'!');
+        let done = self.answer(failed, now, event)?;
+        let mut code = failed.then(|| error_code(text));
+        let mut edit = None;
+        if let Some(reply) = done.injected {
+            self.injections = self.injections.saturating_sub(1);
+            let provoked = failed
+                && text
+                    .windows(PROVOKED_MARK.len())
+                    .any(|w| w == PROVOKED_MARK);
+            if reply.fatal || provoked {
+                let mut bytes = Vec::with_capacity(reply.message.len() + 3);
+                bytes.push(b'-');
+                bytes.extend_from_slice(reply.message.as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+                code = Some(error_code(reply.message.as_bytes()));
+                edit = Some(if reply.fatal {
+                    Edit::ReplaceThenEnd(bytes)
+                } else {
+                    Edit::Replace(bytes)
+                });
+            }
+        }
+        if let Some(code) = code {
+            event(Event::Error(code));
+        }
+        edit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Direction::{ToClient as Down, ToDatabase as Up};
+
+    fn cmd(args: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend(format!("${}\r\n{a}\r\n", a.len()).into_bytes());
+        }
+        out
+    }
+
+    fn describe(e: Event) -> String {
+        match e {
+            Event::Recognized(p) => p.label().to_owned(),
+            Event::Request(c) => format!("request {c}"),
+            Event::Answered {
+                command, failed, ..
+            } => {
+                format!("{} {command}", if failed { "failed" } else { "done" })
+            }
+            Event::Error(c) => format!("error {}", c.label()),
+        }
+    }
+
+    /// Events and what reaches each side when `steps` pass in chunks of `size` under `judge`.
+    fn run(
+        steps: &[(Direction, Vec<u8>)],
+        size: usize,
+        judge: Option<&mut dyn FnMut(Ask<'_>) -> Option<Act>>,
+    ) -> (Vec<String>, Vec<u8>, Vec<u8>, Option<Close>) {
+        let mut s = Session::new();
+        let mut events = Vec::new();
+        let (mut up, mut down, mut close) = (Vec::new(), Vec::new(), None);
+        let mut judge = judge;
+        for (dir, bytes) in steps {
+            for chunk in bytes.chunks(size) {
+                let v = s.rewrite(
+                    *dir,
+                    chunk,
+                    &mut || 0,
+                    &mut |e| events.push(describe(e)),
+                    judge.as_deref_mut().map(|j| j as &mut Judge<'_>),
+                );
+                let out = v.replace.unwrap_or_else(|| chunk.to_vec());
+                match dir {
+                    Up => up.extend(out),
+                    Down => down.extend(out),
+                }
+                close = close.or(v.close);
+            }
+        }
+        (events, up, down, close)
+    }
+
+    #[test]
+    fn a_pipeline_pairs_replies_in_order_in_any_chunking() {
+        let up = [
+            cmd(&["SET", "k", "v"]),
+            cmd(&["get", "k"]),
+            b"PING\r\n".to_vec(),
+            cmd(&["LPUSH", "k", "x"]),
+            cmd(&["FROBNICATE"]),
+        ]
+        .concat();
+        let down = b"+OK\r\n$1\r\nv\r\n+PONG\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n-ERR unknown command 'FROBNICATE'\r\n".to_vec();
+        let want = [
+            "redis",
+            "request set",
+            "request get",
+            "request ping",
+            "request lpush",
+            "request other",
+            "done set",
+            "done get",
+            "done ping",
+            "failed lpush",
+            "error WRONGTYPE",
+            "failed other",
+            "error ERR",
+        ];
+        for size in [1, 2, 3, 7, 100] {
+            let (events, up_out, down_out, _) =
+                run(&[(Up, up.clone()), (Down, down.clone())], size, None);
+            assert_eq!(events, want, "chunks of {size}");
+            assert_eq!((up_out, down_out), (up.clone(), down.clone()));
+        }
+    }
+
+    #[test]
+    fn multi_exec_subscribe_and_resp3_pushes() {
+        let (events, ..) = run(
+            &[
+                (Up, [cmd(&["MULTI"]), cmd(&["INCR", "n"]), cmd(&["EXEC"])].concat()),
+                (Down, b"+OK\r\n+QUEUED\r\n*1\r\n-WRONGTYPE bad\r\n".to_vec()),
+                (Up, cmd(&["SUBSCRIBE", "a", "b"])),
+                (
+                    Down,
+                    b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n".to_vec(),
+                ),
+                (Up, cmd(&["PING"])),
+                (Down, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n".to_vec()),
+                (Up, cmd(&["UNSUBSCRIBE"])),
+                (
+                    Down,
+                    b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n".to_vec(),
+                ),
+                // RESP3: a push between a command and its reply, an attribute before one.
+                (Up, cmd(&["GET", "k"])),
+                (Down, b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n".to_vec()),
+            ],
+            5,
+            None,
+        );
+        assert_eq!(
+            events,
+            [
+                "redis",
+                "request multi",
+                "request incr",
+                "request exec",
+                "done multi",
+                "done incr",
+                "error WRONGTYPE",
+                "done exec",
+                "request subscribe",
+                "done subscribe",
+                "request ping",
+                "done ping",
+                "request unsubscribe",
+                "done unsubscribe",
+                "request get",
+                "done get",
+            ]
+        );
+    }
+
+    fn readonly(fatal: bool) -> Act {
+        Act::Error(ErrorReply {
+            code: None,
+            message: "READONLY You can't write against a read only replica.".into(),
+            fatal,
+        })
+    }
+
+    #[test]
+    fn an_injected_error_takes_its_place_in_the_pipeline() {
+        let big = "x".repeat(100_000);
+        let up = [
+            cmd(&["GET", "a"]),
+            cmd(&["SET", "k", &big]),
+            cmd(&["GET", "b"]),
+        ]
+        .concat();
+        let provoked = b"-ERR unknown command 'dbfault-injected', with args beginning with: \r\n";
+        let down = [&b"$1\r\n1\r\n"[..], provoked, b"$1\r\n2\r\n"].concat();
+        for size in [1, 3, 1000, 300_000] {
+            let mut writes = |ask: Ask<'_>| match ask {
+                Ask::Statement { command: "set", .. } => Some(readonly(false)),
+                _ => None,
+            };
+            let (events, up_out, down_out, close) = run(
+                &[(Up, up.clone()), (Down, down.clone())],
+                size,
+                Some(&mut writes),
+            );
+            assert_eq!(
+                up_out,
+                [cmd(&["GET", "a"]), PROVOKING.to_vec(), cmd(&["GET", "b"])].concat(),
+                "chunks of {size}"
+            );
+            assert_eq!(
+                down_out,
+                b"$1\r\n1\r\n-READONLY You can't write against a read only replica.\r\n$1\r\n2\r\n",
+                "chunks of {size}"
+            );
+            assert!(events.contains(&"error READONLY".to_owned()));
+            assert_eq!(close, None);
+        }
+        // Fatal: nothing after it, and the connection closes after the error.
+        let mut writes = |_: Ask<'_>| Some(readonly(true));
+        let (_, up_out, down_out, close) = run(
+            &[
+                (Up, [cmd(&["SET", "k", "v"]), cmd(&["GET", "k"])].concat()),
+                (Down, provoked.to_vec()),
+            ],
+            4,
+            Some(&mut writes),
+        );
+        assert_eq!(up_out, PROVOKING);
+        assert_eq!(
+            down_out,
+            b"-READONLY You can't write against a read only replica.\r\n"
+        );
+        assert!(close.is_some());
+    }
+
+    #[test]
+    fn inline_commands_and_other_protocols() {
+        let (events, ..) = run(
+            &[
+                (Up, b"PING\r\nset k v\r\n".to_vec()),
+                (Down, b"+PONG\r\n+OK\r\n".to_vec()),
+            ],
+            2,
+            None,
+        );
+        assert_eq!(
+            events,
+            [
+                "redis",
+                "request ping",
+                "request set",
+                "done ping",
+                "done set"
+            ]
+        );
+        // Bytes that are not RESP stop the reading once.
+        let mut s = Session::new();
+        let mut events = Vec::new();
+        s.on_data(Up, b"*2\r\n:12\r\n", &mut || 0, &mut |e| {
+            events.push(describe(e))
+        });
+        assert_eq!(events, ["unknown"]);
+        assert!(!s.reading());
+    }
+}
