@@ -8,10 +8,11 @@ ENVOY_VERSION ?= 1.40.0
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
-# A PostgreSQL client library in another language (psycopg 3, with its own libpq) for the
-# pipelining test client in tests/clients.
+# Client libraries in another language for the end-to-end tests: psycopg 3 (with its own
+# libpq; the pipelining client in tests/clients) and redis-py.
 PSYCOPG_VERSION ?= 3.3.9
-PSYCOPG_STAMP := $(VENV)/.psycopg-$(PSYCOPG_VERSION)
+REDIS_PY_VERSION ?= 5.2.1
+PY_CLIENTS_STAMP := $(VENV)/.clients-psycopg-$(PSYCOPG_VERSION)-redis-$(REDIS_PY_VERSION)
 # The older Envoy (an older Istio's proxy) the Istio-shaped test also runs on.
 ENVOY_OLD_VERSION ?= 1.36.4
 VENV_OLD := .venv-1.36
@@ -52,8 +53,9 @@ wasm-target:
 
 envoy: $(ENVOY_STAMP) $(ENVOY_OLD_STAMP)
 
-$(PSYCOPG_STAMP): $(ENVOY_STAMP)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'psycopg[binary]==$(PSYCOPG_VERSION)'
+$(PY_CLIENTS_STAMP): $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'psycopg[binary]==$(PSYCOPG_VERSION)' \
+	  'redis==$(REDIS_PY_VERSION)'
 	touch $@
 
 $(ENVOY_STAMP):
@@ -102,7 +104,7 @@ unit: dbfault-check
 noop-filter: wasm-target
 	cd bench/noop-filter && cargo build --release --target $(WASM_TARGET)
 
-e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS) $(PSYCOPG_STAMP)
+e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS) $(PY_CLIENTS_STAMP)
 	cargo test --quiet -p dbfault-testkit --lib
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
 	  cargo test --test '*' -- --test-threads 2

@@ -269,11 +269,9 @@ fn real_sessions_read_back_in_any_chunking() {
             for (dir, bytes) in [(Direction::ToDatabase, up), (Direction::ToClient, down)] {
                 for chunk in bytes.chunks(700) {
                     let mut event = |e| match e {
-                        Event::Request(c) => requests.push(c.name()),
+                        Event::Request(c) => requests.push(c),
                         Event::Answered { .. } => answered += 1,
-                        Event::Error(class) => {
-                            errors.push(String::from_utf8_lossy(&class).into_owned())
-                        }
+                        Event::Error(class) => errors.push(class.label().to_owned()),
                         Event::Recognized(_) => {}
                     };
                     // As the filter does: bytes the session need not see are not read at all.

@@ -45,13 +45,15 @@ impl Kind for Error {
                 {
                     Some(c)
                 }
-                _ => return Err(ConfigError::new(
-                    params.path("sqlstate"),
-                    format!(
+                _ => {
+                    return Err(ConfigError::new(
+                        params.path("sqlstate"),
+                        format!(
                         "{} is not a SQLSTATE (five characters of 0-9 and A-Z, as in \"40001\")",
                         quote(code)
                     ),
-                )),
+                    ))
+                }
             },
         };
         let Some(message) = params.str("message")? else {

@@ -150,7 +150,7 @@ impl Match {
     /// command is listed (when `commands` is given) and it contains one of the substrings
     /// (when `queryContains` is given), ignoring ASCII case.
     pub fn statement(&self, command: &str, text: &[u8]) -> bool {
-        (self.commands.is_empty() || self.commands.iter().any(|c| *c == command))
+        (self.commands.is_empty() || self.commands.contains(&command))
             && (self.query_contains.is_empty()
                 || self
                     .query_contains

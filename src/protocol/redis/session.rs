@@ -630,7 +630,7 @@ mod tests {
     fn run(
         steps: &[(Direction, Vec<u8>)],
         size: usize,
-        judge: Option<&mut dyn FnMut(Ask<'_>) -> Option<Act>>,
+        judge: Option<&mut Judge<'_>>,
     ) -> (Vec<String>, Vec<u8>, Vec<u8>, Option<Close>) {
         let mut s = Session::new();
         let mut events = Vec::new();
@@ -643,7 +643,7 @@ mod tests {
                     chunk,
                     &mut || 0,
                     &mut |e| events.push(describe(e)),
-                    judge.as_deref_mut().map(|j| j as &mut Judge<'_>),
+                    judge.as_deref_mut(),
                 );
                 let out = v.replace.unwrap_or_else(|| chunk.to_vec());
                 match dir {

@@ -1,0 +1,453 @@
+//! End to end: Redis awareness (issue 12) on a real Redis through a real Envoy 1.40 with dbfault
+//! — per-command telemetry and injected Redis errors heard by redis-cli, the Rust `redis` crate
+//! (pipelines, MULTI/EXEC, pub/sub), redis-py and redis-benchmark.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use dbfault_testkit::{repo, wait_for, Envoy, Redis};
+use redis::{ConnectionLike, Value};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const REDIS: &str = r#""match": {"clusters": ["redis"], "protocol": "redis""#;
+const READONLY: &str = "READONLY You can't write against a read only replica.";
+
+fn config(rules: &str) -> String {
+    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
+}
+
+fn start(rules: &str) -> (Redis, Envoy) {
+    let redis = Redis::start();
+    let envoy = Envoy::builder()
+        .redis(redis.port)
+        .plugin_config(&config(rules))
+        .start();
+    (redis, envoy)
+}
+
+fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// The value of a dbfault series for upstream `redis` whose labels include `labels`.
+fn series(envoy: &Envoy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    envoy.prometheus().into_iter().find_map(|(k, v)| {
+        let (n, rest) = k.split_once('{')?;
+        (n == name
+            && rest.contains("upstream=\"redis\"")
+            && labels
+                .iter()
+                .all(|(l, v)| rest.contains(&format!("{l}=\"{v}\""))))
+        .then_some(v)
+    })
+}
+
+fn wait_series(envoy: &Envoy, name: &str, labels: &[(&str, &str)], want: f64) {
+    wait_for(
+        &format!("{name}{labels:?} == {want}"),
+        Duration::from_secs(15),
+        || (series(envoy, name, labels) == Some(want)).then_some(()),
+    );
+}
+
+const REQUESTS: &str = "dbfault_upstream_requests_total";
+const ERRORS: &str = "dbfault_upstream_request_errors_total";
+
+/// Sends `pipe` as one pipeline and returns every reply, errors included, in order.
+fn replies(con: &mut redis::Connection, pipe: &redis::Pipeline, n: usize) -> Vec<Value> {
+    con.req_packed_commands(&pipe.get_packed_pipeline(), 0, n)
+        .unwrap()
+}
+
+fn server_error(v: &Value) -> Option<String> {
+    match v {
+        Value::ServerError(e) => Some(format!("{} {}", e.code(), e.details().unwrap_or(""))),
+        _ => None,
+    }
+}
+
+#[test]
+fn commands_of_a_pipeline_are_counted_and_timed_per_command() {
+    let (_redis, envoy) = start("");
+    let mut con = connect(envoy.redis());
+    // 300 commands in one pipeline: 100 SET, 100 GET, 100 LPUSH on a string (WRONGTYPE).
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.cmd("SET").arg(format!("plant:{i}")).arg("fern");
+        pipe.cmd("GET").arg(format!("plant:{i}"));
+        pipe.cmd("LPUSH").arg(format!("plant:{i}")).arg("x");
+    }
+    let got = replies(&mut con, &pipe, 300);
+    let wrongtype = got
+        .iter()
+        .filter_map(server_error)
+        .filter(|e| e.starts_with("WRONGTYPE"))
+        .count();
+    assert_eq!(wrongtype, 100);
+    // redis-cli, one command per connection.
+    let out = Command::new("redis-cli")
+        .args(["-p", &envoy.redis().to_string(), "DBSIZE"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    for (command, n) in [
+        ("set", 100.0),
+        ("get", 100.0),
+        ("lpush", 100.0),
+        ("dbsize", 1.0),
+    ] {
+        wait_series(
+            &envoy,
+            REQUESTS,
+            &[("protocol", "redis"), ("command", command)],
+            n,
+        );
+    }
+    wait_series(
+        &envoy,
+        ERRORS,
+        &[("protocol", "redis"), ("code", "WRONGTYPE")],
+        100.0,
+    );
+    wait_series(
+        &envoy,
+        "dbfault_upstream_sessions_total",
+        &[("protocol", "redis")],
+        2.0,
+    );
+    // Every command answered has a duration sample (histograms reach Prometheus at Envoy's
+    // stats flush). The redis crate's connection setup and redis-cli's may add a few.
+    wait_for(
+        "durations of every command",
+        Duration::from_secs(15),
+        || {
+            let n = series(
+                &envoy,
+                "dbfault_upstream_request_duration_us_count",
+                &[("protocol", "redis")],
+            )?;
+            (n >= 301.0).then_some(())
+        },
+    );
+}
+
+#[test]
+fn readonly_lands_in_its_place_of_a_pipeline_and_nothing_is_written() {
+    let rule = format!(
+        r#"{{"name": "replica", {REDIS}, "commands": ["SET", "HSET"], "queryContains": ["plant:"]}},
+            "error": {{"message": "{READONLY}"}}}}"#
+    );
+    let (redis, envoy) = start(&rule);
+    let mut con = connect(envoy.redis());
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("other").arg("1");
+    pipe.cmd("SET").arg("plant:1").arg("fern");
+    pipe.cmd("GET").arg("other");
+    pipe.cmd("HSET").arg("plant:2").arg("name").arg("rose");
+    pipe.cmd("INCR").arg("counter");
+    let got = replies(&mut con, &pipe, 5);
+    assert_eq!(got[0], Value::Okay);
+    assert_eq!(
+        server_error(&got[1]).as_deref(),
+        Some("READONLY You can't write against a read only replica."),
+        "{got:?}"
+    );
+    assert_eq!(got[2], Value::BulkString(b"1".to_vec()));
+    assert!(
+        server_error(&got[3]).unwrap().starts_with("READONLY"),
+        "{got:?}"
+    );
+    assert_eq!(got[4], Value::Int(1));
+    // Straight to Redis: the keys were not written.
+    let mut direct = connect(redis.port);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("plant:1")
+        .arg("plant:2")
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(exists, 0);
+    // MULTI/EXEC: an injected error at queue time discards the transaction, as a real one does.
+    let result: redis::RedisResult<Value> = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("counter")
+        .cmd("SET")
+        .arg("plant:3")
+        .arg("moss")
+        .query(&mut con);
+    // Redis answers the queued SET with the error and EXEC with EXECABORT; the client reports
+    // the first error of the transaction.
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    let counter: i64 = redis::cmd("GET").arg("counter").query(&mut direct).unwrap();
+    assert_eq!(counter, 1, "nothing of the transaction ran");
+    // The session stays usable.
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    wait_series(
+        &envoy,
+        ERRORS,
+        &[("protocol", "redis"), ("code", "READONLY")],
+        3.0,
+    );
+    wait_series(
+        &envoy,
+        ERRORS,
+        &[("protocol", "redis"), ("code", "EXECABORT")],
+        1.0,
+    );
+    wait_for("3 injections counted", Duration::from_secs(10), || {
+        (envoy.injected("redis", "replica") == 3.0).then_some(())
+    });
+}
+
+#[test]
+fn subscribe_mode_keeps_working_and_is_counted() {
+    let rule = format!(
+        r#"{{"name": "replica", {REDIS}, "commands": ["SET"]}}, "error": {{"message": "{READONLY}"}}}}"#
+    );
+    let (_redis, envoy) = start(&rule);
+    let mut sub = connect(envoy.redis());
+    let mut publisher = connect(envoy.redis());
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(&["plants", "trees"]).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for i in 0..5 {
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("plants")
+            .arg(format!("fern {i}"))
+            .query(&mut publisher)
+            .unwrap();
+        assert_eq!(n, 1);
+        let msg = pubsub.get_message().unwrap();
+        assert_eq!(msg.get_payload::<String>().unwrap(), format!("fern {i}"));
+    }
+    pubsub.unsubscribe(&["plants", "trees"]).unwrap();
+    drop(pubsub);
+    // Back to normal mode: replies pair again, and rules still act.
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut sub)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    let pong: String = redis::cmd("PING").query(&mut sub).unwrap();
+    assert_eq!(pong, "PONG");
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "publish")],
+        5.0,
+    );
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "subscribe")],
+        1.0,
+    );
+    wait_series(
+        &envoy,
+        ERRORS,
+        &[("protocol", "redis"), ("code", "READONLY")],
+        1.0,
+    );
+}
+
+#[test]
+fn a_replica_without_its_primary_answers_everything_and_fatal_closes() {
+    let (_redis, envoy) = start("");
+    let mut con = connect(envoy.redis());
+    let masterdown =
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.";
+    let rule =
+        format!(r#"{{"name": "masterdown", {REDIS}}}, "error": {{"message": "{masterdown}"}}}}"#);
+    assert!(envoy.push_plugin_config(&config(&rule)));
+    for command in ["PING", "GET", "DBSIZE"] {
+        let mut c = redis::cmd(command);
+        if command == "GET" {
+            c.arg("k");
+        }
+        let err = c.query::<Value>(&mut con).unwrap_err();
+        assert_eq!(err.code(), Some("MASTERDOWN"), "{command}: {err}");
+    }
+    // fatal: the first command gets the error, then the connection closes.
+    let rule = format!(
+        r#"{{"name": "loading", {REDIS}}}, "error": {{"message": "LOADING Redis is loading the dataset in memory", "fatal": true}}}}"#
+    );
+    assert!(envoy.push_plugin_config(&config(&rule)));
+    let mut fresh = dbfault_testkit::RedisConn::connect(envoy.redis());
+    fresh.send(&dbfault_testkit::resp(&[b"PING"])).unwrap();
+    let got = fresh.read_to_close(Duration::from_secs(5));
+    assert_eq!(got, b"-LOADING Redis is loading the dataset in memory\r\n");
+}
+
+#[test]
+fn delays_hold_only_the_listed_commands_and_aborts_never_reach_redis() {
+    let rules = format!(
+        r#"{{"name": "slow-gets", {REDIS}, "commands": ["GET"]}}, "delay": {{"latency": "150ms"}}}},
+           {{"name": "no-flush", {REDIS}, "commands": ["FLUSHALL", "FLUSHDB"]}}, "abort": {{}}}}"#
+    );
+    let (redis, envoy) = start(&rules);
+    let mut con = connect(envoy.redis());
+    let timed = |con: &mut redis::Connection, c: &mut redis::Cmd| {
+        let t = std::time::Instant::now();
+        c.query::<Value>(con).unwrap();
+        t.elapsed()
+    };
+    let gets: Vec<Duration> = (0..4)
+        .map(|_| timed(&mut con, redis::cmd("GET").arg("k")))
+        .collect();
+    let sets: Vec<Duration> = (0..4)
+        .map(|_| timed(&mut con, redis::cmd("SET").arg("k").arg("v")))
+        .collect();
+    assert!(
+        gets.iter().all(|d| *d >= Duration::from_millis(148)),
+        "{gets:?}"
+    );
+    assert!(
+        dbfault_testkit::median(sets.clone()) < Duration::from_millis(100),
+        "{sets:?}"
+    );
+    let err = redis::cmd("FLUSHALL").query::<Value>(&mut con).unwrap_err();
+    assert!(err.is_connection_dropped() || err.is_io_error(), "{err}");
+    let mut direct = connect(redis.port);
+    let size: i64 = redis::cmd("DBSIZE").query(&mut direct).unwrap();
+    assert_eq!(size, 1, "FLUSHALL never reached Redis");
+}
+
+#[test]
+fn a_megabyte_value_and_redis_cli_pipe_pass_byte_for_byte() {
+    let rule = format!(
+        r#"{{"name": "unrelated", {REDIS}, "commands": ["SET"], "queryContains": ["no-such-key"]}},
+            "error": {{"message": "{READONLY}"}}}}"#
+    );
+    let (_redis, envoy) = start(&rule);
+    let mut con = connect(envoy.redis());
+    let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    let back: Vec<u8> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
+    assert!(back == big, "the value came back changed");
+    // redis-cli --pipe: 2000 commands written at once.
+    let input: String = (0..2000).map(|i| format!("SET pipe:{i} {i}\r\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &envoy.redis().to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("errors: 0, replies: 2000"), "{text}");
+    // 2001 SETs (redis-cli --pipe adds an ECHO of its own to know when it is done).
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "set")],
+        2001.0,
+    );
+    let cluster = |dir| envoy.stat(&format!("cluster.redis.upstream_cx_{dir}_bytes_total"));
+    wait_for(
+        "byte counters to equal Envoy's",
+        Duration::from_secs(10),
+        || {
+            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "redis")?;
+            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "redis")?;
+            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
+        },
+    );
+}
+
+#[test]
+fn redis_benchmark_and_redis_py_are_counted_and_hear_the_injected_error() {
+    let rule = format!(
+        r#"{{"name": "replica", {REDIS}, "commands": ["SET"], "queryContains": ["plant:"]}}, "percentage": 50,
+            "error": {{"message": "{READONLY}"}}}}"#
+    );
+    let (_redis, envoy) = start(&rule);
+    // redis-benchmark: 2000 SET and 2000 GET in pipelines of 16 (its keys never match).
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &envoy.redis().to_string(),
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-P",
+            "16",
+        ])
+        .args(["-t", "set,get", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "get")],
+        2000.0,
+    );
+    let sets = series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "set")],
+    )
+    .unwrap();
+    assert_eq!(sets, 2000.0);
+    // redis-py, a pipeline of 400 SETs on plant keys: about half fail with its ReadOnlyError.
+    let script = r#"
+import json, sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+p = r.pipeline(transaction=False)
+for i in range(400):
+    p.set(f"plant:{i}", "fern")
+out = p.execute(raise_on_error=False)
+readonly = sum(isinstance(x, redis.exceptions.ReadOnlyError) for x in out)
+print(json.dumps({"readonly": readonly, "ok": sum(x is True for x in out), "written": len(r.keys("plant:*"))}))
+"#;
+    let out = Command::new(repo().join(".venv/bin/python"))
+        .args(["-c", script, &envoy.redis().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let readonly = v["readonly"].as_i64().unwrap();
+    assert_eq!(readonly + v["ok"].as_i64().unwrap(), 400, "{v}");
+    // Binomial(400, 0.5): mean 200, standard deviation 10; ±5 of them.
+    assert!((150..=250).contains(&readonly), "{v}");
+    assert_eq!(v["written"].as_i64().unwrap(), 400 - readonly, "{v}");
+    wait_series(
+        &envoy,
+        ERRORS,
+        &[("protocol", "redis"), ("code", "READONLY")],
+        readonly as f64,
+    );
+}
