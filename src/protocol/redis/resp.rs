@@ -40,7 +40,8 @@ pub enum Step<'a> {
         at: usize,
         head: usize,
     },
-    /// The client command's last byte is at `at` (exclusive).
+    /// The client command's last byte is at `at` (exclusive); also reported alone for bytes
+    /// that carry no command (an empty line, `*0`).
     CommandEnd { at: usize },
     /// A complete top-level value from the server: its type byte, its capture (an error's
     /// line, a simple string, an aggregate's first string), the last integer among an
@@ -254,10 +255,9 @@ impl Resp {
     }
 
     fn keep_line(&mut self, bytes: &[u8]) {
-        let room = ERROR_KEEP
-            .max(CAPTURE_LIMIT)
-            .saturating_sub(self.line.len());
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        // The line's CR is dropped at its end (`end_line`): a CR at the end of one chunk may
+        // be inside the line.
+        let room = (ERROR_KEEP.max(CAPTURE_LIMIT) + 1).saturating_sub(self.line.len());
         self.line
             .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
         self.line_len += bytes.len();
@@ -286,8 +286,10 @@ impl Resp {
                     }
                     self.report_command(at, step);
                     step(Step::CommandEnd { at });
+                } else {
+                    // An empty line is ignored by Redis too; its bytes end here.
+                    step(Step::CommandEnd { at });
                 }
-                // An empty line is ignored by Redis too.
                 self.line = line;
                 self.value_bytes = 0;
             }
@@ -322,8 +324,9 @@ impl Resp {
                 };
                 if count == 0 {
                     if self.client && depth == 0 {
-                        // `*0` / `*-1`: no command (Redis ignores it).
+                        // `*0` / `*-1`: no command (Redis ignores it); its bytes end here.
                         self.value_bytes = 0;
+                        step(Step::CommandEnd { at });
                         return;
                     }
                     return self.element_done(at, step);

@@ -302,6 +302,9 @@ impl Session {
                                 if splice.dropping {
                                     output.drop_to(at);
                                     splice.dropping = false;
+                                } else {
+                                    // Withheld bytes of something that was no command.
+                                    place(output, carry, splice, None, 0, 0);
                                 }
                             }
                             other => {
