@@ -9,11 +9,13 @@ Configurations (identical Envoy bootstrap but for the filter chain):
   dbfault20   tcp_proxy + dbfault with 20 rules that match nothing here
   dbfault-l4  tcp_proxy + dbfault with `metrics.requests: false` (no byte is read): the baseline of
               the PostgreSQL-awareness budget (dbfault / dbfault-l4)
-  dbfault-stmt dbfault with a statement rule for every upstream that matches no statement of the
-              workloads (PostgreSQL sessions are read and judged statement by statement)
+  dbfault-stmt dbfault with statement rules for every upstream that match no statement or
+              command of the workloads (PostgreSQL and Redis sessions are read and judged request
+              by request)
 
 Workloads: bulk (iperf3), connrate, latency (loadgen echo), pgbench (-S, simple and prepared, 4
-clients), copy (a 100 MB COPY FROM STDIN through psql), pgidle (idle PostgreSQL sessions: Envoy
+clients), copy (a 100 MB COPY FROM STDIN through psql), redis (redis-benchmark SET/GET, 4
+clients, pipelines of 16), pgidle (idle PostgreSQL sessions: Envoy
 memory added per session after its startup, a named prepared statement and a query), idle (raw
 idle connections).
 
@@ -87,10 +89,13 @@ def bootstrap(config, ports, upstreams):
         "dbfault-stmt": wasm_filter(DBFAULT, {"metrics": {"enabled": True, "interval": "1s"}, "faults": [
             {"name": "nomatch-statements", "match": {"hosts": ["*"], "protocol": "postgres", "commands": ["INSERT"],
                                                       "queryContains": ["no_such_table"]},
-             "error": {"sqlstate": "40001", "message": "never"}}]}),
+             "error": {"sqlstate": "40001", "message": "never"}},
+            {"name": "nomatch-commands", "match": {"hosts": ["*"], "protocol": "redis", "commands": ["SET"],
+                                                    "queryContains": ["no_such_key"]},
+             "error": {"message": "READONLY never"}}]}),
     }[config]
     listeners, clusters = [], []
-    for name in ("echo", "iperf", "pg"):
+    for name in ("echo", "iperf", "pg", "redis"):
         listeners.append(f"""
   - name: {name}
     address: {{socket_address: {{address: 127.0.0.1, port_value: {ports[name]}}}}}
@@ -128,7 +133,7 @@ static_resources:
 
 class Envoy:
     def __init__(self, binary, config, upstreams, tmp):
-        self.ports = {k: localenv.free_port() for k in ("admin", "echo", "iperf", "pg")}
+        self.ports = {k: localenv.free_port() for k in ("admin", "echo", "iperf", "pg", "redis")}
         path = os.path.join(tmp, f"envoy-{config}.yaml")
         with open(path, "w") as f:
             f.write(bootstrap(config, self.ports, upstreams))
@@ -194,6 +199,21 @@ def pgbench(port, seconds, mode="simple"):
         if line.startswith("tps ="):
             return float(line.split()[2])
     raise RuntimeError("pgbench: " + out.stdout[-300:] + out.stderr[-300:])
+
+
+def redis_benchmark(port, requests):
+    """Requests per second of redis-benchmark's SET and GET (4 clients, pipelines of 16)."""
+    out = subprocess.run(pinned(LOAD_CPU, ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
+                                           "-n", str(requests), "-c", "4", "-P", "16", "--csv"]),
+                         capture_output=True, text=True, timeout=300)
+    rates = {}
+    for line in out.stdout.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if len(cells) > 1 and cells[0] in ("SET", "GET"):
+            rates[cells[0]] = float(cells[1])
+    if len(rates) != 2:
+        raise RuntimeError("redis-benchmark: " + out.stdout[-300:] + out.stderr[-300:])
+    return rates
 
 
 def copy_file(tmp):
@@ -277,7 +297,7 @@ def measure(config, args, servers, tmp):
     r = {}
     envoy = None
     if config == "direct":
-        ports = {"echo": servers["echo"], "iperf": servers["iperf"], "pg": servers["pg"]}
+        ports = {k: servers[k] for k in ("echo", "iperf", "pg", "redis")}
     else:
         envoy = Envoy(args.envoy, config, servers, tmp)
         ports = envoy.ports
@@ -303,6 +323,10 @@ def measure(config, args, servers, tmp):
         if "pgbench" in w:
             r["pgbench_select_tps"] = pgbench(ports["pg"], s)
             r["pgbench_select_prepared_tps"] = pgbench(ports["pg"], s, "prepared")
+        if "redis" in w:
+            rates = redis_benchmark(ports["redis"], args.redis_requests)
+            r["redis_set_rps"] = rates["SET"]
+            r["redis_get_rps"] = rates["GET"]
         if "copy" in w:
             secs = copy_seconds(ports["pg"], servers["pg"], servers["copy_file"])
             r["copy_100mb_mb_per_second"] = COPY_MB / secs
@@ -328,11 +352,15 @@ def start_servers(tmp):
     iperf_port = localenv.free_port()
     procs.append(subprocess.Popen(pinned(LOAD_CPU, ["iperf3", "-s", "-p", str(iperf_port)]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    redis_port = localenv.free_port()
+    procs.append(subprocess.Popen(pinned(LOAD_CPU, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                                    "--save", "", "--appendonly", "no"]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     pg = localenv.postgres_start(tmp, prefix=["taskset", "-c", LOAD_CPU])
     subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pg), "-U", "postgres", "-i", "-s", "1", "-q", "postgres"],
                    check=True, capture_output=True)
     time.sleep(0.3)
-    return {"echo": echo, "iperf": iperf_port, "pg": pg, "copy_file": copy_file(tmp)}, procs
+    return {"echo": echo, "iperf": iperf_port, "pg": pg, "redis": redis_port, "copy_file": copy_file(tmp)}, procs
 
 
 def callgrind(args):
@@ -359,14 +387,15 @@ def main():
     parser.add_argument("--idle", type=int, nargs="*", default=[1000, 9000])
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
     parser.add_argument("--workloads", nargs="*",
-                        default=["bulk", "connrate", "latency", "pgbench", "copy", "pgidle", "idle"])
+                        default=["bulk", "connrate", "latency", "pgbench", "copy", "redis", "pgidle", "idle"])
+    parser.add_argument("--redis-requests", type=int, default=200000)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--print-bootstrap", metavar="CONFIG", help="print one configuration's Envoy bootstrap")
     args = parser.parse_args()
     if args.print_bootstrap:
-        ports = {"admin": 9901, "echo": 10001, "iperf": 10002, "pg": 10003}
-        print(bootstrap(args.print_bootstrap, ports, {"echo": 20001, "iperf": 20002, "pg": 20003}))
+        ports = {"admin": 9901, "echo": 10001, "iperf": 10002, "pg": 10003, "redis": 10004}
+        print(bootstrap(args.print_bootstrap, ports, {"echo": 20001, "iperf": 20002, "pg": 20003, "redis": 20004}))
         return
     if args.render:
         with open(os.path.join(args.out, "latest.json")) as f:

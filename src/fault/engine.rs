@@ -214,7 +214,7 @@ impl Engine {
         seed: u64,
         draw: u64,
         opened_in: u64,
-        now: u64,
+        now: &mut dyn FnMut() -> u64,
     ) -> Option<(&RuleSlot, Option<Act>)> {
         self.rules.iter().find_map(|slot| {
             let episode = slot.episode?;
@@ -258,7 +258,7 @@ impl Engine {
                     reply.fatal |= !statement_rule && up.protocol != Some(WireProtocol::Redis);
                     Act::Error(reply)
                 }
-                FaultKind::Delay(d) => Act::Delay(d.release_at(now, &mut Rng::new(mix(draw)))),
+                FaultKind::Delay(d) => Act::Delay(d.release_at(now(), &mut Rng::new(mix(draw)))),
                 _ => Act::Abort,
             });
             Some((slot, act))
@@ -463,7 +463,9 @@ mod tests {
         };
         let hits = (0..4000u64)
             .filter(|&draw| {
-                let (slot, act) = e.judge(&up("pg"), insert, 1, mix(draw), 0, 0).unwrap();
+                let (slot, act) = e
+                    .judge(&up("pg"), insert, 1, mix(draw), 0, &mut || 0)
+                    .unwrap();
                 assert_eq!(&*slot.name, "conflict");
                 act.is_some()
             })
@@ -475,8 +477,10 @@ mod tests {
             command: "select",
             text: b"SELECT 1",
         };
-        assert!(e.judge(&up("pg"), select, 1, 2, 0, 0).is_none());
-        let (slot, act) = e.judge(&up("pg"), Ask::Startup, 1, 2, 0, 0).unwrap();
+        assert!(e.judge(&up("pg"), select, 1, 2, 0, &mut || 0).is_none());
+        let (slot, act) = e
+            .judge(&up("pg"), Ask::Startup, 1, 2, 0, &mut || 0)
+            .unwrap();
         assert_eq!(&*slot.name, "refuse");
         assert!(matches!(act, Some(Act::Error(r)) if r.fatal));
         // `applyTo: new` statement rules spare sessions opened before their episode.
@@ -487,9 +491,13 @@ mod tests {
         let mut e = Engine::default();
         e.load(vec![later], 0, 0);
         let episode = e.last_episode();
-        assert!(e.judge(&up("pg"), select, 1, 2, episode - 1, 0).is_none());
+        assert!(e
+            .judge(&up("pg"), select, 1, 2, episode - 1, &mut || 0)
+            .is_none());
         assert_eq!(
-            e.judge(&up("pg"), select, 1, 2, episode, 0).unwrap().1,
+            e.judge(&up("pg"), select, 1, 2, episode, &mut || 0)
+                .unwrap()
+                .1,
             Some(Act::Abort)
         );
     }

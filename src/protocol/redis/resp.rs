@@ -169,9 +169,19 @@ impl Resp {
                 }
                 State::Line(kind) => match rest.iter().position(|&b| b == b'\n') {
                     Some(end) => {
-                        self.keep_line(rest.get(..end).unwrap_or_default());
+                        let part = rest.get(..end).unwrap_or_default();
                         self.value_bytes += end as u64 + 1;
-                        self.end_line(kind, at + end + 1, step);
+                        if self.line.is_empty() {
+                            // The whole line is in this chunk: read in place.
+                            self.line_len = part.len();
+                            self.end_line(kind, part, at + end + 1, step);
+                        } else {
+                            self.keep_line(part);
+                            let line = std::mem::take(&mut self.line);
+                            self.end_line(kind, &line, at + end + 1, step);
+                            self.line = line;
+                            self.line.clear();
+                        }
                         end + 1
                     }
                     None => {
@@ -264,16 +274,13 @@ impl Resp {
     }
 
     /// The line after type byte `kind` ended at `at`.
-    fn end_line(&mut self, kind: u8, at: usize, step: &mut dyn FnMut(Step<'_>)) {
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-        }
+    fn end_line(&mut self, kind: u8, line: &[u8], at: usize, step: &mut dyn FnMut(Step<'_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.state = State::Type;
         let depth = self.stack.len();
         match kind {
             // An inline command (client): words separated by spaces.
             0 => {
-                let line = std::mem::take(&mut self.line);
                 let mut words = line
                     .split(|&b| b == b' ' || b == b'\t')
                     .filter(|w| !w.is_empty());
@@ -290,10 +297,9 @@ impl Resp {
                     // An empty line is ignored by Redis too; its bytes end here.
                     step(Step::CommandEnd { at });
                 }
-                self.line = line;
                 self.value_bytes = 0;
             }
-            b'$' | b'=' | b'!' => match parse_int(&self.line) {
+            b'$' | b'=' | b'!' => match parse_int(line) {
                 Some(-1) if !self.client || depth == 0 => self.element_done(at, step),
                 Some(n) if (0..=MAX_BULK).contains(&n) => {
                     if self.client && depth != 1 {
@@ -312,7 +318,7 @@ impl Resp {
                 if self.client && (kind != b'*' || depth != 0) {
                     return self.give_up(step);
                 }
-                let count = match parse_int(&self.line) {
+                let count = match parse_int(line) {
                     Some(-1) => 0,
                     Some(n) if n >= 0 => n as u64,
                     _ => return self.give_up(step),
@@ -343,24 +349,21 @@ impl Resp {
                 if depth == 0 {
                     let keep = if kind == b'-' { ERROR_KEEP } else { WORD_KEEP };
                     self.capture.clear();
-                    self.capture.extend_from_slice(
-                        self.line
-                            .get(..keep.min(self.line.len()))
-                            .unwrap_or_default(),
-                    );
+                    self.capture
+                        .extend_from_slice(line.get(..keep.min(line.len())).unwrap_or_default());
                 } else {
                     if kind == b'-' {
-                        let keep = ERROR_KEEP.min(self.line.len());
-                        step(Step::NestedError(self.line.get(..keep).unwrap_or_default()));
+                        let keep = ERROR_KEEP.min(line.len());
+                        step(Step::NestedError(line.get(..keep).unwrap_or_default()));
                     }
                     if depth == 1 {
                         if kind == b':' {
-                            self.number = parse_int(&self.line);
+                            self.number = parse_int(line);
                         }
                         if kind == b'+' && self.capture.is_empty() {
-                            let keep = WORD_KEEP.min(self.line.len());
+                            let keep = WORD_KEEP.min(line.len());
                             self.capture
-                                .extend_from_slice(self.line.get(..keep).unwrap_or_default());
+                                .extend_from_slice(line.get(..keep).unwrap_or_default());
                         }
                     }
                 }

@@ -98,12 +98,14 @@ const CONFIRMATIONS: [&[u8]; 6] = [
 ];
 
 fn is_subscribe_family(command: &str) -> bool {
-    CONFIRMATIONS.iter().any(|c| c == &command.as_bytes())
+    command.ends_with("subscribe")
 }
 
 #[derive(Debug)]
 struct Pending {
     command: &'static str,
+    /// A subscribe-family command (answered by confirmations).
+    subscribes: bool,
     since: u64,
     injected: Option<Box<ErrorReply>>,
     /// Subscribe family: confirmations still expected, and whether the first came.
@@ -142,6 +144,9 @@ pub struct Session {
 #[derive(Debug, Default)]
 struct Tracker {
     recognized: Option<Protocol>,
+    /// The last command name looked up and its label (pipelines repeat commands).
+    last_name: Vec<u8>,
+    last_command: Option<&'static str>,
     pending: VecDeque<Pending>,
     /// Subscriptions in force (from the last confirmation's count).
     subscribed: i64,
@@ -435,12 +440,23 @@ impl Tracker {
         match step {
             Step::Command { name, text, .. } => {
                 self.recognize(Protocol::Redis, event);
-                let command = command(name);
+                let command = match self.last_command {
+                    Some(c) if self.last_name == name => c,
+                    _ => {
+                        let c = command(name);
+                        self.last_name.clear();
+                        self.last_name
+                            .extend_from_slice(name.get(..32.min(name.len())).unwrap_or_default());
+                        self.last_command = Some(c);
+                        c
+                    }
+                };
                 event(Event::Request(command));
                 if self.pending.len() >= MAX_PENDING {
                     return None;
                 }
-                let confirmations = if is_subscribe_family(command) {
+                let subscribes = is_subscribe_family(command);
+                let confirmations = if subscribes {
                     let channels = text.split(|&b| b == b' ').count() as u64 - 1;
                     if command.ends_with("unsubscribe") && channels == 0 {
                         u64::try_from(self.subscribed).unwrap_or(0).max(1)
@@ -452,6 +468,7 @@ impl Tracker {
                 };
                 self.pending.push_back(Pending {
                     command,
+                    subscribes,
                     since: now(),
                     injected: None,
                     confirmations,
@@ -540,10 +557,7 @@ impl Tracker {
             if let Some(n) = number {
                 self.subscribed = n;
             }
-            let front_subscribes = self
-                .pending
-                .front()
-                .is_some_and(|p| is_subscribe_family(p.command));
+            let front_subscribes = self.pending.front().is_some_and(|p| p.subscribes);
             if front_subscribes {
                 if let Some(front) = self.pending.front_mut() {
                     if !front.answered {
@@ -569,7 +583,7 @@ impl Tracker {
         while self
             .pending
             .front()
-            .is_some_and(|p| is_subscribe_family(p.command) && p.answered)
+            .is_some_and(|p| p.subscribes && p.answered)
         {
             self.pending.pop_front();
         }
