@@ -24,9 +24,7 @@ fn main() {
             requests += 1;
         }
     };
-    let mut t = 0u64;
-    for _ in 0..n / 16 {
-        t += 1;
+    for t in 0..(n / 16) as u64 {
         s.on_data(Direction::ToDatabase, black_box(&up), &mut || t, &mut event);
         s.on_data(Direction::ToClient, black_box(&down), &mut || t, &mut event);
     }
