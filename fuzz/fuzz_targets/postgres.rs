@@ -17,6 +17,7 @@ use libfuzzer_sys::fuzz_target;
 fn judge(ask: Ask<'_>) -> Option<Act> {
     let error = |fatal| {
         Act::Error(ErrorReply {
+            errno: None,
             code: Some(*b"40001"),
             message: "m".into(),
             fatal,

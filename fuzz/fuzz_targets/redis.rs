@@ -38,6 +38,7 @@ fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
 fn judge(ask: Ask<'_>) -> Option<Act> {
     let error = |fatal| {
         Act::Error(ErrorReply {
+            errno: None,
             code: None,
             message: "READONLY m".into(),
             fatal,

@@ -78,54 +78,79 @@ pub fn describe(config: &Config) -> Vec<String> {
             }
             FaultKind::Error(e) => {
                 let reply = &e.reply;
-                match reply.code {
-                    // Redis: the message is the whole error line.
-                    None if r.matcher.is_statement_rule() => format!(
-                        "fail with -{}{}",
-                        reply.message,
-                        if reply.fatal {
-                            ", then close the connection"
-                        } else {
-                            " (the command does not execute)"
-                        }
-                    ),
-                    None => format!(
-                        "answer every command of {} with -{}{}",
-                        if r.apply_to == ApplyTo::All {
-                            "open and new connections"
-                        } else {
-                            "new connections"
-                        },
-                        reply.message,
-                        if reply.fatal {
-                            ", then close the connection"
-                        } else {
-                            " (commands do not execute)"
-                        }
-                    ),
-                    Some(code) => {
-                        let code = String::from_utf8_lossy(&code);
-                        if r.matcher.is_statement_rule() {
-                            format!(
-                                "fail with {}{code} \"{}\"{}",
-                                if reply.fatal { "FATAL " } else { "" },
-                                reply.message,
-                                if reply.fatal {
-                                    " and close the session"
-                                } else {
-                                    " (the statement does not execute)"
-                                }
-                            )
-                        } else {
-                            format!(
-                                "refuse new sessions at startup with FATAL {code} \"{}\"{}",
-                                reply.message,
-                                if r.apply_to == ApplyTo::All {
-                                    ", and end open sessions with it at their next statement"
-                                } else {
-                                    ""
-                                }
-                            )
+                if let Some(errno) = reply.errno {
+                    let state =
+                        String::from_utf8_lossy(&reply.code.unwrap_or(*b"HY000")).into_owned();
+                    let err = format!("ERROR {errno} ({state}) \"{}\"", reply.message);
+                    if r.matcher.is_statement_rule() {
+                        format!(
+                            "fail with {err}{}",
+                            if reply.fatal {
+                                ", then close the connection"
+                            } else {
+                                " (the statement does not execute)"
+                            }
+                        )
+                    } else {
+                        format!(
+                            "refuse new sessions with {err} instead of the greeting{}",
+                            if r.apply_to == ApplyTo::All {
+                                ", and end open sessions with it at their next statement"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
+                } else {
+                    match reply.code {
+                        // Redis: the message is the whole error line.
+                        None if r.matcher.is_statement_rule() => format!(
+                            "fail with -{}{}",
+                            reply.message,
+                            if reply.fatal {
+                                ", then close the connection"
+                            } else {
+                                " (the command does not execute)"
+                            }
+                        ),
+                        None => format!(
+                            "answer every command of {} with -{}{}",
+                            if r.apply_to == ApplyTo::All {
+                                "open and new connections"
+                            } else {
+                                "new connections"
+                            },
+                            reply.message,
+                            if reply.fatal {
+                                ", then close the connection"
+                            } else {
+                                " (commands do not execute)"
+                            }
+                        ),
+                        Some(code) => {
+                            let code = String::from_utf8_lossy(&code);
+                            if r.matcher.is_statement_rule() {
+                                format!(
+                                    "fail with {}{code} \"{}\"{}",
+                                    if reply.fatal { "FATAL " } else { "" },
+                                    reply.message,
+                                    if reply.fatal {
+                                        " and close the session"
+                                    } else {
+                                        " (the statement does not execute)"
+                                    }
+                                )
+                            } else {
+                                format!(
+                                    "refuse new sessions at startup with FATAL {code} \"{}\"{}",
+                                    reply.message,
+                                    if r.apply_to == ApplyTo::All {
+                                        ", and end open sessions with it at their next statement"
+                                    } else {
+                                        ""
+                                    }
+                                )
+                            }
                         }
                     }
                 }

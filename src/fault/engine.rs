@@ -440,6 +440,7 @@ mod tests {
         let error = |fatal| {
             FaultKind::Error(Error {
                 reply: ErrorReply {
+                    errno: None,
                     code: Some(*b"40001"),
                     message: "m".into(),
                     fatal,

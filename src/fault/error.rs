@@ -7,6 +7,8 @@
 //! - `message` (required): 1 to 512 printable characters (no line breaks or other controls).
 //!   For Redis the whole error line (`READONLY You can't write against a read only
 //!   replica.`): its first word is the error's code.
+//! - `errno` (MySQL, required there; refused elsewhere): the error number, 1 to 65535;
+//!   `sqlstate` defaults to `HY000` for MySQL.
 //! - `fatal` (default false): severity `FATAL`, and the connection is closed after it.
 //!
 //! On a statement rule (`match.commands` / `match.queryContains`) a matching statement does not
@@ -32,7 +34,7 @@ pub struct Error {
 
 impl Kind for Error {
     const KEY: &'static str = "error";
-    const PARAMS: &'static [&'static str] = &["sqlstate", "message", "fatal"];
+    const PARAMS: &'static [&'static str] = &["sqlstate", "errno", "message", "fatal"];
     type State = State;
 
     fn parse(params: &Fields<'_>) -> Result<Error, ConfigError> {
@@ -56,6 +58,18 @@ impl Kind for Error {
                 }
             },
         };
+        let errno = match params.get("errno") {
+            None => None,
+            Some(_) => match params.f64("errno")? {
+                Some(n) if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) => Some(n as u16),
+                _ => {
+                    return Err(ConfigError::new(
+                        params.path("errno"),
+                        "not an error number (an integer from 1 to 65535, as in 1213)",
+                    ))
+                }
+            },
+        };
         let Some(message) = params.str("message")? else {
             return Err(ConfigError::new(params.path("message"), "missing"));
         };
@@ -75,6 +89,7 @@ impl Kind for Error {
         Ok(Error {
             reply: ErrorReply {
                 code,
+                errno,
                 message: message.into(),
                 fatal: params.bool("fatal")?.unwrap_or(false),
             },

@@ -82,15 +82,17 @@ impl HostPattern {
 pub enum WireProtocol {
     Postgres,
     Redis,
+    Mysql,
 }
 
 impl WireProtocol {
-    pub const NAMES: &'static [&'static str] = &["postgres", "redis"];
+    pub const NAMES: &'static [&'static str] = &["postgres", "mysql", "redis"];
 
     pub fn name(self) -> &'static str {
         match self {
             WireProtocol::Postgres => "postgres",
             WireProtocol::Redis => "redis",
+            WireProtocol::Mysql => "mysql",
         }
     }
 
@@ -98,6 +100,7 @@ impl WireProtocol {
         match name {
             "postgres" => Some(WireProtocol::Postgres),
             "redis" => Some(WireProtocol::Redis),
+            "mysql" => Some(WireProtocol::Mysql),
             _ => None,
         }
     }
@@ -105,7 +108,7 @@ impl WireProtocol {
     /// The `command` label value `word` names in this protocol (case-insensitive).
     fn command(self, word: &str) -> Option<&'static str> {
         let list: &[&'static str] = match self {
-            WireProtocol::Postgres => &SQL_COMMANDS,
+            WireProtocol::Postgres | WireProtocol::Mysql => &SQL_COMMANDS,
             WireProtocol::Redis => &REDIS_COMMANDS,
         };
         list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))

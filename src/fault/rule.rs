@@ -157,13 +157,25 @@ fn check_protocol_kind(
             None => {
                 return err(
                     &key,
-                    "needs match.protocol \"postgres\" or \"redis\" (the error is written in the session's protocol)",
+                    "needs match.protocol \"postgres\", \"mysql\" or \"redis\" (the error is written in the session's protocol)",
                 )
             }
             Some(WireProtocol::Postgres) if e.reply.code.is_none() => {
                 return err(
                     &format!("{key}.sqlstate"),
                     "missing (a PostgreSQL error has a SQLSTATE, as in \"40001\")",
+                )
+            }
+            Some(WireProtocol::Postgres | WireProtocol::Redis) if e.reply.errno.is_some() => {
+                return err(
+                    &format!("{key}.errno"),
+                    "only for MySQL (PostgreSQL errors are named by their sqlstate, Redis errors by their message's first word)",
+                )
+            }
+            Some(WireProtocol::Mysql) if e.reply.errno.is_none() => {
+                return err(
+                    &format!("{key}.errno"),
+                    "missing (a MySQL error has an error number, as in 1213)",
                 )
             }
             Some(WireProtocol::Redis) if e.reply.code.is_some() => {
@@ -411,9 +423,31 @@ pub(crate) mod tests {
             ),
             (
                 format!(
+                    r#"{{"faults": [{{"name": "x", "match": {{"hosts": ["pg"], "protocol": "oracle"}}, {e}}}]}}"#
+                ),
+                r#"faults[0].match.protocol: "oracle" is not a protocol dbfault reads (postgres, mysql, redis)"#,
+            ),
+            (
+                format!(
                     r#"{{"faults": [{{"name": "x", "match": {{"hosts": ["pg"], "protocol": "mysql"}}, {e}}}]}}"#
                 ),
-                r#"faults[0].match.protocol: "mysql" is not a protocol dbfault reads (postgres, redis)"#,
+                "faults[0].error.errno: missing (a MySQL error has an error number",
+            ),
+            (
+                r#"{"faults": [{"name": "x", "match": {"hosts": ["r"], "protocol": "redis"}, "error": {"errno": 1213, "message": "READONLY x"}}]}"#.to_owned(),
+                "faults[0].error.errno: only for MySQL",
+            ),
+            (
+                r#"{"faults": [{"name": "x", "match": {"hosts": ["r"], "protocol": "redis"}, "error": {"sqlstate": "40001", "message": "READONLY x"}}]}"#.to_owned(),
+                "faults[0].error.sqlstate: not for Redis",
+            ),
+            (
+                r#"{"faults": [{"name": "x", "match": {"hosts": ["r"], "protocol": "redis"}, "error": {"message": "READONLY x\r\ny"}}]}"#.to_owned(),
+                "faults[0].error.message: has a line break",
+            ),
+            (
+                r#"{"faults": [{"name": "x", "match": {"hosts": ["m"], "protocol": "mysql"}, "error": {"errno": 70000, "message": "x"}}]}"#.to_owned(),
+                "faults[0].error.errno: not an error number",
             ),
             (
                 format!(r#"{{"faults": [{{"name": "x", {pg}, "commands": "INSERT"}}, {e}}}]}}"#),

@@ -57,16 +57,26 @@ impl Stream {
             )
         })
         .unwrap_or_default();
-        // The client's first chunk, read once when host rules need the TLS check or the request
-        // metrics need the protocol.
-        if let Some((Direction::ToDatabase, size)) = first {
-            if uses_hosts || reads {
+        // The first chunk, read once when host rules need the TLS check (client bytes) or the
+        // request metrics or protocol rules need the protocol (either side: MySQL's server
+        // speaks first).
+        match first {
+            Some((Direction::ToDatabase, size)) if uses_hosts || reads => {
                 self.first_chunk = host::read_data(Direction::ToDatabase, 0, size);
             }
+            Some((Direction::ToClient, size)) if reads => {
+                self.first_chunk = host::read_data(Direction::ToClient, 0, size);
+            }
+            _ => {}
         }
+        let client_first = matches!(first, Some((Direction::ToDatabase, _)));
         // A TLS client speaks first: a connection identified by anything but client bytes that
         // open a TLS handshake has no SNI.
-        let first_byte = self.first_chunk.as_deref().and_then(|c| c.first().copied());
+        let first_byte = self
+            .first_chunk
+            .as_deref()
+            .filter(|_| client_first)
+            .and_then(|c| c.first().copied());
         let wants_sni = upstream::needs_sni(cluster.as_deref())
             || (uses_hosts && upstream::starts_tls(first_byte));
         let sni = if wants_sni {
@@ -99,7 +109,13 @@ impl Stream {
                 .map(str::to_ascii_lowercase),
             cluster: cluster.clone(),
             port: upstream::port(facts, upstream_address.as_deref()),
-            protocol: self.first_chunk.as_deref().and_then(crate::protocol::sniff),
+            protocol: self.first_chunk.as_deref().and_then(|chunk| {
+                if client_first {
+                    crate::protocol::sniff(chunk)
+                } else {
+                    crate::protocol::sniff_server(chunk)
+                }
+            }),
         };
         debug!(
             "dbfault: connection {} to {label} (cluster {}, sni {})",

@@ -69,6 +69,7 @@ impl Watch {
             protocol: match wire {
                 WireProtocol::Postgres => Protocol::Postgres,
                 WireProtocol::Redis => Protocol::Redis,
+                WireProtocol::Mysql => Protocol::Mysql,
             },
             seen_held: 0,
             counting,
@@ -153,7 +154,8 @@ impl Watch {
         let counts = stats.filter(|_| self.counting).map(|s| &*s.requests);
         let mut time = None;
         let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
-        let judging = dir == Direction::ToDatabase && self.judging && conn.statements_may_act();
+        // (MySQL's server side is judged too: its greeting, when a rule refuses new sessions.)
+        let judging = self.judging && conn.statements_may_act();
         let (seed, opened_in) = (conn.seed(), self.opened_in);
         let draws = &mut self.draws;
         let protocol = self.protocol;

@@ -1,5 +1,6 @@
 //! Database wire protocols, read as they pass: pure, incremental, bounded in memory.
 
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 
@@ -14,6 +15,8 @@ pub struct ErrorReply {
     /// The SQLSTATE (five characters of `[0-9A-Z]`); Redis errors have none (their code is
     /// the message's first word).
     pub code: Option<[u8; 5]>,
+    /// MySQL's error number.
+    pub errno: Option<u16>,
     pub message: Rc<str>,
     /// The session ends with it (PostgreSQL: severity `FATAL`, then the connection closes).
     pub fatal: bool,
@@ -26,17 +29,25 @@ pub enum Protocol {
     /// PostgreSQL whose client and server agreed to encrypt: L4 only.
     PostgresTls,
     Redis,
+    Mysql,
+    /// MySQL whose client asked for TLS: L4 only.
+    MysqlTls,
+    /// MySQL whose client asked for compression: L4 only.
+    MysqlCompressed,
     /// Anything not recognised.
     Unknown,
 }
 
-pub const PROTOCOLS: usize = 4;
+pub const PROTOCOLS: usize = 7;
 
 impl Protocol {
     pub const ALL: [Protocol; PROTOCOLS] = [
         Protocol::Postgres,
         Protocol::PostgresTls,
         Protocol::Redis,
+        Protocol::Mysql,
+        Protocol::MysqlTls,
+        Protocol::MysqlCompressed,
         Protocol::Unknown,
     ];
 
@@ -45,6 +56,9 @@ impl Protocol {
             Protocol::Postgres => "postgres",
             Protocol::PostgresTls => "postgres-tls",
             Protocol::Redis => "redis",
+            Protocol::Mysql => "mysql",
+            Protocol::MysqlTls => "mysql-tls",
+            Protocol::MysqlCompressed => "mysql-compressed",
             Protocol::Unknown => "unknown",
         }
     }
@@ -141,6 +155,11 @@ pub struct Verdict {
     pub close: Option<Close>,
 }
 
+/// The protocol a server's first bytes open (MySQL speaks first), if dbfault reads it.
+pub fn sniff_server(first: &[u8]) -> Option<WireProtocol> {
+    mysql::greets(first).then_some(WireProtocol::Mysql)
+}
+
 /// The protocol a client's first bytes open, if dbfault reads it: a PostgreSQL opening
 /// message, or a Redis command (an array of bulk strings, or an inline command naming a real
 /// Redis command — not an HTTP request line).
@@ -173,6 +192,7 @@ pub fn sniff(first: &[u8]) -> Option<WireProtocol> {
 pub enum Session {
     Postgres(postgres::session::Session),
     Redis(redis::session::Session),
+    Mysql(mysql::session::Session),
 }
 
 impl Session {
@@ -180,6 +200,7 @@ impl Session {
         match protocol {
             WireProtocol::Postgres => Session::Postgres(postgres::session::Session::new()),
             WireProtocol::Redis => Session::Redis(redis::session::Session::new()),
+            WireProtocol::Mysql => Session::Mysql(mysql::session::Session::new()),
         }
     }
 
@@ -188,6 +209,7 @@ impl Session {
         match self {
             Session::Postgres(s) => s.reading(),
             Session::Redis(s) => s.reading(),
+            Session::Mysql(s) => s.reading(),
         }
     }
 
@@ -196,6 +218,7 @@ impl Session {
         match self {
             Session::Postgres(s) => s.kind().is_some(),
             Session::Redis(s) => s.recognized().is_some(),
+            Session::Mysql(s) => s.recognized().is_some(),
         }
     }
 
@@ -204,6 +227,7 @@ impl Session {
         match self {
             Session::Postgres(s) => s.rewriting(dir),
             Session::Redis(s) => s.rewriting(dir),
+            Session::Mysql(s) => s.rewriting(dir),
         }
     }
 
@@ -212,7 +236,8 @@ impl Session {
         match self {
             Session::Postgres(s) => s.skippable(dir),
             Session::Redis(s) if !s.reading() => usize::MAX,
-            Session::Redis(_) => 0,
+            Session::Mysql(s) if !s.reading() => usize::MAX,
+            Session::Redis(_) | Session::Mysql(_) => 0,
         }
     }
 
@@ -240,6 +265,7 @@ impl Session {
         match self {
             Session::Postgres(s) => s.on_data(dir, bytes, now, event),
             Session::Redis(s) => s.on_data(dir, bytes, now, event),
+            Session::Mysql(s) => s.on_data(dir, bytes, now, event),
         }
     }
 
@@ -255,6 +281,7 @@ impl Session {
         match self {
             Session::Postgres(s) => s.rewrite(dir, chunk, now, event, judge),
             Session::Redis(s) => s.rewrite(dir, chunk, now, event, judge),
+            Session::Mysql(s) => s.rewrite(dir, chunk, now, event, judge),
         }
     }
 }

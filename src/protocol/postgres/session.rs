@@ -1223,6 +1223,7 @@ mod tests {
 
     fn reply(code: &str, fatal: bool) -> ErrorReply {
         ErrorReply {
+            errno: None,
             code: Some(code.as_bytes().try_into().unwrap()),
             message: "could not serialize access".into(),
             fatal,

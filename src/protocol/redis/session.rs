@@ -757,6 +757,7 @@ mod tests {
 
     fn readonly(fatal: bool) -> Act {
         Act::Error(ErrorReply {
+            errno: None,
             code: None,
             message: "READONLY You can't write against a read only replica.".into(),
             fatal,

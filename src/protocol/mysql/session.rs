@@ -1,0 +1,1388 @@
+//! One MySQL/MariaDB connection: packets framed incrementally in both directions (3-byte
+//! length, sequence id, payload; a payload of 16 MiB − 1 continues in the next packet), the
+//! connection phase (greeting, handshake response, authentication exchange), then commands and
+//! their responses: OK, ERR, EOF, result sets (column count, column definitions, rows, with
+//! and without `CLIENT_DEPRECATE_EOF`), several results for one multi-statement query
+//! (`SERVER_MORE_RESULTS_EXISTS`), `LOCAL INFILE` requests (the file's packets pass untouched),
+//! prepared statements (`COM_STMT_PREPARE` remembered by the id the server returns;
+//! `COM_STMT_EXECUTE` counted and matched by the prepared text).
+//!
+//! A client that asks for TLS (`CLIENT_SSL`) or compression (`CLIENT_COMPRESS`) makes the
+//! session L4-only (`mysql-tls`, `mysql-compressed`): nothing more is read.
+//!
+//! An injected error is the server's own answer rewritten: the command is replaced by one the
+//! server refuses without running anything — a query that does not parse
+//! (`dbfault_injected_<errno>`: ERR 1064), an execute of a statement id that does not exist
+//! (ERR 1243) — and that ERR is rewritten to the rule's errno, SQLSTATE and message, in the
+//! same place of the sequence. A refused connection gets the ERR in place of the greeting.
+//!
+//! Bounds: the first [`CAPTURE_LIMIT`] bytes of a command (its text), 256 bytes of a response
+//! packet; [`MAX_PENDING`] commands awaiting responses; [`MAX_PREPARED`] statements and
+//! [`MAX_PREPARED_TEXT`] bytes of their text (oldest forgotten first).
+
+#[cfg(test)]
+use super::greets;
+use crate::fault::{Close, Direction};
+use crate::protocol::postgres::sql::{statements, Command};
+use crate::protocol::{Act, Ask, Code, ErrorReply, Event, Judge, Output, Protocol, Verdict};
+use std::collections::VecDeque;
+
+pub const CAPTURE_LIMIT: usize = 4096;
+pub const MAX_PENDING: usize = 1024;
+pub const MAX_PREPARED: usize = 256;
+pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
+/// Bytes of a server packet kept (status flags, an ERR's code and message).
+const SERVER_KEEP: usize = 256;
+const CONTINUED: usize = 0xff_ffff;
+
+const CLIENT_COMPRESS: u32 = 0x0000_0020;
+const CLIENT_SSL: u32 = 0x0000_0800;
+const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
+const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+
+const COM_QUIT: u8 = 0x01;
+const COM_QUERY: u8 = 0x03;
+const COM_PING: u8 = 0x0e;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_CHANGE_USER: u8 = 0x11;
+
+/// The errors a replaced command provokes.
+const ER_PARSE_ERROR: u16 = 1064;
+const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
+/// A statement id no server hands out (MariaDB gives `0xffffffff` a meaning: the last one).
+const NO_SUCH_STATEMENT: u32 = 0xffff_fffe;
+
+/// One packet being read: header bytes, then the payload (the first bytes kept).
+#[derive(Default)]
+struct Framer {
+    header: [u8; 4],
+    header_len: usize,
+    /// Payload bytes still to come, once the header is whole.
+    left: Option<usize>,
+    len: usize,
+    seq: u8,
+    keep: Vec<u8>,
+    keep_want: usize,
+    reported: bool,
+    /// Bytes of the current packet read (header included), for the rewriting.
+    read: usize,
+    /// The packet continues a payload of 16 MiB − 1 (part of the same message).
+    continuation: bool,
+}
+
+/// One complete (or, for a long command, captured) packet.
+struct Packet<'a> {
+    seq: u8,
+    len: usize,
+    payload: &'a [u8],
+    /// A continuation of the previous packet's payload.
+    continuation: bool,
+    at: usize,
+    head: usize,
+}
+
+/// What reading a chunk produced.
+enum Step<'a> {
+    /// A packet's kept bytes are read (the whole packet, or a command's first 4 KiB).
+    Packet(Packet<'a>),
+    /// The packet reported earlier ended at `at`.
+    End { at: usize },
+}
+
+impl Framer {
+    /// Reads `chunk`; `keep(seq, first payload byte)` says how many payload bytes to keep.
+    fn read(
+        &mut self,
+        chunk: &[u8],
+        keep: &mut dyn FnMut(u8) -> usize,
+        step: &mut dyn FnMut(Step<'_>),
+    ) {
+        let mut at = 0;
+        while at < chunk.len() {
+            let rest = chunk.get(at..).unwrap_or_default();
+            match self.left {
+                None => {
+                    let take = (4 - self.header_len).min(rest.len());
+                    if let (Some(dst), Some(src)) = (
+                        self.header.get_mut(self.header_len..self.header_len + take),
+                        rest.get(..take),
+                    ) {
+                        dst.copy_from_slice(src);
+                    }
+                    self.header_len += take;
+                    self.read += take;
+                    at += take;
+                    if self.header_len == 4 {
+                        let [a, b, c, seq] = self.header;
+                        let len = usize::from(a) | usize::from(b) << 8 | usize::from(c) << 16;
+                        self.header_len = 0;
+                        self.len = len;
+                        self.seq = seq;
+                        self.left = Some(len);
+                        self.keep.clear();
+                        self.keep_want = usize::MAX;
+                        self.reported = false;
+                        if len == 0 {
+                            self.keep_want = 0;
+                            self.finish(at, step);
+                        }
+                    }
+                }
+                Some(left) => {
+                    if self.keep_want == usize::MAX {
+                        let first = rest.first().copied().unwrap_or(0);
+                        self.keep_want =
+                            if self.continuation { 0 } else { keep(first) }.min(self.len);
+                    }
+                    let room = self.keep_want.saturating_sub(self.keep.len());
+                    let take = if room > 0 { room.min(left) } else { left }.min(rest.len());
+                    if room > 0 {
+                        self.keep
+                            .extend_from_slice(rest.get(..take).unwrap_or_default());
+                    }
+                    self.read += take;
+                    at += take;
+                    let left = left - take;
+                    self.left = Some(left);
+                    if !self.reported && self.keep.len() >= self.keep_want && left > 0 {
+                        self.reported = true;
+                        step(Step::Packet(self.packet(at)));
+                    }
+                    if left == 0 {
+                        self.finish(at, step);
+                    }
+                }
+            }
+        }
+    }
+
+    fn packet(&self, at: usize) -> Packet<'_> {
+        Packet {
+            seq: self.seq,
+            len: self.len,
+            payload: &self.keep,
+            continuation: self.continuation,
+            at,
+            head: self.read,
+        }
+    }
+
+    fn finish(&mut self, at: usize, step: &mut dyn FnMut(Step<'_>)) {
+        if self.reported {
+            step(Step::End { at });
+        } else {
+            step(Step::Packet(self.packet(at)));
+            step(Step::End { at });
+        }
+        self.left = None;
+        self.read = 0;
+        self.continuation = self.len == CONTINUED;
+    }
+
+    /// The packet under way and not reported yet: bytes of it read.
+    fn unreported(&self) -> Option<usize> {
+        match self.left {
+            Some(_) if !self.reported => Some(self.read),
+            None if self.header_len > 0 => Some(self.read),
+            _ => None,
+        }
+    }
+}
+
+/// A prepared statement, by the id the server gave it.
+#[derive(Debug)]
+struct Prepared {
+    id: u32,
+    command: &'static str,
+    text: Box<[u8]>,
+}
+
+/// What the server's packets are expected to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The greeting (or an ERR instead).
+    Greeting,
+    /// Authentication: OK ends it, ERR ends the session; anything else continues it.
+    Auth,
+    /// Idle: packets answer the front command.
+    Response,
+    /// Definitions still to come (a result set's columns, a prepare's parameters and
+    /// columns, with their EOFs), then rows or the next response.
+    Skip { left: u64, rows: bool },
+    /// Rows until EOF/OK (or ERR).
+    Rows,
+    /// LOCAL INFILE: the client sends the file; the server answers when it ends.
+    Infile,
+}
+
+#[derive(Debug)]
+struct Pending {
+    command: &'static str,
+    since: u64,
+    injected: Option<Box<ErrorReply>>,
+    /// A prepare: its text, kept until the server names it.
+    prepare: Option<(&'static str, Box<[u8]>)>,
+    /// Statements of a multi-statement query still to answer after this one.
+    more: u32,
+}
+
+#[derive(Debug, Default)]
+struct Splice {
+    stash: Vec<u8>,
+    /// The rest of a replaced command is discarded until its end.
+    dropping: bool,
+    ended: bool,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Session {
+    client: Framer,
+    server: Framer,
+    track: Tracker,
+    splices: [Splice; 2],
+}
+
+#[derive(Debug)]
+struct Tracker {
+    recognized: Option<Protocol>,
+    reading: bool,
+    expect: Expect,
+    /// The client's capability flags (from its handshake response).
+    deprecate_eof: bool,
+    pending: VecDeque<Pending>,
+    prepared: VecDeque<Prepared>,
+    prepared_text: usize,
+    injections: usize,
+    /// The front command's response has more results than statements were counted (a
+    /// `CALL`): they belong to it until one without `SERVER_MORE_RESULTS_EXISTS`.
+    continuing: bool,
+}
+
+impl std::fmt::Debug for Framer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framer").field("left", &self.left).finish()
+    }
+}
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::ToDatabase => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+/// An ERR packet with sequence id `seq`.
+fn err_packet(seq: u8, reply: &ErrorReply, errno: u16) -> Vec<u8> {
+    let message = reply.message.as_bytes();
+    let sqlstate = reply.code.unwrap_or(*b"HY000");
+    let len = 1 + 2 + 1 + 5 + message.len();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    out.push(seq);
+    out.push(0xff);
+    out.extend_from_slice(&errno.to_le_bytes());
+    out.push(b'#');
+    out.extend_from_slice(&sqlstate);
+    out.extend_from_slice(message);
+    out
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+    out.push(seq);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A length-encoded integer at the start of `bytes`.
+fn lenenc(bytes: &[u8]) -> Option<u64> {
+    let (&first, rest) = bytes.split_first()?;
+    let take = |n: usize| {
+        let mut b = [0u8; 8];
+        b.get_mut(..n)?.copy_from_slice(rest.get(..n)?);
+        Some(u64::from_le_bytes(b))
+    };
+    match first {
+        0..=0xfa => Some(u64::from(first)),
+        0xfc => take(2),
+        0xfd => take(3),
+        0xfe => take(8),
+        _ => None,
+    }
+}
+
+/// The status flags of an OK packet (after its affected rows and last insert id) or of an EOF.
+fn status_flags(payload: &[u8]) -> u16 {
+    match payload.first() {
+        Some(0xfe) if payload.len() < 9 => {
+            // EOF: header, warnings (2), status (2).
+            u16::from_le_bytes([
+                payload.get(3).copied().unwrap_or(0),
+                payload.get(4).copied().unwrap_or(0),
+            ])
+        }
+        Some(0x00 | 0xfe) => {
+            let mut at = 1;
+            for _ in 0..2 {
+                let width = match payload.get(at) {
+                    Some(0xfc) => 3,
+                    Some(0xfd) => 4,
+                    Some(0xfe) => 9,
+                    _ => 1,
+                };
+                at += width;
+            }
+            u16::from_le_bytes([
+                payload.get(at).copied().unwrap_or(0),
+                payload.get(at + 1).copied().unwrap_or(0),
+            ])
+        }
+        _ => 0,
+    }
+}
+
+/// An ERR packet's errno, SQLSTATE class and message.
+fn err_fields(payload: &[u8]) -> (u16, [u8; 2], &[u8]) {
+    let errno = u16::from_le_bytes([
+        payload.get(1).copied().unwrap_or(0),
+        payload.get(2).copied().unwrap_or(0),
+    ]);
+    match payload.get(3) {
+        Some(b'#') => (
+            errno,
+            [
+                payload.get(4).copied().unwrap_or(b'X'),
+                payload.get(5).copied().unwrap_or(b'X'),
+            ],
+            payload.get(9..).unwrap_or_default(),
+        ),
+        _ => (errno, *b"HY", payload.get(3..).unwrap_or_default()),
+    }
+}
+
+/// Whether a packet ends a result set's rows: an EOF, or (DEPRECATE_EOF) an OK with the EOF
+/// header; a row starting with 0xfe is at least 16 MiB.
+fn ends_rows(payload: &[u8], len: usize) -> bool {
+    payload.first() == Some(&0xfe) && len < CONTINUED
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            client: Framer::default(),
+            server: Framer::default(),
+            track: Tracker {
+                recognized: None,
+                reading: true,
+                expect: Expect::Greeting,
+                deprecate_eof: false,
+                pending: VecDeque::new(),
+                prepared: VecDeque::new(),
+                prepared_text: 0,
+                injections: 0,
+                continuing: false,
+            },
+            splices: Default::default(),
+        }
+    }
+
+    pub fn reading(&self) -> bool {
+        self.track.reading
+    }
+
+    pub fn recognized(&self) -> Option<Protocol> {
+        self.track.recognized
+    }
+
+    pub fn rewriting(&self, dir: Direction) -> bool {
+        let splice = self.splices.get(index(dir));
+        splice.is_some_and(|s| !s.stash.is_empty() || s.dropping || s.ended)
+            || (dir == Direction::ToClient
+                && (self.track.injections > 0 || self.track.expect == Expect::Greeting))
+    }
+
+    pub fn on_data(
+        &mut self,
+        dir: Direction,
+        bytes: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) {
+        let _ = self.rewrite_inner(dir, bytes, now, event, None, false);
+    }
+
+    pub fn rewrite(
+        &mut self,
+        dir: Direction,
+        chunk: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<&mut Judge<'_>>,
+    ) -> Verdict {
+        self.rewrite_inner(dir, chunk, now, event, judge, true)
+    }
+
+    fn rewrite_inner(
+        &mut self,
+        dir: Direction,
+        chunk: &[u8],
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        mut judge: Option<&mut Judge<'_>>,
+        rewriting: bool,
+    ) -> Verdict {
+        let Session {
+            client,
+            server,
+            track,
+            splices,
+        } = self;
+        let Some(splice) = splices.get_mut(index(dir)) else {
+            return Verdict::default();
+        };
+        if splice.ended {
+            return Verdict {
+                replace: Some(Vec::new()),
+                ..Verdict::default()
+            };
+        }
+        let mut carry = std::mem::take(&mut splice.stash);
+        if !track.reading {
+            return Verdict {
+                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
+                ..Verdict::default()
+            };
+        }
+        let judging = judge.is_some();
+        let mut output = Output {
+            chunk,
+            out: None,
+            pos: 0,
+        };
+        let mut hold_until = None;
+        let mut closes = false;
+        {
+            let output = &mut output;
+            let carry = &mut carry;
+            match dir {
+                Direction::ToDatabase => {
+                    if splice.dropping {
+                        output.drop_to(0);
+                    }
+                    let expect = track.expect;
+                    let infile = expect == Expect::Infile;
+                    client.read(
+                        chunk,
+                        &mut |first| match (infile, first) {
+                            (true, _) => 0,
+                            (false, COM_QUERY | COM_STMT_PREPARE) => CAPTURE_LIMIT + 1,
+                            _ => 64,
+                        },
+                        &mut |step| {
+                            if splice.ended || !track.reading {
+                                return;
+                            }
+                            match step {
+                                Step::Packet(p) => {
+                                    let start = p.at as isize - p.head as isize;
+                                    let at = p.at;
+                                    let edit = track.client_packet(
+                                        &p,
+                                        now,
+                                        event,
+                                        judge.as_deref_mut(),
+                                        &mut hold_until,
+                                    );
+                                    let replaced = edit.is_some();
+                                    closes |= matches!(edit, Some(Edit::End));
+                                    place(output, carry, splice, edit, start, at);
+                                    if replaced && !splice.ended {
+                                        splice.dropping = true;
+                                    }
+                                }
+                                Step::End { at } => {
+                                    if splice.dropping {
+                                        output.drop_to(at);
+                                        splice.dropping = false;
+                                    }
+                                }
+                            }
+                        },
+                    );
+                    if splice.dropping {
+                        output.drop_to(chunk.len());
+                    }
+                }
+                Direction::ToClient => {
+                    server.read(chunk, &mut |_| SERVER_KEEP, &mut |step| {
+                        if splice.ended || !track.reading {
+                            return;
+                        }
+                        match step {
+                            Step::Packet(p) => {
+                                let start = p.at as isize - p.head as isize;
+                                let edit =
+                                    track.server_packet(&p, now, event, judge.as_deref_mut());
+                                let ends = place(output, carry, splice, edit, start, p.at);
+                                closes |= ends;
+                                if ends {
+                                    splice.dropping = false;
+                                }
+                            }
+                            Step::End { .. } => {}
+                        }
+                    });
+                }
+            }
+        }
+        if rewriting {
+            let framer = match dir {
+                Direction::ToDatabase => &*client,
+                Direction::ToClient => &*server,
+            };
+            let undecided = framer.unreported().filter(|_| match dir {
+                Direction::ToDatabase => judging && track.expect != Expect::Infile,
+                Direction::ToClient => track.injections > 0 || track.expect == Expect::Greeting,
+            });
+            if let Some(read) = undecided.filter(|_| !splice.ended && track.reading) {
+                let start = chunk.len() as isize - read as isize;
+                if start >= 0 {
+                    output.copy_to(start as usize);
+                    splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
+                } else {
+                    carry.extend_from_slice(chunk);
+                    splice.stash = std::mem::take(&mut carry);
+                }
+                output.drop_to(chunk.len());
+            }
+        }
+        let mut replace = output.finish();
+        if !carry.is_empty() {
+            let mut bytes = std::mem::take(&mut carry);
+            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
+            replace = Some(bytes);
+        }
+        let close = closes.then_some(match &replace {
+            Some(bytes) if bytes.is_empty() => Close::Now,
+            _ => Close::AtNextTick,
+        });
+        Verdict {
+            replace: if rewriting { replace } else { None },
+            hold_until,
+            close,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Edit {
+    Replace(Vec<u8>),
+    ReplaceThenEnd(Vec<u8>),
+    End,
+}
+
+/// Places the edit of a packet that started at `start` (negative: partly in `carry`) and was
+/// read up to `at`. Returns whether it ends the stream.
+fn place(
+    output: &mut Output<'_>,
+    carry: &mut Vec<u8>,
+    splice: &mut Splice,
+    edit: Option<Edit>,
+    start: isize,
+    at: usize,
+) -> bool {
+    let Some(edit) = edit else {
+        if !carry.is_empty() {
+            let bytes = std::mem::take(carry);
+            output.insert(&bytes);
+        }
+        return false;
+    };
+    output.copy_to(usize::try_from(start).unwrap_or(0));
+    carry.clear();
+    let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
+    if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
+        output.insert(&bytes);
+    }
+    output.drop_to(at);
+    if ends {
+        splice.ended = true;
+        output.drop_to(output.chunk.len());
+    }
+    ends
+}
+
+impl Tracker {
+    fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+        if self.recognized.is_none() {
+            self.recognized = Some(protocol);
+            event(Event::Recognized(protocol));
+        }
+        if protocol != Protocol::Mysql {
+            self.reading = false;
+        }
+    }
+
+    fn push(
+        &mut self,
+        command: &'static str,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> bool {
+        event(Event::Request(command));
+        if self.pending.len() >= MAX_PENDING {
+            return false;
+        }
+        self.pending.push_back(Pending {
+            command,
+            since: now(),
+            injected: None,
+            prepare: None,
+            more: 0,
+        });
+        true
+    }
+
+    fn client_packet(
+        &mut self,
+        p: &Packet<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<&mut Judge<'_>>,
+        hold: &mut Option<u64>,
+    ) -> Option<Edit> {
+        match self.expect {
+            Expect::Greeting => {
+                // The client speaks first: not MySQL.
+                self.recognize(Protocol::Unknown, event);
+                return None;
+            }
+            Expect::Auth => {
+                // The handshake response (or an SSL request), then authentication data.
+                if p.seq == 1 && p.payload.len() >= 4 {
+                    let caps = u32::from_le_bytes([
+                        p.payload.first().copied().unwrap_or(0),
+                        p.payload.get(1).copied().unwrap_or(0),
+                        p.payload.get(2).copied().unwrap_or(0),
+                        p.payload.get(3).copied().unwrap_or(0),
+                    ]);
+                    if caps & CLIENT_SSL != 0 {
+                        self.recognize(Protocol::MysqlTls, event);
+                    } else {
+                        self.deprecate_eof = caps & CLIENT_DEPRECATE_EOF != 0;
+                        if caps & CLIENT_COMPRESS != 0 {
+                            // Compressed once authenticated: nothing after it is readable.
+                            self.recognize(Protocol::MysqlCompressed, event);
+                        } else {
+                            self.recognize(Protocol::Mysql, event);
+                        }
+                    }
+                }
+                return None;
+            }
+            Expect::Infile => {
+                if p.len == 0 {
+                    // The file's end: the server answers the query now.
+                    self.expect = Expect::Response;
+                }
+                return None;
+            }
+            _ => {}
+        }
+        if p.continuation || p.seq != 0 {
+            // The rest of a long command, or long data.
+            return None;
+        }
+        let Some((&kind, body)) = p.payload.split_first() else {
+            return None;
+        };
+        let text_of = |body: &[u8]| -> Box<[u8]> {
+            body.get(..CAPTURE_LIMIT.min(body.len()))
+                .unwrap_or_default()
+                .into()
+        };
+        match kind {
+            COM_QUERY => {
+                let text = body
+                    .get(..CAPTURE_LIMIT.min(body.len()))
+                    .unwrap_or_default();
+                let parts = statements(text);
+                let count = parts.len().max(1);
+                let mut edit = None;
+                let mut judge = judge;
+                for (i, statement) in parts.iter().enumerate() {
+                    let command = Command::of(statement).name();
+                    if !self.push(command, now, event) {
+                        continue;
+                    }
+                    if let Some(last) = self.pending.back_mut() {
+                        last.more = (count - 1 - i) as u32;
+                    }
+                    if edit.is_some() {
+                        continue;
+                    }
+                    let act = judge.as_deref_mut().and_then(|j| {
+                        j(Ask::Statement {
+                            command,
+                            text: statement,
+                        })
+                    });
+                    let offset =
+                        (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                    let before = text.get(..offset).unwrap_or_default();
+                    edit = self.act(act, hold, |reply| {
+                        let mut q = vec![COM_QUERY];
+                        q.extend_from_slice(before);
+                        if before.last().is_some_and(|b| !b.is_ascii_whitespace()) {
+                            q.push(b' ');
+                        }
+                        q.extend_from_slice(b"dbfault_injected_");
+                        q.extend_from_slice(reply_errno(reply).to_string().as_bytes());
+                        packet(0, &q)
+                    });
+                }
+                if parts.is_empty() {
+                    // An empty query is still answered (with an error).
+                    self.push(Command::OTHER.name(), now, event);
+                }
+                edit
+            }
+            COM_STMT_PREPARE => {
+                let text = text_of(body);
+                let command = Command::of(&text).name();
+                // Counted when executed; answered here by the statement's definition.
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(Pending {
+                        command: "prepare",
+                        since: now(),
+                        injected: None,
+                        prepare: Some((command, text)),
+                        more: 0,
+                    });
+                }
+                None
+            }
+            COM_STMT_EXECUTE => {
+                let id = u32::from_le_bytes([
+                    body.first().copied().unwrap_or(0),
+                    body.get(1).copied().unwrap_or(0),
+                    body.get(2).copied().unwrap_or(0),
+                    body.get(3).copied().unwrap_or(0),
+                ]);
+                let (command, text) = match self.prepared.iter().find(|s| s.id == id) {
+                    Some(s) => (s.command, s.text.clone()),
+                    None => (Command::OTHER.name(), Box::default()),
+                };
+                if !self.push(command, now, event) {
+                    return None;
+                }
+                let act = judge.and_then(|j| {
+                    j(Ask::Statement {
+                        command,
+                        text: &text,
+                    })
+                });
+                self.act(act, hold, |_| {
+                    let mut e = vec![COM_STMT_EXECUTE];
+                    e.extend_from_slice(&NO_SUCH_STATEMENT.to_le_bytes());
+                    e.push(0);
+                    e.extend_from_slice(&1u32.to_le_bytes());
+                    packet(0, &e)
+                })
+            }
+            COM_STMT_CLOSE => {
+                let id = u32::from_le_bytes([
+                    body.first().copied().unwrap_or(0),
+                    body.get(1).copied().unwrap_or(0),
+                    body.get(2).copied().unwrap_or(0),
+                    body.get(3).copied().unwrap_or(0),
+                ]);
+                let text = &mut self.prepared_text;
+                self.prepared.retain(|s| {
+                    let keep = s.id != id;
+                    if !keep {
+                        *text -= s.text.len();
+                    }
+                    keep
+                });
+                // No response.
+                None
+            }
+            COM_STMT_SEND_LONG_DATA => None,
+            COM_QUIT => {
+                event(Event::Request("quit"));
+                None
+            }
+            COM_CHANGE_USER => {
+                // Authentication again.
+                self.push(Command::OTHER.name(), now, event);
+                self.expect = Expect::Auth;
+                None
+            }
+            COM_PING => {
+                let pushed = self.push("ping", now, event);
+                if !pushed {
+                    return None;
+                }
+                let act = judge.and_then(|j| {
+                    j(Ask::Statement {
+                        command: "ping",
+                        text: b"ping",
+                    })
+                });
+                self.act(act, hold, |reply| {
+                    let mut q = vec![COM_QUERY];
+                    q.extend_from_slice(b"dbfault_injected_");
+                    q.extend_from_slice(reply_errno(reply).to_string().as_bytes());
+                    packet(0, &q)
+                })
+            }
+            _ => {
+                self.push(Command::OTHER.name(), now, event);
+                None
+            }
+        }
+    }
+
+    /// Carries out a rule's act on the command just pushed.
+    fn act(
+        &mut self,
+        act: Option<Act>,
+        hold: &mut Option<u64>,
+        provoke: impl FnOnce(&ErrorReply) -> Vec<u8>,
+    ) -> Option<Edit> {
+        match act? {
+            Act::Error(reply) => {
+                let bytes = provoke(&reply);
+                let fatal = reply.fatal;
+                if let Some(p) = self.pending.back_mut() {
+                    p.injected = Some(Box::new(reply));
+                    self.injections += 1;
+                }
+                Some(if fatal {
+                    Edit::ReplaceThenEnd(bytes)
+                } else {
+                    Edit::Replace(bytes)
+                })
+            }
+            Act::Delay(until) => {
+                *hold = Some(hold.map_or(until, |t| t.max(until)));
+                None
+            }
+            Act::Abort => Some(Edit::End),
+        }
+    }
+
+    /// The front command is answered (`failed`: by an ERR; `more`: the server announces
+    /// another result). A multi-statement query's statements are answered one result each; a
+    /// failed one ends the query (the rest get no answer), as does a last result that comes
+    /// early. `None` when the result belongs to a command answered already.
+    fn answer(
+        &mut self,
+        failed: bool,
+        more: bool,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Pending> {
+        self.expect = Expect::Response;
+        if self.continuing {
+            self.continuing = more && !failed;
+            return None;
+        }
+        let done = self.pending.pop_front()?;
+        event(Event::Answered {
+            command: done.command,
+            nanos: now().saturating_sub(done.since),
+            failed,
+        });
+        if (failed || !more) && done.more > 0 {
+            for _ in 0..done.more {
+                if self.pending.pop_front().is_none() {
+                    break;
+                }
+            }
+        }
+        self.continuing = more && !failed && done.more == 0;
+        Some(done)
+    }
+
+    fn server_packet(
+        &mut self,
+        p: &Packet<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<&mut Judge<'_>>,
+    ) -> Option<Edit> {
+        if p.continuation {
+            return None;
+        }
+        let first = p.payload.first().copied();
+        match self.expect {
+            Expect::Greeting => {
+                if p.seq != 0 || !matches!(first, Some(0x0a | 0xff)) {
+                    self.recognize(Protocol::Unknown, event);
+                    return None;
+                }
+                if first == Some(0xff) {
+                    // The server refused the connection itself.
+                    self.recognize(Protocol::Mysql, event);
+                    let (_, class, _) = err_fields(p.payload);
+                    event(Event::Error(Code::class(class)));
+                    self.reading = false;
+                    return None;
+                }
+                self.expect = Expect::Auth;
+                // A connection-level error: the ERR in place of the greeting.
+                let act = judge.and_then(|j| j(Ask::Startup));
+                if let Some(Act::Error(reply)) = act {
+                    self.recognize(Protocol::Mysql, event);
+                    event(Event::Error(Code::class(class_of(&reply))));
+                    return Some(Edit::ReplaceThenEnd(err_packet(
+                        0,
+                        &reply,
+                        reply_errno(&reply),
+                    )));
+                }
+                None
+            }
+            Expect::Auth => {
+                match first {
+                    Some(0x00) => self.expect = Expect::Response,
+                    Some(0xff) => {
+                        let (_, class, _) = err_fields(p.payload);
+                        event(Event::Error(Code::class(class)));
+                    }
+                    _ => {}
+                }
+                None
+            }
+            Expect::Infile => None,
+            Expect::Skip { left, rows } => {
+                self.expect = match (left.saturating_sub(1), rows) {
+                    (0, true) => Expect::Rows,
+                    (0, false) => Expect::Response,
+                    (left, rows) => Expect::Skip { left, rows },
+                };
+                None
+            }
+            Expect::Rows => {
+                if first == Some(0xff) {
+                    return self.final_packet(p, now, event);
+                }
+                if ends_rows(p.payload, p.len) {
+                    let more = status_flags(p.payload) & SERVER_MORE_RESULTS_EXISTS != 0;
+                    self.answer(false, more, now, event);
+                }
+                None
+            }
+            Expect::Response => self.final_packet(p, now, event),
+        }
+    }
+
+    /// A packet that starts a response (or an ERR inside a result set).
+    fn final_packet(
+        &mut self,
+        p: &Packet<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Edit> {
+        let first = p.payload.first().copied();
+        let front_prepare = self
+            .pending
+            .front()
+            .and_then(|f| f.prepare.as_ref())
+            .is_some();
+        match first {
+            Some(0xff) => {
+                let (errno, class, message) = err_fields(p.payload);
+                let done = self.answer(true, false, now, event)?;
+                if let Some(reply) = done.injected {
+                    self.injections = self.injections.saturating_sub(1);
+                    let provoked = (errno == ER_PARSE_ERROR
+                        && message.windows(7).any(|w| w == b"dbfault"))
+                        || errno == ER_UNKNOWN_STMT_HANDLER;
+                    if provoked || reply.fatal {
+                        event(Event::Error(Code::class(class_of(&reply))));
+                        let bytes = err_packet(p.seq, &reply, reply_errno(&reply));
+                        return Some(if reply.fatal {
+                            Edit::ReplaceThenEnd(bytes)
+                        } else {
+                            Edit::Replace(bytes)
+                        });
+                    }
+                }
+                event(Event::Error(Code::class(class)));
+                None
+            }
+            Some(0x00) if front_prepare => {
+                // COM_STMT_PREPARE_OK: id, columns, params.
+                let id = u32::from_le_bytes([
+                    p.payload.get(1).copied().unwrap_or(0),
+                    p.payload.get(2).copied().unwrap_or(0),
+                    p.payload.get(3).copied().unwrap_or(0),
+                    p.payload.get(4).copied().unwrap_or(0),
+                ]);
+                let columns = u64::from(u16::from_le_bytes([
+                    p.payload.get(5).copied().unwrap_or(0),
+                    p.payload.get(6).copied().unwrap_or(0),
+                ]));
+                let params = u64::from(u16::from_le_bytes([
+                    p.payload.get(7).copied().unwrap_or(0),
+                    p.payload.get(8).copied().unwrap_or(0),
+                ]));
+                if let Some(done) = self.pending.pop_front() {
+                    if let Some((command, text)) = done.prepare {
+                        self.remember(id, command, text);
+                    }
+                }
+                let eofs = u64::from(!self.deprecate_eof);
+                let left = params
+                    + columns
+                    + if params > 0 { eofs } else { 0 }
+                    + if columns > 0 { eofs } else { 0 };
+                self.expect = if left == 0 {
+                    Expect::Response
+                } else {
+                    Expect::Skip { left, rows: false }
+                };
+                None
+            }
+            Some(0x00) | Some(0xfe) => {
+                let more = status_flags(p.payload) & SERVER_MORE_RESULTS_EXISTS != 0;
+                self.answer(false, more, now, event);
+                None
+            }
+            Some(0xfb) => {
+                // LOCAL INFILE: the client sends the file, then the server answers.
+                self.expect = Expect::Infile;
+                None
+            }
+            _ => {
+                // A result set: its column count.
+                let n = lenenc(p.payload).unwrap_or(0);
+                let left = n + u64::from(!self.deprecate_eof);
+                self.expect = if left == 0 {
+                    Expect::Rows
+                } else {
+                    Expect::Skip { left, rows: true }
+                };
+                None
+            }
+        }
+    }
+
+    fn remember(&mut self, id: u32, command: &'static str, text: Box<[u8]>) {
+        self.prepared_text += text.len();
+        self.prepared.push_back(Prepared { id, command, text });
+        while self.prepared.len() > MAX_PREPARED || self.prepared_text > MAX_PREPARED_TEXT {
+            match self.prepared.pop_front() {
+                Some(gone) => self.prepared_text -= gone.text.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+fn reply_errno(reply: &ErrorReply) -> u16 {
+    reply.errno.unwrap_or(1105)
+}
+
+fn class_of(reply: &ErrorReply) -> [u8; 2] {
+    let code = reply.code.unwrap_or(*b"HY000");
+    [code[0], code[1]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Direction::{ToClient as Down, ToDatabase as Up};
+
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![0x0a];
+        g.extend_from_slice(b"11.8.3-MariaDB\0");
+        g.extend_from_slice(&[1, 0, 0, 0]);
+        g.extend_from_slice(b"abcdefgh\0");
+        g.extend_from_slice(&[
+            0xff, 0xf7, 8, 2, 0, 0xff, 0x81, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+        packet(0, &g)
+    }
+
+    fn handshake(caps: u32) -> Vec<u8> {
+        let mut h = caps.to_le_bytes().to_vec();
+        h.extend_from_slice(&[0, 0, 0, 1, 33]);
+        h.extend_from_slice(&[0; 23]);
+        h.extend_from_slice(b"root\0\0");
+        packet(1, &h)
+    }
+
+    const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];
+
+    fn query(sql: &str) -> Vec<u8> {
+        packet(0, &[&[COM_QUERY][..], sql.as_bytes()].concat())
+    }
+
+    /// A one-column, one-row text result set; `more`: another result follows.
+    fn result_set(seq0: u8, deprecate: bool, more: bool) -> Vec<u8> {
+        let status: u8 = if more { 0x0a } else { 0x02 };
+        let mut out = packet(seq0, &[1]);
+        out.extend(packet(
+            seq0 + 1,
+            b"\x03def\0\0\0\x011\0\x0c\x3f\0\x01\0\0\0\x08\x81\0\0\0\0",
+        ));
+        let mut seq = seq0 + 2;
+        if !deprecate {
+            out.extend(packet(seq, &[0xfe, 0, 0, 2, 0]));
+            seq += 1;
+        }
+        out.extend(packet(seq, b"\x011"));
+        seq += 1;
+        if deprecate {
+            out.extend(packet(seq, &[0xfe, 0, 0, status, 0, 0, 0]));
+        } else {
+            out.extend(packet(seq, &[0xfe, 0, 0, status, 0]));
+        }
+        out
+    }
+
+    fn err(seq: u8, errno: u16, state: &str, msg: &str) -> Vec<u8> {
+        let mut p = vec![0xff];
+        p.extend_from_slice(&errno.to_le_bytes());
+        p.push(b'#');
+        p.extend_from_slice(state.as_bytes());
+        p.extend_from_slice(msg.as_bytes());
+        packet(seq, &p)
+    }
+
+    fn describe(e: Event) -> String {
+        match e {
+            Event::Recognized(p) => p.label().to_owned(),
+            Event::Request(c) => format!("request {c}"),
+            Event::Answered {
+                command, failed, ..
+            } => {
+                format!("{} {command}", if failed { "failed" } else { "done" })
+            }
+            Event::Error(c) => format!("error {}", c.label()),
+        }
+    }
+
+    fn run(
+        steps: &[(Direction, Vec<u8>)],
+        size: usize,
+        mut judge: Option<&mut Judge<'_>>,
+    ) -> (Vec<String>, Vec<u8>, Vec<u8>, Option<Close>) {
+        let mut s = Session::new();
+        let mut events = Vec::new();
+        let (mut up, mut down, mut close) = (Vec::new(), Vec::new(), None);
+        for (dir, bytes) in steps {
+            for chunk in bytes.chunks(size) {
+                let v = s.rewrite(
+                    *dir,
+                    chunk,
+                    &mut || 0,
+                    &mut |e| events.push(describe(e)),
+                    judge.as_deref_mut(),
+                );
+                let out = v.replace.unwrap_or_else(|| chunk.to_vec());
+                match dir {
+                    Up => up.extend(out),
+                    Down => down.extend(out),
+                }
+                close = close.or(v.close);
+            }
+        }
+        (events, up, down, close)
+    }
+
+    #[test]
+    fn queries_result_sets_multi_results_and_prepared_statements() {
+        for deprecate in [false, true] {
+            let caps = 0x000a_a205 | if deprecate { CLIENT_DEPRECATE_EOF } else { 0 };
+            let mut prepare_ok = vec![0, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+            prepare_ok.truncate(12);
+            let mut prepare_reply = packet(1, &prepare_ok);
+            prepare_reply.extend(packet(
+                2,
+                b"\x03def\0\0\0\x01?\0\x0c\x3f\0\0\0\0\0\xfd\x80\0\0\0\0",
+            ));
+            if !deprecate {
+                prepare_reply.extend(packet(3, &[0xfe, 0, 0, 2, 0]));
+            }
+            let execute = packet(
+                0,
+                &[
+                    COM_STMT_EXECUTE,
+                    7,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                    3,
+                    0,
+                    2,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            let steps = [
+                (Down, greeting()),
+                (Up, handshake(caps)),
+                (Down, packet(2, OK)),
+                (Up, query("SELECT 1")),
+                (Down, result_set(1, deprecate, false)),
+                (Up, query("INSERT INTO t VALUES (1); SELECT 1")),
+                (
+                    Down,
+                    [
+                        packet(1, &[0, 1, 0, 0x0a, 0, 0, 0]),
+                        result_set(2, deprecate, false),
+                    ]
+                    .concat(),
+                ),
+                (Up, query("SELECT * FROM nowhere; SELECT 2")),
+                (Down, err(1, 1146, "42S02", "Table 'nowhere' doesn't exist")),
+                (
+                    Up,
+                    packet(
+                        0,
+                        &[&[COM_STMT_PREPARE][..], b"UPDATE plants SET name = ?"].concat(),
+                    ),
+                ),
+                (Down, prepare_reply),
+                (Up, execute),
+                (Down, packet(1, &[0, 1, 0, 2, 0, 0, 0])),
+                (Up, packet(0, &[COM_PING])),
+                (Down, packet(1, OK)),
+            ];
+            for size in [1, 5, 1000] {
+                let (events, up, down, _) = run(&steps, size, None);
+                assert_eq!(
+                    events,
+                    [
+                        "mysql",
+                        "request select",
+                        "done select",
+                        "request insert",
+                        "request select",
+                        "done insert",
+                        "done select",
+                        "request select",
+                        "request select",
+                        "failed select",
+                        "error 42",
+                        "request update",
+                        "done update",
+                        "request ping",
+                        "done ping",
+                    ],
+                    "deprecate_eof {deprecate}, chunks of {size}"
+                );
+                let sent: Vec<u8> = steps
+                    .iter()
+                    .filter(|(d, _)| *d == Up)
+                    .flat_map(|(_, b)| b.clone())
+                    .collect();
+                assert_eq!(up, sent, "untouched");
+                assert!(!down.is_empty());
+            }
+        }
+    }
+
+    fn deadlock(fatal: bool) -> Act {
+        Act::Error(ErrorReply {
+            code: Some(*b"40001"),
+            errno: Some(1213),
+            message: "Deadlock found when trying to get lock; try restarting transaction".into(),
+            fatal,
+        })
+    }
+
+    #[test]
+    fn an_injected_err_takes_the_statement_s_place() {
+        let provoked = err(1, 1064, "42000", "You have an error in your SQL syntax; check the manual near 'dbfault_injected_1213' at line 1");
+        for size in [1, 3, 1000] {
+            let mut judge = |ask: Ask<'_>| match ask {
+                Ask::Statement {
+                    command: "insert", ..
+                } => Some(deadlock(false)),
+                _ => None,
+            };
+            let (events, up, down, close) = run(
+                &[
+                    (Down, greeting()),
+                    (Up, handshake(0x000a_a205)),
+                    (Down, packet(2, OK)),
+                    (Up, query("INSERT INTO plants VALUES (1)")),
+                    (Down, provoked.clone()),
+                    (Up, query("SELECT 1")),
+                    (Down, result_set(1, false, false)),
+                ],
+                size,
+                Some(&mut judge),
+            );
+            assert!(
+                up.ends_with(&[query("dbfault_injected_1213"), query("SELECT 1")].concat()),
+                "chunks of {size}"
+            );
+            let want = err(
+                1,
+                1213,
+                "40001",
+                "Deadlock found when trying to get lock; try restarting transaction",
+            );
+            assert!(
+                down.windows(want.len()).any(|w| w == want.as_slice()),
+                "chunks of {size}"
+            );
+            assert!(
+                events.contains(&"error 40".to_owned())
+                    && events.contains(&"done select".to_owned())
+            );
+            assert_eq!(close, None);
+        }
+        // A refused session: the ERR instead of the greeting, then closed.
+        let mut refuse = |ask: Ask<'_>| match ask {
+            Ask::Startup => Some(Act::Error(ErrorReply {
+                code: Some(*b"08004"),
+                errno: Some(1040),
+                message: "Too many connections".into(),
+                fatal: false,
+            })),
+            _ => None,
+        };
+        let (_, _, down, close) = run(&[(Down, greeting())], 7, Some(&mut refuse));
+        assert_eq!(down, err(0, 1040, "08004", "Too many connections"));
+        assert!(close.is_some());
+    }
+
+    #[test]
+    fn tls_and_compression_are_not_read() {
+        let (events, ..) = run(&[(Down, greeting()), (Up, handshake(0x000a_aa05))], 9, None);
+        assert_eq!(events, ["mysql-tls"]);
+        let (events, ..) = run(&[(Down, greeting()), (Up, handshake(0x000a_a225))], 9, None);
+        assert_eq!(events, ["mysql-compressed"]);
+        // A session is read as MySQL only when the server's first bytes greet (the caller
+        // checks them with `greets`).
+        assert!(greets(&greeting()) && !greets(b"+OK\r\n") && !greets(b"HTTP/1.1 200 OK\r\n"));
+    }
+}
