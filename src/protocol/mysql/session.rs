@@ -704,9 +704,7 @@ impl Tracker {
             // The rest of a long command, or long data.
             return None;
         }
-        let Some((&kind, body)) = p.payload.split_first() else {
-            return None;
-        };
+        let (&kind, body) = p.payload.split_first()?;
         let text_of = |body: &[u8]| -> Box<[u8]> {
             body.get(..CAPTURE_LIMIT.min(body.len()))
                 .unwrap_or_default()
