@@ -1,7 +1,7 @@
 //! End to end: the request metrics (issue 11) of real PostgreSQL clients through a real Envoy
 //! 1.40 with dbfault: psql (simple protocol, after an SSLRequest answered `N`), the Rust
 //! `postgres` crate (extended protocol, a named prepared statement), and Redis as the
-//! protocol that is not PostgreSQL.
+//! protocol that is not PostgreSQL (its own).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -71,7 +71,7 @@ fn postgres_statements_errors_and_durations_are_counted() {
             .get(0);
         assert_eq!(n, 3);
     }
-    // Redis is not PostgreSQL.
+    // Redis is not PostgreSQL: it is counted as Redis.
     RedisConn::connect(envoy.redis()).cmd(&[b"PING"]);
 
     let requests = "dbfault_upstream_requests_total";
@@ -103,7 +103,7 @@ fn postgres_statements_errors_and_durations_are_counted() {
     wait_series(
         &envoy,
         sessions,
-        &[("upstream", "redis"), ("protocol", "unknown")],
+        &[("upstream", "redis"), ("protocol", "redis")],
         1.0,
     );
     assert_eq!(
