@@ -132,7 +132,7 @@ fault-on fault-off: dbfault-check
 # sanitizer flags): the configuration parser and the upstream identity. `make fuzz` runs each
 # target FUZZ_SECONDS; `make test` runs a short pass.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := config upstream postgres redis
+FUZZ_TARGETS := config upstream postgres redis mysql
 
 cargo-fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
