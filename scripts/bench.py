@@ -15,7 +15,7 @@ Configurations (identical Envoy bootstrap but for the filter chain):
 
 Workloads: bulk (iperf3), connrate, latency (loadgen echo), pgbench (-S, simple and prepared, 4
 clients), copy (a 100 MB COPY FROM STDIN through psql), redis (redis-benchmark SET/GET, 4
-clients, pipelines of 16), pgidle (idle PostgreSQL sessions: Envoy
+clients, pipelines of 16), mysql (mariadb-slap, 4 clients, SELECT 1), pgidle (idle PostgreSQL sessions: Envoy
 memory added per session after its startup, a named prepared statement and a query), idle (raw
 idle connections).
 
@@ -92,10 +92,13 @@ def bootstrap(config, ports, upstreams):
              "error": {"sqlstate": "40001", "message": "never"}},
             {"name": "nomatch-commands", "match": {"hosts": ["*"], "protocol": "redis", "commands": ["SET"],
                                                     "queryContains": ["no_such_key"]},
-             "error": {"message": "READONLY never"}}]}),
+             "error": {"message": "READONLY never"}},
+            {"name": "nomatch-mysql", "match": {"hosts": ["*"], "protocol": "mysql", "commands": ["SELECT"],
+                                                 "queryContains": ["no_such_table"]},
+             "error": {"errno": 1213, "message": "never"}}]}),
     }[config]
     listeners, clusters = [], []
-    for name in ("echo", "iperf", "pg", "redis"):
+    for name in ("echo", "iperf", "pg", "redis", "mysql"):
         listeners.append(f"""
   - name: {name}
     address: {{socket_address: {{address: 127.0.0.1, port_value: {ports[name]}}}}}
@@ -133,7 +136,7 @@ static_resources:
 
 class Envoy:
     def __init__(self, binary, config, upstreams, tmp):
-        self.ports = {k: localenv.free_port() for k in ("admin", "echo", "iperf", "pg", "redis")}
+        self.ports = {k: localenv.free_port() for k in ("admin", "echo", "iperf", "pg", "redis", "mysql")}
         path = os.path.join(tmp, f"envoy-{config}.yaml")
         with open(path, "w") as f:
             f.write(bootstrap(config, self.ports, upstreams))
@@ -214,6 +217,43 @@ def redis_benchmark(port, requests):
     if len(rates) != 2:
         raise RuntimeError("redis-benchmark: " + out.stdout[-300:] + out.stderr[-300:])
     return rates
+
+
+def mariadb_start(tmp):
+    """A throwaway MariaDB (no grant tables) on a free port, pinned to the load CPU."""
+    data = os.path.join(tmp, "mariadb")
+    as_root = os.getuid() == 0
+    if as_root:
+        shutil.chown(tmp, user="mysql")
+    install = ["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-method=normal",
+               "--skip-test-db"] + (["--user=mysql"] if as_root else [])
+    subprocess.run(install, check=True, capture_output=True)
+    port = localenv.free_port()
+    proc = subprocess.Popen(pinned(LOAD_CPU, [
+        "mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}",
+        f"--socket={os.path.join(tmp, 'mariadb.sock')}", f"--pid-file={os.path.join(tmp, 'mariadb.pid')}",
+        "--bind-address=127.0.0.1", "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
+        "--skip-name-resolve", "--max-connections=500"] + (["--user=mysql"] if as_root else [])),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "root",
+                           "--skip-ssl", "-e", "SELECT 1"], capture_output=True).returncode == 0:
+            return port, proc
+        time.sleep(0.2)
+    raise RuntimeError("MariaDB did not start")
+
+
+def mysql_slap(port, queries):
+    """Queries per second of mariadb-slap: 4 clients, `SELECT 1` each (the text protocol)."""
+    out = subprocess.run(pinned(LOAD_CPU, [
+        "mariadb-slap", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "--skip-ssl",
+        "--concurrency=4", f"--number-of-queries={queries}", "--query=SELECT 1", "--iterations=1"]),
+        capture_output=True, text=True, timeout=300)
+    for line in out.stdout.splitlines():
+        if "Average number of seconds to run all queries" in line:
+            return queries / float(line.split(":")[1].split()[0])
+    raise RuntimeError("mariadb-slap: " + out.stdout[-300:] + out.stderr[-300:])
 
 
 def copy_file(tmp):
@@ -297,7 +337,7 @@ def measure(config, args, servers, tmp):
     r = {}
     envoy = None
     if config == "direct":
-        ports = {k: servers[k] for k in ("echo", "iperf", "pg", "redis")}
+        ports = {k: servers[k] for k in ("echo", "iperf", "pg", "redis", "mysql")}
     else:
         envoy = Envoy(args.envoy, config, servers, tmp)
         ports = envoy.ports
@@ -327,6 +367,8 @@ def measure(config, args, servers, tmp):
             rates = redis_benchmark(ports["redis"], args.redis_requests)
             r["redis_set_rps"] = rates["SET"]
             r["redis_get_rps"] = rates["GET"]
+        if "mysql" in w:
+            r["mysql_select_qps"] = mysql_slap(ports["mysql"], args.mysql_queries)
         if "copy" in w:
             secs = copy_seconds(ports["pg"], servers["pg"], servers["copy_file"])
             r["copy_100mb_mb_per_second"] = COPY_MB / secs
@@ -356,11 +398,14 @@ def start_servers(tmp):
     procs.append(subprocess.Popen(pinned(LOAD_CPU, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                                     "--save", "", "--appendonly", "no"]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    mysql_port, mysql_proc = mariadb_start(tmp)
+    procs.append(mysql_proc)
     pg = localenv.postgres_start(tmp, prefix=["taskset", "-c", LOAD_CPU])
     subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pg), "-U", "postgres", "-i", "-s", "1", "-q", "postgres"],
                    check=True, capture_output=True)
     time.sleep(0.3)
-    return {"echo": echo, "iperf": iperf_port, "pg": pg, "redis": redis_port, "copy_file": copy_file(tmp)}, procs
+    return {"echo": echo, "iperf": iperf_port, "pg": pg, "redis": redis_port, "mysql": mysql_port,
+            "copy_file": copy_file(tmp)}, procs
 
 
 def callgrind(args):
@@ -387,15 +432,17 @@ def main():
     parser.add_argument("--idle", type=int, nargs="*", default=[1000, 9000])
     parser.add_argument("--configs", nargs="*", default=CONFIGS)
     parser.add_argument("--workloads", nargs="*",
-                        default=["bulk", "connrate", "latency", "pgbench", "copy", "redis", "pgidle", "idle"])
+                        default=["bulk", "connrate", "latency", "pgbench", "copy", "redis", "mysql", "pgidle", "idle"])
     parser.add_argument("--redis-requests", type=int, default=200000)
+    parser.add_argument("--mysql-queries", type=int, default=40000)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--render", action="store_true", help="only re-render latest.md from latest.json")
     parser.add_argument("--print-bootstrap", metavar="CONFIG", help="print one configuration's Envoy bootstrap")
     args = parser.parse_args()
     if args.print_bootstrap:
-        ports = {"admin": 9901, "echo": 10001, "iperf": 10002, "pg": 10003, "redis": 10004}
-        print(bootstrap(args.print_bootstrap, ports, {"echo": 20001, "iperf": 20002, "pg": 20003, "redis": 20004}))
+        ports = {"admin": 9901, "echo": 10001, "iperf": 10002, "pg": 10003, "redis": 10004, "mysql": 10005}
+        print(bootstrap(args.print_bootstrap, ports,
+                        {"echo": 20001, "iperf": 20002, "pg": 20003, "redis": 20004, "mysql": 20005}))
         return
     if args.render:
         with open(os.path.join(args.out, "latest.json")) as f:
