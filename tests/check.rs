@@ -149,3 +149,56 @@ fn statement_rules_are_explained_and_bad_ones_refused() {
         assert!(out.contains(want), "{json}\n{out}\nwant: {want}");
     }
 }
+
+#[test]
+fn redis_and_mysql_rules_are_explained_and_their_fields_checked_per_protocol() {
+    let cfg = r#"{"faults": [
+      {"name": "replica", "match": {"hosts": ["redis.cache"], "protocol": "redis", "commands": ["SET", "HSET"], "queryContains": ["plant:"]},
+       "error": {"message": "READONLY You can't write against a read only replica."}},
+      {"name": "masterdown", "match": {"hosts": ["redis.cache"], "protocol": "redis"}, "error": {"message": "MASTERDOWN Link with MASTER is down", "fatal": true}},
+      {"name": "deadlocks", "match": {"hosts": ["mysql.db"], "protocol": "mysql", "commands": ["INSERT"]}, "percentage": 20,
+       "error": {"errno": 1213, "sqlstate": "40001", "message": "Deadlock found when trying to get lock; try restarting transaction"}},
+      {"name": "full", "match": {"hosts": ["mysql.db"], "protocol": "mysql"}, "applyTo": "new", "error": {"errno": 1040, "sqlstate": "08004", "message": "Too many connections"}}
+    ]}"#;
+    let (code, out) = check(&["-"], Some(cfg));
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "rule replica: 100% of SET/HSET commands containing 'plant:' to redis.cache fail with -READONLY You can't write against a read only replica. (the command does not execute)",
+        "rule masterdown: answer every command of open and new connections with -MASTERDOWN Link with MASTER is down, then close the connection",
+        "rule deadlocks: 20% of INSERT statements to mysql.db fail with ERROR 1213 (40001) \"Deadlock found when trying to get lock; try restarting transaction\" (the statement does not execute)",
+        "rule full: refuse new sessions with ERROR 1040 (08004) \"Too many connections\" instead of the greeting",
+    ] {
+        assert!(out.contains(want), "{out}\nwant: {want}");
+    }
+    for (rule, want) in [
+        (
+            r#""match": {"hosts": ["r"], "protocol": "redis"}, "error": {"errno": 1213, "message": "READONLY x"}"#,
+            "faults[0].error.errno: only for MySQL",
+        ),
+        (
+            r#""match": {"hosts": ["r"], "protocol": "redis"}, "error": {"sqlstate": "40001", "message": "READONLY x"}"#,
+            "faults[0].error.sqlstate: not for Redis",
+        ),
+        (
+            r#""match": {"hosts": ["r"], "protocol": "redis"}, "error": {"message": "READONLY a\r\nb"}"#,
+            "faults[0].error.message: has a line break",
+        ),
+        (
+            r#""match": {"hosts": ["r"], "protocol": "redis", "commands": ["SELECTT"]}, "abort": {}"#,
+            "faults[0].match.commands[0]: \"SELECTT\" is not a Redis command",
+        ),
+        (
+            r#""match": {"hosts": ["m"], "protocol": "mysql"}, "error": {"sqlstate": "40001", "message": "x"}"#,
+            "faults[0].error.errno: missing",
+        ),
+        (
+            r#""match": {"hosts": ["m"], "protocol": "mysql"}, "error": {"errno": 0, "message": "x"}"#,
+            "faults[0].error.errno: not an error number",
+        ),
+    ] {
+        let json = format!(r#"{{"faults": [{{"name": "r", {rule}}}]}}"#);
+        let (code, out) = check(&["-"], Some(&json));
+        assert_eq!(code, 1, "{json}\n{out}");
+        assert!(out.contains(want), "{json}\n{out}\nwant: {want}");
+    }
+}

@@ -2,7 +2,7 @@
 //! with the command-line tools, not in the module (native builds only).
 
 use crate::config::Config;
-use crate::fault::matching::{HostPattern, Match};
+use crate::fault::matching::{HostPattern, Match, WireProtocol};
 use crate::fault::{ApplyTo, FaultKind};
 use std::time::Duration;
 
@@ -15,10 +15,15 @@ fn percent(bp: u32) -> String {
 /// The statements a statement rule names: "INSERT/UPDATE statements containing 'plants'".
 fn statements(m: &Match) -> String {
     let commands: Vec<String> = m.commands.iter().map(|c| c.to_ascii_uppercase()).collect();
-    let mut what = if commands.is_empty() {
-        "statements".to_owned()
+    let noun = if m.protocol == Some(WireProtocol::Redis) {
+        "commands"
     } else {
-        format!("{} statements", commands.join("/"))
+        "statements"
+    };
+    let mut what = if commands.is_empty() {
+        noun.to_owned()
+    } else {
+        format!("{} {noun}", commands.join("/"))
     };
     if !m.query_contains.is_empty() {
         let quoted: Vec<String> = m.query_contains.iter().map(|c| format!("'{c}'")).collect();
@@ -38,7 +43,7 @@ pub fn describe(config: &Config) -> Vec<String> {
             ms(m.interval),
             m.max_upstreams,
             if m.requests {
-                "PostgreSQL sessions read for request metrics"
+                "PostgreSQL, MySQL and Redis sessions read for request metrics"
             } else {
                 "no request metrics (connections' bytes never read)"
             }
