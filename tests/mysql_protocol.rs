@@ -82,6 +82,45 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
     assert!(ok && out.contains("rose"), "{out}");
     let (ok, out) = mariadb(envoy.mariadb(), "SELECT * FROM garden.trees");
     assert!(!ok && out.contains("ERROR 1146 (42S02)"), "{out}");
+    // LOCAL INFILE: the file's packets pass unread, and the session stays in step.
+    let dir = dbfault_testkit::TempDir::new("infile");
+    let file = dir.path().join("plants.tsv");
+    std::fs::write(&file, "10\tivy\n11\tsage\n").unwrap();
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root", "--skip-ssl", "--local-infile=1"])
+        .args(["-P", &envoy.mariadb().to_string(), "-e"])
+        .arg(format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE garden.plants; SELECT count(*) FROM garden.plants",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains('4'),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A compressed session is L4-only.
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--skip-ssl",
+            "--compress",
+        ])
+        .args([
+            "-P",
+            &envoy.mariadb().to_string(),
+            "-e",
+            "SELECT 'compressed'",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compressed"));
     // The mysql crate: a multi-statement query (several results), prepared statements.
     let mut conn = connect(envoy.mariadb()).unwrap();
     let mut sets = 0;
@@ -105,20 +144,28 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
     conn.query_drop("DO 1").unwrap();
     assert!(conn.ping().is_ok());
     drop(conn);
-    // 9 SELECTs of ours and the one the mysql crate sends when it connects (it reads the
-    // server's max_allowed_packet and wait_timeout); each client's COM_QUIT.
+    // 10 SELECTs of ours and the one the mysql crate sends when it connects (it reads the
+    // server's max_allowed_packet and wait_timeout); each client's COM_QUIT (the compressed
+    // session's is not read). The LOAD DATA is `other`.
     for (command, n) in [
         ("insert", 2.0),
         ("create", 2.0),
-        ("select", 10.0),
-        ("quit", 3.0),
+        ("select", 11.0),
+        ("quit", 4.0),
+        ("other", 1.0),
         ("do", 1.0),
         ("ping", 1.0),
     ] {
         wait_series(&envoy, REQUESTS, &[MY, ("command", command)], n);
     }
     wait_series(&envoy, ERRORS, &[MY, ("code", "42")], 1.0);
-    wait_series(&envoy, "dbfault_upstream_sessions_total", &[MY], 3.0);
+    wait_series(&envoy, "dbfault_upstream_sessions_total", &[MY], 4.0);
+    wait_series(
+        &envoy,
+        "dbfault_upstream_sessions_total",
+        &[("protocol", "mysql-compressed")],
+        1.0,
+    );
     let cluster = |dir| envoy.stat(&format!("cluster.mariadb.upstream_cx_{dir}_bytes_total"));
     wait_for(
         "byte counters to equal Envoy's",
