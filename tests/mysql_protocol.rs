@@ -334,3 +334,35 @@ print(json.dumps({"errors": errors, "same": back == big}))
     assert_eq!(v["same"], true, "{v}");
     wait_series(&envoy, REQUESTS, &[MY, ("command", "insert")], 11.0);
 }
+
+#[test]
+fn delays_hold_only_the_listed_statements_and_aborts_never_reach_the_server() {
+    let rules = format!(
+        r#"{{"name": "slow-selects", {MYSQL}, "commands": ["SELECT"]}}, "delay": {{"latency": "150ms"}}}},
+           {{"name": "no-drops", {MYSQL}, "commands": ["DROP"]}}, "abort": {{}}}}"#
+    );
+    let (db, envoy) = start(&rules);
+    assert!(mariadb(db.port, "CREATE DATABASE garden").0);
+    let mut conn = connect(envoy.mariadb()).unwrap();
+    let timed = |conn: &mut mysql::Conn, sql: &str| {
+        let t = std::time::Instant::now();
+        conn.query_drop(sql).unwrap();
+        t.elapsed()
+    };
+    let selects: Vec<Duration> = (0..4).map(|_| timed(&mut conn, "SELECT 1")).collect();
+    let others: Vec<Duration> = (0..4).map(|_| timed(&mut conn, "DO 1")).collect();
+    assert!(
+        selects.iter().all(|d| *d >= Duration::from_millis(148)),
+        "{selects:?}"
+    );
+    assert!(
+        dbfault_testkit::median(others.clone()) < Duration::from_millis(100),
+        "{others:?}"
+    );
+    assert!(conn.query_drop("DROP DATABASE garden").is_err());
+    let (_, out) = mariadb(db.port, "SHOW DATABASES LIKE 'garden'");
+    assert!(
+        out.contains("garden"),
+        "the DROP never reached the server: {out}"
+    );
+}

@@ -349,6 +349,45 @@ fn a_megabyte_value_and_redis_cli_pipe_pass_byte_for_byte() {
         .unwrap();
     let back: Vec<u8> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
     assert!(back == big, "the value came back changed");
+    // A blocking command that times out, then RESP3 (HELLO 3: maps, sets, pushes) with
+    // redis-cli -3: replies keep pairing.
+    let popped: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("empty")
+        .arg(0.2)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(popped, None);
+    let out = Command::new("redis-cli")
+        .args(["-3", "-p", &envoy.redis().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut child = out;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"HSET h a 1 b 2\nHGETALL h\nSMEMBERS nothing\nPING\n")
+            .unwrap();
+        let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+        // A RESP3 map is printed one key and value per line.
+        assert!(text.contains("PONG") && text.contains("a 1"), "{text}");
+    }
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "hgetall")],
+        1.0,
+    );
+    wait_series(
+        &envoy,
+        REQUESTS,
+        &[("protocol", "redis"), ("command", "blpop")],
+        1.0,
+    );
     // redis-cli --pipe: 2000 commands written at once.
     let input: String = (0..2000).map(|i| format!("SET pipe:{i} {i}\r\n")).collect();
     let mut child = Command::new("redis-cli")
