@@ -39,25 +39,8 @@ fn connect(port: u16) -> Result<mysql::Conn, mysql::Error> {
     mysql::Conn::new(opts)
 }
 
-/// A dbfault series for upstream `mariadb` whose labels include `labels`.
-fn series(envoy: &Envoy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    envoy.prometheus().into_iter().find_map(|(k, v)| {
-        let (n, rest) = k.split_once('{')?;
-        (n == name
-            && rest.contains("upstream=\"mariadb\"")
-            && labels
-                .iter()
-                .all(|(l, v)| rest.contains(&format!("{l}=\"{v}\""))))
-        .then_some(v)
-    })
-}
-
 fn wait_series(envoy: &Envoy, name: &str, labels: &[(&str, &str)], want: f64) {
-    wait_for(
-        &format!("{name}{labels:?} == {want}"),
-        Duration::from_secs(15),
-        || (series(envoy, name, labels) == Some(want)).then_some(()),
-    );
+    envoy.wait_series(name, &[&[("upstream", "mariadb")], labels].concat(), want);
 }
 
 const REQUESTS: &str = "dbfault_upstream_requests_total";

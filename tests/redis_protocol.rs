@@ -36,25 +36,13 @@ fn connect(port: u16) -> redis::Connection {
         .unwrap()
 }
 
-/// The value of a dbfault series for upstream `redis` whose labels include `labels`.
+/// A dbfault series for upstream `redis` whose labels include `labels`.
 fn series(envoy: &Envoy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    envoy.prometheus().into_iter().find_map(|(k, v)| {
-        let (n, rest) = k.split_once('{')?;
-        (n == name
-            && rest.contains("upstream=\"redis\"")
-            && labels
-                .iter()
-                .all(|(l, v)| rest.contains(&format!("{l}=\"{v}\""))))
-        .then_some(v)
-    })
+    envoy.series(name, &[&[("upstream", "redis")], labels].concat())
 }
 
 fn wait_series(envoy: &Envoy, name: &str, labels: &[(&str, &str)], want: f64) {
-    wait_for(
-        &format!("{name}{labels:?} == {want}"),
-        Duration::from_secs(15),
-        || (series(envoy, name, labels) == Some(want)).then_some(()),
-    );
+    envoy.wait_series(name, &[&[("upstream", "redis")], labels].concat(), want);
 }
 
 const REQUESTS: &str = "dbfault_upstream_requests_total";

@@ -10,29 +10,14 @@
 )]
 
 use dbfault_testkit::{psql, psql_try, wait_for, Envoy, Postgres, Redis, RedisConn};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The value of `name` with exactly these labels in `/stats/prometheus` (label order as Envoy
-/// prints it does not matter); `None` when there is no such series.
 fn series(envoy: &Envoy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeSet<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    envoy.prometheus().into_iter().find_map(|(key, value)| {
-        let (n, rest) = key.split_once('{')?;
-        let got: BTreeSet<String> = rest
-            .strip_suffix('}')?
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        (n == name && got == want).then_some(value)
-    })
+    envoy.series(name, labels)
 }
 
 fn wait_series(envoy: &Envoy, name: &str, labels: &[(&str, &str)], want: f64) {
-    let what = format!("{name}{labels:?} == {want}");
-    wait_for(&what, Duration::from_secs(15), || {
-        (series(envoy, name, labels) == Some(want)).then_some(())
-    });
+    envoy.wait_series(name, labels, want);
 }
 
 const PG: (&str, &str) = ("upstream", "postgres");

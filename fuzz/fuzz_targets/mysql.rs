@@ -7,7 +7,9 @@
 
 use dbfault::fault::Direction;
 use dbfault::protocol::mysql::session::Session;
-use dbfault::protocol::{Act, Ask, ErrorReply, Judge};
+use dbfault::protocol::{Ask, ErrorReply};
+
+mod common;
 use libfuzzer_sys::fuzz_target;
 
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -38,42 +40,26 @@ fn opened(deprecate: bool) -> Session {
     s
 }
 
-fn judge(ask: Ask<'_>) -> Option<Act> {
-    let error = |fatal| {
-        Act::Error(ErrorReply {
-            code: Some(*b"40001"),
-            errno: Some(1213),
-            message: "Deadlock".into(),
-            fatal,
-        })
-    };
-    let Ask::Statement { text, .. } = ask else {
-        return None;
-    };
-    if text.contains(&b'!') {
-        Some(error(false))
-    } else if text.contains(&b'~') {
-        Some(error(true))
-    } else if text.contains(&b'^') {
-        Some(Act::Abort)
-    } else if text.contains(&b'@') {
-        Some(Act::Delay(5))
-    } else {
-        None
+fn reply() -> ErrorReply {
+    ErrorReply {
+        code: Some(*b"40001"),
+        errno: Some(1213),
+        message: "Deadlock".into(),
+        fatal: false,
     }
 }
 
 fn rewritten(data: &[u8], size: usize, acting: bool, deprecate: bool) -> Vec<u8> {
     let mut session = opened(deprecate);
-    let mut out = Vec::new();
-    let mut never = |_: Ask<'_>| None;
-    let mut acts = judge;
-    for chunk in data.chunks(size) {
-        let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
-        let v = session.rewrite(Direction::ToDatabase, chunk, &mut || 0, &mut |_| {}, Some(j));
-        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
-    }
-    out
+    common::rewritten(data, size, acting, &reply(), &mut |chunk, judge| {
+        session.rewrite(
+            Direction::ToDatabase,
+            chunk,
+            &mut || 0,
+            &mut |_| {},
+            Some(judge),
+        )
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -92,12 +78,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut session = opened(deprecate);
     for (i, chunk) in rest.chunks(size).enumerate() {
-        let dir = if (i + usize::from(*side)) % 2 == 0 {
-            Direction::ToDatabase
-        } else {
-            Direction::ToClient
-        };
-        let mut acts = judge;
+        let dir = common::direction(i, *side);
+        let reply = reply();
+        let mut acts = |ask: dbfault::protocol::Ask<'_>| common::judge(ask, &reply);
         let _ = session.rewrite(dir, chunk, &mut || i as u64, &mut |_| {}, Some(&mut acts));
     }
 });

@@ -10,50 +10,10 @@
 use dbfault::fault::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
-use dbfault::protocol::{Act, Ask, ErrorReply};
+use dbfault::protocol::ErrorReply;
 use libfuzzer_sys::fuzz_target;
 
-/// Acts on statements by their text: `!` fails them, `~` fatally, `^` aborts, `@` delays.
-fn judge(ask: Ask<'_>) -> Option<Act> {
-    let error = |fatal| {
-        Act::Error(ErrorReply {
-            errno: None,
-            code: Some(*b"40001"),
-            message: "m".into(),
-            fatal,
-        })
-    };
-    match ask {
-        Ask::Startup => None,
-        Ask::Statement { text, .. } => {
-            if text.contains(&b'!') {
-                Some(error(false))
-            } else if text.contains(&b'~') {
-                Some(error(true))
-            } else if text.contains(&b'^') {
-                Some(Act::Abort)
-            } else if text.contains(&b'@') {
-                Some(Act::Delay(5))
-            } else {
-                None
-            }
-        }
-    }
-}
-
-/// The client stream `data` in chunks of `size` as it leaves the rewriting.
-fn rewritten(data: &[u8], size: usize, acting: bool) -> Vec<u8> {
-    let mut session = Session::new();
-    let mut out = Vec::new();
-    let mut never = |_: Ask<'_>| None;
-    let mut acts = judge;
-    for chunk in data.chunks(size) {
-        let j: &mut dbfault::protocol::Judge<'_> = if acting { &mut acts } else { &mut never };
-        let v = session.rewrite(Direction::ToDatabase, chunk, &mut || 0, &mut |_| {}, Some(j));
-        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
-    }
-    out
-}
+mod common;
 
 fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -66,7 +26,10 @@ fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
                     assert!(m.at <= chunk.len());
                     // Where in a chunk a message is reported depends on the chunking; what
                     // is reported does not.
-                    out.push(format!("{} {} {:?} {} {}", m.tag, m.len, m.body, m.truncated, m.head));
+                    out.push(format!(
+                        "{} {} {:?} {} {}",
+                        m.tag, m.len, m.body, m.truncated, m.head
+                    ));
                 }
                 other => out.push(format!("{other:?}")),
             }
@@ -75,12 +38,41 @@ fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
     out
 }
 
+fn reply() -> ErrorReply {
+    ErrorReply {
+        code: Some(*b"40001"),
+        errno: None,
+        message: "m".into(),
+        fatal: false,
+    }
+}
+
+/// The client stream `data` in chunks of `size` as it leaves the rewriting.
+fn rewritten(data: &[u8], size: usize, acting: bool) -> Vec<u8> {
+    let mut session = Session::new();
+    common::rewritten(data, size, acting, &reply(), &mut |chunk, judge| {
+        session.rewrite(
+            Direction::ToDatabase,
+            chunk,
+            &mut || 0,
+            &mut |_| {},
+            Some(judge),
+        )
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let [size, side, rest @ ..] = data else {
         return;
     };
     let size = usize::from(*size).max(1);
-    let new = || if side & 1 == 0 { Reader::client() } else { Reader::server() };
+    let new = || {
+        if side & 1 == 0 {
+            Reader::client()
+        } else {
+            Reader::server()
+        }
+    };
     let whole = steps(&mut new(), rest, rest.len().max(1));
     let chunked = steps(&mut new(), rest, size);
     assert_eq!(whole, chunked);
@@ -113,12 +105,9 @@ fuzz_target!(|data: &[u8]| {
     // Both directions, alternating, under acting rules: never panics.
     let mut session = Session::new();
     for (i, chunk) in rest.chunks(size).enumerate() {
-        let dir = if (i + usize::from(*side)) % 2 == 0 {
-            Direction::ToDatabase
-        } else {
-            Direction::ToClient
-        };
-        let mut acts = judge;
+        let dir = common::direction(i, *side);
+        let reply = reply();
+        let mut acts = |ask: dbfault::protocol::Ask<'_>| common::judge(ask, &reply);
         let _ = session.rewrite(dir, chunk, &mut || i as u64, &mut |_| {}, Some(&mut acts));
     }
 });

@@ -8,7 +8,7 @@
 use dbfault::fault::Direction;
 use dbfault::protocol::redis::resp::{Resp, Step};
 use dbfault::protocol::redis::session::Session;
-use dbfault::protocol::{Act, Ask, ErrorReply, Judge};
+use dbfault::protocol::ErrorReply;
 use libfuzzer_sys::fuzz_target;
 
 fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
@@ -18,12 +18,20 @@ fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
             out.push(match s {
                 // Where in a chunk a value is reported depends on the chunking; what is
                 // reported does not.
-                Step::Command { name, text, head, .. } => {
+                Step::Command {
+                    name, text, head, ..
+                } => {
                     assert!(text.len() <= 4096 && name.len() <= text.len());
                     format!("command {name:?} {text:?} {head}")
                 }
                 Step::CommandEnd { .. } => "end".to_owned(),
-                Step::Reply { kind, text, number, head, .. } => {
+                Step::Reply {
+                    kind,
+                    text,
+                    number,
+                    head,
+                    ..
+                } => {
                     assert!(text.len() <= 512);
                     format!("reply {kind} {text:?} {number:?} {head}")
                 }
@@ -34,43 +42,28 @@ fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
     out
 }
 
-/// Acts on commands by their text: `!` fails them, `~` fatally, `^` aborts, `@` delays.
-fn judge(ask: Ask<'_>) -> Option<Act> {
-    let error = |fatal| {
-        Act::Error(ErrorReply {
-            errno: None,
-            code: None,
-            message: "READONLY m".into(),
-            fatal,
-        })
-    };
-    let Ask::Statement { text, .. } = ask else {
-        return None;
-    };
-    if text.contains(&b'!') {
-        Some(error(false))
-    } else if text.contains(&b'~') {
-        Some(error(true))
-    } else if text.contains(&b'^') {
-        Some(Act::Abort)
-    } else if text.contains(&b'@') {
-        Some(Act::Delay(5))
-    } else {
-        None
+mod common;
+
+fn reply() -> ErrorReply {
+    ErrorReply {
+        code: None,
+        errno: None,
+        message: "READONLY m".into(),
+        fatal: false,
     }
 }
 
 fn rewritten(data: &[u8], size: usize, acting: bool) -> Vec<u8> {
     let mut session = Session::new();
-    let mut out = Vec::new();
-    let mut never = |_: Ask<'_>| None;
-    let mut acts = judge;
-    for chunk in data.chunks(size) {
-        let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
-        let v = session.rewrite(Direction::ToDatabase, chunk, &mut || 0, &mut |_| {}, Some(j));
-        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
-    }
-    out
+    common::rewritten(data, size, acting, &reply(), &mut |chunk, judge| {
+        session.rewrite(
+            Direction::ToDatabase,
+            chunk,
+            &mut || 0,
+            &mut |_| {},
+            Some(judge),
+        )
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -78,13 +71,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let size = usize::from(*size).max(1);
-    let new = || if side & 1 == 0 { Resp::client() } else { Resp::server() };
+    let new = || {
+        if side & 1 == 0 {
+            Resp::client()
+        } else {
+            Resp::server()
+        }
+    };
     let whole = steps(&mut new(), rest, rest.len().max(1));
     let chunked = steps(&mut new(), rest, size);
     assert_eq!(whole, chunked);
     assert!(whole.iter().filter(|s| *s == "Unreadable").count() <= 1);
 
-    assert_eq!(rewritten(rest, rest.len().max(1), true), rewritten(rest, size, true));
+    assert_eq!(
+        rewritten(rest, rest.len().max(1), true),
+        rewritten(rest, size, true)
+    );
     let untouched = rewritten(rest, size, false);
     assert!(rest.starts_with(&untouched));
     // Withheld: at most an inline command (64 KiB) or a command's first 4 KiB of text with
@@ -93,12 +95,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut session = Session::new();
     for (i, chunk) in rest.chunks(size).enumerate() {
-        let dir = if (i + usize::from(*side)) % 2 == 0 {
-            Direction::ToDatabase
-        } else {
-            Direction::ToClient
-        };
-        let mut acts = judge;
+        let dir = common::direction(i, *side);
+        let reply = reply();
+        let mut acts = |ask: dbfault::protocol::Ask<'_>| common::judge(ask, &reply);
         let _ = session.rewrite(dir, chunk, &mut || i as u64, &mut |_| {}, Some(&mut acts));
     }
 });

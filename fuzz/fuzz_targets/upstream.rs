@@ -10,12 +10,25 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.splitn(4, '\u{0}');
     let (cluster, sni, dest, pattern) = (parts.next(), parts.next(), parts.next(), parts.next());
-    let facts = ConnectionFacts { cluster, sni, destination: dest };
+    let facts = ConnectionFacts {
+        cluster,
+        sni,
+        destination: dest,
+    };
     let label = upstream::identify(facts);
-    assert!(label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "{label:?}");
+    assert!(
+        label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+        "{label:?}"
+    );
     let _ = upstream::port(facts, dest);
     if let Some(Ok(p)) = pattern.map(HostPattern::parse) {
-        let m = Match { hosts: vec![p], ports: vec![443], ..Match::default() };
+        let m = Match {
+            hosts: vec![p],
+            ports: vec![443],
+            ..Match::default()
+        };
         let info = UpstreamInfo {
             host: upstream::raw_identity(facts).to_ascii_lowercase(),
             sni: sni.map(str::to_ascii_lowercase),

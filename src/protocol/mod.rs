@@ -3,6 +3,9 @@
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod splice;
+
+pub(crate) use splice::{place, Edit, Output, Splice};
 
 use crate::fault::matching::WireProtocol;
 use crate::fault::{Close, Direction, Effect};
@@ -311,51 +314,6 @@ pub fn passing(
         (Direction::ToClient, _) => held_seen,
     };
     (start..end.max(start), held_seen)
-}
-
-/// The output of one rewritten event, built only once something changes.
-pub(crate) struct Output<'a> {
-    pub(crate) chunk: &'a [u8],
-    pub(crate) out: Option<Vec<u8>>,
-    /// The chunk's bytes before this are accounted for (in `out`, or unchanged while it is
-    /// `None`).
-    pub(crate) pos: usize,
-}
-
-impl Output<'_> {
-    pub(crate) fn out(&mut self) -> &mut Vec<u8> {
-        let (chunk, pos) = (self.chunk, self.pos);
-        self.out
-            .get_or_insert_with(|| chunk.get(..pos).unwrap_or_default().to_vec())
-    }
-
-    /// The chunk's bytes up to `to` pass.
-    pub(crate) fn copy_to(&mut self, to: usize) {
-        let to = to.min(self.chunk.len()).max(self.pos);
-        if let Some(out) = self.out.as_mut() {
-            out.extend_from_slice(self.chunk.get(self.pos..to).unwrap_or_default());
-        }
-        self.pos = to;
-    }
-
-    /// The chunk's bytes up to `to` are discarded.
-    pub(crate) fn drop_to(&mut self, to: usize) {
-        let to = to.min(self.chunk.len()).max(self.pos);
-        if to > self.pos {
-            self.out();
-            self.pos = to;
-        }
-    }
-
-    pub(crate) fn insert(&mut self, bytes: &[u8]) {
-        self.out().extend_from_slice(bytes);
-    }
-
-    pub(crate) fn finish(mut self) -> Option<Vec<u8>> {
-        let len = self.chunk.len();
-        self.copy_to(len);
-        self.out
-    }
 }
 
 #[cfg(test)]

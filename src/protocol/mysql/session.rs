@@ -22,9 +22,11 @@
 
 #[cfg(test)]
 use super::greets;
-use crate::fault::{Close, Direction};
+use crate::fault::Direction;
 use crate::protocol::postgres::sql::{statements, Command};
-use crate::protocol::{Act, Ask, Code, ErrorReply, Event, Judge, Output, Protocol, Verdict};
+use crate::protocol::{
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splice, Verdict,
+};
 use std::collections::VecDeque;
 
 pub const CAPTURE_LIMIT: usize = 4096;
@@ -229,14 +231,6 @@ struct Pending {
     more: u32,
 }
 
-#[derive(Debug, Default)]
-struct Splice {
-    stash: Vec<u8>,
-    /// The rest of a replaced command is discarded until its end.
-    dropping: bool,
-    ended: bool,
-}
-
 /// One connection.
 #[derive(Debug)]
 pub struct Session {
@@ -407,7 +401,7 @@ impl Session {
 
     pub fn rewriting(&self, dir: Direction) -> bool {
         let splice = self.splices.get(index(dir));
-        splice.is_some_and(|s| !s.stash.is_empty() || s.dropping || s.ended)
+        splice.is_some_and(Splice::busy)
             || (dir == Direction::ToClient
                 && (self.track.injections > 0 || self.track.expect == Expect::Greeting))
     }
@@ -457,13 +451,10 @@ impl Session {
                 ..Verdict::default()
             };
         }
-        let mut carry = std::mem::take(&mut splice.stash);
         if !track.reading {
-            return Verdict {
-                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
-                ..Verdict::default()
-            };
+            return splice.pass(chunk);
         }
+        let mut carry = std::mem::take(&mut splice.stash);
         let judging = judge.is_some();
         let mut output = Output {
             chunk,
@@ -546,81 +537,24 @@ impl Session {
                 }
             }
         }
-        if rewriting {
-            let framer = match dir {
-                Direction::ToDatabase => &*client,
-                Direction::ToClient => &*server,
-            };
-            let undecided = framer.unreported().filter(|_| match dir {
+        let framer = match dir {
+            Direction::ToDatabase => &*client,
+            Direction::ToClient => &*server,
+        };
+        let undecided = framer
+            .unreported()
+            .filter(|_| rewriting && track.reading)
+            .filter(|_| match dir {
                 Direction::ToDatabase => judging && track.expect != Expect::Infile,
                 Direction::ToClient => track.injections > 0 || track.expect == Expect::Greeting,
-            });
-            if let Some(read) = undecided.filter(|_| !splice.ended && track.reading) {
-                let start = chunk.len() as isize - read as isize;
-                if start >= 0 {
-                    output.copy_to(start as usize);
-                    splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
-                } else {
-                    carry.extend_from_slice(chunk);
-                    splice.stash = std::mem::take(&mut carry);
-                }
-                output.drop_to(chunk.len());
-            }
-        }
-        let mut replace = output.finish();
-        if !carry.is_empty() {
-            let mut bytes = std::mem::take(&mut carry);
-            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
-            replace = Some(bytes);
-        }
-        let close = closes.then_some(match &replace {
-            Some(bytes) if bytes.is_empty() => Close::Now,
-            _ => Close::AtNextTick,
-        });
+            })
+            .map(|read| read as u64);
+        let verdict = splice.finish(output, carry, undecided, closes, hold_until);
         Verdict {
-            replace: if rewriting { replace } else { None },
-            hold_until,
-            close,
+            replace: if rewriting { verdict.replace } else { None },
+            ..verdict
         }
     }
-}
-
-#[derive(Debug)]
-enum Edit {
-    Replace(Vec<u8>),
-    ReplaceThenEnd(Vec<u8>),
-    End,
-}
-
-/// Places the edit of a packet that started at `start` (negative: partly in `carry`) and was
-/// read up to `at`. Returns whether it ends the stream.
-fn place(
-    output: &mut Output<'_>,
-    carry: &mut Vec<u8>,
-    splice: &mut Splice,
-    edit: Option<Edit>,
-    start: isize,
-    at: usize,
-) -> bool {
-    let Some(edit) = edit else {
-        if !carry.is_empty() {
-            let bytes = std::mem::take(carry);
-            output.insert(&bytes);
-        }
-        return false;
-    };
-    output.copy_to(usize::try_from(start).unwrap_or(0));
-    carry.clear();
-    let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
-    if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
-        output.insert(&bytes);
-    }
-    output.drop_to(at);
-    if ends {
-        splice.ended = true;
-        output.drop_to(output.chunk.len());
-    }
-    ends
 }
 
 impl Tracker {
@@ -1104,6 +1038,7 @@ fn class_of(reply: &ErrorReply) -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Close;
     use Direction::{ToClient as Down, ToDatabase as Up};
 
     fn greeting() -> Vec<u8> {

@@ -29,9 +29,9 @@
 
 use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
 use super::sql::{statements, Command};
-use crate::fault::{Close, Direction};
+use crate::fault::Direction;
 pub use crate::protocol::Event;
-use crate::protocol::{Act, Ask, Code, ErrorReply, Judge, Output, Protocol, Verdict};
+use crate::protocol::{Act, Ask, Code, Edit, ErrorReply, Judge, Output, Protocol, Splice, Verdict};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -146,29 +146,6 @@ pub type Clock<'a> = dyn FnMut() -> u64 + 'a;
 /// How bytes reach a reader: read, or passed over.
 type Drive<'a> = dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)) + 'a;
 
-/// What becomes of a message that was just read (when rules act).
-#[derive(Debug)]
-enum Edit {
-    /// Replaced by these bytes.
-    Replace(Vec<u8>),
-    /// Replaced by these bytes, and nothing after it reaches the peer.
-    ReplaceThenEnd(Vec<u8>),
-    /// Neither it nor anything after it reaches the peer.
-    End,
-}
-
-/// One direction's rewriting state.
-#[derive(Debug, Default)]
-struct Splice {
-    /// The start of a message not decided yet, withheld from the peer (at most its header and
-    /// [`super::CAPTURE_LIMIT`] bytes).
-    stash: Vec<u8>,
-    /// Bytes of a replaced message still to come: discarded as they arrive.
-    drop_left: u64,
-    /// Nothing more reaches the peer in this direction.
-    ended: bool,
-}
-
 /// One connection.
 #[derive(Debug)]
 pub struct Session {
@@ -238,7 +215,7 @@ impl Session {
     /// on new statements: an injected error is awaited, or bytes are withheld or discarded.
     pub fn rewriting(&self, dir: Direction) -> bool {
         let splice = self.splices.get(index(dir));
-        splice.is_some_and(|s| !s.stash.is_empty() || s.drop_left > 0 || s.ended)
+        splice.is_some_and(Splice::busy)
             || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
@@ -430,39 +407,16 @@ impl Session {
             Direction::ToClient => &*server,
         };
         // A message still undecided at the end of the chunk is withheld until it is.
-        let undecided = reader.unreported().filter(|&(tag, _)| match dir {
-            Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
-            Direction::ToClient => track.injections > 0 && tag == b'E',
-        });
+        let undecided = reader
+            .unreported()
+            .filter(|&(tag, _)| match dir {
+                Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
+                Direction::ToClient => track.injections > 0 && tag == b'E',
+            })
+            .filter(|_| !unreadable)
+            .map(|(_, read)| read as u64);
         let closes = place.closes;
-        if let Some((_, read)) = undecided.filter(|_| !splice.ended && !unreadable) {
-            let start = chunk.len() as isize - read as isize;
-            if start >= 0 {
-                output.copy_to(start as usize);
-                splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
-            } else {
-                carry.extend_from_slice(chunk);
-                splice.stash = std::mem::take(&mut carry);
-            }
-            output.drop_to(chunk.len());
-        }
-        let mut replace = output.finish();
-        if !carry.is_empty() {
-            // Withheld bytes whose message went by without a report (not expected): they
-            // pass, in front.
-            let mut bytes = std::mem::take(&mut carry);
-            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
-            replace = Some(bytes);
-        }
-        let close = closes.then_some(match &replace {
-            Some(bytes) if bytes.is_empty() => Close::Now,
-            _ => Close::AtNextTick,
-        });
-        Verdict {
-            replace,
-            hold_until: rewrites.hold_until,
-            close,
-        }
+        splice.finish(output, carry, undecided, closes, rewrites.hold_until)
     }
 }
 
@@ -979,6 +933,7 @@ impl Tracker {
 mod tests {
     use super::super::wire_bytes::{msg, startup};
     use super::*;
+    use crate::fault::Close;
 
     fn query(text: &str) -> Vec<u8> {
         let mut body = text.as_bytes().to_vec();

@@ -21,8 +21,10 @@
 
 use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
-use crate::fault::{Close, Direction};
-use crate::protocol::{Act, Ask, Code, ErrorReply, Event, Judge, Output, Protocol, Verdict};
+use crate::fault::Direction;
+use crate::protocol::{
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splice, Verdict,
+};
 use std::collections::VecDeque;
 
 pub const MAX_PENDING: usize = 1024;
@@ -113,25 +115,6 @@ struct Pending {
     answered: bool,
 }
 
-/// What becomes of a command or reply just read (when rules act).
-#[derive(Debug)]
-enum Edit {
-    Replace(Vec<u8>),
-    /// Replaced, and nothing after it reaches the peer.
-    ReplaceThenEnd(Vec<u8>),
-    /// Neither it nor anything after it reaches the peer.
-    End,
-}
-
-#[derive(Debug, Default)]
-struct Splice {
-    /// The start of an undecided command (or awaited error reply), withheld from the peer.
-    stash: Vec<u8>,
-    /// The rest of a replaced command is discarded until its end.
-    dropping: bool,
-    ended: bool,
-}
-
 /// One connection.
 #[derive(Debug)]
 pub struct Session {
@@ -187,7 +170,7 @@ impl Session {
     /// Whether events in `dir` must be rewritten even when no rule may act on new commands.
     pub fn rewriting(&self, dir: Direction) -> bool {
         let splice = self.splices.get(index(dir));
-        splice.is_some_and(|s| !s.stash.is_empty() || s.dropping || s.ended)
+        splice.is_some_and(Splice::busy)
             || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
@@ -252,13 +235,10 @@ impl Session {
             Direction::ToDatabase => client.reading(),
             Direction::ToClient => server.reading(),
         };
-        let mut carry = std::mem::take(&mut splice.stash);
         if !reading {
-            return Verdict {
-                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
-                ..Verdict::default()
-            };
+            return splice.pass(chunk);
         }
+        let mut carry = std::mem::take(&mut splice.stash);
         let judging = judge.is_some();
         let mut output = Output {
             chunk,
@@ -354,72 +334,18 @@ impl Session {
             Direction::ToDatabase => &*client,
             Direction::ToClient => &*server,
         };
-        let undecided = reader.unreported().filter(|&(kind, _)| match dir {
-            Direction::ToDatabase => judging,
-            Direction::ToClient => track.injections > 0 && kind == b'-',
-        });
-        if let Some((_, read)) = undecided.filter(|_| !splice.ended && !unreadable) {
-            let read = isize::try_from(read).unwrap_or(isize::MAX);
-            let start = chunk.len() as isize - read;
-            if start >= 0 {
-                output.copy_to(start as usize);
-                splice.stash = chunk.get(start as usize..).unwrap_or_default().to_vec();
-            } else {
-                carry.extend_from_slice(chunk);
-                splice.stash = std::mem::take(&mut carry);
-            }
-            output.drop_to(chunk.len());
-        }
-        let mut replace = output.finish();
-        if !carry.is_empty() {
-            let mut bytes = std::mem::take(&mut carry);
-            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
-            replace = Some(bytes);
-        }
+        let undecided = reader
+            .unreported()
+            .filter(|&(kind, _)| match dir {
+                Direction::ToDatabase => judging,
+                Direction::ToClient => track.injections > 0 && kind == b'-',
+            })
+            .filter(|_| !unreadable)
+            .map(|(_, read)| read);
+        let verdict = splice.finish(output, carry, undecided, closes, hold_until);
         self.after_read();
-        let close = closes.then_some(match &replace {
-            Some(bytes) if bytes.is_empty() => Close::Now,
-            _ => Close::AtNextTick,
-        });
-        Verdict {
-            replace,
-            hold_until,
-            close,
-        }
+        verdict
     }
-}
-
-/// Places, on an event's output, the edit of a value that started at `start` (negative: in an
-/// earlier event, withheld in `carry`) and was read up to `at`. Returns whether it ends the
-/// stream.
-fn place(
-    output: &mut Output<'_>,
-    carry: &mut Vec<u8>,
-    splice: &mut Splice,
-    edit: Option<Edit>,
-    start: isize,
-    at: usize,
-) -> bool {
-    let Some(edit) = edit else {
-        // Kept: withheld bytes of it go out first.
-        if !carry.is_empty() {
-            let bytes = std::mem::take(carry);
-            output.insert(&bytes);
-        }
-        return false;
-    };
-    output.copy_to(usize::try_from(start).unwrap_or(0));
-    carry.clear();
-    let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
-    if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
-        output.insert(&bytes);
-    }
-    output.drop_to(at);
-    if ends {
-        splice.ended = true;
-        output.drop_to(output.chunk.len());
-    }
-    ends
 }
 
 impl Tracker {
@@ -620,6 +546,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::Close;
     use Direction::{ToClient as Down, ToDatabase as Up};
 
     fn cmd(args: &[&str]) -> Vec<u8> {

@@ -318,6 +318,29 @@ impl Envoy {
             .copied()
     }
 
+    /// The value of the series `name` whose labels include all of `labels` (label order as
+    /// Envoy prints it does not matter); `None` when there is none.
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.prometheus().into_iter().find_map(|(key, value)| {
+            let (n, rest) = key.split_once('{')?;
+            let got: Vec<&str> = rest.strip_suffix('}')?.split(',').collect();
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(l, v)| got.contains(&format!("{l}=\"{v}\"").as_str())))
+            .then_some(value)
+        })
+    }
+
+    /// Waits until [`Envoy::series`] reads `want`.
+    pub fn wait_series(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        wait_for(
+            &format!("{name}{labels:?} == {want}"),
+            Duration::from_secs(15),
+            || (self.series(name, labels) == Some(want)).then_some(()),
+        );
+    }
+
     /// `dbfault_faults_injected_total{upstream, fault}` (0 when the series does not exist).
     pub fn injected(&self, upstream: &str, fault: &str) -> f64 {
         let prom = self.prometheus();

@@ -1,0 +1,166 @@
+//! Rewriting a stream event by event, shared by the protocols: what the bytes of one data
+//! event become when rules act on the requests or replies in it. A message whose decision
+//! needs more bytes than the event has is withheld (its start kept here) until it can be
+//! decided; a replaced message's remaining bytes are dropped as they arrive.
+
+use crate::fault::Close;
+use crate::protocol::Verdict;
+
+/// What becomes of a message that was just read.
+#[derive(Debug)]
+pub(crate) enum Edit {
+    /// Replaced by these bytes.
+    Replace(Vec<u8>),
+    /// Replaced by these bytes, and nothing after it reaches the peer.
+    ReplaceThenEnd(Vec<u8>),
+    /// Neither it nor anything after it reaches the peer.
+    End,
+}
+
+/// One direction's rewriting state.
+#[derive(Debug, Default)]
+pub(crate) struct Splice {
+    /// The start of a message not decided yet, withheld from the peer.
+    pub(crate) stash: Vec<u8>,
+    /// Bytes of a replaced message still to come, when its length is known (PostgreSQL).
+    pub(crate) drop_left: u64,
+    /// The rest of a replaced message is dropped until its end is read (Redis, MySQL).
+    pub(crate) dropping: bool,
+    /// Nothing more reaches the peer in this direction.
+    pub(crate) ended: bool,
+}
+
+impl Splice {
+    /// Whether events must be rewritten for what earlier ones decided.
+    pub(crate) fn busy(&self) -> bool {
+        !self.stash.is_empty() || self.drop_left > 0 || self.dropping || self.ended
+    }
+
+    /// The event's bytes when nothing more is read: withheld bytes go out first.
+    pub(crate) fn pass(&mut self, chunk: &[u8]) -> Verdict {
+        let carry = std::mem::take(&mut self.stash);
+        Verdict {
+            replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
+            ..Verdict::default()
+        }
+    }
+
+    /// The end of a rewritten event. `undecided`: bytes read of a message still undecided at
+    /// the end of the chunk (withheld until it is); `carry`: withheld bytes not placed yet
+    /// (not expected: they pass, in front). `closes`: an edit ends the connection.
+    pub(crate) fn finish(
+        &mut self,
+        mut output: Output<'_>,
+        mut carry: Vec<u8>,
+        undecided: Option<u64>,
+        closes: bool,
+        hold_until: Option<u64>,
+    ) -> Verdict {
+        let chunk = output.chunk;
+        if let Some(read) = undecided.filter(|_| !self.ended) {
+            let start = chunk.len() as i128 - i128::from(read);
+            if start >= 0 {
+                let start = start as usize;
+                output.copy_to(start);
+                self.stash = chunk.get(start..).unwrap_or_default().to_vec();
+            } else {
+                carry.extend_from_slice(chunk);
+                self.stash = std::mem::take(&mut carry);
+            }
+            output.drop_to(chunk.len());
+        }
+        let mut replace = output.finish();
+        if !carry.is_empty() {
+            let mut bytes = carry;
+            bytes.extend_from_slice(replace.as_deref().unwrap_or(chunk));
+            replace = Some(bytes);
+        }
+        let close = closes.then_some(match &replace {
+            Some(bytes) if bytes.is_empty() => Close::Now,
+            _ => Close::AtNextTick,
+        });
+        Verdict {
+            replace,
+            hold_until,
+            close,
+        }
+    }
+}
+
+/// Places, on an event's output, the edit of a message that started at `start` (negative: in
+/// an earlier event, withheld in `carry`) and was read up to `at`; the rest of a replaced
+/// message is dropped until its end is read. Returns whether it ends the stream.
+pub(crate) fn place(
+    output: &mut Output<'_>,
+    carry: &mut Vec<u8>,
+    splice: &mut Splice,
+    edit: Option<Edit>,
+    start: isize,
+    at: usize,
+) -> bool {
+    let Some(edit) = edit else {
+        // Kept: withheld bytes of it go out first.
+        if !carry.is_empty() {
+            let bytes = std::mem::take(carry);
+            output.insert(&bytes);
+        }
+        return false;
+    };
+    output.copy_to(usize::try_from(start).unwrap_or(0));
+    carry.clear();
+    let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
+    if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
+        output.insert(&bytes);
+    }
+    output.drop_to(at);
+    if ends {
+        splice.ended = true;
+        output.drop_to(output.chunk.len());
+    }
+    ends
+}
+
+/// The output of one rewritten event, built only once something changes.
+pub(crate) struct Output<'a> {
+    pub(crate) chunk: &'a [u8],
+    pub(crate) out: Option<Vec<u8>>,
+    /// The chunk's bytes before this are accounted for (in `out`, or unchanged while it is
+    /// `None`).
+    pub(crate) pos: usize,
+}
+
+impl Output<'_> {
+    pub(crate) fn out(&mut self) -> &mut Vec<u8> {
+        let (chunk, pos) = (self.chunk, self.pos);
+        self.out
+            .get_or_insert_with(|| chunk.get(..pos).unwrap_or_default().to_vec())
+    }
+
+    /// The chunk's bytes up to `to` pass.
+    pub(crate) fn copy_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if let Some(out) = self.out.as_mut() {
+            out.extend_from_slice(self.chunk.get(self.pos..to).unwrap_or_default());
+        }
+        self.pos = to;
+    }
+
+    /// The chunk's bytes up to `to` are discarded.
+    pub(crate) fn drop_to(&mut self, to: usize) {
+        let to = to.min(self.chunk.len()).max(self.pos);
+        if to > self.pos {
+            self.out();
+            self.pos = to;
+        }
+    }
+
+    pub(crate) fn insert(&mut self, bytes: &[u8]) {
+        self.out().extend_from_slice(bytes);
+    }
+
+    pub(crate) fn finish(mut self) -> Option<Vec<u8>> {
+        let len = self.chunk.len();
+        self.copy_to(len);
+        self.out
+    }
+}
