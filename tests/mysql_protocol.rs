@@ -149,16 +149,7 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
         &[("protocol", "mysql-compressed")],
         1.0,
     );
-    let cluster = |dir| envoy.stat(&format!("cluster.mariadb.upstream_cx_{dir}_bytes_total"));
-    wait_for(
-        "byte counters to equal Envoy's",
-        Duration::from_secs(10),
-        || {
-            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "mariadb")?;
-            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "mariadb")?;
-            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
-        },
-    );
+    envoy.wait_byte_counters("mariadb", "mariadb");
 }
 
 #[test]

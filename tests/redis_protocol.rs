@@ -401,16 +401,7 @@ fn a_megabyte_value_and_redis_cli_pipe_pass_byte_for_byte() {
         &[("protocol", "redis"), ("command", "set")],
         2001.0,
     );
-    let cluster = |dir| envoy.stat(&format!("cluster.redis.upstream_cx_{dir}_bytes_total"));
-    wait_for(
-        "byte counters to equal Envoy's",
-        Duration::from_secs(10),
-        || {
-            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "redis")?;
-            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "redis")?;
-            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
-        },
-    );
+    envoy.wait_byte_counters("redis", "redis");
 }
 
 #[test]

@@ -109,16 +109,7 @@ fn postgres_statements_errors_and_durations_are_counted() {
         11.0,
     );
     // Byte counters are untouched by the reading.
-    let cluster = |dir| envoy.stat(&format!("cluster.postgres.upstream_cx_{dir}_bytes_total"));
-    wait_for(
-        "byte counters to equal Envoy's",
-        Duration::from_secs(10),
-        || {
-            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "postgres")?;
-            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "postgres")?;
-            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
-        },
-    );
+    envoy.wait_byte_counters("postgres", "postgres");
 }
 
 #[test]

@@ -98,16 +98,7 @@ fn psql_hears_the_injected_sqlstate_and_its_transaction_fails_until_rollback() {
     wait_metric("3 errors of class 40", || errors(&envoy, "40"), 3.0);
     wait_metric("1 error of class 25", || errors(&envoy, "25"), 1.0);
     // The byte counters follow what was forwarded, as Envoy's do.
-    let cluster = |dir| envoy.stat(&format!("cluster.postgres.upstream_cx_{dir}_bytes_total"));
-    wait_for(
-        "byte counters to equal Envoy's",
-        Duration::from_secs(10),
-        || {
-            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "postgres")?;
-            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "postgres")?;
-            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
-        },
-    );
+    envoy.wait_byte_counters("postgres", "postgres");
 }
 
 fn connect(envoy: &Envoy) -> Result<postgres::Client, postgres::Error> {
@@ -423,16 +414,7 @@ fn copy_and_megabyte_statements_pass_byte_for_byte_or_fail_whole() {
     wait_metric("both COPYs counted", || requests("copy"), 2.0);
     wait_metric("the NOTIFY counted", || requests("notify"), 1.0);
     wait_metric("both INSERTs counted", || requests("insert"), 2.0);
-    let cluster = |dir| envoy.stat(&format!("cluster.postgres.upstream_cx_{dir}_bytes_total"));
-    wait_for(
-        "byte counters to equal Envoy's",
-        Duration::from_secs(10),
-        || {
-            let tx = envoy.metric("dbfault_upstream_tx_bytes_total", "postgres")?;
-            let rx = envoy.metric("dbfault_upstream_rx_bytes_total", "postgres")?;
-            (tx == cluster("tx") as f64 && rx == cluster("rx") as f64).then_some(())
-        },
-    );
+    envoy.wait_byte_counters("postgres", "postgres");
 }
 
 #[test]

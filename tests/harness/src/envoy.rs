@@ -332,6 +332,21 @@ impl Envoy {
         })
     }
 
+    /// Waits until dbfault's byte counters for `upstream` equal Envoy's own for `cluster`
+    /// (`cluster.<cluster>.upstream_cx_{tx,rx}_bytes_total`).
+    pub fn wait_byte_counters(&self, upstream: &str, cluster: &str) {
+        let envoy = |dir| self.stat(&format!("cluster.{cluster}.upstream_cx_{dir}_bytes_total"));
+        wait_for(
+            &format!("{upstream}'s byte counters to equal Envoy's"),
+            Duration::from_secs(10),
+            || {
+                let tx = self.metric("dbfault_upstream_tx_bytes_total", upstream)?;
+                let rx = self.metric("dbfault_upstream_rx_bytes_total", upstream)?;
+                (tx == envoy("tx") as f64 && rx == envoy("rx") as f64).then_some(())
+            },
+        );
+    }
+
     /// Waits until [`Envoy::series`] reads `want`.
     pub fn wait_series(&self, name: &str, labels: &[(&str, &str)], want: f64) {
         wait_for(
