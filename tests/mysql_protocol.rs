@@ -340,3 +340,50 @@ fn delays_hold_only_the_listed_statements_and_aborts_never_reach_the_server() {
         "the DROP never reached the server: {out}"
     );
 }
+
+#[test]
+fn a_tls_session_is_counted_and_left_alone() {
+    let db = MariaDb::start_with(true);
+    let rule = format!(
+        r#"{{"name": "all-selects", {MYSQL}, "commands": ["SELECT"]}}, "error": {{{DEADLOCK}}}}}"#
+    );
+    let envoy = Envoy::builder()
+        .mariadb(db.port)
+        .plugin_config(&config(&rule))
+        .start();
+    // The client asks for TLS: L4 only, so the rule cannot touch its statements.
+    let out = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--ssl",
+            "--ssl-verify-server-cert=0",
+        ])
+        .args([
+            "-P",
+            &envoy.mariadb().to_string(),
+            "-e",
+            "SHOW STATUS LIKE 'Ssl_cipher'; SELECT 'over tls'",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("over tls"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Ssl_cipher\t\n"),
+        "the session is encrypted: {text}"
+    );
+    wait_series(
+        &envoy,
+        "dbfault_upstream_sessions_total",
+        &[("protocol", "mysql-tls")],
+        1.0,
+    );
+}

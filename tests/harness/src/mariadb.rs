@@ -15,7 +15,29 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        MariaDb::start_with(false)
+    }
+
+    /// With `tls`, the server offers TLS (a self-signed certificate made with `openssl`).
+    pub fn start_with(tls: bool) -> MariaDb {
         let dir = TempDir::new("mariadb");
+        let mut tls_args = Vec::new();
+        if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    ])
+                    .args(["-subj", "/CN=localhost", "-keyout"])
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert),
+            );
+            run_ok(Command::new("chmod").arg("644").arg(&cert).arg(&key));
+            tls_args.push(format!("--ssl-cert={}", cert.display()));
+            tls_args.push(format!("--ssl-key={}", key.display()));
+        }
         if is_root() {
             run_ok(Command::new("chown").arg("mysql").arg(dir.path()));
         }
@@ -49,7 +71,8 @@ impl MariaDb {
                     "--skip-grant-tables",
                     "--skip-log-bin",
                 ])
-                .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"]);
+                .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
+                .args(&tls_args);
             if is_root() {
                 cmd.arg("--user=mysql");
             }
