@@ -8,12 +8,14 @@ ENVOY_VERSION ?= 1.40.0
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
-# Client libraries in another language for the end-to-end tests: psycopg 3 (with its own
-# libpq; the pipelining client in tests/clients), redis-py and PyMySQL.
+# Client libraries in another language for the end-to-end tests and the demo: psycopg 3 (with
+# its own libpq; the pipelining client in tests/clients), redis-py, PyMySQL, and Google's
+# official Firestore client (the plants app on Firestore, examples/plants_firestore.py).
 PSYCOPG_VERSION ?= 3.3.9
 REDIS_PY_VERSION ?= 5.2.1
 PYMYSQL_VERSION ?= 1.1.1
-PY_CLIENTS_STAMP := $(VENV)/.clients-psycopg-$(PSYCOPG_VERSION)-redis-$(REDIS_PY_VERSION)-pymysql-$(PYMYSQL_VERSION)
+FIRESTORE_PY_VERSION ?= 2.20.1
+PY_CLIENTS_STAMP := $(VENV)/.clients-psycopg-$(PSYCOPG_VERSION)-redis-$(REDIS_PY_VERSION)-pymysql-$(PYMYSQL_VERSION)-firestore-$(FIRESTORE_PY_VERSION)
 # The older Envoy (an older Istio's proxy) the Istio-shaped test also runs on.
 ENVOY_OLD_VERSION ?= 1.36.4
 VENV_OLD := .venv-1.36
@@ -56,7 +58,7 @@ envoy: $(ENVOY_STAMP) $(ENVOY_OLD_STAMP)
 
 $(PY_CLIENTS_STAMP): $(ENVOY_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'psycopg[binary]==$(PSYCOPG_VERSION)' \
-	  'redis==$(REDIS_PY_VERSION)' 'PyMySQL==$(PYMYSQL_VERSION)'
+	  'redis==$(REDIS_PY_VERSION)' 'PyMySQL==$(PYMYSQL_VERSION)' 'google-cloud-firestore==$(FIRESTORE_PY_VERSION)'
 	touch $@
 
 $(ENVOY_STAMP):

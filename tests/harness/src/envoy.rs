@@ -93,6 +93,12 @@ impl EnvoyBuilder {
         self.upstream("outbound|443||firestore.googleapis.com", port)
     }
 
+    /// The Istio-named plaintext cluster `outbound|8080||firestore.googleapis.com` of the
+    /// Firestore emulator (listener `firestore`).
+    pub fn firestore(self, port: u16) -> Self {
+        self.upstream("outbound|8080||firestore.googleapis.com", port)
+    }
+
     /// Cluster `name` goes to 127.0.0.1:`port`.
     pub fn upstream(mut self, name: &str, port: u16) -> Self {
         self.upstreams.push((name.to_owned(), port));
@@ -265,6 +271,10 @@ impl Envoy {
     }
 
     /// The shipped config's TLS passthrough listener.
+    pub fn firestore(&self) -> u16 {
+        self.listener("firestore")
+    }
+
     pub fn tls(&self) -> u16 {
         self.listener("tls")
     }

@@ -5,12 +5,14 @@
 //! - [`core`]: the repository, temp dirs, `wait_for`, child processes, free ports without races.
 //! - [`envoy`]: Envoy with dbfault (shipped config through `scripts/localenv.py`, or a bootstrap
 //!   of the test's own), its stats, configuration pushes waited for until every worker runs them.
-//! - [`postgres`], [`redis`], [`mariadb`], [`tls`]: the servers behind Envoy and their clients.
+//! - [`postgres`], [`redis`], [`mariadb`], [`tls`], [`firestore`]: the servers behind Envoy and
+//!   their clients.
 //! - [`istio`]: the Istio-shaped sidecar bootstrap and istiod's ECDS resource.
 //! - [`tcp`], [`http`]: raw clients (a hang or a close as a client sees it; admin endpoints).
 
 pub mod core;
 pub mod envoy;
+pub mod firestore;
 pub mod http;
 pub mod istio;
 pub mod mariadb;
@@ -21,6 +23,7 @@ pub mod tls;
 
 pub use crate::core::{median, repo, start_on_free_port, wait_for, Process, TempDir};
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
+pub use firestore::{firestore_emulator_installed, plants_firestore, FirestoreEmulator};
 pub use http::http_get;
 pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
 pub use mariadb::{mariadb, MariaDb};

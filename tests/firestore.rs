@@ -1,0 +1,174 @@
+//! End to end: the story dbfault exists for (issue 13) — `plants` writing to a real Firestore
+//! server (Google's emulator) over gRPC with Google's official client, through a real Envoy 1.40
+//! with dbfault on the Istio-named cluster `outbound|8080||firestore.googleapis.com`: exact byte
+//! counters, an established HTTP/2 channel cut by `applyTo: all`, writes slowed by `delay`, and a
+//! `percentage` of new channels failing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use dbfault_testkit::{plants_firestore, repo, wait_for, Envoy, FirestoreEmulator};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const UPSTREAM: &str = "firestore.googleapis.com";
+const CLUSTER: &str = "outbound|8080||firestore.googleapis.com";
+const FIRESTORE: &str = r#""match": {"hosts": ["firestore.googleapis.com"]}"#;
+
+fn config(rules: &str) -> String {
+    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
+}
+
+/// The app's lines as they come.
+fn lines(child: &mut Child) -> Receiver<String> {
+    let (tx, rx) = channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            eprintln!("plants> {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line that `pick` accepts, within `timeout`.
+fn next<T>(rx: &Receiver<String>, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no such line from plants within {timeout:?}"));
+        if let Some(v) = pick(&line) {
+            return v;
+        }
+    }
+}
+
+/// A success line's write time in ms.
+fn success_ms(line: &str) -> Option<u64> {
+    let rest = line.split("✅ success (").nth(1)?;
+    rest.split(", ").nth(1)?.strip_suffix(" ms)")?.parse().ok()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn plants_on_firestore_through_dbfault() {
+    assert!(
+        dbfault_testkit::firestore_emulator_installed(),
+        "the Firestore emulator is missing: it comes with the machine image (Debian packages \
+         google-cloud-cli and google-cloud-cli-firestore-emulator, from Google's apt repository)"
+    );
+    let emulator = FirestoreEmulator::start();
+    let envoy = Envoy::builder()
+        .firestore(emulator.port)
+        .plugin_config(&config(""))
+        .start();
+    let port = envoy.firestore();
+
+    // Healthy: every write succeeds, and dbfault's byte counters equal Envoy's.
+    let out = plants_firestore(
+        port,
+        &[("PLANTS_WRITES", "10"), ("PLANTS_INTERVAL_MS", "20")],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("writing a new plant to Firestore... ✅ success")
+            .count(),
+        10,
+        "{text}"
+    );
+    envoy.wait_byte_counters(UPSTREAM, CLUSTER);
+
+    // The long-lived app: one channel, one HTTP/2 connection.
+    let mut app = Killed(
+        plants_firestore(
+            port,
+            &[("PLANTS_INTERVAL_MS", "100"), ("PLANTS_TIMEOUT_S", "2")],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let rx = lines(&mut app.0);
+    for _ in 0..3 {
+        next(&rx, Duration::from_secs(30), success_ms);
+    }
+    // An outage with `applyTo: all`: the established channel is cut within 250 ms of the push
+    // (Envoy's own count of the cluster's open connections), and the app's writes fail with the
+    // client's own error.
+    let active = format!("cluster.{CLUSTER}.upstream_cx_active");
+    assert_eq!(envoy.stat(&active), 1, "one channel");
+    let outage =
+        format!(r#"{{"name": "firestore-outage", {FIRESTORE}, "applyTo": "all", "abort": {{}}}}"#);
+    let pushed = Instant::now();
+    assert!(envoy.push_plugin_config(&config(&outage)));
+    wait_for("the channel to be cut", Duration::from_secs(5), || {
+        (envoy.stat(&active) == 0).then_some(())
+    });
+    let cut = pushed.elapsed();
+    assert!(
+        cut <= Duration::from_millis(250),
+        "cut {cut:?} after the push"
+    );
+    let failure = next(&rx, Duration::from_secs(10), |l| {
+        l.contains("🚫 Failed adding plant: ").then(|| l.to_owned())
+    });
+    assert!(
+        failure.contains("503"),
+        "the client's Unavailable: {failure}"
+    );
+    // Recovery.
+    assert!(envoy.push_plugin_config(&config("")));
+    next(&rx, Duration::from_secs(30), success_ms);
+    // A delay: each write takes the latency longer.
+    let delay =
+        format!(r#"{{"name": "firestore-slow", {FIRESTORE}, "delay": {{"latency": "300ms"}}}}"#);
+    assert!(envoy.push_plugin_config(&config(&delay)));
+    // (The write in flight during the push may be quicker.)
+    next(&rx, Duration::from_secs(10), success_ms);
+    let slow: Vec<u64> = (0..4)
+        .map(|_| next(&rx, Duration::from_secs(10), success_ms))
+        .collect();
+    assert!(slow.iter().all(|ms| *ms >= 295), "{slow:?} ms");
+    drop(app);
+
+    // 50% of new channels aborted: of 60 new clients, about half fail.
+    let half = format!(
+        r#"{{"name": "half", {FIRESTORE}, "applyTo": "new", "percentage": 50, "abort": {{}}}}"#
+    );
+    assert!(envoy.push_plugin_config(&config(&half)));
+    let out = Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("tests/clients/firestore_channels.py"))
+        .args(["--port", &port.to_string(), "--writes", "60"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let failed = v["failed"].as_i64().unwrap();
+    // Binomial(60, 0.5): mean 30, standard deviation 3.9; ±4.5 of them.
+    assert!((12..=48).contains(&failed), "{v}");
+    assert_eq!(failed + v["ok"].as_i64().unwrap(), 60);
+}
