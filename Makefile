@@ -56,6 +56,12 @@ wasm-target:
 
 envoy: $(ENVOY_STAMP) $(ENVOY_OLD_STAMP)
 
+# The demo's Firestore story needs only Google's client.
+FIRESTORE_STAMP := $(VENV)/.firestore-$(FIRESTORE_PY_VERSION)
+$(FIRESTORE_STAMP): $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'google-cloud-firestore==$(FIRESTORE_PY_VERSION)'
+	touch $@
+
 $(PY_CLIENTS_STAMP): $(ENVOY_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'psycopg[binary]==$(PSYCOPG_VERSION)' \
 	  'redis==$(REDIS_PY_VERSION)' 'PyMySQL==$(PYMYSQL_VERSION)' 'google-cloud-firestore==$(FIRESTORE_PY_VERSION)'
@@ -116,8 +122,13 @@ test: lint unit e2e fuzz-short
 
 # The whole story in one command: PostgreSQL, Envoy with dbfault, the plants app, a live view and
 # a scripted outage/recovery/delay timeline. `make demo DEMO_ARGS=--interactive` to drive it.
-demo: build plants dbfault-check envoy packages
-	python3 scripts/demo.py --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
+# DB=firestore (the default: the Firestore emulator and Google's client) or DB=postgres (a throwaway
+# PostgreSQL and the Rust app). Installs only what that story needs.
+DB ?= firestore
+DEMO_NEEDS_firestore := $(FIRESTORE_STAMP)
+DEMO_NEEDS_postgres := plants
+demo: build dbfault-check $(ENVOY_STAMP) $(DEMO_NEEDS_$(DB))
+	python3 scripts/demo.py --db $(DB) --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
 
 run: build envoy packages
 	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """`make demo`: the dbfault story end to end on one machine, without Docker or Kubernetes.
 
-A throwaway PostgreSQL, Envoy with dbfault in front of it, and the `plants` app writing a plant
-every half second through Envoy. Beside the app's lines, a live view of what dbfault measures.
-Then a scripted timeline: healthy, an outage switched on through the ECDS file (the app fails,
-on its pooled connection too), switched off (the app recovers), a statement rule (the app's
-INSERTs fail with a real PostgreSQL serialization failure, SQLSTATE 40001, and it retries: the
-status line shows the errors per second), a delay rule (writes slow down by the configured
-latency), and a summary of what the metrics counted.
+The Firestore story (`--db firestore`, the default): Google's Firestore emulator, Envoy with
+dbfault in front of it on the cluster Istio would name (`outbound|8080||firestore.googleapis.com`),
+and the `plants` app writing a plant every half second with Google's official client over one
+gRPC channel. The PostgreSQL story (`--db postgres`): a throwaway PostgreSQL and the Rust `plants`
+app on one pooled connection. Beside the app's lines, a live view of what dbfault measures
+(throughput in bits per second, as a service graph shows it). Then a scripted timeline: healthy,
+an outage switched on through the ECDS file (the app fails, on its open connection too),
+switched off (the app recovers), for PostgreSQL a statement rule (the app's INSERTs fail with a
+real serialization failure, SQLSTATE 40001, and it retries: the status line shows the errors per
+second), a delay rule (writes slow down by the configured latency), and a summary.
 
-  demo.py [--healthy S] [--outage S] [--recover S] [--conflicts S] [--delay S] [--latency 300ms]
+  demo.py [--db firestore|postgres] [--healthy S] [--outage S] [--recover S] [--conflicts S]
+          [--delay S] [--latency 300ms]
   demo.py --interactive        toggle rules yourself: on NAME / off NAME / list / quit
 
 Ctrl-C stops and removes everything the demo started.
@@ -31,10 +35,18 @@ import localenv
 
 ROOT = localenv.ROOT
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "dbfault.wasm")
-UPSTREAM = "postgres"
-OUTAGE_RULE = "postgres-outage"
-SLOW_RULE = "postgres-slow"
-CONFLICT_RULE = "postgres-conflict"
+# Each story: the Envoy cluster the app goes through (and its listener), the `upstream` label,
+# the shipped rules the timeline toggles.
+STORIES = {
+    "firestore": {"cluster": "outbound|8080||firestore.googleapis.com", "listener": "firestore",
+                  "upstream": "firestore.googleapis.com", "outage": "firestore-outage",
+                  "slow": "firestore-slow", "conflict": None, "database": "Firestore",
+                  "connection": "one gRPC channel"},
+    "postgres": {"cluster": "postgres", "listener": "postgres", "upstream": "postgres",
+                 "outage": "postgres-outage", "slow": "postgres-slow", "conflict": "postgres-conflict",
+                 "database": "PostgreSQL", "connection": "one pooled connection"},
+}
+FIRESTORE_APP = os.path.join(localenv.ROOT, "examples", "plants_firestore.py")
 
 
 def quantile(buckets, q):
@@ -45,6 +57,16 @@ def quantile(buckets, q):
         if count >= q * total:
             return "∞" if le == float("inf") else f"{le / 1000:g} ms"
     return "–"
+
+
+def bits(bytes_per_second):
+    """A rate in bits per second, as a service graph shows throughput."""
+    n = bytes_per_second * 8
+    for unit in ("b/s", "kb/s", "Mb/s", "Gb/s"):
+        if abs(n) < 1000 or unit == "Gb/s":
+            return f"{n:.0f} {unit}" if unit == "b/s" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} Gb/s"
 
 
 def human(n):
@@ -102,22 +124,52 @@ class Demo:
         self.phases = []  # [name, ok, failed, [latencies ms]]
         self.stop = threading.Event()
         self.admin = None
+        self.story = STORIES[args.db]
+        self.emulator = None
 
     # -- setup -----------------------------------------------------------------------------
     def start(self):
-        self.start_postgres()
+        if self.args.db == "firestore":
+            self.start_firestore()
+        else:
+            self.start_postgres()
         self.start_envoy()
         self.start_plants()
         threading.Thread(target=self.watch_stats, daemon=True).start()
 
+    def start_firestore(self):
+        if shutil.which("gcloud") is None or subprocess.run(
+                ["gcloud", "emulators", "firestore", "--help"], capture_output=True).returncode != 0:
+            raise localenv.LocalEnvError(
+                "the Firestore emulator is missing: install Google's google-cloud-cli and "
+                "google-cloud-cli-firestore-emulator packages (Java 17+), or run the PostgreSQL story: "
+                "make demo DB=postgres")
+        self.db_port = localenv.free_port()
+        log = open(os.path.join(self.tmp, "firestore.log"), "w")
+        self.emulator = subprocess.Popen(
+            ["gcloud", "emulators", "firestore", "start", "--quiet", f"--host-port=127.0.0.1:{self.db_port}"],
+            env=dict(os.environ, CLOUDSDK_CONFIG=os.path.join(self.tmp, "gcloud")),
+            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            with open(log.name) as f:
+                if "Dev App Server is now running" in f.read():
+                    break
+            if self.emulator.poll() is not None:
+                raise localenv.LocalEnvError("the Firestore emulator exited; see " + log.name)
+            time.sleep(0.2)
+        else:
+            raise localenv.LocalEnvError("the Firestore emulator did not start within 90 s; see " + log.name)
+        self.screen.line(f"demo: Firestore emulator on 127.0.0.1:{self.db_port} (throwaway, in memory)")
+
     def start_postgres(self):
-        self.pg_port = localenv.postgres_start(self.tmp)
-        self.screen.line(f"demo: PostgreSQL 15 on 127.0.0.1:{self.pg_port} (throwaway, {localenv.postgres_data(self.tmp)})")
+        self.db_port = localenv.postgres_start(self.tmp)
+        self.screen.line(f"demo: PostgreSQL 15 on 127.0.0.1:{self.db_port} (throwaway, {localenv.postgres_data(self.tmp)})")
 
     def start_envoy(self):
-        # The shipped envoy/envoy.yaml, its listeners on free ports and its postgres cluster
+        # The shipped envoy/envoy.yaml, its listeners on free ports and the story's cluster
         # pointed at the throwaway database.
-        localenv.write_envoy_config(self.tmp, WASM, upstreams={UPSTREAM: self.pg_port})
+        localenv.write_envoy_config(self.tmp, WASM, upstreams={self.story["cluster"]: self.db_port})
         self.ecds = os.path.join(self.tmp, "dbfault.yaml")
         self.set_latency(self.args.latency)
         log = open(os.path.join(self.tmp, "envoy.log"), "w")
@@ -140,16 +192,22 @@ class Demo:
             raise SystemExit("demo: Envoy did not become ready; see " + os.path.join(self.tmp, "envoy.log"))
         with urllib.request.urlopen(f"http://{self.admin}/listeners?format=json", timeout=2) as r:
             self.listener = next(l["local_address"]["socket_address"]["port_value"]
-                                 for l in json.load(r)["listener_statuses"] if l["name"] == UPSTREAM)
-        self.screen.line(f"demo: Envoy with dbfault on 127.0.0.1:{self.listener} → PostgreSQL; admin http://{self.admin}")
+                                 for l in json.load(r)["listener_statuses"] if l["name"] == self.story["listener"])
+        self.screen.line(f"demo: Envoy with dbfault on 127.0.0.1:{self.listener} → {self.story['database']} "
+                         f"(cluster {self.story['cluster']}); admin http://{self.admin}")
 
     def start_plants(self):
-        env = dict(os.environ, DATABASE_URL=f"host=127.0.0.1 port={self.listener} user=postgres dbname=postgres connect_timeout=3")
-        plants = subprocess.Popen([self.args.plants], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        if self.args.db == "firestore":
+            env = dict(os.environ, FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{self.listener}", PLANTS_TIMEOUT_S="2")
+            cmd = [self.args.python, FIRESTORE_APP]
+        else:
+            env = dict(os.environ, DATABASE_URL=f"host=127.0.0.1 port={self.listener} user=postgres dbname=postgres connect_timeout=3")
+            cmd = [self.args.plants]
+        plants = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, bufsize=1, start_new_session=True)
         self.procs.append(plants)
         threading.Thread(target=self.read_plants, args=(plants,), daemon=True).start()
-        self.screen.line("demo: plants app started (one write every 500 ms, one pooled connection)")
+        self.screen.line(f"demo: plants app started (one write every 500 ms, {self.story['connection']})")
 
     # -- running -----------------------------------------------------------------------------
     def read_plants(self, proc):
@@ -184,10 +242,10 @@ class Demo:
             try:
                 m = self.metrics()
                 now = time.time()
-                up = f'{{upstream="{UPSTREAM}"}}'
+                up = f'{{upstream="{self.story["upstream"]}"}}'
                 active = sorted(re.search(r'fault="([^"]+)"', k).group(1) for k, v in m.items()
                                 if k.startswith("dbfault_fault_active") and v == 1)
-                mine = f'upstream="{UPSTREAM}"'
+                mine = f'upstream="{self.story["upstream"]}"'
                 def total(name):
                     return sum(v for k, v in m.items() if k.startswith(name + "{") and mine in k)
                 buckets = sorted((float(re.search(r'le="([^"]+)"', k).group(1).replace("+Inf", "inf")), v)
@@ -203,11 +261,13 @@ class Demo:
                     grown = [(le, v - dict(last[2]).get(le, 0)) for le, v in buckets]
                     if grown and grown[-1][1] > 0:
                         latency = f"p50 {quantile(grown, 0.5)} p99 {quantile(grown, 0.99)}"
-                    rates = f"  · {qps:.0f} stmt/s {eps:.0f} err/s {latency}"
+                    # Request rates for the protocols dbfault reads (not gRPC).
+                    if any(k.startswith("dbfault_upstream_requests_total{") and mine in k for k in m):
+                        rates = f"  · {qps:.0f} stmt/s {eps:.0f} err/s {latency}"
                 last, last_at = now_counts, now
                 self.screen.set_status(
-                    f"[{self.phase:^9}] {UPSTREAM} ↑ {human(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}/s"
-                    f"  ↓ {human(m.get('dbfault_upstream_rx_bytes_per_second' + up, 0))}/s"
+                    f"[{self.phase:^9}] {self.story['upstream']} ↑ {bits(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}"
+                    f"  ↓ {bits(m.get('dbfault_upstream_rx_bytes_per_second' + up, 0))}"
                     f"  · {m.get('dbfault_upstream_cx_active' + up, 0):.0f} open{rates}"
                     f"  · faults: {', '.join(active) if active else 'none'}")
             except OSError:
@@ -221,7 +281,7 @@ class Demo:
     def set_latency(self, latency):
         config = self.plugin_config()
         for rule in config["faults"]:
-            if rule["name"] == SLOW_RULE:
+            if rule["name"] == self.story["slow"]:
                 rule["delay"]["latency"] = latency
         localenv.set_plugin_config(self.ecds, json.dumps(config))
 
@@ -247,22 +307,29 @@ class Demo:
 
     def timeline(self):
         a = self.args
+        outage, slow, conflict = self.story["outage"], self.story["slow"], self.story["conflict"]
         steps = [
             ("healthy", a.healthy, "the app writes through Envoy; dbfault counts its traffic", None),
-            ("outage", a.outage, f"{OUTAGE_RULE} (abort, applyTo all): pooled and new connections fail", (OUTAGE_RULE, True)),
-            ("recovery", a.recover, "outage off: the app reconnects", (OUTAGE_RULE, False)),
-            ("conflicts", a.conflicts, f"{CONFLICT_RULE} (60% of INSERTs into plants fail with SQLSTATE 40001): "
-             "the app retries on its connection; errors per second on the status line", (CONFLICT_RULE, True)),
-            ("slow", a.delay, f"{CONFLICT_RULE} off, {SLOW_RULE} (delay {a.latency}): every write waits",
-             [(CONFLICT_RULE, False), (SLOW_RULE, True)]),
+            ("outage", a.outage, f"{outage} (abort, applyTo all): the open connection is cut, new ones fail",
+             (outage, True)),
+            ("recovery", a.recover, "outage off: the app reconnects", (outage, False)),
         ]
+        if conflict:
+            steps += [
+                ("conflicts", a.conflicts, f"{conflict} (60% of INSERTs into plants fail with SQLSTATE 40001): "
+                 "the app retries on its connection; errors per second on the status line", (conflict, True)),
+                ("slow", a.delay, f"{conflict} off, {slow} (delay {a.latency}): every write waits",
+                 [(conflict, False), (slow, True)]),
+            ]
+        else:
+            steps.append(("slow", a.delay, f"{slow} (delay {a.latency}): every write waits", (slow, True)))
         for phase, seconds, note, toggles in steps:
             for toggle in ([toggles] if isinstance(toggles, tuple) else toggles or []):
                 self.toggle(*toggle)
             self.enter(phase, note)
             if not self.wait(seconds):
                 return
-        self.toggle(SLOW_RULE, False)
+        self.toggle(slow, False)
         self.wait(1.5)
         self.summary()
 
@@ -295,14 +362,15 @@ class Demo:
             out.append(f"  {name:10} {ok + failed:6} {ok:5} {failed:6} {med:>13}")
         try:
             m = self.metrics()
-            up = f'{{upstream="{UPSTREAM}"}}'
-            out.append(f"  dbfault metrics for upstream=\"{UPSTREAM}\" (Envoy /stats/prometheus):")
+            upstream = self.story["upstream"]
+            up = f'{{upstream="{upstream}"}}'
+            out.append(f"  dbfault metrics for upstream=\"{upstream}\" (Envoy /stats/prometheus):")
             out.append(f"    connections {m.get('dbfault_upstream_cx_total' + up, 0):.0f}"
                        f" · to the database {human(m.get('dbfault_upstream_tx_bytes_total' + up, 0))}"
                        f" · from it {human(m.get('dbfault_upstream_rx_bytes_total' + up, 0))}"
                        f" · dropped {human(m.get('dbfault_upstream_dropped_bytes_total' + up, 0))}")
             injected = {re.search(r'fault="([^"]+)"', k).group(1): v for k, v in m.items()
-                        if k.startswith("dbfault_faults_injected_total") and f'upstream="{UPSTREAM}"' in k}
+                        if k.startswith("dbfault_faults_injected_total") and f'upstream="{upstream}"' in k}
             out.append("    faults injected: " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(injected.items())) or "none"))
         except OSError as err:
             out.append(f"  (metrics unavailable: {err})")
@@ -318,15 +386,24 @@ class Demo:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        try:
-            localenv.postgres_stop(self.tmp)
-        except localenv.LocalEnvError as err:
-            print(f"demo: {err}", flush=True)
+        if self.emulator is not None and self.emulator.poll() is None:
+            # The emulator's whole process group: gcloud starts Java.
+            try:
+                os.killpg(self.emulator.pid, signal.SIGTERM)
+                self.emulator.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.args.db == "postgres":
+            try:
+                localenv.postgres_stop(self.tmp)
+            except localenv.LocalEnvError as err:
+                print(f"demo: {err}", flush=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=sorted(STORIES), default="firestore")
     parser.add_argument("--healthy", type=float, default=8)
     parser.add_argument("--outage", type=float, default=8)
     parser.add_argument("--recover", type=float, default=6)
@@ -336,6 +413,7 @@ def main():
     parser.add_argument("--interactive", action="store_true")
     parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
     parser.add_argument("--plants", default=os.path.join(ROOT, "target", "release", "examples", "plants"))
+    parser.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     args = parser.parse_args()
     demo = Demo(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -351,7 +429,7 @@ def main():
         failure = f"demo: {err}"
     finally:
         demo.cleanup()
-        print("demo: stopped PostgreSQL, Envoy and plants; removed " + demo.tmp, flush=True)
+        print(f"demo: stopped {demo.story['database']}, Envoy and plants; removed " + demo.tmp, flush=True)
     if failure:
         sys.exit(failure)
 

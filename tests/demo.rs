@@ -88,6 +88,8 @@ fn phase_row(output: &str, phase: &str) -> (u32, u32, String) {
 #[test]
 fn the_scripted_timeline_tells_the_story() {
     let out = demo(&[
+        "--db",
+        "postgres",
         "--healthy",
         "3",
         "--outage",
@@ -176,7 +178,7 @@ fn the_scripted_timeline_tells_the_story() {
 
 #[test]
 fn interactive_mode_toggles_rules_by_name() {
-    let mut child = demo(&["--interactive"])
+    let mut child = demo(&["--db", "postgres", "--interactive"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -203,7 +205,7 @@ fn interactive_mode_toggles_rules_by_name() {
 
 #[test]
 fn ctrl_c_stops_and_cleans_up_everything() {
-    let mut child = demo(&["--healthy", "60"])
+    let mut child = demo(&["--db", "postgres", "--healthy", "60"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -242,4 +244,64 @@ fn ctrl_c_stops_and_cleans_up_everything() {
         "still running: {}",
         String::from_utf8_lossy(&ps.stdout)
     );
+}
+
+#[test]
+fn the_firestore_story_by_default() {
+    let out = demo(&[
+        "--healthy",
+        "3",
+        "--outage",
+        "3",
+        "--recover",
+        "6",
+        "--delay",
+        "3",
+        "--latency",
+        "200ms",
+    ])
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("demo: Firestore emulator on 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(cluster outbound|8080||firestore.googleapis.com)"),
+        "{text}"
+    );
+    let (ok, failed, _) = phase_row(&text, "healthy");
+    assert!(
+        ok >= 4 && failed == 0,
+        "healthy: {ok} ok, {failed} failed\n{text}"
+    );
+    let (_, failed, _) = phase_row(&text, "outage");
+    assert!(failed >= 3, "outage: only {failed} failures\n{text}");
+    // The app's long-lived gRPC channel is cut; the client's own Unavailable error.
+    assert!(
+        text.contains("writing a new plant to Firestore... 🚫 Failed adding plant: 503 "),
+        "{text}"
+    );
+    let (ok, _, _) = phase_row(&text, "recovery");
+    assert!(ok >= 2, "recovery: {ok} ok\n{text}");
+    let (ok, _, median) = phase_row(&text, "slow");
+    let ms: u64 = median.trim_end_matches(" ms").parse().unwrap();
+    assert!(
+        ok >= 3 && (195..=260).contains(&ms),
+        "slow: {ok} ok, median {median}\n{text}"
+    );
+    // Throughput in bits per second, as a service graph shows it.
+    assert!(
+        text.contains("[ healthy ] firestore.googleapis.com ↑ "),
+        "{text}"
+    );
+    assert!(text.contains("b/s  ↓ "), "{text}");
+    assert!(text.contains("faults injected: firestore-outage"), "{text}");
+    assert!(text.contains("demo: stopped Firestore, Envoy and plants; removed /tmp/dbfault-demo-"));
 }

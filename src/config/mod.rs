@@ -286,7 +286,7 @@ mod tests {
         let found =
             crate::manifest::single_plugin_config(path, &std::fs::read(path).unwrap()).unwrap();
         let c = Config::parse(&found.bytes).unwrap();
-        assert_eq!(c.faults.len(), 8);
+        assert_eq!(c.faults.len(), 10);
         assert!(
             c.faults.iter().all(|r| !r.enabled),
             "shipped rules must be off"
