@@ -84,7 +84,7 @@ $(SCHEMA_DEPS): tests/istio-schema/package.json tests/istio-schema/package-lock.
 	cd tests/istio-schema && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Servers and clients the end-to-end tests drive (PostgreSQL 15 is expected preinstalled;
+# Servers and clients the end-to-end tests drive (a PostgreSQL server is expected preinstalled;
 # .ci/run installs it on a bare machine).
 packages:
 	@missing=""; \

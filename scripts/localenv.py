@@ -40,7 +40,22 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_ENVOY = os.path.join(ROOT, "envoy", "envoy.yaml")
 SHIPPED_ECDS = os.path.join(ROOT, "envoy", "dbfault.yaml")
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+def newest_pg_bin(root="/usr/lib/postgresql"):
+    """The bin directory of the newest PostgreSQL server Debian installed side by side
+    (/usr/lib/postgresql/<major>/bin with an initdb), or None."""
+    try:
+        majors = sorted((int(v) for v in os.listdir(root) if v.isdigit()), reverse=True)
+    except OSError:
+        return None
+    for major in majors:
+        path = os.path.join(root, str(major), "bin")
+        if os.access(os.path.join(path, "initdb"), os.X_OK):
+            return path
+    return None
+
+
+# PG_BIN (documented) wins; else the newest installed server.
+PG_BIN = os.environ.get("PG_BIN") or newest_pg_bin() or "/usr/lib/postgresql/15/bin"
 # Where the scripts find the crate's configuration reader (a Cargo build; tests pass their own).
 DBFAULT_CHECK = os.environ.get("DBFAULT_CHECK", os.path.join(ROOT, "target", "release", "dbfault-check"))
 
@@ -432,11 +447,14 @@ def postgres_data(directory):
 
 
 def postgres_start(directory, port=None, prefix=(), attempts=8):
-    """initdb (once) and start a throwaway PostgreSQL 15 in `directory` (data in DIR/data; socket
+    """initdb (once) and start a throwaway PostgreSQL (the newest installed, or PG_BIN's) in `directory` (data in DIR/data; socket
     and log in DIR; trust auth, user `postgres`, fsync off) on 127.0.0.1; returns its port.
     Without `port`, a free port is picked and another tried when the bind fails (a free port can
     be taken by another process before PostgreSQL binds it). `prefix` wraps pg_ctl (e.g. taskset)."""
     directory = os.path.abspath(directory)
+    if not os.access(os.path.join(PG_BIN, "initdb"), os.X_OK):
+        raise LocalEnvError(f"no PostgreSQL server binaries in {PG_BIN}: install Debian's `postgresql` package "
+                            "(apt-get install postgresql), or set PG_BIN to the directory holding initdb and pg_ctl")
     os.makedirs(directory, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres")

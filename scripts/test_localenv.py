@@ -31,20 +31,34 @@ class EnvoyConfig(unittest.TestCase):
     def render(self, text=SHIPPED_ENVOY, upstreams=None):
         return localenv.render_envoy_config("/run/x/dbfault.yaml", upstreams, text=text, name="t.yaml")
 
+    def test_the_newest_installed_postgresql_is_found(self):
+        with tempfile.TemporaryDirectory() as root:
+            for major, with_initdb in ((13, True), (16, True), (17, False)):
+                bin_dir = os.path.join(root, str(major), "bin")
+                os.makedirs(bin_dir)
+                if with_initdb:
+                    path = os.path.join(bin_dir, "initdb")
+                    with open(path, "w") as f:
+                        f.write("#!/bin/sh\n")
+                    os.chmod(path, 0o755)
+            # 17 has no server binaries: 16 is the newest server.
+            self.assertEqual(localenv.newest_pg_bin(root), os.path.join(root, "16", "bin"))
+            self.assertIsNone(localenv.newest_pg_bin(os.path.join(root, "none")))
+
     def test_the_shipped_config_gets_free_ports_and_absolute_ecds_paths(self):
         out = self.render(upstreams={"redis": 7001, "outbound|443||firestore.googleapis.com": 7002})
         doc = localenv.Document(out, "out")
         resources = doc.child(doc.root, "static_resources")
         listeners = doc.items(doc.child(resources, "listeners"))
-        self.assertEqual([doc.name_of(item) for item in listeners], ["postgres", "redis", "mariadb", "tls"])
+        self.assertEqual([doc.name_of(item) for item in listeners], ["postgres", "redis", "mariadb", "tls", "firestore"])
         for item in listeners + [doc.child(doc.root, "admin")]:
             self.assertIn("port_value: 0}", doc.path(item, "address", "socket_address").value)
         diff = changed(SHIPPED_ENVOY, out)
-        self.assertEqual(sum("port_value: 0}" in new for _, new in diff.values()), 1 + 4)  # admin, listeners
+        self.assertEqual(sum("port_value: 0}" in new for _, new in diff.values()), 1 + 5)  # admin, listeners
         self.assertEqual(sum("port_value: 7001}" in new for _, new in diff.values()), 1)
         self.assertIn(("path: dbfault.yaml", "path: '/run/x/dbfault.yaml'"), diff.values())
         self.assertIn(("watched_directory: {path: .}", "watched_directory: {path: '/run/x'}"), diff.values())
-        self.assertEqual(len(diff), 5 + 2 + 2)  # admin + 4 listeners, 2 clusters, the ECDS source
+        self.assertEqual(len(diff), 6 + 2 + 2)  # admin + 5 listeners, 2 clusters, the ECDS source
         # Clusters not named keep their shipped endpoints.
         self.assertIn("port_value: 5432}", out)
 
