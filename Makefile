@@ -130,10 +130,10 @@ DEMO_NEEDS_postgres := plants
 demo: build dbfault-check $(ENVOY_STAMP) $(DEMO_NEEDS_$(DB))
 	python3 scripts/demo.py --db $(DB) --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
 
-run: build envoy packages
-	ENVOY=$(abspath $(ENVOY)) scripts/run-local.sh
+run: build dbfault-check $(ENVOY_STAMP)
+	python3 scripts/run_local.py --envoy $(abspath $(ENVOY))
 
-# Live toggles for the Envoy started by `make run` (rules in envoy/dbfault.yaml).
+# Live toggles for the Envoy started by `make run` (its live rules: target/run/dbfault.yaml).
 faults: dbfault-check
 	@scripts/faultctl list
 
