@@ -53,7 +53,15 @@ fn compose_file_is_valid_and_a_mistake_is_caught() {
         .arg("config"));
     let config: Value = serde_yaml_ng::from_str(&resolved).unwrap();
     let services = config["services"].as_object().unwrap();
-    for name in ["envoy", "postgres", "plants", "prometheus", "grafana"] {
+    for name in [
+        "envoy",
+        "postgres",
+        "plants",
+        "firestore",
+        "plants-firestore",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(services.contains_key(name), "no {name} service");
     }
     for (name, service) in services {
@@ -72,6 +80,22 @@ fn compose_file_is_valid_and_a_mistake_is_caught() {
     assert!(fs::read_to_string(dockerfile)
         .unwrap()
         .contains("--example plants"));
+    // The Firestore app: the file it copies exists, and it reaches the emulator through Envoy's
+    // `firestore` listener, whose cluster points at the emulator's port.
+    let dockerfile = fs::read_to_string(repo().join("envoy/plants-firestore.Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY examples/plants_firestore.py"));
+    assert!(repo().join("examples/plants_firestore.py").exists());
+    let envoy_yaml = fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    assert!(envoy_yaml.contains("port_value: 18080") && envoy_yaml.contains("port_value: 8080}"));
+    assert_eq!(
+        services["plants-firestore"]["environment"]["FIRESTORE_EMULATOR_HOST"],
+        "127.0.0.1:18080"
+    );
+    assert!(services["firestore"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--host-port=127.0.0.1:8080"));
 }
 
 #[test]
