@@ -138,8 +138,9 @@ class Demo:
         threading.Thread(target=self.watch_stats, daemon=True).start()
 
     def start_firestore(self):
-        if shutil.which("gcloud") is None or subprocess.run(
-                ["gcloud", "emulators", "firestore", "--help"], capture_output=True).returncode != 0:
+        gcloud = self.args.gcloud
+        if shutil.which(gcloud) is None or subprocess.run(
+                [gcloud, "emulators", "firestore", "--help"], capture_output=True).returncode != 0:
             raise localenv.LocalEnvError(
                 "the Firestore emulator is missing: install Google's google-cloud-cli and "
                 "google-cloud-cli-firestore-emulator packages (Java 17+), or run the PostgreSQL story: "
@@ -147,7 +148,7 @@ class Demo:
         self.db_port = localenv.free_port()
         log = open(os.path.join(self.tmp, "firestore.log"), "w")
         self.emulator = subprocess.Popen(
-            ["gcloud", "emulators", "firestore", "start", "--quiet", f"--host-port=127.0.0.1:{self.db_port}"],
+            [gcloud, "emulators", "firestore", "start", "--quiet", f"--host-port=127.0.0.1:{self.db_port}"],
             env=dict(os.environ, CLOUDSDK_CONFIG=os.path.join(self.tmp, "gcloud")),
             stdout=log, stderr=log, start_new_session=True)
         deadline = time.time() + 90
@@ -414,6 +415,7 @@ def main():
     parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
     parser.add_argument("--plants", default=os.path.join(ROOT, "target", "release", "examples", "plants"))
     parser.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    parser.add_argument("--gcloud", default="gcloud", help="the Google Cloud CLI that starts the Firestore emulator")
     args = parser.parse_args()
     demo = Demo(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -305,3 +305,19 @@ fn the_firestore_story_by_default() {
     assert!(text.contains("faults injected: firestore-outage"), "{text}");
     assert!(text.contains("demo: stopped Firestore, Envoy and plants; removed /tmp/dbfault-demo-"));
 }
+
+#[test]
+fn without_the_emulator_one_line_says_what_to_do() {
+    let out = demo(&["--gcloud", "/nonexistent/gcloud"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("demo: the Firestore emulator is missing: install Google's google-cloud-cli and google-cloud-cli-firestore-emulator packages (Java 17+), or run the PostgreSQL story: make demo DB=postgres"),
+        "{text}"
+    );
+    assert!(!text.contains("Traceback"), "{text}");
+}
