@@ -142,16 +142,14 @@ fn plants_on_firestore_through_dbfault() {
     let delay =
         format!(r#"{{"name": "firestore-slow", {FIRESTORE}, "delay": {{"latency": "300ms"}}}}"#);
     assert!(envoy.push_plugin_config(&config(&delay)));
-    // (The write in flight during the push may be quicker.) A write waits the latency, less
-    // when one of gRPC's own HTTP/2 frames (a ping, a window update) started the hold shortly
-    // before it: Envoy releases everything held at once (README, Limitations).
+    // (The write in flight during the push may be quicker.) Each later write waits the
+    // latency in full, also when one of gRPC's own HTTP/2 frames (a ping, a window update)
+    // started the hold just before it: the hold is extended for the write.
     next(&rx, Duration::from_secs(10), success_ms);
-    let mut slow: Vec<u64> = (0..7)
+    let slow: Vec<u64> = (0..6)
         .map(|_| next(&rx, Duration::from_secs(10), success_ms))
         .collect();
-    slow.sort_unstable();
-    assert!(slow[3] >= 295 && slow[0] >= 100, "{slow:?} ms");
-
+    assert!(slow.iter().all(|ms| *ms >= 295), "{slow:?} ms");
     drop(app);
 
     // 50% of new channels aborted: of 60 new clients, about half fail.

@@ -455,20 +455,21 @@ mod tests {
             c.on_data(Direction::ToDatabase, 10, &mut at(0)).effect,
             Effect::Hold
         );
-        // More bytes while held: Envoy passes the whole buffer; they join the hold.
+        // More bytes while held: Envoy passes the whole buffer; they join the hold, which
+        // extends to their own latency.
         assert_eq!(
             c.on_data(Direction::ToDatabase, 25, &mut at(50 * MS))
                 .effect,
             Effect::Hold
         );
-        assert_eq!(c.next_wake(), Some(200 * MS));
+        assert_eq!(c.next_wake(), Some(250 * MS));
         // The database side is never held.
         assert_eq!(
             c.on_data(Direction::ToClient, 3, &mut at(60 * MS)),
             Outcome::FORWARD
         );
-        assert_eq!(c.on_tick(199 * MS), None);
-        assert_eq!(c.on_tick(200 * MS), Some(TickAction::Resume));
+        assert_eq!(c.on_tick(249 * MS), None);
+        assert_eq!(c.on_tick(250 * MS), Some(TickAction::Resume));
         assert_eq!(c.next_wake(), None);
         assert_eq!(totals(&t), (25, 3, 0));
         // The next chunk starts a new hold.

@@ -8,11 +8,14 @@
 //!   (a slow connection setup).
 //!
 //! Envoy can pause the client → database stream and resume it later, but a resume releases
-//! everything buffered: bytes that arrive while an earlier chunk is held are released with it
-//! (they wait less than `latency`). Request/response clients, which wait for the answer before
-//! sending again, see exactly `latency` ± `jitter` per request. Database → client bytes cannot
-//! be held in Envoy's ABI and are never delayed. When the rule ends, held bytes are released at
-//! the next tick.
+//! everything buffered at once. So bytes that arrive while earlier ones are held extend the hold
+//! to their own `latency` ± `jitter` — a request that follows a client's small frame (an HTTP/2
+//! ping or window update, which gRPC clients send between requests) waits in full — but never
+//! beyond twice `latency` after the hold began: a stream that never pauses is released in
+//! bursts, not stalled. Request/response clients, which wait for the answer before sending
+//! again, see exactly `latency` ± `jitter` per request. Database → client bytes cannot be held
+//! in Envoy's ABI and are never delayed. When the rule ends, held bytes are released at the next
+//! tick.
 
 use super::connection::Ledger;
 use super::{nanos, Behaviour, Direction, Ending, Kind, Outcome, Start, TickAction};
@@ -70,6 +73,7 @@ impl Kind for Delay {
             spec: *self,
             rng: Rng::new(at.seed),
             release_at: None,
+            held_since: 0,
             used: false,
         }
     }
@@ -85,6 +89,8 @@ pub struct State {
     rng: Rng,
     /// When the current hold ends; `None`: nothing held.
     release_at: Option<u64>,
+    /// When the current hold began (later bytes extend it, up to twice the latency after it).
+    held_since: u64,
     /// `firstOnly`: the first chunk was delayed already.
     used: bool,
 }
@@ -106,8 +112,22 @@ impl Behaviour for State {
         {
             return ledger.forward(dir, size);
         }
-        if self.release_at.is_none() {
-            self.release_at = Some(self.spec.release_at(now(), &mut self.rng));
+        match self.release_at {
+            None => {
+                let t = now();
+                self.held_since = t;
+                self.release_at = Some(self.spec.release_at(t, &mut self.rng));
+            }
+            // New bytes while held (a paused stream's event carries all it holds): they wait
+            // their own latency too, within twice the latency of the hold's start.
+            Some(at) if size > ledger.held() => {
+                let own = self.spec.release_at(now(), &mut self.rng);
+                let cap = self
+                    .held_since
+                    .saturating_add(nanos(self.spec.latency).saturating_mul(2));
+                self.release_at = Some(at.max(own.min(cap)));
+            }
+            Some(_) => {}
         }
         ledger.hold(size)
     }
@@ -159,6 +179,44 @@ mod tests {
         }
         let mean_ms = sum / 1000 / 1_000_000;
         assert!((190..=210).contains(&mean_ms), "{mean_ms}");
+    }
+
+    #[test]
+    fn bytes_arriving_during_a_hold_extend_it_within_twice_the_latency() {
+        use crate::metrics::Traffic;
+        use std::rc::Rc;
+        const MS: u64 = 1_000_000;
+        let d = Delay {
+            latency: Duration::from_millis(200),
+            jitter: Duration::ZERO,
+            first_only: false,
+        };
+        let mut conn = crate::fault::connection::Connection::new(1, 0, Rc::new(Traffic::default()));
+        let rule = crate::fault::Rule {
+            name: "d".into(),
+            enabled: true,
+            matcher: crate::fault::matching::Match::default(),
+            percentage_bp: 10_000,
+            apply_to: crate::fault::ApplyTo::All,
+            window: None,
+            dry_run: false,
+            kind: FaultKind::Delay(d),
+        };
+        conn.apply(&rule, "d".into(), 1, 0, false);
+        // A 17-byte ping at 0 ms, then a request at 150 ms (Envoy presents all 417 bytes held).
+        conn.on_data(Direction::ToDatabase, 17, &mut || 0);
+        assert_eq!(conn.next_wake(), Some(200 * MS));
+        conn.on_data(Direction::ToDatabase, 417, &mut || 150 * MS);
+        assert_eq!(
+            conn.next_wake(),
+            Some(350 * MS),
+            "the request waits its own latency"
+        );
+        // More at 300 ms: capped at twice the latency after the hold began.
+        conn.on_data(Direction::ToDatabase, 900, &mut || 300 * MS);
+        assert_eq!(conn.next_wake(), Some(400 * MS));
+        assert_eq!(conn.on_tick(399 * MS), None);
+        assert_eq!(conn.on_tick(400 * MS), Some(TickAction::Resume));
     }
 
     #[test]
