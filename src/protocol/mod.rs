@@ -4,6 +4,8 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 mod splice;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub(crate) use splice::{place, Edit, Output, Splice};
 

@@ -557,47 +557,19 @@ mod tests {
         out
     }
 
-    fn describe(e: Event) -> String {
-        match e {
-            Event::Recognized(p) => p.label().to_owned(),
-            Event::Request(c) => format!("request {c}"),
-            Event::Answered {
-                command, failed, ..
-            } => {
-                format!("{} {command}", if failed { "failed" } else { "done" })
-            }
-            Event::Error(c) => format!("error {}", c.label()),
-        }
-    }
+    use crate::protocol::testing::{describe, rewrite_all};
 
-    /// Events and what reaches each side when `steps` pass in chunks of `size` under `judge`.
     fn run(
         steps: &[(Direction, Vec<u8>)],
         size: usize,
         judge: Option<&mut Judge<'_>>,
     ) -> (Vec<String>, Vec<u8>, Vec<u8>, Option<Close>) {
-        let mut s = Session::new();
-        let mut events = Vec::new();
-        let (mut up, mut down, mut close) = (Vec::new(), Vec::new(), None);
-        let mut judge = judge;
-        for (dir, bytes) in steps {
-            for chunk in bytes.chunks(size) {
-                let v = s.rewrite(
-                    *dir,
-                    chunk,
-                    &mut || 0,
-                    &mut |e| events.push(describe(e)),
-                    judge.as_deref_mut(),
-                );
-                let out = v.replace.unwrap_or_else(|| chunk.to_vec());
-                match dir {
-                    Up => up.extend(out),
-                    Down => down.extend(out),
-                }
-                close = close.or(v.close);
-            }
-        }
-        (events, up, down, close)
+        rewrite_all(
+            crate::protocol::Session::Redis(Session::new()),
+            steps,
+            size,
+            judge,
+        )
     }
 
     #[test]
