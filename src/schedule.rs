@@ -2,16 +2,31 @@
 
 use std::time::Duration;
 
-/// `window: {after, for, every}`: active from `after` (counted from when the configuration was
-/// loaded) for `for`, repeating every `every` when set.
+/// `window: {after | start, for, every}`: active from `after` (counted from when the
+/// configuration was loaded) or from the instant `start`, for `for`, repeating every `every` when
+/// set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub after: Duration,
+    /// An absolute start (nanoseconds since the Unix epoch): every sidecar switches at the same
+    /// moment, and a push does not restart the schedule.
+    pub start: Option<u64>,
     pub duration: Duration,
     pub every: Option<Duration>,
 }
 
 impl Window {
+    /// Whether the window is open at `now` for a configuration loaded at `loaded_at` (both
+    /// nanoseconds on the same clock).
+    pub fn is_open_at(&self, loaded_at: u64, now: u64) -> bool {
+        match self.start {
+            Some(start) => {
+                now >= start && self.is_open(Duration::from_nanos(now - start) + self.after)
+            }
+            None => self.is_open(Duration::from_nanos(now.saturating_sub(loaded_at))),
+        }
+    }
+
     /// Whether the window is open `since_load` after the configuration was loaded.
     pub fn is_open(&self, since_load: Duration) -> bool {
         let Some(t) = since_load.checked_sub(self.after) else {
@@ -83,6 +98,7 @@ mod tests {
     #[test]
     fn one_shot_window() {
         let w = Window {
+            start: None,
             after: s(10),
             duration: s(60),
             every: None,
@@ -98,6 +114,7 @@ mod tests {
     #[test]
     fn repeating_window() {
         let w = Window {
+            start: None,
             after: s(10),
             duration: s(60),
             every: Some(s(300)),

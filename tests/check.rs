@@ -202,3 +202,34 @@ fn redis_and_mysql_rules_are_explained_and_their_fields_checked_per_protocol() {
         assert!(out.contains(want), "{json}\n{out}\nwant: {want}");
     }
 }
+
+#[test]
+fn rules_without_expiry_are_warned_about_and_expired_ones_refused_when_strict() {
+    let cfg = r#"{"faults": [
+      {"name": "forever", "match": {"hosts": ["pg"]}, "abort": {}},
+      {"name": "past", "match": {"hosts": ["pg"]}, "abort": {}, "expiresAt": "2020-01-01T00:00:00Z"},
+      {"name": "bounded", "match": {"hosts": ["pg"]}, "abort": {}, "expiresAt": "2100-01-01T00:00:00Z",
+       "window": {"start": "2099-12-31T23:00:00Z", "for": "10m"}}
+    ]}"#;
+    let (code, out) = check(&["-"], Some(cfg));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: rule forever has no expiresAt"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: rule past expired at 2020-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(
+        out.contains("from 2099-12-31T23:00:00Z for 600000 ms; expires 2100-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(!out.contains("rule bounded has no expiresAt"), "{out}");
+    let (code, out) = check(&["--strict", "-"], Some(cfg));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("error: rule past expired at 2020-01-01T00:00:00Z (--strict)"),
+        "{out}"
+    );
+}

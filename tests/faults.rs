@@ -817,3 +817,67 @@ fn mariadb_and_tls_clients_see_each_fault_kind() {
         cluster_tx(&envoy, "mariadb") as f64
     );
 }
+
+/// The instant `secs` seconds from now, in RFC 3339 (whole seconds, rounded up).
+fn in_secs(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    dbfault::config::time::format((now.as_secs() + 1 + secs) * 1_000_000_000)
+}
+
+#[test]
+fn an_expired_rule_stays_off_whatever_is_pushed() {
+    let pg = Postgres::start();
+    let rule = |expires: &str| {
+        format!(
+            r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{{"name": "forgotten", "match": {{"hosts": ["postgres"]}}, "abort": {{}}, "expiresAt": "{expires}"}}]}}"#
+        )
+    };
+    let expires = in_secs(2);
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .plugin_config(&rule(&expires))
+        .start();
+    assert!(
+        !psql_try(envoy.pg(), "SELECT 1").0,
+        "active before {expires}"
+    );
+    wait_for("the rule to expire", Duration::from_secs(10), || {
+        (envoy.fault_active("forgotten") == Some(0.0)).then_some(())
+    });
+    psql(envoy.pg(), "SELECT 1");
+    // Pushed again (or any other push, or a restart): still expired.
+    assert!(envoy.push_plugin_config(&format!("{} ", rule(&expires))));
+    psql(envoy.pg(), "SELECT 1");
+    assert_eq!(envoy.fault_active("forgotten"), Some(0.0));
+}
+
+#[test]
+fn two_envoys_with_the_same_absolute_window_switch_together() {
+    let start = in_secs(2);
+    let config = format!(
+        r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{{"name": "drill", "match": {{"hosts": ["postgres"]}}, "abort": {{}}, "window": {{"start": "{start}", "for": "1s"}}}}]}}"#
+    );
+    let a = Envoy::builder().plugin_config(&config).start();
+    // The second is loaded later: a window counted from the load would open later there.
+    std::thread::sleep(Duration::from_millis(700));
+    let b = Envoy::builder().plugin_config(&config).start();
+    let activation = |envoy: &Envoy| {
+        wait_for("the window to open", Duration::from_secs(15), || {
+            envoy
+                .log()
+                .lines()
+                .find(|l| l.contains("dbfault: fault drill active"))
+                .and_then(|l| l.get(1..24).map(str::to_owned))
+        })
+    };
+    let (ta, tb) = (activation(&a), activation(&b));
+    // "2026-11-26 15:47:36.951": the same second and within 100 ms.
+    let ms = |t: &str| -> i64 {
+        let (hms, frac) = t.rsplit(' ').next().unwrap().split_once('.').unwrap();
+        let s: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+        ((s[0] * 60 + s[1]) * 60 + s[2]) * 1000 + frac.parse::<i64>().unwrap()
+    };
+    assert!((ms(&ta) - ms(&tb)).abs() <= 100, "{ta} vs {tb}");
+}

@@ -316,6 +316,18 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         ),
         "faults[0].cut: not available on a statement rule",
     );
+    add(
+        "expiresAt not RFC 3339",
+        rule(r#""abort": {}, "expiresAt": "tomorrow 5pm""#),
+        "faults[0].expiresAt: invalid time \"tomorrow 5pm\": expected RFC 3339",
+    );
+    add(
+        "window.start with window.after",
+        rule(
+            r#""abort": {}, "window": {"start": "2026-11-26T15:00:00Z", "after": "1m", "for": "1m"}"#,
+        ),
+        "faults[0].window.start: and window.after are exclusive",
+    );
     // Out-of-range and huge numbers.
     add(
         "percentage above 100",

@@ -11,6 +11,9 @@
 //! Prints what the rules will do, or one line per error naming the field and the value. Exit
 //! status: 0 valid, 1 invalid, 2 unreadable or not a configuration.
 //!
+//! Warns about enabled rules without `expiresAt` (a forgotten fault never ends) and rules
+//! already expired; with `--strict`, an expired rule makes the configuration invalid (exit 1).
+//!
 //! `dbfault-check --plugin-config FILE` prints the one plugin configuration in FILE as found,
 //! unvalidated (the scripts read the local ECDS file with it); exit 1 when there is none or
 //! several. The shapes are read by [`dbfault::manifest`].
@@ -31,7 +34,7 @@ mod check {
 
     pub fn run(args: Vec<String>) -> i32 {
         if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
-            eprintln!("usage: dbfault-check FILE... (plugin config JSON, WasmPlugin YAML, or ECDS file; - for stdin)");
+            eprintln!("usage: dbfault-check [--strict] FILE... (plugin config JSON, WasmPlugin YAML, or ECDS file; - for stdin)");
             eprintln!("       dbfault-check --plugin-config FILE (print the one plugin configuration in FILE)");
             return 2;
         }
@@ -42,8 +45,12 @@ mod check {
             };
             return print_plugin_config(file);
         }
+        let strict = args.iter().any(|a| a == "--strict");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut status = 0;
-        for arg in &args {
+        for arg in args.iter().filter(|a| *a != "--strict") {
             let text = match read(arg) {
                 Ok(t) => t,
                 Err(e) => {
@@ -64,6 +71,24 @@ mod check {
                                 println!("{}: valid", f.origin);
                                 for line in dbfault::cli::describe(&config) {
                                     println!("  {line}");
+                                }
+                                for rule in &config.faults {
+                                    match rule.expires_at {
+                                        None if rule.enabled => println!(
+                                            "  warning: rule {} has no expiresAt: a forgotten fault never ends by itself",
+                                            rule.name
+                                        ),
+                                        Some(at) if at <= now => {
+                                            let when = dbfault::config::time::format(at);
+                                            if strict {
+                                                println!("  error: rule {} expired at {when} (--strict)", rule.name);
+                                                status = status.max(1);
+                                            } else {
+                                                println!("  warning: rule {} expired at {when}: it will not act", rule.name);
+                                            }
+                                        }
+                                        _ => {}
+                                    }
                                 }
                             }
                             Err(err) => {

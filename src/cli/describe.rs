@@ -187,17 +187,25 @@ pub fn describe(config: &Config) -> Vec<String> {
             (true, true) => "dry run (counted, traffic untouched)",
             (true, false) => "enabled",
         };
-        let when = match r.window {
+        let mut when = match r.window {
             None => "whenever enabled".to_owned(),
             Some(w) => format!(
-                "from {} after load for {}{}",
-                ms(w.after),
+                "from {} for {}{}",
+                match w.start {
+                    Some(start) => crate::config::time::format(start),
+                    None => format!("{} after load", ms(w.after)),
+                },
                 ms(w.duration),
                 w.every
                     .map(|e| format!(", every {}", ms(e)))
                     .unwrap_or_default()
             ),
         };
+        match r.expires_at {
+            Some(at) => when.push_str(&format!("; expires {}", crate::config::time::format(at))),
+            None if r.enabled => when.push_str("; never expires"),
+            None => {}
+        }
         if let Some(p) = r.matcher.protocol {
             target.push(format!("{} sessions only", p.name()));
         }

@@ -195,6 +195,22 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
+    /// An RFC 3339 instant as nanoseconds since the Unix epoch (`expiresAt`, `window.start`).
+    pub fn instant(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.str(key)? {
+            None => Ok(None),
+            Some(text) => super::time::parse(text).map(Some).ok_or_else(|| {
+                ConfigError::new(
+                    self.path(key),
+                    format!(
+                        "invalid time {}: expected RFC 3339, as in \"2026-11-26T15:00:00Z\"",
+                        super::quote(text)
+                    ),
+                )
+            }),
+        }
+    }
+
     /// Like [`Fields::duration`], but zero is accepted (`window.after`, `delay.jitter`).
     pub fn offset(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self.str(key)? {

@@ -24,6 +24,7 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 mod duration;
 pub mod fields;
 pub mod json;
+pub mod time;
 
 pub use fields::{parse_duration, quote};
 

@@ -349,6 +349,7 @@ mod tests {
             apply_to: ApplyTo::All,
             window: None,
             dry_run: false,
+            expires_at: None,
             kind,
         }
     }

@@ -200,6 +200,7 @@ mod tests {
             apply_to: crate::fault::ApplyTo::All,
             window: None,
             dry_run: false,
+            expires_at: None,
             kind: FaultKind::Delay(d),
         };
         conn.apply(&rule, "d".into(), 1, 0, false);

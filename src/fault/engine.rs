@@ -10,7 +10,6 @@ use super::{ApplyTo, FaultKind, Rule};
 use crate::protocol::{Act, Ask};
 use crate::schedule::{mix, selected, Rng};
 use std::rc::Rc;
-use std::time::Duration;
 
 #[derive(Debug)]
 pub struct RuleSlot {
@@ -68,9 +67,8 @@ impl Engine {
 
     fn is_active(rule: &Rule, loaded_at: u64, now: u64) -> bool {
         rule.enabled
-            && rule
-                .window
-                .is_none_or(|w| w.is_open(Duration::from_nanos(now.saturating_sub(loaded_at))))
+            && rule.expires_at.is_none_or(|at| now < at)
+            && rule.window.is_none_or(|w| w.is_open_at(loaded_at, now))
     }
 
     fn new_episode(&mut self) -> u64 {
@@ -305,6 +303,7 @@ mod tests {
     use crate::fault::matching::{HostPattern, Match};
     use crate::fault::FaultKind;
     use crate::schedule::Window;
+    use std::time::Duration;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -320,6 +319,7 @@ mod tests {
             apply_to: ApplyTo::All,
             window: None,
             dry_run: false,
+            expires_at: None,
             kind: FaultKind::Abort(crate::fault::abort::Abort),
         }
     }
@@ -359,6 +359,7 @@ mod tests {
         let mut e = Engine::default();
         let mut r = rule("w", "pg");
         r.window = Some(Window {
+            start: None,
             after: Duration::from_secs(10),
             duration: Duration::from_secs(5),
             every: Some(Duration::from_secs(20)),
@@ -501,5 +502,36 @@ mod tests {
                 .1,
             Some(Act::Abort)
         );
+    }
+
+    #[test]
+    fn expired_rules_are_inactive_and_absolute_windows_ignore_the_load() {
+        let mut e = Engine::default();
+        let mut r = rule("until", "pg");
+        r.expires_at = Some(10 * SEC);
+        let mut w = rule("at", "redis");
+        w.window = Some(Window {
+            start: Some(100 * SEC),
+            after: Duration::ZERO,
+            duration: Duration::from_secs(5),
+            every: None,
+        });
+        e.load(vec![r, w], 0, 0);
+        assert!(e.decide(&up("pg"), 1, true).is_some());
+        assert!(e.decide(&up("redis"), 1, true).is_none());
+        assert!(!e.update(10 * SEC)[0].active, "expired at 10 s");
+        assert!(e.decide(&up("pg"), 1, true).is_none());
+        // Reloading (a push) at 102 s neither revives the expired rule nor restarts the window.
+        e.load(
+            e.rules.iter().map(|s| s.rule.clone()).collect(),
+            102 * SEC,
+            102 * SEC,
+        );
+        assert!(e.decide(&up("pg"), 1, true).is_none());
+        assert!(
+            e.decide(&up("redis"), 1, true).is_some(),
+            "open from 100 s to 105 s"
+        );
+        assert!(!e.update(105 * SEC)[0].active);
     }
 }

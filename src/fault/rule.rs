@@ -21,6 +21,7 @@ const COMMON_KEYS: &[&str] = &[
     "applyTo",
     "window",
     "dryRun",
+    "expiresAt",
 ];
 
 /// One validated rule from `faults[]`.
@@ -36,6 +37,8 @@ pub struct Rule {
     pub window: Option<Window>,
     /// Counted and logged, traffic untouched.
     pub dry_run: bool,
+    /// After this instant (nanoseconds since the Unix epoch) the rule is inactive, whatever else.
+    pub expires_at: Option<u64>,
     pub kind: FaultKind,
 }
 
@@ -127,7 +130,7 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
             )
         }
     };
-    let window = match raw.object("window", &["after", "for", "every"])? {
+    let window = match raw.object("window", &["after", "start", "for", "every"])? {
         None => None,
         Some(w) => Some(parse_window(&w)?),
     };
@@ -141,6 +144,7 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         apply_to,
         window,
         dry_run: raw.bool("dryRun")?.unwrap_or(false),
+        expires_at: raw.instant("expiresAt")?,
         kind,
     })
 }
@@ -222,6 +226,13 @@ impl Rule {
 fn parse_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
     // `after` is an offset and may be zero ("0s": from the start); the others are periods.
     let after = raw.offset("after")?.unwrap_or(Duration::ZERO);
+    let start = raw.instant("start")?;
+    if start.is_some() && raw.has("after") {
+        return err(
+            &raw.path("start"),
+            "and window.after are exclusive (start: an instant; after: an offset from the load)",
+        );
+    }
     let (Some(for_text), Some(for_)) = (raw.str("for")?, raw.duration("for")?) else {
         return err(&raw.path("for"), "missing (how long the window stays open)");
     };
@@ -240,6 +251,7 @@ fn parse_window(raw: &Fields<'_>) -> Result<Window, ConfigError> {
     };
     Ok(Window {
         after,
+        start,
         duration: for_,
         every,
     })
@@ -484,6 +496,39 @@ pub(crate) mod tests {
                     r#"{{"faults": [{{"name": "x", {pg}, "commands": ["SELECT"]}}, "delay": {{"latency": "1s", "firstOnly": true}}}}]}}"#
                 ),
                 "faults[0].delay.firstOnly: not available on a statement rule",
+            ),
+        ] {
+            let got = err(&json);
+            assert!(got.contains(want), "{json}\n  got:  {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn expiry_and_absolute_windows() {
+        let r = rules(
+            r#"{"faults": [{"name": "x", "match": {"hosts": ["pg"]}, "abort": {},
+                "expiresAt": "2026-11-26T16:00:00+01:00",
+                "window": {"start": "2026-11-26T14:30:00Z", "for": "10m", "every": "1h"}}]}"#,
+        );
+        assert_eq!(r[0].expires_at, Some(1_795_705_200_000_000_000));
+        assert_eq!(r[0].window.unwrap().start, Some(1_795_703_400_000_000_000));
+        let m = r#""match": {"hosts": ["pg"]}, "abort": {}"#;
+        for (json, want) in [
+            (
+                format!(r#"{{"faults": [{{"name": "x", {m}, "expiresAt": "tomorrow"}}]}}"#),
+                r#"faults[0].expiresAt: invalid time "tomorrow": expected RFC 3339"#,
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {m}, "window": {{"start": "2026-11-26T15:00:00Z", "after": "1m", "for": "1m"}}}}]}}"#
+                ),
+                "faults[0].window.start: and window.after are exclusive",
+            ),
+            (
+                format!(
+                    r#"{{"faults": [{{"name": "x", {m}, "window": {{"start": "2026-11-26", "for": "1m"}}}}]}}"#
+                ),
+                "faults[0].window.start: invalid time",
             ),
         ] {
             let got = err(&json);
