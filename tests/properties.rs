@@ -76,6 +76,7 @@ fn rule(kind: FaultKind, dry_run: bool) -> Rule {
         apply_to: ApplyTo::All,
         window: None,
         dry_run,
+        expires_at: None,
         kind,
     }
 }
