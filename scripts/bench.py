@@ -128,6 +128,7 @@ stats_config:
   - {{tag_name: protocol, regex: '(protocol=\\.=(.*?);\\.;)'}}
   - {{tag_name: command, regex: '(command=\\.=(.*?);\\.;)'}}
   - {{tag_name: code, regex: '(code=\\.=(.*?);\\.;)'}}
+  - {{tag_name: config, regex: '(config=\\.=(.*?);\\.;)'}}
 static_resources:
   listeners:{''.join(listeners)}
   clusters:{''.join(clusters)}

@@ -400,3 +400,44 @@ fn upstreams_beyond_max_upstreams_are_reported_as_other() {
         Some(stats["cluster.redis.upstream_cx_tx_bytes_total"] as f64)
     );
 }
+
+#[test]
+fn the_running_configuration_is_named_and_a_refused_one_counted() {
+    let first = r#"{"metrics": {"interval": "100ms"}}"#;
+    let envoy = Envoy::builder().plugin_config(first).start();
+    let id = |config: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault-check"))
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(config.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("(config ").nth(1).unwrap()[..12].to_owned()
+    };
+    let info = |config: &str| envoy.series("dbfault_config_info", &[("config", config)]);
+    let (a, b) = (id(first), id(r#"{"metrics": {"interval": "200ms"}}"#));
+    assert_ne!(a, b);
+    wait_for(
+        "the first configuration's info",
+        Duration::from_secs(10),
+        || (info(&a) == Some(1.0)).then_some(()),
+    );
+    assert!(envoy.push_plugin_config(r#"{"metrics": {"interval": "200ms"}}"#));
+    wait_for("the rollout to converge", Duration::from_secs(10), || {
+        (info(&b) == Some(1.0) && info(&a) == Some(0.0)).then_some(())
+    });
+    // A refused push: counted, and the running configuration stays.
+    assert!(!envoy.push_plugin_config(r#"{"metrics": {"interval": "fast"}}"#));
+    wait_for("the refusal to be counted", Duration::from_secs(10), || {
+        envoy
+            .series("dbfault_config_rejected_total", &[])
+            .filter(|n| *n >= 1.0)
+    });
+    assert_eq!(info(&b), Some(1.0));
+}

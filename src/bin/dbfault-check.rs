@@ -68,7 +68,11 @@ mod check {
                     for f in found {
                         match Config::parse(&f.bytes) {
                             Ok(config) => {
-                                println!("{}: valid", f.origin);
+                                println!(
+                                    "{}: valid (config {}: the `config` label of dbfault_config_info)",
+                                    f.origin,
+                                    dbfault::config::digest::config_id(&f.bytes)
+                                );
                                 for line in dbfault::cli::describe(&config) {
                                     println!("  {line}");
                                 }

@@ -21,6 +21,7 @@ pub const MAX_UPSTREAMS_LIMIT: u64 = 10_000;
 /// Largest accepted configuration: 256 rules with long host lists fit in a fraction of this.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
+pub mod digest;
 mod duration;
 pub mod fields;
 pub mod json;

@@ -174,6 +174,8 @@ impl VmState {
             self.telemetry.withdraw(&mut HostMetrics);
         }
         let changes = self.engine.load(config.faults, loaded_at, now);
+        self.telemetry
+            .config_info(&mut HostMetrics, &crate::config::digest::config_id(&bytes));
         self.metrics = config.metrics;
         self.config_bytes = bytes;
         self.report(&changes);

@@ -84,6 +84,7 @@ impl RootContext for Root {
             Ok(config) => config,
             Err(err) => {
                 error!("dbfault: invalid configuration: {err}");
+                with_vm(|vm| vm.telemetry.config_rejected(&mut HostMetrics));
                 return false;
             }
         };

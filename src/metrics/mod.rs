@@ -24,6 +24,8 @@ pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
 /// VM through shared data (an older VM after a module change, or a worker whose plugin for an
 /// identical earlier configuration Envoy reused). A rollout signal: it rises on every VM.
 pub const CONFIG_LOADED_TOTAL: &str = "dbfault_config_loaded_total";
+pub const CONFIG_INFO: &str = "dbfault_config_info";
+pub const CONFIG_REJECTED_TOTAL: &str = "dbfault_config_rejected_total";
 
 /// Every label a metric carries (Istio's `extraStatTags` must list them all).
 pub const LABELS: [&str; 5] = ["upstream", "fault", "protocol", "command", "code"];
@@ -181,6 +183,9 @@ pub struct Telemetry {
     active: Vec<(String, Option<MetricId>)>,
     /// `config_loaded_total`, once defined (`Some(None)`: Envoy refused it).
     config_loaded: Option<Option<MetricId>>,
+    /// The running configuration's `config_info` gauge: its id and the gauge's.
+    config_info: Option<(String, Option<MetricId>)>,
+    config_rejected: Option<Option<MetricId>>,
 }
 
 impl Default for Telemetry {
@@ -199,6 +204,8 @@ impl Telemetry {
             injected: Vec::new(),
             active: Vec::new(),
             config_loaded: None,
+            config_info: None,
+            config_rejected: None,
         }
     }
 
@@ -326,6 +333,35 @@ impl Telemetry {
         let id = *self
             .config_loaded
             .get_or_insert_with(|| sink.define(MetricKind::Counter, CONFIG_LOADED_TOTAL));
+        add_nonzero(sink, id, 1);
+    }
+
+    /// The configuration this VM runs, by its id (`config_info{config}` = 1; the one it ran
+    /// before goes to 0), so that `count by (config)` shows a rollout converge.
+    pub fn config_info(&mut self, sink: &mut dyn MetricSink, config: &str) {
+        if let Some((old, id)) = &self.config_info {
+            if old == config {
+                return;
+            }
+            if let Some(id) = id {
+                sink.record(*id, 0);
+            }
+        }
+        let id = sink.define(
+            MetricKind::Gauge,
+            &tagged(CONFIG_INFO, &[("config", config)]),
+        );
+        if let Some(id) = id {
+            sink.record(id, 1);
+        }
+        self.config_info = Some((config.to_owned(), id));
+    }
+
+    /// Counts a configuration Envoy was given and dbfault refused (the previous one stays).
+    pub fn config_rejected(&mut self, sink: &mut dyn MetricSink) {
+        let id = *self
+            .config_rejected
+            .get_or_insert_with(|| sink.define(MetricKind::Counter, CONFIG_REJECTED_TOTAL));
         add_nonzero(sink, id, 1);
     }
 
