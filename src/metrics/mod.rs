@@ -28,7 +28,7 @@ pub const CONFIG_INFO: &str = "dbfault_config_info";
 pub const CONFIG_REJECTED_TOTAL: &str = "dbfault_config_rejected_total";
 
 /// Every label a metric carries (Istio's `extraStatTags` must list them all).
-pub const LABELS: [&str; 5] = ["upstream", "fault", "protocol", "command", "code"];
+pub const LABELS: [&str; 6] = ["upstream", "fault", "protocol", "command", "code", "config"];
 
 /// Label value for upstreams beyond `metrics.maxUpstreams`.
 pub const OTHER_UPSTREAM: &str = "other";
