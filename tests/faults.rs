@@ -881,3 +881,43 @@ fn two_envoys_with_the_same_absolute_window_switch_together() {
     };
     assert!((ms(&ta) - ms(&tb)).abs() <= 100, "{ta} vs {tb}");
 }
+
+#[test]
+fn pushing_no_active_rule_ends_every_fault_within_a_second() {
+    use std::io::Write;
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let rules = r#"{"metrics": {"interval": "100ms"}, "faults": [
+        {"name": "slow", "match": {"hosts": ["redis"]}, "delay": {"latency": "10s"}},
+        {"name": "hole", "match": {"hosts": ["postgres"]}, "blackhole": {}}]}"#;
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(rules)
+        .start();
+    // A PING held for 10 s; a PostgreSQL startup swallowed by the blackhole.
+    let mut held = TcpStream::connect(("127.0.0.1", envoy.redis())).unwrap();
+    held.write_all(&resp(&[b"PING"])).unwrap();
+    let mut swallowed = TcpStream::connect(("127.0.0.1", envoy.pg())).unwrap();
+    let mut startup = 41u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    swallowed.write_all(&startup).unwrap();
+    assert!(stays_silent(&mut held, Duration::from_millis(300)));
+    // The kill switch: a configuration with no active rule.
+    let pushed = Instant::now();
+    assert!(envoy.push_plugin_config(r#"{"metrics": {"interval": "100ms"}}"#));
+    // The held bytes are forwarded: the PING is answered.
+    held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut reply = [0u8; 7];
+    std::io::Read::read_exact(&mut held, &mut reply).unwrap();
+    assert_eq!(&reply, b"+PONG\r\n");
+    let answered = pushed.elapsed();
+    // The blackholed connection is closed (its bytes were lost: it cannot resume).
+    let rest = read_to_close(&mut swallowed, Duration::from_secs(2));
+    let closed = pushed.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        answered < Duration::from_secs(1) && closed < Duration::from_secs(1),
+        "answered after {answered:?}, closed after {closed:?}"
+    );
+}
