@@ -859,9 +859,9 @@ fn two_envoys_with_the_same_absolute_window_switch_together() {
     let config = format!(
         r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{{"name": "drill", "match": {{"hosts": ["postgres"]}}, "abort": {{}}, "window": {{"start": "{start}", "for": "1s"}}}}]}}"#
     );
+    // Started one after the other, so each loads the configuration at its own time (a window
+    // counted from the load would open that much later on the second).
     let a = Envoy::builder().plugin_config(&config).start();
-    // The second is loaded later: a window counted from the load would open later there.
-    std::thread::sleep(Duration::from_millis(700));
     let b = Envoy::builder().plugin_config(&config).start();
     let activation = |envoy: &Envoy| {
         wait_for("the window to open", Duration::from_secs(15), || {
@@ -872,6 +872,15 @@ fn two_envoys_with_the_same_absolute_window_switch_together() {
                 .and_then(|l| l.get(1..24).map(str::to_owned))
         })
     };
+    let loaded = |envoy: &Envoy| {
+        envoy
+            .log()
+            .lines()
+            .find(|l| l.contains("dbfault: configuration loaded"))
+            .and_then(|l| l.get(1..24).map(str::to_owned))
+            .unwrap()
+    };
+    let (la, lb) = (loaded(&a), loaded(&b));
     let (ta, tb) = (activation(&a), activation(&b));
     // "2026-11-26 15:47:36.951": the same second and within 100 ms.
     let ms = |t: &str| -> i64 {
@@ -879,6 +888,8 @@ fn two_envoys_with_the_same_absolute_window_switch_together() {
         let s: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
         ((s[0] * 60 + s[1]) * 60 + s[2]) * 1000 + frac.parse::<i64>().unwrap()
     };
+    // The loads were apart (so the test can tell), the openings together.
+    assert!(ms(&lb) - ms(&la) >= 200, "loaded at {la} and {lb}");
     assert!((ms(&ta) - ms(&tb)).abs() <= 100, "{ta} vs {tb}");
 }
 
