@@ -34,23 +34,19 @@ pub struct Watch {
     draws: u64,
 }
 
-/// Counts one event of a data event. `last`: the duration last sampled in this data event —
-/// Redis commands pipelined in one write and answered in one read share one sample (each
-/// sample is a host call; at several hundred thousand commands a second one per command cost
-/// Envoy 5% of its Redis throughput, measured).
-fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>, last: &mut Option<u64>) {
+fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
     let Some(counts) = counts else {
         return;
     };
     match event {
         Event::Recognized(p) => counts.session(p),
         Event::Request(command) => counts.request(protocol, command),
-        Event::Answered { nanos, .. } => {
-            if protocol == Protocol::Redis && last.replace(nanos) == Some(nanos) {
-                return;
-            }
-            counts.duration(&mut HostMetrics, protocol, nanos / 1_000);
-        }
+        Event::Answered {
+            nanos,
+            sampled: true,
+            ..
+        } => counts.duration(&mut HostMetrics, protocol, nanos / 1_000),
+        Event::Answered { .. } => {}
         Event::Error(code) => counts.error(protocol, code),
     }
 }
@@ -108,8 +104,7 @@ impl Watch {
             let mut time = None;
             let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
             let protocol = self.protocol;
-            let mut last = None;
-            let mut event = |e| count(e, protocol, counts, &mut last);
+            let mut event = |e| count(e, protocol, counts);
             let skip = self.session.skippable(dir).min(len);
             self.session.skip(dir, skip, now, &mut event);
             if skip < len {
@@ -163,12 +158,11 @@ impl Watch {
             *draws += 1;
             judge(ask, up, stats, seed, mix(seed ^ mix(*draws)), opened_in)
         };
-        let mut last = None;
         let verdict = self.session.rewrite(
             dir,
             &fresh,
             now,
-            &mut |e| count(e, protocol, counts, &mut last),
+            &mut |e| count(e, protocol, counts),
             judging.then_some(&mut judge as &mut _),
         );
         let size = match &verdict.replace {

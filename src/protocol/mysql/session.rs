@@ -837,6 +837,7 @@ impl Tracker {
             command: done.command,
             nanos: now().saturating_sub(done.since),
             failed,
+            sampled: true,
         });
         if (failed || !more) && done.more > 0 {
             for _ in 0..done.more {

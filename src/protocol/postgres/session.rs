@@ -897,6 +897,7 @@ impl Tracker {
                         command: done.command.name(),
                         nanos: now().saturating_sub(done.since),
                         failed,
+                        sampled: true,
                     });
                 }
                 group.failed = failed;
@@ -967,6 +968,7 @@ mod tests {
                         command,
                         nanos,
                         failed,
+                        ..
                     } => format!(
                         "{} {} {}ms",
                         if failed { "failed" } else { "done" },

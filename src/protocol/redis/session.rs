@@ -130,6 +130,8 @@ struct Tracker {
     /// The last command name looked up and its label (pipelines repeat commands).
     last_name: Vec<u8>,
     last_command: Option<&'static str>,
+    /// When the last answer's command was written and when it was answered.
+    last_sample: Option<(u64, u64)>,
     pending: VecDeque<Pending>,
     /// Subscriptions in force (from the last confirmation's count).
     subscribed: i64,
@@ -429,6 +431,13 @@ impl Tracker {
         }
     }
 
+    /// Whether an answer at `now` to a command written at `since` carries a duration sample:
+    /// not when the one before it was written and answered at the same moments (one write,
+    /// one read).
+    fn sampled(&mut self, since: u64, now: u64) -> bool {
+        self.last_sample.replace((since, now)) != Some((since, now))
+    }
+
     /// Finishes the front command (popped), reporting its answer if it had none yet.
     fn answer(
         &mut self,
@@ -438,10 +447,12 @@ impl Tracker {
     ) -> Option<Pending> {
         let done = self.pending.pop_front()?;
         if !done.answered {
+            let t = now();
             event(Event::Answered {
                 command: done.command,
-                nanos: now().saturating_sub(done.since),
+                nanos: t.saturating_sub(done.since),
                 failed,
+                sampled: self.sampled(done.since, t),
             });
         }
         Some(done)
@@ -488,10 +499,13 @@ impl Tracker {
                 if let Some(front) = self.pending.front_mut() {
                     if !front.answered {
                         front.answered = true;
+                        let (command, since, t) = (front.command, front.since, now());
+                        let sampled = self.last_sample.replace((since, t)) != Some((since, t));
                         event(Event::Answered {
-                            command: front.command,
-                            nanos: now().saturating_sub(front.since),
+                            command,
+                            nanos: t.saturating_sub(since),
                             failed: false,
+                            sampled,
                         });
                     }
                     front.confirmations = front.confirmations.saturating_sub(1);
@@ -743,5 +757,35 @@ mod tests {
         });
         assert_eq!(events, ["unknown"]);
         assert!(!s.reading());
+    }
+
+    #[test]
+    fn one_duration_sample_per_round_trip() {
+        let mut s = Session::new();
+        let mut samples = Vec::new();
+        let mut step = |dir, bytes: &[u8], t: u64, s: &mut Session| {
+            s.on_data(dir, bytes, &mut || t, &mut |e| {
+                if let Event::Answered { nanos, sampled, .. } = e {
+                    samples.push((nanos, sampled));
+                }
+            })
+        };
+        // Three commands in one write, answered in one read: one sample.
+        step(
+            Up,
+            &[cmd(&["GET", "a"]), cmd(&["GET", "b"]), cmd(&["GET", "c"])].concat(),
+            10,
+            &mut s,
+        );
+        step(Down, b"$-1\r\n$-1\r\n$-1\r\n", 15, &mut s);
+        // Then one at a time: a sample each.
+        step(Up, &cmd(&["GET", "d"]), 20, &mut s);
+        step(Down, b"$-1\r\n", 22, &mut s);
+        step(Up, &cmd(&["GET", "e"]), 30, &mut s);
+        step(Down, b"$-1\r\n", 33, &mut s);
+        assert_eq!(
+            samples,
+            [(5, true), (5, false), (5, false), (2, true), (3, true)]
+        );
     }
 }
