@@ -7,7 +7,7 @@ mod splice;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub(crate) use splice::{place, Edit, Output, Splice};
+pub(crate) use splice::{place, Edit, Output, Splice, Splices};
 
 use crate::fault::matching::WireProtocol;
 use crate::fault::{Close, Direction, Effect};

@@ -3,7 +3,7 @@
 //! needs more bytes than the event has is withheld (its start kept here) until it can be
 //! decided; a replaced message's remaining bytes are dropped as they arrive.
 
-use crate::fault::Close;
+use crate::fault::{Close, Direction};
 use crate::protocol::Verdict;
 
 /// What becomes of a message that was just read.
@@ -30,7 +30,39 @@ pub(crate) struct Splice {
     pub(crate) ended: bool,
 }
 
+/// Both directions' rewriting state of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Splices {
+    to_database: Splice,
+    to_client: Splice,
+}
+
+impl Splices {
+    pub(crate) fn of(&mut self, dir: Direction) -> &mut Splice {
+        match dir {
+            Direction::ToDatabase => &mut self.to_database,
+            Direction::ToClient => &mut self.to_client,
+        }
+    }
+
+    /// Whether events in `dir` must be rewritten for what earlier ones decided.
+    pub(crate) fn busy(&self, dir: Direction) -> bool {
+        match dir {
+            Direction::ToDatabase => self.to_database.busy(),
+            Direction::ToClient => self.to_client.busy(),
+        }
+    }
+}
+
 impl Splice {
+    /// After a message that ended the stream, nothing more passes (the connection is closing).
+    pub(crate) fn ended(&self) -> Option<Verdict> {
+        self.ended.then(|| Verdict {
+            replace: Some(Vec::new()),
+            ..Verdict::default()
+        })
+    }
+
     /// Whether events must be rewritten for what earlier ones decided.
     pub(crate) fn busy(&self) -> bool {
         !self.stash.is_empty() || self.drop_left > 0 || self.dropping || self.ended

@@ -25,7 +25,7 @@ use super::greets;
 use crate::fault::Direction;
 use crate::protocol::postgres::sql::{statements, Command};
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splice, Verdict,
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splices, Verdict,
 };
 use std::collections::VecDeque;
 
@@ -237,7 +237,7 @@ pub struct Session {
     client: Framer,
     server: Framer,
     track: Tracker,
-    splices: [Splice; 2],
+    splices: Splices,
 }
 
 #[derive(Debug)]
@@ -259,13 +259,6 @@ struct Tracker {
 impl std::fmt::Debug for Framer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Framer").field("left", &self.left).finish()
-    }
-}
-
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::ToDatabase => 0,
-        Direction::ToClient => 1,
     }
 }
 
@@ -387,7 +380,7 @@ impl Session {
                 injections: 0,
                 continuing: false,
             },
-            splices: Default::default(),
+            splices: Splices::default(),
         }
     }
 
@@ -400,8 +393,7 @@ impl Session {
     }
 
     pub fn rewriting(&self, dir: Direction) -> bool {
-        let splice = self.splices.get(index(dir));
-        splice.is_some_and(Splice::busy)
+        self.splices.busy(dir)
             || (dir == Direction::ToClient
                 && (self.track.injections > 0 || self.track.expect == Expect::Greeting))
     }
@@ -442,14 +434,9 @@ impl Session {
             track,
             splices,
         } = self;
-        let Some(splice) = splices.get_mut(index(dir)) else {
-            return Verdict::default();
-        };
-        if splice.ended {
-            return Verdict {
-                replace: Some(Vec::new()),
-                ..Verdict::default()
-            };
+        let splice = splices.of(dir);
+        if let Some(verdict) = splice.ended() {
+            return verdict;
         }
         if !track.reading {
             return splice.pass(chunk);

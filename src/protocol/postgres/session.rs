@@ -31,7 +31,9 @@ use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
 use super::sql::{statements, Command};
 use crate::fault::Direction;
 pub use crate::protocol::Event;
-use crate::protocol::{Act, Ask, Code, Edit, ErrorReply, Judge, Output, Protocol, Splice, Verdict};
+use crate::protocol::{
+    Act, Ask, Code, Edit, ErrorReply, Judge, Output, Protocol, Splice, Splices, Verdict,
+};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -152,7 +154,7 @@ pub struct Session {
     client: Reader,
     server: Reader,
     track: Tracker,
-    splices: [Splice; 2],
+    splices: Splices,
 }
 
 /// Everything but the two readers (so that a reader's steps can act on it while the reader is
@@ -184,20 +186,13 @@ impl Default for Session {
     }
 }
 
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::ToDatabase => 0,
-        Direction::ToClient => 1,
-    }
-}
-
 impl Session {
     pub fn new() -> Session {
         Session {
             client: Reader::client(),
             server: Reader::server(),
             track: Tracker::default(),
-            splices: Default::default(),
+            splices: Splices::default(),
         }
     }
 
@@ -214,9 +209,7 @@ impl Session {
     /// Whether events in `dir` must go through [`Session::rewrite`] even when no rule may act
     /// on new statements: an injected error is awaited, or bytes are withheld or discarded.
     pub fn rewriting(&self, dir: Direction) -> bool {
-        let splice = self.splices.get(index(dir));
-        splice.is_some_and(Splice::busy)
-            || (dir == Direction::ToClient && self.track.injections > 0)
+        self.splices.busy(dir) || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
     /// How many of the next bytes in `dir` need not be read (see [`Reader::skippable`]);
@@ -310,22 +303,12 @@ impl Session {
             track,
             splices,
         } = self;
-        let Some(splice) = splices.get_mut(index(dir)) else {
-            return Verdict::default();
-        };
-        if splice.ended {
-            // Nothing more passes; the connection is closing.
-            return Verdict {
-                replace: Some(Vec::new()),
-                ..Verdict::default()
-            };
+        let splice = splices.of(dir);
+        if let Some(verdict) = splice.ended() {
+            return verdict;
         }
         if !track.first_contact(dir, client, server, event) {
-            return Verdict {
-                replace: (!splice.stash.is_empty())
-                    .then(|| [std::mem::take(&mut splice.stash).as_slice(), chunk].concat()),
-                ..Verdict::default()
-            };
+            return splice.pass(chunk);
         }
         let judging = judge.is_some();
         let mut output = Output {

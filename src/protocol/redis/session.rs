@@ -23,7 +23,7 @@ use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
 use crate::fault::Direction;
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splice, Verdict,
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splices, Verdict,
 };
 use std::collections::VecDeque;
 
@@ -121,7 +121,7 @@ pub struct Session {
     client: Resp,
     server: Resp,
     track: Tracker,
-    splices: [Splice; 2],
+    splices: Splices,
 }
 
 #[derive(Debug, Default)]
@@ -138,13 +138,6 @@ struct Tracker {
     injections: usize,
 }
 
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::ToDatabase => 0,
-        Direction::ToClient => 1,
-    }
-}
-
 impl Default for Session {
     fn default() -> Self {
         Session::new()
@@ -157,7 +150,7 @@ impl Session {
             client: Resp::client(),
             server: Resp::server(),
             track: Tracker::default(),
-            splices: Default::default(),
+            splices: Splices::default(),
         }
     }
 
@@ -171,9 +164,7 @@ impl Session {
 
     /// Whether events in `dir` must be rewritten even when no rule may act on new commands.
     pub fn rewriting(&self, dir: Direction) -> bool {
-        let splice = self.splices.get(index(dir));
-        splice.is_some_and(Splice::busy)
-            || (dir == Direction::ToClient && self.track.injections > 0)
+        self.splices.busy(dir) || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
     /// Bytes of one data event in `dir`, read only.
@@ -224,14 +215,9 @@ impl Session {
             track,
             splices,
         } = self;
-        let Some(splice) = splices.get_mut(index(dir)) else {
-            return Verdict::default();
-        };
-        if splice.ended {
-            return Verdict {
-                replace: Some(Vec::new()),
-                ..Verdict::default()
-            };
+        let splice = splices.of(dir);
+        if let Some(verdict) = splice.ended() {
+            return verdict;
         }
         let reading = match dir {
             Direction::ToDatabase => client.reading(),
