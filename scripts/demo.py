@@ -173,27 +173,9 @@ class Demo:
         localenv.write_envoy_config(self.tmp, WASM, upstreams={self.story["cluster"]: self.db_port})
         self.ecds = os.path.join(self.tmp, "dbfault.yaml")
         self.set_latency(self.args.latency)
-        log = open(os.path.join(self.tmp, "envoy.log"), "w")
-        admin_path = os.path.join(self.tmp, "admin")
-        self.procs.append(subprocess.Popen(
-            [self.args.envoy, "-c", "envoy.yaml", "--concurrency", "2", "--disable-hot-restart",
-             "--admin-address-path", admin_path, "--log-level", "info"],
-            cwd=self.tmp, stdout=log, stderr=log, start_new_session=True))
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with open(admin_path) as f:
-                    self.admin = f.read().strip()
-                if self.admin and urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit("demo: Envoy did not become ready; see " + os.path.join(self.tmp, "envoy.log"))
-        with urllib.request.urlopen(f"http://{self.admin}/listeners?format=json", timeout=2) as r:
-            self.listener = next(l["local_address"]["socket_address"]["port_value"]
-                                 for l in json.load(r)["listener_statuses"] if l["name"] == self.story["listener"])
+        envoy, self.admin, listeners = localenv.start_envoy(self.tmp, self.args.envoy, new_session=True)
+        self.procs.append(envoy)
+        self.listener = listeners[self.story["listener"]]
         self.screen.line(f"demo: Envoy with dbfault on 127.0.0.1:{self.listener} → {self.story['database']} "
                          f"(cluster {self.story['cluster']}); admin http://{self.admin}")
 

@@ -36,6 +36,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_ENVOY = os.path.join(ROOT, "envoy", "envoy.yaml")
@@ -383,6 +385,38 @@ def write_envoy_config(directory, module, plugin_config=None, upstreams=None):
     path = os.path.join(directory, "envoy.yaml")
     write_atomic(path, bootstrap)
     return path
+
+
+def start_envoy(directory, binary, extra_args=(), new_session=False, timeout=30):
+    """Starts Envoy on DIR/envoy.yaml (see write_envoy_config) with its admin address written to
+    DIR/admin and its log in DIR/envoy.log, and waits until it is ready. Returns (the process,
+    the admin "host:port", {listener name: port}). Raises LocalEnvError (with the log's tail)
+    when it does not become ready."""
+    admin_path = os.path.join(directory, "admin")
+    log_path = os.path.join(directory, "envoy.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [binary, "-c", "envoy.yaml", "--concurrency", "2", "--disable-hot-restart",
+             "--admin-address-path", admin_path, "--log-level", "info", *extra_args],
+            cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with open(admin_path) as f:
+                admin = f.read().strip()
+            if admin and urllib.request.urlopen(f"http://{admin}/ready", timeout=1).status == 200:
+                with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as r:
+                    listeners = {l["name"]: l["local_address"]["socket_address"]["port_value"]
+                                 for l in json.load(r)["listener_statuses"]}
+                return proc, admin, listeners
+        except OSError:
+            pass
+        time.sleep(0.1)
+    if proc.poll() is None:
+        proc.terminate()
+    with open(log_path, errors="replace") as f:
+        tail = f.read()[-2000:]
+    raise LocalEnvError(f"Envoy did not become ready (log: {log_path}):\n{tail}")
 
 
 def set_plugin_config(path, plugin_config):

@@ -6,14 +6,12 @@ target/run/dbfault.yaml (envoy/dbfault.yaml stays as git has it): `make faults` 
 `make fault-on RULE=...` act on it while this runs. Ctrl-C stops everything it started.
 """
 import argparse
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import localenv
 
@@ -57,19 +55,11 @@ def main():
             print("run: Redis not started (redis-server is not installed)")
         # The shipped bootstrap and rules, listeners and admin on free ports.
         localenv.write_envoy_config(RUN, WASM, upstreams=upstreams)
-        admin_path = os.path.join(RUN, "admin")
-        log_path = os.path.join(RUN, "envoy.log")
-        envoy = subprocess.Popen(
-            [args.envoy, "-c", "envoy.yaml", "--concurrency", "2", "--disable-hot-restart",
-             "--admin-address-path", admin_path, "--log-level", "info", "--component-log-level", "wasm:debug"],
-            cwd=RUN, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+        envoy, admin, listeners = localenv.start_envoy(RUN, args.envoy, ["--component-log-level", "wasm:debug"])
         procs.append(envoy)
         with open(pid_file, "w") as f:
             f.write(str(envoy.pid))
-        admin = wait_ready(envoy, admin_path, log_path)
-        with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as r:
-            listeners = {l["name"]: l["local_address"]["socket_address"]["port_value"]
-                         for l in json.load(r)["listener_statuses"]}
+        log_path = os.path.join(RUN, "envoy.log")
         print(f"""
 dbfault is running in Envoy. Connect through it:
   psql -h 127.0.0.1 -p {listeners['postgres']} -U postgres        (PostgreSQL)""")
@@ -108,24 +98,6 @@ Press Ctrl-C to stop.""", flush=True)
         except localenv.LocalEnvError:
             pass
         shutil.rmtree(RUN, ignore_errors=True)
-
-
-def wait_ready(envoy, admin_path, log_path):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if envoy.poll() is not None:
-            break
-        try:
-            with open(admin_path) as f:
-                admin = f.read().strip()
-            if admin and urllib.request.urlopen(f"http://{admin}/ready", timeout=1).status == 200:
-                return admin
-        except OSError:
-            pass
-        time.sleep(0.1)
-    with open(log_path) as f:
-        tail = f.read()[-2000:]
-    raise localenv.LocalEnvError("Envoy did not become ready:\n" + tail)
 
 
 if __name__ == "__main__":
