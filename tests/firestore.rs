@@ -12,7 +12,7 @@
 
 use dbfault_testkit::{plants_firestore, repo, wait_for, Envoy, FirestoreEmulator};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -157,18 +157,15 @@ fn plants_on_firestore_through_dbfault() {
         r#"{{"name": "half", {FIRESTORE}, "applyTo": "new", "percentage": 50, "abort": {{}}}}"#
     );
     assert!(envoy.push_plugin_config(&config(&half)));
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .arg(repo().join("tests/clients/firestore_channels.py"))
-        .args(["--port", &port.to_string(), "--writes", "60"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let v = dbfault_testkit::python_json(&[
+        repo()
+            .join("tests/clients/firestore_channels.py")
+            .into_os_string(),
+        "--port".into(),
+        port.to_string().into(),
+        "--writes".into(),
+        "60".into(),
+    ]);
     let failed = v["failed"].as_i64().unwrap();
     // Binomial(60, 0.5): mean 30, standard deviation 3.9; ±4.5 of them.
     assert!((12..=48).contains(&failed), "{v}");

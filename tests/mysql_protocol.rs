@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{mariadb, repo, wait_for, Envoy, MariaDb};
+use dbfault_testkit::{mariadb, python_json, wait_for, Envoy, MariaDb};
 use mysql::prelude::Queryable;
 use std::process::Command;
 use std::time::Duration;
@@ -41,6 +41,16 @@ fn connect(port: u16) -> Result<mysql::Conn, mysql::Error> {
 
 fn wait_series(envoy: &Envoy, name: &str, labels: &[(&str, &str)], want: f64) {
     envoy.wait_series(name, &[&[("upstream", "mariadb")], labels].concat(), want);
+}
+
+/// The `garden` database with its `plants (id, name)` table, made straight on the server, and
+/// `more` SQL after it.
+fn garden(db: &MariaDb, more: &str) {
+    let (ok, out) = mariadb(
+        db.port,
+        &format!("CREATE DATABASE garden; CREATE TABLE garden.plants (id int, name text); {more}"),
+    );
+    assert!(ok, "{out}");
 }
 
 const REQUESTS: &str = "dbfault_upstream_requests_total";
@@ -158,13 +168,7 @@ fn the_cli_hears_the_injected_error_and_the_row_is_not_written() {
         r#"{{"name": "deadlocks", {MYSQL}, "commands": ["INSERT", "UPDATE"], "queryContains": ["plants"]}}, "error": {{{DEADLOCK}}}}}"#
     );
     let (db, envoy) = start(&rule);
-    assert!(
-        mariadb(
-            db.port,
-            "CREATE DATABASE garden; CREATE TABLE garden.plants (id int, name text)"
-        )
-        .0
-    );
+    garden(&db, "");
     let (ok, out) = mariadb(
         envoy.mariadb(),
         "INSERT INTO garden.plants VALUES (1, 'fern')",
@@ -206,13 +210,7 @@ fn a_share_of_prepared_executions_fail_and_the_rest_execute() {
         r#"{{"name": "deadlocks", {MYSQL}, "commands": ["INSERT"], "queryContains": ["plants"]}}, "percentage": 30, "error": {{{DEADLOCK}}}}}"#
     );
     let (db, envoy) = start(&rule);
-    assert!(
-        mariadb(
-            db.port,
-            "CREATE DATABASE garden; CREATE TABLE garden.plants (id int, name text)"
-        )
-        .0
-    );
+    garden(&db, "");
     let mut conn = connect(envoy.mariadb()).unwrap();
     // Prepared before the rule could act on it; matched by its text on every execution.
     let insert = conn
@@ -272,7 +270,7 @@ fn pymysql_hears_the_injected_error_and_a_megabyte_passes_byte_for_byte() {
         r#"{{"name": "deadlocks", {MYSQL}, "commands": ["INSERT"], "queryContains": ["plants"]}}, "error": {{{DEADLOCK}}}}}"#
     );
     let (db, envoy) = start(&rule);
-    assert!(mariadb(db.port, "CREATE DATABASE garden; CREATE TABLE garden.plants (id int, name text); CREATE TABLE garden.blobs (b longblob)").0);
+    garden(&db, "CREATE TABLE garden.blobs (b longblob)");
     let script = r#"
 import hashlib, json, sys, pymysql
 c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="garden", autocommit=True)
@@ -289,17 +287,7 @@ cur.execute("SELECT b FROM blobs")
 back = cur.fetchone()[0]
 print(json.dumps({"errors": errors, "same": back == big}))
 "#;
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", script, &envoy.mariadb().to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let v = python_json(&["-c", script, &envoy.mariadb().to_string()]);
     assert_eq!(v["errors"].as_array().unwrap().len(), 10, "{v}");
     assert!(
         v["errors"].as_array().unwrap().iter().all(|e| e == 1213),

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{repo, wait_for, Envoy, Redis};
+use dbfault_testkit::{python_json, wait_for, Envoy, Redis};
 use redis::{ConnectionLike, Value};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -455,17 +455,7 @@ out = p.execute(raise_on_error=False)
 readonly = sum(isinstance(x, redis.exceptions.ReadOnlyError) for x in out)
 print(json.dumps({"readonly": readonly, "ok": sum(x is True for x in out), "written": len(r.keys("plant:*"))}))
 "#;
-    let out = Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", script, &envoy.redis().to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let v = python_json(&["-c", script, &envoy.redis().to_string()]);
     let readonly = v["readonly"].as_i64().unwrap();
     assert_eq!(readonly + v["ok"].as_i64().unwrap(), 400, "{v}");
     // Binomial(400, 0.5): mean 200, standard deviation 10; ±5 of them.

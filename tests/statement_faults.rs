@@ -297,20 +297,19 @@ fn a_pipelining_libpq_client_with_named_statements() {
         .postgres(pg.port)
         .plugin_config(&config(&rule))
         .start();
-    let python = dbfault_testkit::repo().join(".venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .arg(dbfault_testkit::repo().join("tests/clients/pg_pipeline.py"))
-        .args(["--port", &envoy.pg().to_string()])
-        .args(["--inserts", "400", "--selects", "100", "--batch", "16"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let result = dbfault_testkit::python_json(&[
+        dbfault_testkit::repo()
+            .join("tests/clients/pg_pipeline.py")
+            .into_os_string(),
+        "--port".into(),
+        envoy.pg().to_string().into(),
+        "--inserts".into(),
+        "400".into(),
+        "--selects".into(),
+        "100".into(),
+        "--batch".into(),
+        "16".into(),
+    ]);
     let failed = result["inserts"]["errors"]["40001"].as_i64().unwrap_or(0);
     let ok = result["inserts"]["ok"].as_i64().unwrap();
     assert_eq!(ok + failed, 400, "{result}");

@@ -166,3 +166,22 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+/// Runs a Python client in the repository's `.venv` (the test clients' libraries are installed
+/// there) with `args` (a script and its arguments, or `-c CODE ...`) and returns the JSON it
+/// prints on its last line; panics with its output unless it succeeds.
+pub fn python_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let python = repo().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
