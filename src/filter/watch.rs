@@ -142,9 +142,14 @@ impl Watch {
             Direction::ToDatabase => self.seen_held.min(size),
             Direction::ToClient => 0,
         };
-        let fresh = match prefetched.filter(|p| p.len() == size && from == 0) {
-            Some(bytes) => bytes.to_vec(),
-            None => host::read_data(dir, from, size - from)?,
+        // The identifying chunk was read already: not copied again.
+        let read;
+        let fresh: &[u8] = match prefetched.filter(|p| p.len() == size && from == 0) {
+            Some(bytes) => bytes,
+            None => {
+                read = host::read_data(dir, from, size - from)?;
+                &read
+            }
         };
         let counts = stats.filter(|_| self.counting).map(|s| &*s.requests);
         let mut time = None;
@@ -160,7 +165,7 @@ impl Watch {
         };
         let verdict = self.session.rewrite(
             dir,
-            &fresh,
+            fresh,
             now,
             &mut |e| count(e, protocol, counts),
             judging.then_some(&mut judge as &mut _),
