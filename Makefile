@@ -26,7 +26,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: build binaryen bench soak noop-filter check-config dbfault-check cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~17% off what rustc leaves. -O3 rather than -Oz: -Oz's
 # one extra pass (merge-similar-functions) saves 3 KB but makes V8 (which Envoy runs with
@@ -43,9 +43,15 @@ build: wasm-target binaryen
 binaryen:
 	@command -v wasm-opt >/dev/null || { $(APT) update -q && $(APT) install -y -q binaryen; }
 
-# The crate's plugin-configuration reader: scripts/faultctl and the demo read the ECDS file with it.
-dbfault-check:
-	@cargo build --quiet --release --bin dbfault-check
+# The `dbfault` command (and its old name `dbfault-check`): `make fault-on` and the demo read and
+# edit the ECDS file with it.
+DBFAULT_BIN := target/release/dbfault
+cli:
+	@cargo build --quiet --release --bin dbfault --bin dbfault-check
+
+# `dbfault` and `dbfault-check` into ~/.cargo/bin.
+install:
+	cargo install --locked --path . --bins
 
 # The demo app (a Cargo example with a real PostgreSQL client).
 plants:
@@ -105,7 +111,7 @@ lint: wasm-target
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 
-unit: dbfault-check
+unit: cli
 	cargo test --lib
 	python3 scripts/test_localenv.py
 
@@ -127,19 +133,22 @@ test: lint unit e2e fuzz-short
 DB ?= firestore
 DEMO_NEEDS_firestore := $(FIRESTORE_STAMP)
 DEMO_NEEDS_postgres := plants
-demo: build dbfault-check $(ENVOY_STAMP) $(DEMO_NEEDS_$(DB))
+demo: build cli $(ENVOY_STAMP) $(DEMO_NEEDS_$(DB))
 	python3 scripts/demo.py --db $(DB) --envoy $(abspath $(ENVOY)) $(DEMO_ARGS)
 
-run: build dbfault-check $(ENVOY_STAMP)
+run: build cli $(ENVOY_STAMP)
 	python3 scripts/run_local.py --envoy $(abspath $(ENVOY))
 
 # Live toggles for the Envoy started by `make run` (its live rules: target/run/dbfault.yaml).
-faults: dbfault-check
-	@scripts/faultctl list
+LIVE_ECDS := target/run/dbfault.yaml
+faults: cli
+	@test -f $(LIVE_ECDS) || { echo "no \`make run\` is running ($(LIVE_ECDS) is missing)"; exit 2; }
+	@$(DBFAULT_BIN) list $(LIVE_ECDS)
 
-fault-on fault-off: dbfault-check
+fault-on fault-off: cli
 	@test -n "$(RULE)" || { echo "usage: make $@ RULE=<rule name> (see make faults)"; exit 2; }
-	@scripts/faultctl $(subst fault-,,$@) $(RULE)
+	@test -f $(LIVE_ECDS) || { echo "no \`make run\` is running ($(LIVE_ECDS) is missing)"; exit 2; }
+	@$(DBFAULT_BIN) $(subst fault-,,$@) $(RULE) $(LIVE_ECDS) --in-place
 
 # Fuzzing (libFuzzer through cargo fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its
 # sanitizer flags): the configuration parser and the upstream identity. `make fuzz` runs each
@@ -166,7 +175,7 @@ soak: build envoy packages
 # Validate a plugin configuration, WasmPlugin manifest or ECDS file before pushing it:
 # `make check-config FILE=istio/wasmplugin.yaml` (exit status 1 when invalid).
 check-config:
-	@cargo run --quiet --bin dbfault-check -- $(FILE)
+	@cargo run --quiet --bin dbfault -- check $(FILE)
 
 # The side-by-side benchmark against plain Envoy (results in bench/results/, table in README).
 bench: build noop-filter envoy packages

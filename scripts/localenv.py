@@ -59,7 +59,7 @@ def newest_pg_bin(root="/usr/lib/postgresql"):
 # PG_BIN (documented) wins; else the newest installed server.
 PG_BIN = os.environ.get("PG_BIN") or newest_pg_bin() or "/usr/lib/postgresql/15/bin"
 # Where the scripts find the crate's configuration reader (a Cargo build; tests pass their own).
-DBFAULT_CHECK = os.environ.get("DBFAULT_CHECK", os.path.join(ROOT, "target", "release", "dbfault-check"))
+DBFAULT_BIN = os.environ.get("DBFAULT_BIN", os.path.join(ROOT, "target", "release", "dbfault"))
 
 
 class LocalEnvError(Exception):
@@ -426,14 +426,14 @@ def set_plugin_config(path, plugin_config):
 
 def read_plugin_config(path):
     """The plugin configuration in `path` (ECDS file, WasmPlugin or JSON), as the crate reads it."""
-    if not os.access(DBFAULT_CHECK, os.X_OK):
-        raise LocalEnvError(f"{DBFAULT_CHECK} is missing: build it with "
-                            "`cargo build --release --bin dbfault-check` (the make targets do)")
-    out = subprocess.run([DBFAULT_CHECK, "--plugin-config", path], capture_output=True)
+    if not os.access(DBFAULT_BIN, os.X_OK):
+        raise LocalEnvError(f"{DBFAULT_BIN} is missing: build it with "
+                            "`cargo build --release --bin dbfault` (the make targets do)")
+    out = subprocess.run([DBFAULT_BIN, "show", path], capture_output=True)
     if out.returncode != 0:
-        raise LocalEnvError(out.stderr.decode(errors="replace").strip() or f"dbfault-check failed on {path}")
+        raise LocalEnvError(out.stderr.decode(errors="replace").strip() or f"dbfault show failed on {path}")
     try:
-        # dbfault-check ends the configuration with one newline of its own.
+        # `dbfault show` ends the configuration with one newline of its own.
         return out.stdout.decode().removesuffix("\n")
     except UnicodeDecodeError:
         raise LocalEnvError(f"{path}: the plugin configuration is not UTF-8") from None

@@ -16,7 +16,7 @@ import localenv  # noqa: E402
 
 SHIPPED_ENVOY = localenv.read(localenv.SHIPPED_ENVOY)
 SHIPPED_ECDS = localenv.read(localenv.SHIPPED_ECDS)
-HAS_CHECK = os.access(localenv.DBFAULT_CHECK, os.X_OK)
+HAS_CHECK = os.access(localenv.DBFAULT_BIN, os.X_OK)
 HAS_PG = os.access(os.path.join(localenv.PG_BIN, "initdb"), os.X_OK)
 
 
@@ -120,7 +120,7 @@ class Ecds(unittest.TestCase):
         with self.assertRaises(localenv.LocalEnvError):
             localenv.yaml_string("\udcff")  # a raw byte smuggled in by surrogateescape
 
-    @unittest.skipUnless(HAS_CHECK, f"{localenv.DBFAULT_CHECK} not built")
+    @unittest.skipUnless(HAS_CHECK, f"{localenv.DBFAULT_BIN} not built")
     def test_plugin_configs_read_back_exactly_through_the_crates_reader(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "dbfault.yaml")

@@ -20,7 +20,7 @@
 //! - [`metrics`]: metric names and the per-upstream series registry, over a [`metrics::MetricSink`].
 //! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
 //! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
-//! - `cli`, `manifest` (native only): text and file reading for the `dbfault-check` command.
+//! - `cli`, `manifest` (native only): text, file reading and editing for the `dbfault` command.
 //!
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
 //! and randomness are arguments.

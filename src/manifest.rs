@@ -5,8 +5,8 @@
 //! - an ECDS file as Envoy reads it (`resources:` of `TypedExtensionConfig`): the `StringValue`
 //!   plugin configuration of each resource.
 //!
-//! `dbfault-check` validates what this finds, and the scripts read the local ECDS file through it
-//! (`dbfault-check --plugin-config`), so there is one reader of these shapes.
+//! `dbfault check` validates what this finds, and the scripts read the local ECDS file through it
+//! (`dbfault show`), so there is one reader of these shapes.
 
 use serde_json::Value;
 

@@ -1,4 +1,5 @@
-//! `dbfault-check`, the command a CI pipeline runs before pushing a WasmPlugin.
+//! `dbfault check`, the command a CI pipeline runs before pushing a WasmPlugin (and its old name,
+//! `dbfault-check`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,7 +12,15 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn check(args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dbfault-check"))
+    run(
+        env!("CARGO_BIN_EXE_dbfault"),
+        &[&["check"], args].concat(),
+        stdin,
+    )
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(repo())
         .stdin(Stdio::piped())
@@ -230,6 +239,38 @@ fn rules_without_expiry_are_warned_about_and_expired_ones_refused_when_strict() 
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("error: rule past expired at 2020-01-01T00:00:00Z (--strict)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_old_name_still_works() {
+    let alias = |args: &[&str]| run(env!("CARGO_BIN_EXE_dbfault-check"), args, None);
+    let (code, out) = alias(&["envoy/dbfault.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ECDS resource dbfault: valid"), "{out}");
+    let (code, out) = alias(&["--plugin-config", "istio/wasmplugin.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("{\"faults\":[{"), "{out}");
+    assert_eq!(alias(&[]).0, 2);
+}
+
+#[test]
+fn json_output_for_pipelines() {
+    let (code, out) = check(
+        &["--output", "json", "envoy/dbfault.yaml", "-"],
+        Some("{\"faults\": 1}"),
+    );
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = report.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["valid"], true);
+    assert_eq!(items[0]["config"].as_str().unwrap().len(), 12);
+    assert!(items[0]["warnings"].as_array().unwrap().is_empty());
+    assert_eq!(items[1]["valid"], false);
+    assert!(
+        items[1]["error"].as_str().unwrap().contains("faults"),
         "{out}"
     );
 }

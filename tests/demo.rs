@@ -33,7 +33,7 @@ fn demo(args: &[&str]) -> Command {
         .arg("--plants")
         .arg(plants_bin())
         // The demo reads the ECDS file with the crate's reader: this build's, not a stale one.
-        .env("DBFAULT_CHECK", env!("CARGO_BIN_EXE_dbfault-check"));
+        .env("DBFAULT_BIN", env!("CARGO_BIN_EXE_dbfault"));
     cmd
 }
 

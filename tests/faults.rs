@@ -655,7 +655,7 @@ fn a_rejected_update_leaves_the_previous_rules_in_force() {
 }
 
 #[test]
-fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
+fn the_dbfault_command_toggles_the_shipped_rules_in_a_running_envoy() {
     let (pg, redis) = (Postgres::start(), Redis::start());
     let envoy = Envoy::builder()
         .postgres(pg.port)
@@ -665,13 +665,16 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
     assert_eq!(envoy.fault_active("postgres-outage"), Some(0.0));
     psql(envoy.pg(), "SELECT 1");
 
-    let faultctl = |args: &[&str]| {
-        let out = std::process::Command::new(repo().join("scripts/faultctl"))
-            .arg("--file")
-            .arg(envoy.ecds_path())
+    // `make fault-on RULE=...` runs `dbfault on RULE FILE --in-place` on the live ECDS file.
+    let dbfault = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault"))
             .args(args)
-            // faultctl reads the ECDS file with the crate's reader: this build's.
-            .env("DBFAULT_CHECK", env!("CARGO_BIN_EXE_dbfault-check"))
+            .arg(envoy.ecds_path())
+            .args(
+                args.first()
+                    .filter(|a| ["on", "off"].contains(a))
+                    .map(|_| "--in-place"),
+            )
             .output()
             .unwrap();
         assert!(
@@ -681,9 +684,13 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(faultctl(&["list"]).contains("postgres-outage          off  abort"));
+    let listed = dbfault(&["list"]);
+    assert!(
+        listed.contains("  postgres-outage    off        abort"),
+        "{listed}"
+    );
     assert!(envoy.update_with(|| {
-        faultctl(&["on", "postgres-outage"]);
+        dbfault(&["on", "postgres-outage"]);
     }));
     assert_eq!(envoy.fault_active("postgres-outage"), Some(1.0));
     let connections = || envoy.stat("tcp.postgres.downstream_cx_total");
@@ -697,7 +704,7 @@ fn faultctl_toggles_the_shipped_rules_in_a_running_envoy() {
     );
 
     assert!(envoy.update_with(|| {
-        faultctl(&["off", "postgres-outage"]);
+        dbfault(&["off", "postgres-outage"]);
     }));
     assert_eq!(envoy.fault_active("postgres-outage"), Some(0.0));
     psql(envoy.pg(), "SELECT 1");

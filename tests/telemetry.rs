@@ -406,8 +406,8 @@ fn the_running_configuration_is_named_and_a_refused_one_counted() {
     let first = r#"{"metrics": {"interval": "100ms"}}"#;
     let envoy = Envoy::builder().plugin_config(first).start();
     let id = |config: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault-check"))
-            .arg("-")
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault"))
+            .args(["check", "-"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::fault::matching::{HostPattern, Match, WireProtocol};
-use crate::fault::{ApplyTo, FaultKind};
+use crate::fault::{ApplyTo, FaultKind, Rule};
 use std::time::Duration;
 
 /// A percentage in basis points, without needless decimals ("30%", "12.5%").
@@ -55,197 +55,201 @@ pub fn describe(config: &Config) -> Vec<String> {
         out.push("no fault rules".to_owned());
     }
     for r in &config.faults {
-        let kind = match &r.kind {
-            FaultKind::Abort(_) => "abort (close as soon as the upstream is known)".to_owned(),
-            FaultKind::Blackhole(b) => match b.close_after {
-                Some(d) => format!("blackhole, closed after {}", ms(d)),
-                None => "blackhole (hang until the client gives up)".to_owned(),
-            },
-            FaultKind::Delay(d) => format!(
-                "delay client → database by {} ± {}{}",
-                ms(d.latency),
-                ms(d.jitter),
-                if d.first_only {
-                    ", first chunk only"
-                } else {
-                    ""
-                }
-            ),
-            FaultKind::Cut(c) => {
-                let mut parts = Vec::new();
-                if let Some(b) = c.after_bytes {
-                    parts.push(format!("{b} bytes"));
-                }
-                if let Some(d) = c.after {
-                    parts.push(ms(d));
-                }
-                format!("cut after {}", parts.join(" or "))
+        out.push(rule(r));
+    }
+    out
+}
+
+/// What one rule does, in words: `rule NAME: ...`.
+pub fn rule(r: &Rule) -> String {
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let kind = match &r.kind {
+        FaultKind::Abort(_) => "abort (close as soon as the upstream is known)".to_owned(),
+        FaultKind::Blackhole(b) => match b.close_after {
+            Some(d) => format!("blackhole, closed after {}", ms(d)),
+            None => "blackhole (hang until the client gives up)".to_owned(),
+        },
+        FaultKind::Delay(d) => format!(
+            "delay client → database by {} ± {}{}",
+            ms(d.latency),
+            ms(d.jitter),
+            if d.first_only {
+                ", first chunk only"
+            } else {
+                ""
             }
-            FaultKind::Error(e) => {
-                let reply = &e.reply;
-                if let Some(errno) = reply.errno {
-                    let state =
-                        String::from_utf8_lossy(&reply.code.unwrap_or(*b"HY000")).into_owned();
-                    let err = format!("ERROR {errno} ({state}) \"{}\"", reply.message);
-                    if r.matcher.is_statement_rule() {
-                        format!(
-                            "fail with {err}{}",
-                            if reply.fatal {
-                                ", then close the connection"
-                            } else {
-                                " (the statement does not execute)"
-                            }
-                        )
-                    } else {
-                        format!(
-                            "refuse new sessions with {err} instead of the greeting{}",
-                            if r.apply_to == ApplyTo::All {
-                                ", and end open sessions with it at their next statement"
-                            } else {
-                                ""
-                            }
-                        )
-                    }
+        ),
+        FaultKind::Cut(c) => {
+            let mut parts = Vec::new();
+            if let Some(b) = c.after_bytes {
+                parts.push(format!("{b} bytes"));
+            }
+            if let Some(d) = c.after {
+                parts.push(ms(d));
+            }
+            format!("cut after {}", parts.join(" or "))
+        }
+        FaultKind::Error(e) => {
+            let reply = &e.reply;
+            if let Some(errno) = reply.errno {
+                let state = String::from_utf8_lossy(&reply.code.unwrap_or(*b"HY000")).into_owned();
+                let err = format!("ERROR {errno} ({state}) \"{}\"", reply.message);
+                if r.matcher.is_statement_rule() {
+                    format!(
+                        "fail with {err}{}",
+                        if reply.fatal {
+                            ", then close the connection"
+                        } else {
+                            " (the statement does not execute)"
+                        }
+                    )
                 } else {
-                    match reply.code {
-                        // Redis: the message is the whole error line.
-                        None if r.matcher.is_statement_rule() => format!(
-                            "fail with -{}{}",
-                            reply.message,
-                            if reply.fatal {
-                                ", then close the connection"
-                            } else {
-                                " (the command does not execute)"
-                            }
-                        ),
-                        None => format!(
-                            "answer every command of {} with -{}{}",
-                            if r.apply_to == ApplyTo::All {
-                                "open and new connections"
-                            } else {
-                                "new connections"
-                            },
-                            reply.message,
-                            if reply.fatal {
-                                ", then close the connection"
-                            } else {
-                                " (commands do not execute)"
-                            }
-                        ),
-                        Some(code) => {
-                            let code = String::from_utf8_lossy(&code);
-                            if r.matcher.is_statement_rule() {
-                                format!(
-                                    "fail with {}{code} \"{}\"{}",
-                                    if reply.fatal { "FATAL " } else { "" },
-                                    reply.message,
-                                    if reply.fatal {
-                                        " and close the session"
-                                    } else {
-                                        " (the statement does not execute)"
-                                    }
-                                )
-                            } else {
-                                format!(
-                                    "refuse new sessions at startup with FATAL {code} \"{}\"{}",
-                                    reply.message,
-                                    if r.apply_to == ApplyTo::All {
-                                        ", and end open sessions with it at their next statement"
-                                    } else {
-                                        ""
-                                    }
-                                )
-                            }
+                    format!(
+                        "refuse new sessions with {err} instead of the greeting{}",
+                        if r.apply_to == ApplyTo::All {
+                            ", and end open sessions with it at their next statement"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            } else {
+                match reply.code {
+                    // Redis: the message is the whole error line.
+                    None if r.matcher.is_statement_rule() => format!(
+                        "fail with -{}{}",
+                        reply.message,
+                        if reply.fatal {
+                            ", then close the connection"
+                        } else {
+                            " (the command does not execute)"
+                        }
+                    ),
+                    None => format!(
+                        "answer every command of {} with -{}{}",
+                        if r.apply_to == ApplyTo::All {
+                            "open and new connections"
+                        } else {
+                            "new connections"
+                        },
+                        reply.message,
+                        if reply.fatal {
+                            ", then close the connection"
+                        } else {
+                            " (commands do not execute)"
+                        }
+                    ),
+                    Some(code) => {
+                        let code = String::from_utf8_lossy(&code);
+                        if r.matcher.is_statement_rule() {
+                            format!(
+                                "fail with {}{code} \"{}\"{}",
+                                if reply.fatal { "FATAL " } else { "" },
+                                reply.message,
+                                if reply.fatal {
+                                    " and close the session"
+                                } else {
+                                    " (the statement does not execute)"
+                                }
+                            )
+                        } else {
+                            format!(
+                                "refuse new sessions at startup with FATAL {code} \"{}\"{}",
+                                reply.message,
+                                if r.apply_to == ApplyTo::All {
+                                    ", and end open sessions with it at their next statement"
+                                } else {
+                                    ""
+                                }
+                            )
                         }
                     }
                 }
             }
+        }
+    };
+    let hosts: Vec<String> = r
+        .matcher
+        .hosts
+        .iter()
+        .map(|h| match h {
+            HostPattern::Any => "*".to_owned(),
+            HostPattern::Suffix(s) => format!("*{s}"),
+            HostPattern::Exact(e) => e.clone(),
+        })
+        .collect();
+    let mut target = Vec::new();
+    if !hosts.is_empty() {
+        target.push(format!("hosts {}", hosts.join(", ")));
+    }
+    if !r.matcher.clusters.is_empty() {
+        target.push(format!("clusters {}", r.matcher.clusters.join(", ")));
+    }
+    if !r.matcher.ports.is_empty() {
+        let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
+        target.push(format!("ports {}", ports.join(", ")));
+    }
+    let state = match (r.enabled, r.dry_run) {
+        (false, _) => "DISABLED",
+        (true, true) => "dry run (counted, traffic untouched)",
+        (true, false) => "enabled",
+    };
+    let mut when = match r.window {
+        None => "whenever enabled".to_owned(),
+        Some(w) => format!(
+            "from {} for {}{}",
+            match w.start {
+                Some(start) => crate::config::time::format(start),
+                None => format!("{} after load", ms(w.after)),
+            },
+            ms(w.duration),
+            w.every
+                .map(|e| format!(", every {}", ms(e)))
+                .unwrap_or_default()
+        ),
+    };
+    match r.expires_at {
+        Some(at) => when.push_str(&format!("; expires {}", crate::config::time::format(at))),
+        None if r.enabled => when.push_str("; never expires"),
+        None => {}
+    }
+    if let Some(p) = r.matcher.protocol {
+        target.push(format!("{} sessions only", p.name()));
+    }
+    let apply = match r.apply_to {
+        ApplyTo::All => "open and new connections",
+        ApplyTo::New => "new connections only",
+    };
+    if r.matcher.is_statement_rule() {
+        let action = match &r.kind {
+            FaultKind::Delay(d) => format!(
+                "wait {} ± {} before reaching the server",
+                ms(d.latency),
+                ms(d.jitter)
+            ),
+            FaultKind::Abort(_) => {
+                "close their connection (the statement never reaches the server)".to_owned()
+            }
+            _ => kind,
         };
-        let hosts: Vec<String> = r
-            .matcher
-            .hosts
-            .iter()
-            .map(|h| match h {
-                HostPattern::Any => "*".to_owned(),
-                HostPattern::Suffix(s) => format!("*{s}"),
-                HostPattern::Exact(e) => e.clone(),
-            })
-            .collect();
-        let mut target = Vec::new();
-        if !hosts.is_empty() {
-            target.push(format!("hosts {}", hosts.join(", ")));
-        }
-        if !r.matcher.clusters.is_empty() {
-            target.push(format!("clusters {}", r.matcher.clusters.join(", ")));
-        }
+        let mut to: Vec<String> = hosts.clone();
+        to.extend(r.matcher.clusters.iter().map(|c| format!("cluster {c}")));
+        let mut to = to.join(" or ");
         if !r.matcher.ports.is_empty() {
             let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
-            target.push(format!("ports {}", ports.join(", ")));
+            to.push_str(&format!(" (port {})", ports.join(", ")));
         }
-        let state = match (r.enabled, r.dry_run) {
-            (false, _) => "DISABLED",
-            (true, true) => "dry run (counted, traffic untouched)",
-            (true, false) => "enabled",
-        };
-        let mut when = match r.window {
-            None => "whenever enabled".to_owned(),
-            Some(w) => format!(
-                "from {} for {}{}",
-                match w.start {
-                    Some(start) => crate::config::time::format(start),
-                    None => format!("{} after load", ms(w.after)),
-                },
-                ms(w.duration),
-                w.every
-                    .map(|e| format!(", every {}", ms(e)))
-                    .unwrap_or_default()
-            ),
-        };
-        match r.expires_at {
-            Some(at) => when.push_str(&format!("; expires {}", crate::config::time::format(at))),
-            None if r.enabled => when.push_str("; never expires"),
-            None => {}
-        }
-        if let Some(p) = r.matcher.protocol {
-            target.push(format!("{} sessions only", p.name()));
-        }
-        let apply = match r.apply_to {
-            ApplyTo::All => "open and new connections",
-            ApplyTo::New => "new connections only",
-        };
-        if r.matcher.is_statement_rule() {
-            let action = match &r.kind {
-                FaultKind::Delay(d) => format!(
-                    "wait {} ± {} before reaching the server",
-                    ms(d.latency),
-                    ms(d.jitter)
-                ),
-                FaultKind::Abort(_) => {
-                    "close their connection (the statement never reaches the server)".to_owned()
-                }
-                _ => kind,
-            };
-            let mut to: Vec<String> = hosts.clone();
-            to.extend(r.matcher.clusters.iter().map(|c| format!("cluster {c}")));
-            let mut to = to.join(" or ");
-            if !r.matcher.ports.is_empty() {
-                let ports: Vec<String> = r.matcher.ports.iter().map(u16::to_string).collect();
-                to.push_str(&format!(" (port {})", ports.join(", ")));
-            }
-            out.push(format!(
-                "rule {}: {} of {} to {to} {action}; {state}; {apply}; {when}",
-                r.name,
-                percent(r.percentage_bp),
-                statements(&r.matcher),
-            ));
-            continue;
-        }
-        out.push(format!(
-            "rule {}: {kind}; {state}; {}; {} of connections; {apply}; {when}",
+        return format!(
+            "rule {}: {} of {} to {to} {action}; {state}; {apply}; {when}",
             r.name,
-            target.join("; "),
             percent(r.percentage_bp),
-        ));
+            statements(&r.matcher),
+        );
     }
-    out
+    format!(
+        "rule {}: {kind}; {state}; {}; {} of connections; {apply}; {when}",
+        r.name,
+        target.join("; "),
+        percent(r.percentage_bp),
+    )
 }

@@ -1,5 +1,5 @@
 //! SHA-256 (FIPS 180-4), for the `config` label: the first 12 hex digits of a configuration's
-//! digest name it in `dbfault_config_info`, and `dbfault-check` prints the same for a file.
+//! digest name it in `dbfault_config_info`, and `dbfault check` prints the same for a file.
 //! Forty lines here cost the module less than a hashing crate.
 
 const K: [u32; 64] = [

@@ -110,7 +110,7 @@ pub struct Start {
 
 /// A fault kind's parameters, as a rule's `<KEY>: {...}` gives them.
 pub trait Kind: Sized {
-    /// The rule key that selects the kind, also its name in logs and in `dbfault-check`.
+    /// The rule key that selects the kind, also its name in logs and in `dbfault check`.
     const KEY: &'static str;
     /// The keys its parameter object may have.
     const PARAMS: &'static [&'static str];

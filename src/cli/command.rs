@@ -1,0 +1,610 @@
+//! The `dbfault` command line: `check`, `list`, `on`, `off`, `show`. Exit status 0 when all is
+//! well, 1 when a configuration is invalid (or a rule unknown), 2 for usage errors and files that
+//! cannot be read or written.
+
+use super::toggle::{toggle, ToggleError};
+use crate::config::{digest, time, Config};
+use crate::fault::Rule;
+use crate::manifest::{plugin_configs, single_plugin_config};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+const USAGE: &str = "usage: dbfault <command> [options]
+
+Commands:
+  check [--strict] [--output json] FILE...   validate configurations before pushing them
+  list [--output json] FILE                  the rules, what each does, whether it is active now
+  on RULE FILE [--in-place]                  switch a rule on by name
+  off RULE FILE [--in-place]                 switch a rule off by name
+  show FILE                                  the one plugin configuration in FILE, as found
+
+FILE is a plugin configuration (JSON), an Istio WasmPlugin manifest (YAML or JSON, several
+documents allowed) or an ECDS file; `-` reads standard input.
+Exit status: 0 ok, 1 invalid configuration or unknown rule, 2 usage or unreadable file.
+`dbfault <command> --help` tells more.";
+
+const HELP_CHECK: &str = "usage: dbfault check [--strict] [--output text|json] FILE...
+
+Validates every plugin configuration in the files with the parser the module itself runs, and
+says in words what each rule will do. Prints each configuration's id (the `config` label of
+dbfault_config_info). Warns about enabled rules without expiresAt and rules already expired;
+with --strict an expired rule makes the configuration invalid.
+Exit status: 0 valid, 1 invalid, 2 usage or unreadable file.";
+
+const HELP_LIST: &str = "usage: dbfault list [--output text|json] FILE
+
+Lists the rules of every configuration in FILE: enabled or not, what each does, and whether it is
+active now (expiry, absolute windows). A window counted from load (`window.after`) depends on when
+each sidecar loaded the configuration and is shown as such.
+Exit status: 0, 1 invalid configuration, 2 usage or unreadable file.";
+
+const HELP_TOGGLE: &str = "usage: dbfault on|off RULE FILE [--in-place]
+
+Sets `enabled` of the rule named RULE in every configuration of FILE that has it, changing nothing
+else in the text (comments, key order and quoting stay). Prints the whole document to standard
+output, or with --in-place replaces FILE atomically (a watching Envoy sees one complete file).
+Refuses an unknown rule name (listing the known ones) and never emits an invalid configuration.
+  kubectl get wasmplugin dbfault -n plants -o yaml | dbfault on firestore-outage - | kubectl apply -f -
+Exit status: 0 (also when the rule already was so), 1 unknown rule or invalid configuration,
+2 usage or unreadable/unwritable file.";
+
+const HELP_SHOW: &str = "usage: dbfault show FILE
+
+Prints the one plugin configuration in FILE as the module would receive it, unvalidated (so that
+a broken one can be read and fixed). Exit status 1 when FILE holds none or several.";
+
+/// Runs `dbfault ARGS`; returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let help = rest.iter().any(|a| a == "-h" || a == "--help");
+    match command.as_str() {
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            0
+        }
+        "-V" | "--version" => {
+            println!("dbfault {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        "check" if help => usage_ok(HELP_CHECK),
+        "list" if help => usage_ok(HELP_LIST),
+        "on" | "off" if help => usage_ok(HELP_TOGGLE),
+        "show" if help => usage_ok(HELP_SHOW),
+        "check" => check(rest),
+        "list" => list(rest),
+        "on" | "off" => switch(command == "on", rest),
+        "show" => match rest {
+            [file] => show(file),
+            _ => usage_err(HELP_SHOW),
+        },
+        other => {
+            eprintln!("dbfault: unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+    }
+}
+
+fn usage_ok(text: &str) -> i32 {
+    println!("{text}");
+    0
+}
+
+fn usage_err(text: &str) -> i32 {
+    eprintln!("{text}");
+    2
+}
+
+/// Options shared by `check` and `list`: `--output`, `--strict`, and the files.
+struct Opts {
+    json: bool,
+    strict: bool,
+    in_place: bool,
+    files: Vec<String>,
+}
+
+fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
+    let mut o = Opts {
+        json: false,
+        strict: false,
+        in_place: false,
+        files: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let flag = a.split('=').next().unwrap_or_default();
+        if a.starts_with("--") && !allowed.contains(&flag) {
+            return Err(format!("unknown option {a}"));
+        }
+        match flag {
+            "--strict" => o.strict = true,
+            "--in-place" => o.in_place = true,
+            "--output" => {
+                let value = match a.split_once('=') {
+                    Some((_, v)) => Some(v.to_owned()),
+                    None => it.next().cloned(),
+                };
+                match value.as_deref() {
+                    Some("json") => o.json = true,
+                    Some("text") => o.json = false,
+                    _ => return Err("--output takes text or json".into()),
+                }
+            }
+            _ => o.files.push(a.clone()),
+        }
+    }
+    Ok(o)
+}
+
+fn read(arg: &str) -> std::io::Result<Vec<u8>> {
+    if arg == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(arg)
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+fn check(args: &[String]) -> i32 {
+    let o = match opts(args, &["--strict", "--output"]) {
+        Ok(o) if !o.files.is_empty() => o,
+        Ok(_) => return usage_err(HELP_CHECK),
+        Err(e) => return usage_err(&format!("dbfault check: {e}\n\n{HELP_CHECK}")),
+    };
+    let now = now_nanos();
+    let mut status = 0;
+    let mut report = Vec::new();
+    for file in &o.files {
+        let found = match read(file) {
+            Err(e) => Err(format!("cannot read: {e}")),
+            Ok(text) => plugin_configs(file, &text),
+        };
+        let found = match found {
+            Ok(f) => f,
+            Err(why) => {
+                status = status.max(2);
+                if o.json {
+                    report.push(json!({"file": file, "error": why}));
+                } else {
+                    eprintln!("{file}: {why}");
+                }
+                continue;
+            }
+        };
+        for f in found {
+            let id = digest::config_id(&f.bytes);
+            match Config::parse(&f.bytes) {
+                Err(err) => {
+                    status = status.max(1);
+                    if o.json {
+                        report.push(json!({"origin": f.origin, "config": id, "valid": false, "error": err.to_string()}));
+                    } else {
+                        println!("{}: invalid configuration: {err}", f.origin);
+                    }
+                }
+                Ok(config) => {
+                    let (warnings, errors) = expiry_notes(&config.faults, now, o.strict);
+                    if !errors.is_empty() {
+                        status = status.max(1);
+                    }
+                    if o.json {
+                        report.push(json!({
+                            "origin": f.origin,
+                            "config": id,
+                            "valid": errors.is_empty(),
+                            "description": super::describe(&config),
+                            "warnings": warnings,
+                            "errors": errors,
+                        }));
+                    } else {
+                        println!(
+                            "{}: valid (config {id}: the `config` label of dbfault_config_info)",
+                            f.origin
+                        );
+                        for line in super::describe(&config) {
+                            println!("  {line}");
+                        }
+                        for w in warnings {
+                            println!("  warning: {w}");
+                        }
+                        for e in errors {
+                            println!("  error: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if o.json {
+        print_json(&Value::Array(report));
+    }
+    status
+}
+
+/// Warnings (and, with `strict`, errors) about rules that never end or have ended.
+fn expiry_notes(rules: &[Rule], now: u64, strict: bool) -> (Vec<String>, Vec<String>) {
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    for rule in rules {
+        match rule.expires_at {
+            None if rule.enabled => warnings.push(format!(
+                "rule {} has no expiresAt: a forgotten fault never ends by itself",
+                rule.name
+            )),
+            Some(at) if at <= now => {
+                let when = time::format(at);
+                if strict {
+                    errors.push(format!("rule {} expired at {when} (--strict)", rule.name));
+                } else {
+                    warnings.push(format!(
+                        "rule {} expired at {when}: it will not act",
+                        rule.name
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    (warnings, errors)
+}
+
+/// Whether a rule is active at `now`, as far as a file can tell: (state, explanation).
+pub fn activity(rule: &Rule, now: u64) -> (&'static str, String) {
+    if !rule.enabled {
+        return ("off", "disabled".into());
+    }
+    if let Some(at) = rule.expires_at.filter(|at| *at <= now) {
+        return ("expired", format!("expired at {}", time::format(at)));
+    }
+    let until = rule
+        .expires_at
+        .map(|at| format!(" until {}", time::format(at)))
+        .unwrap_or_default();
+    let Some(w) = rule.window else {
+        return ("active", format!("active now{until}"));
+    };
+    let Some(start) = w.start else {
+        return (
+            "scheduled",
+            "window counted from when each sidecar loaded the configuration".into(),
+        );
+    };
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let at = |t: u64| time::format(t);
+    if now < start {
+        return ("inactive", format!("window opens at {}", at(start)));
+    }
+    let t = now - start;
+    let (open, len) = (nanos(w.duration), w.every.map(nanos).filter(|e| *e > 0));
+    match len {
+        Some(every) => {
+            let phase = t % every;
+            if phase < open {
+                (
+                    "active",
+                    format!("window open until {}", at(now + (open - phase))),
+                )
+            } else {
+                (
+                    "inactive",
+                    format!("window opens again at {}", at(now + (every - phase))),
+                )
+            }
+        }
+        None if t < open => ("active", format!("window open until {}", at(start + open))),
+        None => ("inactive", format!("window closed at {}", at(start + open))),
+    }
+}
+
+fn list(args: &[String]) -> i32 {
+    let o = match opts(args, &["--output"]) {
+        Ok(o) if o.files.len() == 1 => o,
+        Ok(_) => return usage_err(HELP_LIST),
+        Err(e) => return usage_err(&format!("dbfault list: {e}\n\n{HELP_LIST}")),
+    };
+    let file = o.files.first().map_or("-", String::as_str);
+    let found = match read(file) {
+        Err(e) => Err(format!("cannot read: {e}")),
+        Ok(text) => plugin_configs(file, &text),
+    };
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => {
+            eprintln!("{file}: {why}");
+            return 2;
+        }
+    };
+    let now = now_nanos();
+    let mut status = 0;
+    let mut report = Vec::new();
+    for f in found {
+        let id = digest::config_id(&f.bytes);
+        let config = match Config::parse(&f.bytes) {
+            Ok(c) => c,
+            Err(err) => {
+                status = 1;
+                if o.json {
+                    report
+                        .push(json!({"origin": f.origin, "config": id, "error": err.to_string()}));
+                } else {
+                    println!("{}: invalid configuration: {err}", f.origin);
+                }
+                continue;
+            }
+        };
+        let rules: Vec<Value> = config
+            .faults
+            .iter()
+            .map(|r| {
+                let (state, why) = activity(r, now);
+                let what = super::describe::rule(r);
+                let what = what
+                    .strip_prefix(&format!("rule {}: ", r.name))
+                    .unwrap_or(&what)
+                    .to_owned();
+                json!({
+                    "name": r.name,
+                    "enabled": r.enabled,
+                    "dryRun": r.dry_run,
+                    "kind": r.kind.name(),
+                    "state": state,
+                    "detail": why,
+                    "expiresAt": r.expires_at.map(time::format),
+                    "does": what,
+                })
+            })
+            .collect();
+        if o.json {
+            report.push(json!({"origin": f.origin, "config": id, "rules": rules}));
+            continue;
+        }
+        println!("{} (config {id})", f.origin);
+        if rules.is_empty() {
+            println!("  no rules");
+        }
+        let width = config
+            .faults
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0);
+        for r in &rules {
+            let s = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let state = s("state");
+            // The description already says DISABLED; other states say why in words.
+            let why = if state == "off" {
+                String::new()
+            } else {
+                format!("  ({})", s("detail"))
+            };
+            println!("  {:width$}  {state:9}  {}{why}", s("name"), s("does"));
+        }
+    }
+    if o.json {
+        print_json(&Value::Array(report));
+    }
+    status
+}
+
+fn switch(on: bool, args: &[String]) -> i32 {
+    let o = match opts(args, &["--in-place"]) {
+        Ok(o) => o,
+        Err(e) => return usage_err(&format!("dbfault: {e}\n\n{HELP_TOGGLE}")),
+    };
+    let [rule, file] = o.files.as_slice() else {
+        return usage_err(HELP_TOGGLE);
+    };
+    if o.in_place && file.as_str() == "-" {
+        return usage_err("dbfault: --in-place needs a file, not standard input");
+    }
+    let text = match read(file).map(String::from_utf8) {
+        Ok(Ok(t)) => t,
+        Ok(Err(_)) => {
+            eprintln!("{file}: not UTF-8 text");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("{file}: cannot read: {e}");
+            return 2;
+        }
+    };
+    let done = match toggle(file, &text, rule, on) {
+        Ok(t) => t,
+        Err(ToggleError::Unknown(known)) => {
+            eprintln!(
+                "{file}: no rule named {rule:?} (rules: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+            return 1;
+        }
+        Err(ToggleError::Invalid(e)) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let word = if on { "on" } else { "off" };
+    for origin in &done.unchanged {
+        eprintln!("{origin}: {rule} already {word}");
+    }
+    if o.in_place {
+        if done.changed.is_empty() {
+            return 0;
+        }
+        if let Err(e) = write_atomic(file, &done.text) {
+            eprintln!("{file}: cannot write: {e}");
+            return 2;
+        }
+        for origin in &done.changed {
+            println!("{origin}: {rule} {word}");
+        }
+        return 0;
+    }
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(done.text.as_bytes())
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dbfault: cannot write: {e}");
+            2
+        }
+    }
+}
+
+/// Replaces `path` by a complete new file (a temporary file beside it, then a rename), keeping
+/// its permissions: a watcher (Envoy's ECDS file watch) never sees half a file.
+fn write_atomic(path: &str, text: &str) -> std::io::Result<()> {
+    let target = std::path::Path::new(path);
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.dbfault-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(target) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `show FILE`: the configuration as found, then one newline.
+fn show(file: &str) -> i32 {
+    let text = match read(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{file}: cannot read: {e}");
+            return 2;
+        }
+    };
+    match single_plugin_config(file, &text) {
+        Ok(found) => {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(&found.bytes)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("dbfault: cannot write: {e}");
+                    2
+                }
+            }
+        }
+        Err(why) => {
+            eprintln!("{file}: {why}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(extra: &str) -> Rule {
+        let c = format!(
+            r#"{{"faults": [{{"name": "r", "match": {{"hosts": ["h"]}}, "abort": {{}}{extra}}}]}}"#
+        );
+        Config::parse(c.as_bytes()).unwrap().faults.remove(0)
+    }
+
+    const T0: u64 = 1_800_000_000_000_000_000;
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn activity_follows_expiry_and_absolute_windows() {
+        assert_eq!(activity(&rule(r#", "enabled": false"#), T0).0, "off");
+        assert_eq!(activity(&rule(""), T0).0, "active");
+        let start = time::format(T0 + 60 * S);
+        let w = rule(&format!(
+            r#", "window": {{"start": "{start}", "for": "10s", "every": "1m"}}"#
+        ));
+        assert_eq!(
+            activity(&w, T0),
+            ("inactive", format!("window opens at {start}"))
+        );
+        assert_eq!(
+            activity(&w, T0 + 65 * S),
+            (
+                "active",
+                format!("window open until {}", time::format(T0 + 70 * S))
+            )
+        );
+        assert_eq!(
+            activity(&w, T0 + 75 * S),
+            (
+                "inactive",
+                format!("window opens again at {}", time::format(T0 + 120 * S))
+            )
+        );
+        let once = rule(&format!(
+            r#", "window": {{"start": "{start}", "for": "10s"}}"#
+        ));
+        assert_eq!(activity(&once, T0 + 80 * S).0, "inactive");
+        assert_eq!(
+            activity(&rule(r#", "window": {"after": "5s", "for": "10s"}"#), T0).0,
+            "scheduled"
+        );
+        let exp = rule(&format!(r#", "expiresAt": "{}""#, time::format(T0)));
+        assert_eq!(activity(&exp, T0).0, "expired");
+        assert_eq!(activity(&exp, T0 - 1).0, "active");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(
+            opts(&s(&["--output", "json", "f"]), &["--output"])
+                .unwrap()
+                .json
+        );
+        assert!(
+            opts(&s(&["--output=json", "f"]), &["--output"])
+                .unwrap()
+                .json
+        );
+        assert!(opts(&s(&["--output", "xml"]), &["--output"]).is_err());
+        assert!(opts(&s(&["--strict"]), &["--output"]).is_err());
+        assert_eq!(main(&s(&["frobnicate"])), 2);
+        assert_eq!(main(&s(&["on", "only-one-arg"])), 2);
+        assert_eq!(main(&s(&["list", "--help"])), 0);
+    }
+}

@@ -1,0 +1,425 @@
+//! `dbfault on|off RULE FILE`: switch a rule by name in a plugin configuration, a `WasmPlugin`
+//! manifest or an ECDS file, changing only that rule's `enabled` value in the text. The result is
+//! read back and must differ from the input in exactly that value and be a valid configuration,
+//! or nothing is emitted.
+
+use super::yaml::{self, Edit, Node};
+use crate::config::Config;
+use crate::manifest::plugin_configs;
+use serde_json::Value;
+
+/// What switching did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Toggled {
+    /// The whole file with the change.
+    pub text: String,
+    /// Configurations (by origin) whose rule changed, and ones where it already was so.
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ToggleError {
+    /// No rule of that name; the names there are.
+    Unknown(Vec<String>),
+    /// The file or the result is not a valid configuration (exit status 1).
+    Invalid(String),
+}
+
+/// Where a configuration sits in a file: directly in it, or as the string of an ECDS resource.
+struct Site<'a> {
+    origin: String,
+    config: Option<&'a Node>,
+    /// The enclosing scalar (ECDS `configuration.value`) and the column its block would indent to.
+    holder: Option<(&'a Node, usize)>,
+}
+
+/// The configurations in the documents of `text`, in the order [`plugin_configs`] reports them.
+fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = if docs.len() > 1 {
+            format!("{name} (document {})", i + 1)
+        } else {
+            name.to_owned()
+        };
+        if doc.get("kind").and_then(Node::as_str) == Some("WasmPlugin") {
+            let plugin = doc
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Node::as_str)
+                .unwrap_or("?");
+            out.push(Site {
+                origin: format!("{at}: WasmPlugin {plugin}"),
+                config: doc.get("spec").and_then(|s| s.get("pluginConfig")),
+                holder: None,
+            });
+        } else if let Some(resources) = doc.get("resources") {
+            for r in resources.items() {
+                let rname = r.get("name").and_then(Node::as_str).unwrap_or("?");
+                let value = r
+                    .get("typed_config")
+                    .and_then(|t| t.get("config"))
+                    .and_then(|c| c.get("configuration"))
+                    .and_then(|c| c.entry("value"));
+                out.push(Site {
+                    origin: format!("{at}: ECDS resource {rname}"),
+                    config: None,
+                    holder: value.map(|(k, v)| {
+                        let indent = match k {
+                            Node::Scalar { start, .. } => yaml::column(text, *start),
+                            _ => 0,
+                        };
+                        (v, indent)
+                    }),
+                });
+            }
+        } else {
+            out.push(Site {
+                origin: at,
+                config: Some(doc),
+                holder: None,
+            });
+        }
+    }
+    out
+}
+
+/// The edit that sets `enabled` of rule `rule` in the configuration `config` (whose source is
+/// `text`): `Ok(None)` when it already has that value, `Err` when there is no such rule.
+fn edit_rule(text: &str, config: &Node, rule: &str, on: bool) -> Result<Option<Edit>, String> {
+    let wanted = if on { "true" } else { "false" };
+    let Some(item) = config
+        .get("faults")
+        .map(Node::items)
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.get("name").and_then(Node::as_str) == Some(rule))
+    else {
+        return Err("no such rule".into());
+    };
+    match item.get("enabled") {
+        Some(Node::Scalar {
+            value, start, end, ..
+        }) if value == "true" || value == "false" => Ok((value != wanted).then(|| Edit {
+            start: *start,
+            end: *end,
+            text: wanted.to_owned(),
+        })),
+        Some(_) => Err(format!("rule {rule}: enabled is not true or false")),
+        // Absent means enabled.
+        None if on => Ok(None),
+        None => {
+            let Some((
+                Node::Scalar {
+                    start: key, style, ..
+                },
+                Node::Scalar { end, .. },
+            )) = item.entry("name")
+            else {
+                return Err(format!("rule {rule}: name is not a plain value"));
+            };
+            let Node::Map { flow, .. } = item else {
+                return Err(format!("rule {rule} is not a mapping"));
+            };
+            let quoted = *style != saphyr_parser::ScalarStyle::Plain;
+            let text_to_add = if *flow {
+                format!(
+                    ", {}: false",
+                    if quoted { "\"enabled\"" } else { "enabled" }
+                )
+            } else {
+                format!("\n{}enabled: false", " ".repeat(yaml::column(text, *key)))
+            };
+            // After the name (in a block, after the rest of its line: a comment stays with it).
+            let at = if *flow {
+                *end
+            } else {
+                text.get(*end..)
+                    .and_then(|t| t.find('\n'))
+                    .map_or(text.len(), |i| end + i)
+            };
+            Ok(Some(Edit {
+                start: at,
+                end: at,
+                text: text_to_add,
+            }))
+        }
+    }
+}
+
+/// The rule names of a configuration node.
+fn names(config: &Node) -> Vec<String> {
+    config
+        .get("faults")
+        .map(Node::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Node::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// Sets rule `rule` on or off in every configuration of the file `name` (contents `text`) that
+/// has it.
+pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, ToggleError> {
+    let docs = yaml::documents(text).map_err(|e| ToggleError::Invalid(format!("{name}: {e}")))?;
+    let mut edits = Vec::new();
+    let (mut changed, mut unchanged, mut known) = (Vec::new(), Vec::new(), Vec::new());
+    for site in sites(name, text, &docs) {
+        let mut found = |inner: &str, config: &Node| -> Result<Option<Option<Edit>>, ToggleError> {
+            known.extend(names(config));
+            match edit_rule(inner, config, rule, on) {
+                Ok(edit) => Ok(Some(edit)),
+                Err(e) if e == "no such rule" => Ok(None),
+                Err(e) => Err(ToggleError::Invalid(format!("{}: {e}", site.origin))),
+            }
+        };
+        let edit = match (site.config, site.holder) {
+            (Some(config), _) => found(text, config)?,
+            (
+                None,
+                Some((
+                    Node::Scalar {
+                        value,
+                        style,
+                        start,
+                        end,
+                    },
+                    indent,
+                )),
+            ) => {
+                let inner_docs = yaml::documents(value)
+                    .map_err(|e| ToggleError::Invalid(format!("{}: {e}", site.origin)))?;
+                match inner_docs.first() {
+                    None => None,
+                    Some(config) => match found(value, config)? {
+                        Some(Some(inner)) => {
+                            let new = yaml::apply(value, &[inner]).map_err(ToggleError::Invalid)?;
+                            Some(Some(Edit {
+                                start: *start,
+                                end: *end,
+                                text: yaml::scalar(&new, *style, indent + 2),
+                            }))
+                        }
+                        other => other,
+                    },
+                }
+            }
+            _ => None,
+        };
+        match edit {
+            None => {}
+            Some(None) => unchanged.push(site.origin),
+            Some(Some(e)) => {
+                edits.push(e);
+                changed.push(site.origin);
+            }
+        }
+    }
+    if changed.is_empty() && unchanged.is_empty() {
+        known.sort();
+        known.dedup();
+        return Err(ToggleError::Unknown(known));
+    }
+    let out = yaml::apply(text, &edits).map_err(ToggleError::Invalid)?;
+    verify(name, text, &out, rule, on)?;
+    Ok(Toggled {
+        text: out,
+        changed,
+        unchanged,
+    })
+}
+
+/// The configurations read back from `after` equal those of `before` with only the rule's
+/// `enabled` set, and every one that has the rule is valid.
+fn verify(name: &str, before: &str, after: &str, rule: &str, on: bool) -> Result<(), ToggleError> {
+    let read = |text: &str| -> Result<Vec<(String, Value, Vec<u8>)>, ToggleError> {
+        plugin_configs(name, text.as_bytes())
+            .map_err(|e| ToggleError::Invalid(format!("{name}: {e}")))?
+            .into_iter()
+            .map(|c| {
+                let value = if c.bytes.is_empty() {
+                    Value::Object(serde_json::Map::new())
+                } else {
+                    serde_json::from_slice(&c.bytes)
+                        .map_err(|e| ToggleError::Invalid(format!("{}: not JSON: {e}", c.origin)))?
+                };
+                Ok((c.origin, value, c.bytes))
+            })
+            .collect()
+    };
+    let (old, new) = (read(before)?, read(after)?);
+    if old.len() != new.len() {
+        return Err(ToggleError::Invalid(format!(
+            "{name}: editing changed the number of configurations (a bug: nothing written)"
+        )));
+    }
+    for ((origin, mut expected, _), (_, got, bytes)) in old.into_iter().zip(new) {
+        let mut has_rule = false;
+        if let Some(rules) = expected.get_mut("faults").and_then(Value::as_array_mut) {
+            for r in rules {
+                if r.get("name").and_then(Value::as_str) == Some(rule) {
+                    has_rule = true;
+                    if let Some(obj) = r.as_object_mut() {
+                        if on && !obj.contains_key("enabled") {
+                            continue;
+                        }
+                        obj.insert("enabled".into(), Value::Bool(on));
+                    }
+                }
+            }
+        }
+        if expected != got {
+            return Err(ToggleError::Invalid(format!(
+                "{origin}: editing changed more than the rule's `enabled` (a bug: nothing written)"
+            )));
+        }
+        if has_rule {
+            if let Err(e) = Config::parse(&bytes) {
+                return Err(ToggleError::Invalid(format!(
+                    "{origin}: invalid configuration: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLUGIN: &str = "# our game day
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: dbfault   # keep
+spec:
+  url: oci://x/y:1
+  pluginConfig:
+    faults:
+    # the outage
+    - name: firestore-outage
+      enabled: false   # off until the game day
+      match: {hosts: [firestore.googleapis.com]}
+      abort: {}
+    - name: slow   # no enabled: means on
+      match:
+        hosts: [pg]
+      delay: {latency: 100ms}
+";
+
+    fn on(text: &str, rule: &str) -> Result<Toggled, ToggleError> {
+        toggle("f", text, rule, true)
+    }
+
+    #[test]
+    fn only_the_value_changes_in_a_manifest() {
+        let t = on(PLUGIN, "firestore-outage").unwrap();
+        assert_eq!(
+            t.text,
+            PLUGIN.replace("enabled: false   # off", "enabled: true   # off")
+        );
+        assert_eq!(t.changed, ["f: WasmPlugin dbfault"]);
+        let back = toggle("f", &t.text, "firestore-outage", false).unwrap();
+        assert_eq!(back.text, PLUGIN);
+    }
+
+    #[test]
+    fn an_absent_enabled_is_added_under_the_name() {
+        let t = toggle("f", PLUGIN, "slow", false).unwrap();
+        assert_eq!(
+            t.text,
+            PLUGIN.replace(
+                "- name: slow   # no enabled: means on\n",
+                "- name: slow   # no enabled: means on\n      enabled: false\n"
+            )
+        );
+        let same = on(PLUGIN, "slow").unwrap();
+        assert_eq!((same.text.as_str(), same.changed.len()), (PLUGIN, 0));
+        assert_eq!(same.unchanged.len(), 1);
+    }
+
+    #[test]
+    fn json_keeps_its_layout() {
+        let json = "{\"faults\": [{\"name\": \"a\", \"match\": {\"hosts\": [\"h\"]}, \"abort\": {}},\n  {\"name\": \"b\", \"enabled\": true, \"match\": {\"hosts\": [\"h\"]}, \"abort\": {}}]}";
+        let t = toggle("c.json", json, "a", false).unwrap();
+        assert_eq!(
+            t.text,
+            json.replace("\"name\": \"a\",", "\"name\": \"a\", \"enabled\": false,")
+        );
+        let t = toggle("c.json", json, "b", false).unwrap();
+        assert_eq!(
+            t.text,
+            json.replace("\"enabled\": true", "\"enabled\": false")
+        );
+    }
+
+    #[test]
+    fn an_ecds_value_is_edited_inside_its_string() {
+        let ecds = |v: &str| {
+            format!(
+                "# watched by Envoy\nresources:\n- name: dbfault\n  typed_config:\n    config:\n      configuration:\n        value: {v}\n"
+            )
+        };
+        let before = ecds(
+            "'{\"faults\": [{\"name\": \"r\", \"enabled\": false, \"match\": {\"hosts\": [\"h\"]}, \"error\": {\"message\": \"READONLY can''t\"}, \"match\": {\"hosts\": [\"h\"], \"protocol\": \"redis\"}}]}'",
+        );
+        // Duplicate keys are not JSON this crate accepts; use a clean one.
+        let before = before.replace(
+            ", \"match\": {\"hosts\": [\"h\"]}, \"error\"",
+            ", \"error\"",
+        );
+        let t = on(&before, "r").unwrap();
+        assert_eq!(
+            t.text,
+            before.replace("\"enabled\": false", "\"enabled\": true")
+        );
+        assert_eq!(t.changed, ["f: ECDS resource dbfault"]);
+        // A literal block stays one.
+        let block = ecds("|\n          {\"faults\": [{\"name\": \"r\", \"match\": {\"hosts\": [\"h\"]}, \"abort\": {}}]}");
+        let t = toggle("f", &block, "r", false).unwrap();
+        assert_eq!(
+            t.text,
+            block.replace("\"name\": \"r\",", "\"name\": \"r\", \"enabled\": false,")
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_invalid_results_are_refused() {
+        assert_eq!(
+            on(PLUGIN, "nope"),
+            Err(ToggleError::Unknown(vec![
+                "firestore-outage".into(),
+                "slow".into()
+            ]))
+        );
+        // Switching on a rule whose configuration is invalid emits nothing.
+        let bad = PLUGIN.replace("latency: 100ms", "latency: soon");
+        let Err(ToggleError::Invalid(e)) = on(&bad, "firestore-outage") else {
+            panic!()
+        };
+        assert!(
+            e.contains("invalid configuration") && e.contains("latency"),
+            "{e}"
+        );
+        let Err(ToggleError::Invalid(e)) = on(
+            &PLUGIN.replace("enabled: false", "enabled: 0"),
+            "firestore-outage",
+        ) else {
+            panic!()
+        };
+        assert!(e.contains("not true or false"), "{e}");
+    }
+
+    #[test]
+    fn every_configuration_with_the_rule_is_switched() {
+        let two = format!(
+            "{PLUGIN}---\n{}",
+            PLUGIN.replace("name: dbfault", "name: other")
+        );
+        let t = on(&two, "firestore-outage").unwrap();
+        assert_eq!(t.changed.len(), 2);
+        assert_eq!(t.text.matches("enabled: true   # off").count(), 2);
+    }
+}

@@ -1,0 +1,253 @@
+//! `dbfault list|on|off`: switching rules by name in the files operators keep in git, in a
+//! kubectl pipeline, and in place for a watching Envoy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use dbfault_testkit::{repo, TempDir};
+use serde_json::Value;
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// `dbfault ARGS` with `stdin`: (exit status, stdout, stderr).
+fn dbfault(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn shipped(path: &str) -> String {
+    fs::read_to_string(repo().join(path)).unwrap()
+}
+
+/// What `kubectl get wasmplugin -o yaml` prints: the manifest plus server-side fields, keys
+/// sorted, no comments.
+const FROM_KUBECTL: &str = "apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: |
+      {\"apiVersion\":\"extensions.istio.io/v1alpha1\",\"kind\":\"WasmPlugin\"}
+  creationTimestamp: \"2026-11-20T10:00:00Z\"
+  generation: 3
+  name: dbfault
+  namespace: plants
+  resourceVersion: \"123456\"
+  uid: 5b3c1f5e-0000-4000-8000-000000000001
+spec:
+  failStrategy: FAIL_OPEN
+  match:
+  - mode: CLIENT
+  pluginConfig:
+    faults:
+    - abort: {}
+      enabled: false
+      match:
+        hosts:
+        - firestore.googleapis.com
+      name: firestore-outage
+    - delay:
+        latency: 300ms
+      match:
+        hosts:
+        - firestore.googleapis.com
+      name: firestore-slow
+    metrics:
+      enabled: true
+  selector:
+    matchLabels:
+      app: plants
+  type: NETWORK
+  url: oci://registry.example.com/dbfault:0.1.0
+";
+
+#[test]
+fn a_kubectl_pipeline_changes_one_value() {
+    let (code, out, err) = dbfault(&["on", "firestore-outage", "-"], Some(FROM_KUBECTL));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        FROM_KUBECTL.replacen("      enabled: false\n", "      enabled: true\n", 1)
+    );
+    // A rule without `enabled` is on; switching it off adds the key beside its name.
+    let (code, out, _) = dbfault(&["off", "firestore-slow", "-"], Some(FROM_KUBECTL));
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        FROM_KUBECTL.replace(
+            "      name: firestore-slow\n",
+            "      name: firestore-slow\n      enabled: false\n"
+        )
+    );
+    // The result is still a manifest Istio's schema accepts (kubectl's own fields aside), and
+    // the module's parser reads the switched rule.
+    let (code, listed, _) = dbfault(&["list", "--output", "json", "-"], Some(&out));
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let rules = &listed[0]["rules"];
+    assert_eq!(rules[1]["name"], "firestore-slow");
+    assert_eq!(rules[1]["enabled"], false);
+    assert_eq!(rules[1]["state"], "off");
+}
+
+#[test]
+fn the_shipped_files_keep_their_comments() {
+    for (path, rule) in [
+        ("istio/wasmplugin.yaml", "firestore-outage"),
+        ("envoy/dbfault.yaml", "postgres-conflict"),
+    ] {
+        let text = shipped(path);
+        let (code, on, err) = dbfault(&["on", rule, path], None);
+        assert_eq!(code, 0, "{err}");
+        // One line differs, and only in the value.
+        let changed: Vec<(&str, &str)> = text
+            .lines()
+            .zip(on.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed.len(), 1, "{path}: {changed:?}");
+        assert_eq!(text.lines().count(), on.lines().count());
+        let (before, after) = changed[0];
+        assert!(
+            before.contains("false") && after.contains("true"),
+            "{after}"
+        );
+        // The file itself is untouched without --in-place; off again gives it back.
+        assert_eq!(shipped(path), text);
+        let (_, off, _) = dbfault(&["off", rule, "-"], Some(&on));
+        assert_eq!(off, text);
+    }
+}
+
+#[test]
+fn in_place_replaces_the_file_atomically_and_keeps_its_mode() {
+    let dir = TempDir::new("cli-in-place");
+    let path = dir.path().join("dbfault.yaml");
+    fs::write(&path, shipped("envoy/dbfault.yaml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    let file = path.to_str().unwrap();
+    let (code, out, err) = dbfault(&["on", "redis-slow", file, "--in-place"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("{file}: ECDS resource dbfault: redis-slow on\n")
+    );
+    let (_, listed, _) = dbfault(&["list", file], None);
+    let line = listed
+        .lines()
+        .find(|l| l.trim_start().starts_with("redis-slow "))
+        .unwrap();
+    assert!(line.contains(" active "), "{line}");
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // Nothing left beside it.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    // Already on: nothing to write, said on stderr, still success.
+    let (code, out, err) = dbfault(&["on", "redis-slow", file, "--in-place"], None);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert!(err.contains("redis-slow already on"), "{err}");
+}
+
+#[test]
+fn unknown_rules_invalid_configurations_and_usage_errors() {
+    let (code, out, err) = dbfault(&["on", "firestore-outgae", "istio/wasmplugin.yaml"], None);
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "istio/wasmplugin.yaml: no rule named \"firestore-outgae\" (rules: firestore-outage)\n"
+    );
+    // A configuration that is already invalid is never emitted, switched or not.
+    let broken = FROM_KUBECTL.replace("latency: 300ms", "latency: soon");
+    let (code, out, err) = dbfault(&["on", "firestore-outage", "-"], Some(&broken));
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.contains("invalid configuration") && err.contains("latency"),
+        "{err}"
+    );
+    // Usage errors exit 2 and say how to call it.
+    for args in [
+        &["on", "x"][..],
+        &["off", "x", "-", "--in-place"],
+        &["on", "x", "f", "--frob"],
+        &["list"],
+        &["bogus"],
+        &[],
+    ] {
+        let (code, _, err) = dbfault(args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("usage") || err.contains("--in-place"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = dbfault(&["on", "x", "/nonexistent.yaml"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    for cmd in ["check", "list", "on", "off", "show"] {
+        let (code, out, _) = dbfault(&[cmd, "--help"], None);
+        assert_eq!(code, 0);
+        assert!(out.starts_with("usage: dbfault "), "{out}");
+    }
+}
+
+#[test]
+fn list_tells_what_is_active_now() {
+    let config = r#"{"faults": [
+      {"name": "off", "enabled": false, "match": {"hosts": ["h"]}, "abort": {}},
+      {"name": "on", "match": {"hosts": ["h"]}, "abort": {}, "expiresAt": "2400-01-01T00:00:00Z"},
+      {"name": "gone", "match": {"hosts": ["h"]}, "abort": {}, "expiresAt": "2020-01-01T00:00:00Z"},
+      {"name": "later", "match": {"hosts": ["h"]}, "abort": {}, "window": {"start": "2400-01-01T00:00:00Z", "for": "1m"}},
+      {"name": "relative", "match": {"hosts": ["h"]}, "abort": {}, "window": {"after": "1m", "for": "1m"}}]}"#;
+    let (code, out, _) = dbfault(&["list", "--output=json", "-"], Some(config));
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let states: Vec<(&str, &str)> = v[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("off", "off"),
+            ("on", "active"),
+            ("gone", "expired"),
+            ("later", "inactive"),
+            ("relative", "scheduled")
+        ]
+    );
+    assert_eq!(
+        v[0]["rules"][3]["detail"],
+        "window opens at 2400-01-01T00:00:00Z"
+    );
+    let (code, text, _) = dbfault(&["list", "-"], Some(config));
+    assert_eq!(code, 0);
+    assert!(text.contains("expired at 2020-01-01T00:00:00Z"), "{text}");
+    let (code, _, _) = dbfault(&["list", "-"], Some(r#"{"faults": 3}"#));
+    assert_eq!(code, 1);
+}
