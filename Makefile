@@ -182,9 +182,10 @@ bench: build noop-filter envoy packages
 	cargo build --release --example loadgen --example hotpath
 	python3 scripts/bench.py --envoy $(abspath $(ENVOY)) $(BENCH_ARGS)
 
-# The Istio image as an OCI image layout, without Docker (push with skopeo, crane, oras...).
+# The Istio image as an OCI image layout, without Docker. Prints the command that pushes it to
+# IMAGE and the `url` and `sha256` that pin it in a WasmPlugin (`make oci IMAGE=reg/dbfault:TAG`).
 oci: build
-	python3 scripts/build-oci.py --wasm $(WASM) --out target/oci --tag $(VERSION)
+	python3 scripts/build-oci.py --wasm $(WASM) --out target/oci --tag $(VERSION) --image $(IMAGE)
 
 # The same image with Docker: `make image IMAGE=registry.example.com/dbfault:0.1.0`.
 image: build

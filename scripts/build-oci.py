@@ -7,8 +7,14 @@ The image is what `docker build` makes of `FROM scratch` + `COPY dbfault.wasm ./
 one gzip-compressed tar layer holding `plugin.wasm` (the "compat" Wasm image format Istio's
 agent accepts: exactly one layer of media type application/vnd.oci.image.layer.v1.tar+gzip,
 containing a file named plugin.wasm). The output is byte-for-byte reproducible (fixed mtimes,
-owners and gzip header), so the digest depends only on the module. Push it with any OCI tool,
-e.g. `skopeo copy oci:target/oci:0.1.0 docker://registry.example.com/dbfault:0.1.0`.
+owners and gzip header), so the digest depends only on the module.
+
+It prints the push command and the two WasmPlugin fields that pin the image (--image names the
+repository it will be pushed to). The pin is the image manifest's digest: for an `oci://` URL,
+Istio's agent compares `spec.sha256` with the digest of the manifest it fetched (pkg/wasm's
+ImageFetcher returns it and the cache refuses a mismatch), and a URL ending in `@sha256:` fetches
+that manifest and no other. `skopeo copy --preserve-digests` refuses to push the image in any
+form but this exact manifest, so the digest printed here is the one the registry serves.
 """
 import argparse
 import gzip
@@ -31,6 +37,13 @@ def blob(out, data):
     return f"sha256:{digest}", len(data)
 
 
+def repository(image):
+    """`registry:5000/team/dbfault:0.1.0` → `registry:5000/team/dbfault` (a digest goes too)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: len(name) - len(last)] + last.split(":", 1)[0]
+
+
 def layer_tar(wasm):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -49,6 +62,8 @@ def main():
     parser.add_argument("--wasm", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--tag", default="latest")
+    parser.add_argument("--image", help="where it will be pushed, REPOSITORY[:TAG] "
+                        "(default registry.example.com/dbfault:TAG, a placeholder)")
     opts = parser.parse_args()
 
     with open(opts.wasm, "rb") as f:
@@ -100,6 +115,11 @@ def main():
     with open(os.path.join(opts.out, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
     print(f"oci:{opts.out}:{opts.tag} {manifest_digest} (plugin.wasm {len(wasm)} bytes)")
+    image = opts.image or f"registry.example.com/dbfault:{opts.tag}"
+    print(f"push: skopeo copy --preserve-digests oci:{opts.out}:{opts.tag} docker://{image}")
+    print("pin, in the WasmPlugin's spec (examples/istio-overlay/kustomization.yaml):")
+    print(f"  url: oci://{repository(image)}@{manifest_digest}")
+    print(f'  sha256: "{manifest_digest.removeprefix("sha256:")}"')
 
 
 if __name__ == "__main__":

@@ -138,8 +138,19 @@ fn the_manifests_say_what_the_module_and_the_labels_need() {
     );
 }
 
-/// `scripts/build-oci.py` for the built module into `layout`: the manifest digest it prints.
-fn build_oci(layout: &Path) -> String {
+/// What `scripts/build-oci.py` printed for the built module (tag `test`, default image name).
+struct Oci {
+    /// The image manifest's digest, `sha256:<hex>`.
+    digest: String,
+    /// The command to push it.
+    push: String,
+    /// The pin, as the YAML to paste into the WasmPlugin's spec: `url` and `sha256`.
+    pin: Value,
+    /// The pin's lines as printed.
+    pin_text: String,
+}
+
+fn build_oci(layout: &Path) -> Oci {
     let out = Command::new("python3")
         .arg(repo().join("scripts/build-oci.py"))
         .arg("--wasm")
@@ -154,19 +165,67 @@ fn build_oci(layout: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .to_owned()
+    let text = String::from_utf8(out.stdout).unwrap();
+    let digest = text.split(' ').nth(1).unwrap().to_owned();
+    let push = text
+        .lines()
+        .find_map(|l| l.strip_prefix("push: "))
+        .unwrap_or_else(|| panic!("no push command in:\n{text}"))
+        .to_owned();
+    let pin_text: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let pin = serde_yaml_ng::from_str(&pin_text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    Oci {
+        digest,
+        push,
+        pin,
+        pin_text,
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    dbfault::config::digest::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
 fn the_oci_image_round_trips_through_skopeo() {
     let dir = TempDir::new("oci");
     let layout = dir.path().join("oci");
-    let digest = build_oci(&layout);
+    let oci = build_oci(&layout);
+    let digest = &oci.digest;
     let image = format!("oci:{}:test", layout.display());
+
+    // The pin is the digest of the image manifest: what Istio's agent compares `spec.sha256` with
+    // for an `oci://` URL (the SHA-256 of the manifest's bytes), and what `@sha256:` names.
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert_eq!(
+        oci.pin,
+        json!({"url": format!("oci://registry.example.com/dbfault@{digest}"), "sha256": hex}),
+        "{}",
+        oci.pin_text
+    );
+    assert_eq!(
+        oci.push,
+        format!(
+            "skopeo copy --preserve-digests {image} docker://registry.example.com/dbfault:test"
+        )
+    );
+    let seen = Command::new("skopeo")
+        .args(["inspect", "--format", "{{.Digest}}", &image])
+        .output()
+        .unwrap();
+    assert!(
+        seen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), digest);
 
     let raw = Command::new("skopeo")
         .args(["inspect", "--raw", &image])
@@ -177,6 +236,7 @@ fn the_oci_image_round_trips_through_skopeo() {
         "{}",
         String::from_utf8_lossy(&raw.stderr)
     );
+    assert_eq!(sha256_hex(&raw.stdout), hex, "the manifest's own digest");
     let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(
         manifest["mediaType"],
@@ -197,10 +257,11 @@ fn the_oci_image_round_trips_through_skopeo() {
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
 
-    // skopeo checks every digest and size while copying.
+    // skopeo checks every digest and size while copying; with --preserve-digests (as in the push
+    // command printed) the copy's manifest is byte for byte the one pinned.
     let copied = dir.path().join("copied");
     let copy = Command::new("skopeo")
-        .args(["copy", &image])
+        .args(["copy", "--preserve-digests", &image])
         .arg(format!("dir:{}", copied.display()))
         .output()
         .unwrap();
@@ -208,6 +269,10 @@ fn the_oci_image_round_trips_through_skopeo() {
         copy.status.success(),
         "{}",
         String::from_utf8_lossy(&copy.stderr)
+    );
+    assert_eq!(
+        sha256_hex(&fs::read(copied.join("manifest.json")).unwrap()),
+        hex
     );
     let layer_digest = layers[0]["digest"]
         .as_str()
@@ -234,7 +299,7 @@ fn the_oci_image_round_trips_through_skopeo() {
     );
 
     // Reproducible: the same module gives the same digest.
-    assert_eq!(build_oci(&dir.path().join("again")), digest);
+    assert_eq!(&build_oci(&dir.path().join("again")).digest, digest);
 }
 
 fn push(dir: &Path, ecds: &str) {
