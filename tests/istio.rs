@@ -1,6 +1,7 @@
-//! Istio: the manifests in istio/ against Istio's CRD schemas, the plugin configuration they
-//! carry against the module's own parser, the OCI image, and an Envoy configured the way istiod
-//! would configure a `plants` sidecar for them (on Envoy 1.40.0 and 1.36.4).
+//! Istio: the manifests in istio/ and the example overlay against Istio's CRD schemas (as files
+//! and as kustomize renders them), the plugin configuration they carry against the module's own
+//! parser, the stats-tags settings, the OCI image and its pin, and an Envoy configured the way
+//! istiod would configure a `plants` sidecar for them (on Envoy 1.40.0 and 1.36.4).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,8 +11,8 @@
 
 use dbfault::config::Config;
 use dbfault_testkit::{
-    envoy_1_36_bin, envoy_bin, istiod_ecds, repo, sidecar_bootstrap, tls_echo_once, wait_for,
-    wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
+    envoy_1_36_bin, envoy_bin, istiod_ecds, replace_once, repo, sidecar_bootstrap, tls_echo_once,
+    wait_for, wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -19,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const MANIFESTS: [&str; 4] = [
+const MANIFESTS: [&str; 3] = [
     "istio/wasmplugin.yaml",
-    "istio/serviceentry-firestore.yaml",
-    "istio/serviceentry-postgres.yaml",
-    "istio/mesh-config.yaml",
+    "examples/istio-overlay/serviceentry-firestore.yaml",
+    "examples/istio-overlay/serviceentry-postgres.yaml",
 ];
+const OVERLAY: &str = "examples/istio-overlay";
 
 fn manifest(path: &str) -> Value {
     serde_yaml_ng::from_str(&fs::read_to_string(repo().join(path)).unwrap()).unwrap()
@@ -48,7 +49,7 @@ fn manifests_validate_against_istio_crd_schemas() {
     let files: Vec<PathBuf> = MANIFESTS.iter().map(|m| repo().join(m)).collect();
     let (ok, out) = validate(&files);
     assert!(ok, "{out}");
-    assert!(out.contains("valid: 4 document(s)"), "{out}");
+    assert!(out.contains("valid: 3 document(s)"), "{out}");
 }
 
 #[test]
@@ -74,13 +75,13 @@ fn a_misspelled_field_is_caught() {
             "'\"mod\"' does not exist",
         ),
         (
-            "istio/serviceentry-firestore.yaml",
+            "examples/istio-overlay/serviceentry-firestore.yaml",
             "  resolution: DNS",
             "  resolutoin: DNS",
             "'\"resolutoin\"' does not exist",
         ),
         (
-            "istio/serviceentry-postgres.yaml",
+            "examples/istio-overlay/serviceentry-postgres.yaml",
             "    protocol: TCP",
             "    protocl: TCP",
             "'\"protocl\"' does not exist",
@@ -116,26 +117,258 @@ fn the_manifests_say_what_the_module_and_the_labels_need() {
         .unwrap();
     assert!(!outage.enabled, "the shipped outage rule must be off");
 
-    let mesh = manifest("istio/mesh-config.yaml");
-    let tags = &mesh["spec"]["meshConfig"]["defaultConfig"]["extraStatTags"];
-    assert_eq!(
-        tags,
-        &json!(dbfault::metrics::LABELS),
-        "every label the module uses"
-    );
-    let patch = manifest("istio/plants-annotation-patch.yaml");
-    let annotations = &patch["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(
-        annotations["sidecar.istio.io/extraStatTags"],
-        dbfault::metrics::LABELS.join(",")
-    );
-    let se = manifest("istio/serviceentry-firestore.yaml");
+    let se = manifest("examples/istio-overlay/serviceentry-firestore.yaml");
     assert_eq!(se["spec"]["location"], "MESH_EXTERNAL");
     assert_eq!(se["spec"]["resolution"], "DNS");
     assert_eq!(
         se["spec"]["ports"][0],
         json!({"number": 443, "name": "https", "protocol": "HTTPS"})
     );
+}
+
+/// `kubectl ARGS` in the repository (`kustomize` and `patch --local` need no cluster): its output.
+fn kubectl(args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubectl {args:?}: {e}. These tests need kubectl (1.32 is on the machine image; \
+                 no cluster is needed)"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A Deployment of the app with an annotation and a container of its own.
+const PLANTS_DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: plants
+  namespace: plants
+spec:
+  selector:
+    matchLabels: {app: plants}
+  template:
+    metadata:
+      labels: {app: plants}
+      annotations:
+        prometheus.io/scrape: \"true\"
+    spec:
+      containers:
+      - name: plants
+        image: plants:1
+";
+
+/// The three ways to give sidecars dbfault's stats tags each carry exactly `metrics::LABELS`, in
+/// Istio's spelling: ProxyConfig's `extraStatTags` (mesh/v1alpha1/proxy.proto, `repeated string
+/// extra_stat_tags`), held by MeshConfig as `defaultConfig` (config.proto, `default_config`).
+/// Istio reads the annotation leniently (an unknown field is ignored), so a misspelling would
+/// only show as labels missing in Prometheus: the exact objects are compared here.
+#[test]
+fn the_stats_tags_settings_carry_every_label() {
+    let labels = json!(dbfault::metrics::LABELS);
+
+    // Per pod: the patch, applied by kubectl to a Deployment.
+    let dir = TempDir::new("stat-tags");
+    let deployment = dir.path().join("deployment.yaml");
+    fs::write(&deployment, PLANTS_DEPLOYMENT).unwrap();
+    let patched = kubectl(&[
+        "patch",
+        "--local",
+        "-f",
+        deployment.to_str().unwrap(),
+        "--patch-file",
+        "istio/stat-tags/annotation-patch.yaml",
+        "-o",
+        "yaml",
+    ]);
+    let patched: Value = serde_yaml_ng::from_str(&patched).unwrap();
+    let template = &patched["spec"]["template"];
+    let annotations = template["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["prometheus.io/scrape", "proxy.istio.io/config"],
+        "the app's own annotation stays, one is added"
+    );
+    let proxy_config: Value =
+        serde_yaml_ng::from_str(annotations["proxy.istio.io/config"].as_str().unwrap()).unwrap();
+    assert_eq!(proxy_config, json!({"extraStatTags": labels}));
+    assert_eq!(template["spec"]["containers"][0]["image"], "plants:1");
+
+    // Mesh-wide with Helm: the istiod chart's values.
+    assert_eq!(
+        manifest("istio/stat-tags/istiod-values.yaml"),
+        json!({"meshConfig": {"defaultConfig": {"extraStatTags": labels}}})
+    );
+
+    // Mesh-wide with istioctl: the README's `--set` flags, index by index, next to the user's own
+    // IstioOperator file (`-f`), without which istioctl would reinstall the default profile.
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let flag = "meshConfig.defaultConfig.extraStatTags[";
+    let start = readme
+        .find("istioctl install -f ")
+        .expect("istioctl in README");
+    let set: Vec<(usize, String)> = readme
+        .match_indices(flag)
+        .map(|(at, _)| {
+            assert!(at > start, "a --set flag before `istioctl install -f`");
+            let (index, rest) = readme[at + flag.len()..].split_once("]=").unwrap();
+            let tag = rest.split(|c: char| !c.is_ascii_alphanumeric()).next();
+            (index.parse().unwrap(), tag.unwrap().to_owned())
+        })
+        .collect();
+    let want: Vec<(usize, String)> = dbfault::metrics::LABELS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, (*l).to_owned()))
+        .collect();
+    assert_eq!(set, want);
+}
+
+/// `to` relative to the directory `from`: kustomize takes no absolute path to a base.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (from, to) = (
+        fs::canonicalize(from).unwrap(),
+        fs::canonicalize(to).unwrap(),
+    );
+    let mut path: PathBuf = from.components().skip(1).map(|_| "..").collect();
+    path.push(to.strip_prefix("/").unwrap());
+    path
+}
+
+/// `kubectl kustomize DIR`: the documents it renders.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = kubectl(&["kustomize", dir.to_str().unwrap()]);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// The Istio objects of `docs` through validate.mjs (written to `file`). Other kinds may only be
+/// the base's PrometheusRule, which has no Istio schema.
+fn validate_rendered(docs: &[Value], file: &Path) -> (bool, String) {
+    let mut text = String::new();
+    for doc in docs {
+        if doc["apiVersion"].as_str().unwrap().contains(".istio.io/") {
+            text += "---\n";
+            text += &serde_yaml_ng::to_string(doc).unwrap();
+        } else {
+            assert_eq!(doc["kind"], "PrometheusRule", "{doc}");
+        }
+    }
+    fs::write(file, text).unwrap();
+    validate(&[file.to_owned()])
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+/// `kubectl kustomize` of the base and of the example overlay (as shipped, and copied for another
+/// app with the pin `make oci` prints pasted in): valid against Istio's CRD schemas, and every
+/// value the overlay sets lands in what would be applied.
+#[test]
+fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
+    let dir = TempDir::new("kustomize");
+    let rendered = dir.path().join("rendered.yaml");
+
+    // The base: the shipped WasmPlugin as it is, and the alert rules.
+    let base = kustomize(&repo().join("istio"));
+    let (ok, out) = validate_rendered(&base, &rendered);
+    assert!(ok, "{out}");
+    assert_eq!(
+        find(&base, "WasmPlugin"),
+        [&manifest("istio/wasmplugin.yaml")]
+    );
+    let rules = find(&base, "PrometheusRule").len();
+    assert!(rules <= 1, "one PrometheusRule at most");
+    assert_eq!(base.len(), 1 + rules, "nothing app-specific in the base");
+
+    // The example overlay as shipped: the plants app, a pin that matches no image.
+    let plants = kustomize(&repo().join(OVERLAY));
+    let (ok, out) = validate_rendered(&plants, &rendered);
+    assert!(ok, "{out}");
+    let zeros = "0".repeat(64);
+    let plugin = find(&plants, "WasmPlugin")[0];
+    assert_eq!(
+        plugin["spec"]["selector"],
+        json!({"matchLabels": {"app": "plants"}})
+    );
+    assert_eq!(
+        plugin["spec"]["url"],
+        format!("oci://registry.example.com/dbfault@sha256:{zeros}")
+    );
+    assert_eq!(plugin["spec"]["sha256"], zeros);
+    assert_eq!(find(&plants, "ServiceEntry").len(), 1);
+    for doc in &plants {
+        assert_eq!(doc["metadata"]["namespace"], "plants", "{doc}");
+    }
+
+    // Copied for another app: its namespace, its pods' labels and the printed pin.
+    let oci = build_oci(&dir.path().join("oci"));
+    let app = dir.path().join("app");
+    fs::create_dir_all(&app).unwrap();
+    for entry in fs::read_dir(repo().join(OVERLAY)).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), app.join(entry.file_name())).unwrap();
+    }
+    let kustomization = fs::read_to_string(app.join("kustomization.yaml")).unwrap();
+    let pin_url = oci.pin["url"].as_str().unwrap();
+    let pin_sha256 = oci.pin["sha256"].as_str().unwrap();
+    let base_path = relative(&app, &repo().join("istio"));
+    let mut text = replace_once(
+        &kustomization,
+        "- ../../istio\n",
+        &format!("- {}\n", base_path.display()),
+    );
+    for (from, to) in [
+        ("namespace: plants", "namespace: shop"),
+        ("        app: plants", "        app: checkout"),
+        (
+            &format!("oci://registry.example.com/dbfault@sha256:{zeros}"),
+            pin_url,
+        ),
+        (&format!("\"{zeros}\""), &format!("\"{pin_sha256}\"")),
+    ] {
+        text = replace_once(&text, from, to);
+    }
+    fs::write(app.join("kustomization.yaml"), &text).unwrap();
+    let shop = kustomize(&app);
+    let (ok, out) = validate_rendered(&shop, &rendered);
+    assert!(ok, "{out}");
+    let plugin = find(&shop, "WasmPlugin")[0];
+    assert_eq!(
+        plugin["spec"]["selector"],
+        json!({"matchLabels": {"app": "checkout"}})
+    );
+    assert_eq!(plugin["spec"]["url"], pin_url);
+    assert_eq!(
+        plugin["spec"]["sha256"],
+        oci.digest.strip_prefix("sha256:").unwrap()
+    );
+    for doc in &shop {
+        assert_eq!(doc["metadata"]["namespace"], "shop", "{doc}");
+    }
+
+    // A misspelled path in the overlay's patch: kustomize adds the field (a JSON patch `replace`
+    // of a missing field adds it there) and the schema check of the render refuses it.
+    fs::write(
+        app.join("kustomization.yaml"),
+        replace_once(&text, "path: /spec/url\n", "path: /spec/urll\n"),
+    )
+    .unwrap();
+    let (ok, out) = validate_rendered(&kustomize(&app), &rendered);
+    assert!(!ok, "/spec/urll passed validation: {out}");
+    assert!(out.contains("'\"urll\"' does not exist"), "{out}");
 }
 
 /// What `scripts/build-oci.py` printed for the built module (tag `test`, default image name).
