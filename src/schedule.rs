@@ -62,6 +62,23 @@ pub fn selected(seed: u64, episode: u64, percentage_bp: u32) -> bool {
     mix(seed ^ mix(episode)) % 10_000 < u64::from(percentage_bp)
 }
 
+/// Whether the sidecar `node_id` is in a rule's `sidecarPercentage` share (`share_bp` basis
+/// points): the first 8 bytes of SHA-256(node id, a newline, rule name), big-endian, modulo
+/// 10000, below the share. Stable across pushes, restarts and new VMs, and different per rule,
+/// so that two rules at 30% do not always pick the same pods.
+pub fn sidecar_selected(node_id: &str, rule: &str, share_bp: u32) -> bool {
+    if share_bp >= 10_000 {
+        return true;
+    }
+    let mut input = Vec::with_capacity(node_id.len() + 1 + rule.len());
+    input.extend_from_slice(node_id.as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(rule.as_bytes());
+    let digest = crate::config::digest::sha256(&input);
+    let (head, _) = digest.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    u64::from_be_bytes(*head) % 10_000 < u64::from(share_bp)
+}
+
 /// A small PRNG stream (SplitMix64 steps), for jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct Rng(u64);
@@ -90,6 +107,37 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidecar_shares_are_stable_nested_and_per_rule() {
+        let pods: Vec<String> = (0..10_000)
+            .map(|i| {
+                format!(
+                    "sidecar~10.1.{}.{}~plants-{i:x}.plants~plants.svc.cluster.local",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let chosen = |rule: &str, bp: u32| -> Vec<bool> {
+            pods.iter().map(|p| sidecar_selected(p, rule, bp)).collect()
+        };
+        let count = |v: &[bool]| v.iter().filter(|c| **c).count();
+        let a30 = chosen("outage", 3000);
+        // About the share (binomial: sd = 46 for 10000 at 30%; 5 sd either side).
+        assert!((2770..=3230).contains(&count(&a30)), "{}", count(&a30));
+        assert_eq!(count(&chosen("outage", 0)), 0);
+        assert_eq!(count(&chosen("outage", 10_000)), 10_000);
+        // Asking again gives the same pods.
+        assert_eq!(chosen("outage", 3000), a30);
+        // A larger share keeps every pod of a smaller one (raising it only adds sidecars).
+        let a50 = chosen("outage", 5000);
+        assert!(a30.iter().zip(&a50).all(|(small, large)| !small || *large));
+        // Another rule picks other pods: overlap near 30% × 30%, not 30%.
+        let b30 = chosen("slow", 3000);
+        let both = a30.iter().zip(&b30).filter(|(a, b)| **a && **b).count();
+        assert!((700..=1100).contains(&both), "{both}");
+    }
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)

@@ -939,3 +939,53 @@ fn pushing_no_active_rule_ends_every_fault_within_a_second() {
         "answered after {answered:?}, closed after {closed:?}"
     );
 }
+
+#[test]
+fn sidecar_percentage_picks_the_same_sidecars_across_restarts() {
+    let redis = Redis::start();
+    let config = r#"{"metrics": {"interval": "100ms"}, "faults": [{"name": "half", "sidecarPercentage": 50, "match": {"hosts": ["redis"]}, "abort": {}}]}"#;
+    // Node ids shaped like Istio's, one per pod.
+    let nodes: Vec<String> = (1..=6)
+        .map(|i| format!("sidecar~10.8.0.{i}~plants-7d9f-{i}.plants~plants.svc.cluster.local"))
+        .collect();
+    let run = || -> Vec<bool> {
+        nodes
+            .iter()
+            .map(|node| {
+                let envoy = Envoy::builder()
+                    .redis(redis.port)
+                    .concurrency(1)
+                    .node_id(node)
+                    .plugin_config(config)
+                    .start();
+                let active = envoy.fault_active("half") == Some(1.0);
+                // The rule acts exactly on the sidecars where fault_active says so.
+                assert_eq!(ping(envoy.redis()).is_err(), active, "{node}");
+                let said = if active { "chosen" } else { "left out" };
+                let log = envoy.log();
+                assert_eq!(
+                    log.matches("dbfault: rule half ").count(),
+                    1,
+                    "logged once per rule: {log}"
+                );
+                assert!(
+                    log.contains(&format!(
+                        "dbfault: rule half {said} on this sidecar (node id {node}, sidecarPercentage 50.00)"
+                    )),
+                    "{log}"
+                );
+                active
+            })
+            .collect()
+    };
+    let first = run();
+    // The pods the documented hash picks; some in, some out for these names.
+    let expected: Vec<bool> = nodes
+        .iter()
+        .map(|n| dbfault::schedule::sidecar_selected(n, "half", 5000))
+        .collect();
+    assert_eq!(first, expected);
+    assert!(first.contains(&true) && first.contains(&false), "{first:?}");
+    // Restarted, the same sidecars take part.
+    assert_eq!(run(), first);
+}

@@ -77,6 +77,7 @@ fn rule(kind: FaultKind, dry_run: bool) -> Rule {
         window: None,
         dry_run,
         expires_at: None,
+        sidecar_bp: 10_000,
         kind,
     }
 }

@@ -216,6 +216,12 @@ pub fn rule(r: &Rule) -> String {
     if let Some(p) = r.matcher.protocol {
         target.push(format!("{} sessions only", p.name()));
     }
+    if r.sidecar_bp < 10_000 {
+        when.push_str(&format!(
+            "; on {} of sidecars (chosen by node id)",
+            percent(r.sidecar_bp)
+        ));
+    }
     let apply = match r.apply_to {
         ApplyTo::All => "open and new connections",
         ApplyTo::New => "new connections only",

@@ -350,6 +350,7 @@ mod tests {
             window: None,
             dry_run: false,
             expires_at: None,
+            sidecar_bp: 10_000,
             kind,
         }
     }

@@ -201,6 +201,7 @@ mod tests {
             window: None,
             dry_run: false,
             expires_at: None,
+            sidecar_bp: 10_000,
             kind: FaultKind::Delay(d),
         };
         conn.apply(&rule, "d".into(), 1, 0, false);

@@ -17,6 +17,8 @@ pub struct RuleSlot {
     pub name: Rc<str>,
     /// `Some(episode)` while the rule is active.
     pub episode: Option<u64>,
+    /// This sidecar is outside the rule's `sidecarPercentage`: the rule never acts here.
+    pub left_out: bool,
 }
 
 /// A rule switched on or off (for logs and the `fault_active` gauge). `removed`: the rule is
@@ -46,6 +48,8 @@ pub struct Engine {
     /// per connection.
     uses_hosts: bool,
     uses_ports: bool,
+    /// This sidecar's identity (Envoy's node id), for `sidecarPercentage`.
+    sidecar: String,
 }
 
 impl Default for Engine {
@@ -62,11 +66,29 @@ impl Engine {
             last_episode: 0,
             uses_hosts: false,
             uses_ports: false,
+            sidecar: String::new(),
         }
     }
 
-    fn is_active(rule: &Rule, loaded_at: u64, now: u64) -> bool {
+    /// Sets this sidecar's identity (Envoy's node id); configurations loaded afterwards choose
+    /// their `sidecarPercentage` share by it.
+    pub fn set_sidecar(&mut self, node_id: &str) {
+        node_id.clone_into(&mut self.sidecar);
+    }
+
+    /// This sidecar's identity, as set.
+    pub fn sidecar(&self) -> &str {
+        &self.sidecar
+    }
+
+    /// Whether this sidecar is outside `rule`'s `sidecarPercentage` share.
+    pub fn left_out(&self, rule: &Rule) -> bool {
+        !crate::schedule::sidecar_selected(&self.sidecar, &rule.name, rule.sidecar_bp)
+    }
+
+    fn is_active(rule: &Rule, left_out: bool, loaded_at: u64, now: u64) -> bool {
         rule.enabled
+            && !left_out
             && rule.expires_at.is_none_or(|at| now < at)
             && rule.window.is_none_or(|w| w.is_open_at(loaded_at, now))
     }
@@ -86,7 +108,8 @@ impl Engine {
         for rule in rules {
             let previous = old.iter().find(|s| *s.name == *rule.name);
             let was_active = previous.is_some_and(|s| s.episode.is_some());
-            let episode = if Self::is_active(&rule, loaded_at, now) {
+            let left_out = self.left_out(&rule);
+            let episode = if Self::is_active(&rule, left_out, loaded_at, now) {
                 match previous {
                     Some(p) if p.rule == rule && p.episode.is_some() => p.episode,
                     _ => Some(self.new_episode()),
@@ -116,6 +139,7 @@ impl Engine {
                 rule,
                 name,
                 episode,
+                left_out,
             });
         }
         for gone in old
@@ -138,7 +162,7 @@ impl Engine {
             let Some(slot) = self.rules.get(i) else {
                 continue;
             };
-            let active = Self::is_active(&slot.rule, self.loaded_at, now);
+            let active = Self::is_active(&slot.rule, slot.left_out, self.loaded_at, now);
             if active == slot.episode.is_some() {
                 continue;
             }
@@ -320,7 +344,34 @@ mod tests {
             window: None,
             dry_run: false,
             expires_at: None,
+            sidecar_bp: 10_000,
             kind: FaultKind::Abort(crate::fault::abort::Abort),
+        }
+    }
+
+    #[test]
+    fn a_sidecar_outside_the_share_never_activates_the_rule() {
+        let half = Rule {
+            sidecar_bp: 5000,
+            ..rule("half", "pg")
+        };
+        // Two sidecars the hash puts on either side of 50% for this rule.
+        let pick = |want: bool| {
+            (0..100)
+                .map(|i| format!("pod-{i}"))
+                .find(|p| crate::schedule::sidecar_selected(p, "half", 5000) == want)
+                .unwrap()
+        };
+        for (node, active) in [(pick(true), true), (pick(false), false)] {
+            let mut e = Engine::new();
+            e.set_sidecar(&node);
+            let changes = e.load(vec![half.clone()], 0, 0);
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].active, active, "{node}");
+            assert_eq!(e.decide(&up("pg"), 1, true).is_some(), active);
+            // Windows and pushes do not re-roll the choice.
+            assert!(e.update(SEC).is_empty());
+            assert!(e.load(vec![half.clone()], SEC, SEC).is_empty());
         }
     }
 

@@ -22,6 +22,7 @@ const COMMON_KEYS: &[&str] = &[
     "window",
     "dryRun",
     "expiresAt",
+    "sidecarPercentage",
 ];
 
 /// One validated rule from `faults[]`.
@@ -39,6 +40,9 @@ pub struct Rule {
     pub dry_run: bool,
     /// After this instant (nanoseconds since the Unix epoch) the rule is inactive, whatever else.
     pub expires_at: Option<u64>,
+    /// Share of sidecars the rule is active on, in basis points, chosen by a stable hash of the
+    /// sidecar's node id and the rule name ([`crate::schedule::sidecar_selected`]).
+    pub sidecar_bp: u32,
     pub kind: FaultKind,
 }
 
@@ -107,19 +111,8 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         );
     };
     let matcher = Match::parse(&matcher)?;
-    let percentage_bp = match raw.get("percentage") {
-        None => 10_000,
-        Some(v) => match (raw.f64("percentage")?, v) {
-            (Some(p), _) if (0.0..=100.0).contains(&p) => (p * 100.0).round() as u32,
-            (_, crate::config::json::Value::Number(n)) => {
-                return err(
-                    &raw.path("percentage"),
-                    format!("{} is out of range (0 to 100)", number_text(n)),
-                )
-            }
-            _ => return err(&raw.path("percentage"), "not a number"),
-        },
-    };
+    let percentage_bp = share(raw, "percentage")?;
+    let sidecar_bp = share(raw, "sidecarPercentage")?;
     let apply_to = match raw.str("applyTo")? {
         None | Some("all") => ApplyTo::All,
         Some("new") => ApplyTo::New,
@@ -145,8 +138,24 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         window,
         dry_run: raw.bool("dryRun")?.unwrap_or(false),
         expires_at: raw.instant("expiresAt")?,
+        sidecar_bp,
         kind,
     })
+}
+
+/// A percentage field (0 to 100, default 100) in basis points.
+fn share(raw: &Fields<'_>, key: &str) -> Result<u32, ConfigError> {
+    match raw.get(key) {
+        None => Ok(10_000),
+        Some(v) => match (raw.f64(key)?, v) {
+            (Some(p), _) if (0.0..=100.0).contains(&p) => Ok((p * 100.0).round() as u32),
+            (_, crate::config::json::Value::Number(n)) => err(
+                &raw.path(key),
+                format!("{} is out of range (0 to 100)", number_text(n)),
+            ),
+            _ => err(&raw.path(key), "not a number"),
+        },
+    }
 }
 
 /// Kinds that need a protocol, and the kinds a statement rule can have.

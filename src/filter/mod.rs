@@ -75,6 +75,8 @@ struct VmState {
     actions: Vec<(u32, TickAction)>,
     /// Per-connection seeds come from this counter, mixed with the VM's first load time.
     seeds: u64,
+    /// Whether the engine has this sidecar's node id (read once per VM).
+    sidecar_known: bool,
 }
 
 impl VmState {
@@ -96,6 +98,7 @@ impl VmState {
             due: Vec::new(),
             actions: Vec::new(),
             seeds: 0,
+            sidecar_known: false,
         }
     }
 }
@@ -201,11 +204,34 @@ impl VmState {
     /// Accepts a configuration from `on_configure`: shares it with the other VMs, or takes the
     /// load time from shared data when another worker already loaded the same bytes.
     fn configure(&mut self, config: Config, bytes: Vec<u8>, now: u64) {
+        if !self.sidecar_known {
+            // Envoy's node id: Istio sets it per pod (`sidecar~<ip>~<pod>.<ns>~<ns>.svc...`).
+            // `xds.node` is the attribute (verified on Envoy 1.40: `node.id` answers nothing).
+            let node = crate::host::property(&["xds", "node", "id"]).unwrap_or_default();
+            self.engine.set_sidecar(&node);
+            self.sidecar_known = true;
+        }
         let shared = crate::host::shared_data(SHARED_CONFIG_KEY).map(|(value, _cas)| value);
         let loaded_at = match shared.as_deref().and_then(decode_shared) {
             Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => at,
             _ => {
                 crate::host::set_shared_data(SHARED_CONFIG_KEY, &encode_shared(now, &bytes));
+                // The first VM to load these bytes says which rules this sidecar takes part in
+                // (the others decide the same).
+                for rule in config.faults.iter().filter(|r| r.sidecar_bp < 10_000) {
+                    info!(
+                        "dbfault: rule {} {} on this sidecar (node id {}, sidecarPercentage {}.{:02})",
+                        rule.name,
+                        if self.engine.left_out(rule) {
+                            "left out"
+                        } else {
+                            "chosen"
+                        },
+                        self.engine.sidecar(),
+                        rule.sidecar_bp / 100,
+                        rule.sidecar_bp % 100
+                    );
+                }
                 now
             }
         };

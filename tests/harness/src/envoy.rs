@@ -69,6 +69,7 @@ pub struct EnvoyBuilder {
     plugin_config: String,
     upstreams: Vec<(String, u16)>,
     concurrency: u32,
+    node_id: Option<String>,
 }
 
 impl EnvoyBuilder {
@@ -123,6 +124,13 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Envoy's node id (`--service-node`), as Istio sets one per pod; default the shipped
+    /// `dbfault-local`.
+    pub fn node_id(mut self, id: &str) -> Self {
+        self.node_id = Some(id.to_owned());
+        self
+    }
+
     /// Another Envoy binary (default: `envoy_bin()`).
     pub fn binary(mut self, path: &Path) -> Self {
         path.clone_into(&mut self.binary);
@@ -148,7 +156,12 @@ impl EnvoyBuilder {
             args.push(format!("{name}={port}"));
         }
         localenv(&args);
-        let mut envoy = Envoy::launch(dir, &self.binary, self.concurrency);
+        let extra: Vec<String> = self
+            .node_id
+            .iter()
+            .flat_map(|id| ["--service-node".to_owned(), id.clone()])
+            .collect();
+        let mut envoy = Envoy::launch_with(dir, &self.binary, self.concurrency, &extra);
         envoy.module = self.module;
         // Each VM loads the first configuration: two on the main thread and one per worker
         // (measured on Envoy 1.36 and 1.40).
@@ -184,6 +197,7 @@ impl Envoy {
             plugin_config: "{}".to_owned(),
             upstreams: Vec::new(),
             concurrency: 2,
+            node_id: None,
         }
     }
 
@@ -191,6 +205,11 @@ impl Envoy {
     /// waits until it is ready. Nothing is known of its dbfault configuration: waiting for it
     /// is the caller's business.
     pub fn launch(dir: TempDir, binary: &Path, concurrency: u32) -> Envoy {
+        Envoy::launch_with(dir, binary, concurrency, &[])
+    }
+
+    /// [`Envoy::launch`] with further command-line arguments.
+    pub fn launch_with(dir: TempDir, binary: &Path, concurrency: u32, extra: &[String]) -> Envoy {
         let log = fs::File::create(dir.path().join("envoy.log")).unwrap();
         let child = Command::new(binary)
             .arg("-c")
@@ -200,6 +219,7 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(dir.path().join("admin"))
             .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args(extra)
             .current_dir(dir.path())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
