@@ -191,6 +191,26 @@ oci: build
 image: build
 	docker build -t $(IMAGE) .
 
+# What a release publishes, in target/release-artifacts/dbfault-VERSION/: the module, the OCI image
+# layout (a tar of target/oci; its manifest digest is the WasmPlugin pin `make oci` prints), the
+# `dbfault` binary for this platform, and SHA256SUMS over them.
+RELEASE_DIR := target/release-artifacts/dbfault-$(VERSION)
+release: oci cli
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	cp $(WASM) $(RELEASE_DIR)/dbfault-$(VERSION).wasm
+	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C target/oci -cf $(RELEASE_DIR)/dbfault-$(VERSION)-oci.tar .
+	cp $(DBFAULT_BIN) $(RELEASE_DIR)/dbfault-$(VERSION)-$$(uname -s | tr A-Z a-z)-$$(uname -m)
+	cd $(RELEASE_DIR) && sha256sum dbfault-* > SHA256SUMS
+	@echo "release $(VERSION) in $(RELEASE_DIR):" && cat $(RELEASE_DIR)/SHA256SUMS
+	@echo "image digest (the WasmPlugin pin): $$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' target/oci/index.json)"
+
+# Publishes the image: `make push IMAGE=registry.example.com/team/dbfault:0.1.0` (any skopeo
+# destination with a transport prefix, e.g. IMAGE=oci:/tmp/copy:0.1.0, is used as given). The
+# manifest digest is preserved, so the pin `make oci` printed is what the registry serves.
+push: oci
+	@case "$(IMAGE)" in registry.example.com/*) echo "make push IMAGE=<your registry>/dbfault:$(VERSION) (registry.example.com is a placeholder)"; exit 2;; esac
+	skopeo copy --preserve-digests oci:target/oci:$(VERSION) $(if $(findstring :/,$(IMAGE)),$(IMAGE),docker://$(IMAGE))
+
 clean:
 	cargo clean
 	rm -rf $(VENV)
