@@ -37,6 +37,9 @@ WASM_OPT_FLAGS := -O3 --strip-debug --strip-producers --enable-bulk-memory --ena
 
 build: wasm-target binaryen
 	cargo build --release --target $(WASM_TARGET) --lib
+	@# Cargo hard-links $(WASM) to deps/dbfault.wasm: writing through the link would make the next
+	@# build optimise an optimised module (a different module each run), so unlink it first.
+	rm -f $(WASM)
 	wasm-opt $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/deps/dbfault.wasm -o $(WASM)
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
