@@ -422,4 +422,72 @@ spec:
         assert_eq!(t.changed.len(), 2);
         assert_eq!(t.text.matches("enabled: true   # off").count(), 2);
     }
+
+    proptest::proptest! {
+        /// Any mix of rules with and without `enabled`, written as JSON (compact or spread over
+        /// lines), as a block-YAML manifest, or inside an ECDS string: switching any rule on and
+        /// off succeeds, changes only that rule, and switching back gives the text back when the
+        /// rule had an explicit `enabled`.
+        #[test]
+        fn switching_is_exact_in_every_shape(
+            rules in proptest::collection::vec(proptest::option::of(proptest::bool::ANY), 1..6),
+            pick in 0usize..6,
+            shape in 0u8..4,
+        ) {
+            let pick = pick % rules.len();
+            let json_rule = |i: usize, e: &Option<bool>| {
+                let enabled = e.map(|b| format!(", \"enabled\": {b}")).unwrap_or_default();
+                format!("{{\"name\": \"r{i}\"{enabled}, \"match\": {{\"hosts\": [\"h{i}\"]}}, \"abort\": {{}}}}")
+            };
+            let list: Vec<String> = rules.iter().enumerate().map(|(i, e)| json_rule(i, e)).collect();
+            let text = match shape {
+                0 => format!("{{\"faults\": [{}]}}", list.join(", ")),
+                1 => format!("{{\n  \"faults\": [\n    {}\n  ]\n}}\n", list.join(",\n    ")),
+                2 => {
+                    let mut t = String::from("kind: WasmPlugin\nmetadata: {name: p}\nspec:\n  pluginConfig:\n    faults:\n");
+                    for (i, e) in rules.iter().enumerate() {
+                        t.push_str(&format!("    # rule {i}\n    - name: r{i}   # its name\n"));
+                        if let Some(b) = e {
+                            t.push_str(&format!("      enabled: {b}\n"));
+                        }
+                        t.push_str(&format!("      match: {{hosts: [h{i}]}}\n      abort: {{}}\n"));
+                    }
+                    t
+                }
+                _ => {
+                    let inner = format!("{{\"faults\": [{}]}}", list.join(", "));
+                    format!("resources:\n- name: d\n  typed_config:\n    config:\n      configuration:\n        value: '{}'\n", inner.replace('\'', "''"))
+                }
+            };
+            let name = format!("r{pick}");
+            let on = toggle("f", &text, &name, true).unwrap();
+            let off = toggle("f", &on.text, &name, false).unwrap();
+            let again = toggle("f", &off.text, &name, true).unwrap();
+            // Once `enabled` is written, off and on alternate between two texts.
+            proptest::prop_assert_eq!(&toggle("f", &again.text, &name, false).unwrap().text, &off.text);
+            if rules[pick].is_some() {
+                proptest::prop_assert_eq!(&again.text, &on.text);
+            }
+            let original = rules[pick];
+            match original {
+                Some(true) => proptest::prop_assert_eq!(&on.text, &text),
+                Some(false) => proptest::prop_assert_eq!(&off.text, &text),
+                None => proptest::prop_assert_eq!(&on.text, &text),
+            }
+            // Every other rule reads as before.
+            let before = plugin_configs("f", text.as_bytes()).unwrap();
+            let after = plugin_configs("f", off.text.as_bytes()).unwrap();
+            let rules_of = |c: &[crate::manifest::PluginConfig]| -> Vec<Value> {
+                let v: Value = serde_json::from_slice(&c[0].bytes).unwrap();
+                v["faults"].as_array().unwrap().clone()
+            };
+            for (i, (b, a)) in rules_of(&before).iter().zip(rules_of(&after)).enumerate() {
+                if i != pick {
+                    proptest::prop_assert_eq!(b, &a);
+                } else {
+                    proptest::prop_assert_eq!(&a["enabled"], &Value::Bool(false));
+                }
+            }
+        }
+    }
 }
