@@ -99,8 +99,24 @@ fn a_kubectl_pipeline_changes_one_value() {
             "      name: firestore-slow\n      enabled: false\n"
         )
     );
-    // The result is still a manifest Istio's schema accepts (kubectl's own fields aside), and
-    // the module's parser reads the switched rule.
+    // The result is still a manifest Istio's CRD schema accepts (the check `make test` runs on
+    // the shipped manifests, unknown fields included), and the module's parser reads the
+    // switched rule.
+    let dir = TempDir::new("cli-kubectl");
+    let file = dir.path().join("wasmplugin.yaml");
+    fs::write(&file, &out).unwrap();
+    let checked = Command::new("node")
+        .arg(repo().join("tests/istio-schema/validate.mjs"))
+        .arg(&file)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let (code, listed, _) = dbfault(&["list", "--output", "json", "-"], Some(&out));
     assert_eq!(code, 0);
     let listed: Value = serde_json::from_str(&listed).unwrap();
@@ -250,4 +266,31 @@ fn list_tells_what_is_active_now() {
     assert!(text.contains("expired at 2020-01-01T00:00:00Z"), "{text}");
     let (code, _, _) = dbfault(&["list", "-"], Some(r#"{"faults": 3}"#));
     assert_eq!(code, 1);
+}
+
+#[test]
+fn list_tells_whether_a_sidecar_is_left_out() {
+    let config = r#"{"faults": [{"name": "third", "sidecarPercentage": 33.3, "match": {"hosts": ["h"]}, "abort": {}}]}"#;
+    let node = |want: bool| {
+        (0..200)
+            .map(|i| format!("sidecar~10.8.1.{i}~shop-{i}.shop~shop.svc.cluster.local"))
+            .find(|n| dbfault::schedule::sidecar_selected(n, "third", 3330) == want)
+            .unwrap()
+    };
+    for (id, state) in [(node(true), "active"), (node(false), "left out")] {
+        let (code, out, err) = dbfault(
+            &["list", "--output", "json", "--node-id", &id, "-"],
+            Some(config),
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["rules"][0]["state"], state, "{id}");
+    }
+    // Without a node id the share is described, not decided.
+    let (_, out, _) = dbfault(&["list", "-"], Some(config));
+    assert!(
+        out.contains("on 33.3% of sidecars (chosen by node id)"),
+        "{out}"
+    );
+    assert!(out.contains(" active "), "{out}");
 }

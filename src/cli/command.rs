@@ -31,11 +31,13 @@ dbfault_config_info). Warns about enabled rules without expiresAt and rules alre
 with --strict an expired rule makes the configuration invalid.
 Exit status: 0 valid, 1 invalid, 2 usage or unreadable file.";
 
-const HELP_LIST: &str = "usage: dbfault list [--output text|json] FILE
+const HELP_LIST: &str = "usage: dbfault list [--output text|json] [--node-id ID] FILE
 
 Lists the rules of every configuration in FILE: enabled or not, what each does, and whether it is
 active now (expiry, absolute windows). A window counted from load (`window.after`) depends on when
-each sidecar loaded the configuration and is shown as such.
+each sidecar loaded the configuration and is shown as such. With --node-id (a sidecar's Envoy node
+id, e.g. sidecar~10.8.0.7~plants-7d9f.plants~plants.svc.cluster.local), rules whose
+sidecarPercentage leaves that sidecar out are shown as `left out`.
 Exit status: 0, 1 invalid configuration, 2 usage or unreadable file.";
 
 const HELP_TOGGLE: &str = "usage: dbfault on|off RULE FILE [--in-place]
@@ -102,6 +104,7 @@ struct Opts {
     json: bool,
     strict: bool,
     in_place: bool,
+    node_id: Option<String>,
     files: Vec<String>,
 }
 
@@ -110,6 +113,7 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
         json: false,
         strict: false,
         in_place: false,
+        node_id: None,
         files: Vec::new(),
     };
     let mut it = args.iter();
@@ -121,6 +125,13 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
         match flag {
             "--strict" => o.strict = true,
             "--in-place" => o.in_place = true,
+            "--node-id" => {
+                let value = match a.split_once('=') {
+                    Some((_, v)) => Some(v.to_owned()),
+                    None => it.next().cloned(),
+                };
+                o.node_id = Some(value.ok_or("--node-id takes a sidecar's node id")?);
+            }
             "--output" => {
                 let value = match a.split_once('=') {
                     Some((_, v)) => Some(v.to_owned()),
@@ -264,9 +275,17 @@ fn expiry_notes(rules: &[Rule], now: u64, strict: bool) -> (Vec<String>, Vec<Str
 }
 
 /// Whether a rule is active at `now`, as far as a file can tell: (state, explanation).
-pub fn activity(rule: &Rule, now: u64) -> (&'static str, String) {
+pub fn activity(rule: &Rule, now: u64, node_id: Option<&str>) -> (&'static str, String) {
     if !rule.enabled {
         return ("off", "disabled".into());
+    }
+    if let Some(node) = node_id {
+        if !crate::schedule::sidecar_selected(node, &rule.name, rule.sidecar_bp) {
+            return (
+                "left out",
+                format!("sidecarPercentage leaves out node {node}"),
+            );
+        }
     }
     if let Some(at) = rule.expires_at.filter(|at| *at <= now) {
         return ("expired", format!("expired at {}", time::format(at)));
@@ -312,7 +331,7 @@ pub fn activity(rule: &Rule, now: u64) -> (&'static str, String) {
 }
 
 fn list(args: &[String]) -> i32 {
-    let o = match opts(args, &["--output"]) {
+    let o = match opts(args, &["--output", "--node-id"]) {
         Ok(o) if o.files.len() == 1 => o,
         Ok(_) => return usage_err(HELP_LIST),
         Err(e) => return usage_err(&format!("dbfault list: {e}\n\n{HELP_LIST}")),
@@ -351,7 +370,7 @@ fn list(args: &[String]) -> i32 {
             .faults
             .iter()
             .map(|r| {
-                let (state, why) = activity(r, now);
+                let (state, why) = activity(r, now, o.node_id.as_deref());
                 let what = super::describe::rule(r);
                 let what = what
                     .strip_prefix(&format!("rule {}: ", r.name))
@@ -551,25 +570,25 @@ mod tests {
 
     #[test]
     fn activity_follows_expiry_and_absolute_windows() {
-        assert_eq!(activity(&rule(r#", "enabled": false"#), T0).0, "off");
-        assert_eq!(activity(&rule(""), T0).0, "active");
+        assert_eq!(activity(&rule(r#", "enabled": false"#), T0, None).0, "off");
+        assert_eq!(activity(&rule(""), T0, None).0, "active");
         let start = time::format(T0 + 60 * S);
         let w = rule(&format!(
             r#", "window": {{"start": "{start}", "for": "10s", "every": "1m"}}"#
         ));
         assert_eq!(
-            activity(&w, T0),
+            activity(&w, T0, None),
             ("inactive", format!("window opens at {start}"))
         );
         assert_eq!(
-            activity(&w, T0 + 65 * S),
+            activity(&w, T0 + 65 * S, None),
             (
                 "active",
                 format!("window open until {}", time::format(T0 + 70 * S))
             )
         );
         assert_eq!(
-            activity(&w, T0 + 75 * S),
+            activity(&w, T0 + 75 * S, None),
             (
                 "inactive",
                 format!("window opens again at {}", time::format(T0 + 120 * S))
@@ -578,14 +597,19 @@ mod tests {
         let once = rule(&format!(
             r#", "window": {{"start": "{start}", "for": "10s"}}"#
         ));
-        assert_eq!(activity(&once, T0 + 80 * S).0, "inactive");
+        assert_eq!(activity(&once, T0 + 80 * S, None).0, "inactive");
         assert_eq!(
-            activity(&rule(r#", "window": {"after": "5s", "for": "10s"}"#), T0).0,
+            activity(
+                &rule(r#", "window": {"after": "5s", "for": "10s"}"#),
+                T0,
+                None
+            )
+            .0,
             "scheduled"
         );
         let exp = rule(&format!(r#", "expiresAt": "{}""#, time::format(T0)));
-        assert_eq!(activity(&exp, T0).0, "expired");
-        assert_eq!(activity(&exp, T0 - 1).0, "active");
+        assert_eq!(activity(&exp, T0, None).0, "expired");
+        assert_eq!(activity(&exp, T0 - 1, None).0, "active");
     }
 
     #[test]
