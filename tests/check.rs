@@ -7,9 +7,8 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{repo, TempDir};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use dbfault_testkit::{output_with_input, repo, TempDir};
+use std::process::Command;
 
 fn check(args: &[&str], stdin: Option<&str>) -> (i32, String) {
     run(
@@ -20,20 +19,10 @@ fn check(args: &[&str], stdin: Option<&str>) -> (i32, String) {
 }
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(repo())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        Command::new(program).args(args).current_dir(repo()),
+        stdin.unwrap_or_default().as_bytes(),
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap(), text)

@@ -7,28 +7,19 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{repo, TempDir};
+use dbfault_testkit::{output_with_input, repo, TempDir};
 use serde_json::Value;
 use std::fs;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// `dbfault ARGS` with `stdin`: (exit status, stdout, stderr).
 fn dbfault(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dbfault"))
-        .args(args)
-        .current_dir(repo())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        Command::new(env!("CARGO_BIN_EXE_dbfault"))
+            .args(args)
+            .current_dir(repo()),
+        stdin.unwrap_or_default().as_bytes(),
+    );
     (
         out.status.code().unwrap(),
         String::from_utf8(out.stdout).unwrap(),

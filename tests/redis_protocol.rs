@@ -8,9 +8,9 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{python_json, wait_for, Envoy, Redis};
+use dbfault_testkit::{output_with_input, python_json, wait_for, Envoy, Redis};
 use redis::{ConnectionLike, Value};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const REDIS: &str = r#""match": {"clusters": ["redis"], "protocol": "redis""#;
@@ -345,25 +345,13 @@ fn a_megabyte_value_and_redis_cli_pipe_pass_byte_for_byte() {
         .query(&mut con)
         .unwrap();
     assert_eq!(popped, None);
-    let out = Command::new("redis-cli")
-        .args(["-3", "-p", &envoy.redis().to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut child = out;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"HSET h a 1 b 2\nHGETALL h\nSMEMBERS nothing\nPING\n")
-            .unwrap();
-        let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
-        // A RESP3 map is printed one key and value per line.
-        assert!(text.contains("PONG") && text.contains("a 1"), "{text}");
-    }
+    let out = output_with_input(
+        Command::new("redis-cli").args(["-3", "-p", &envoy.redis().to_string()]),
+        b"HSET h a 1 b 2\nHGETALL h\nSMEMBERS nothing\nPING\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // A RESP3 map is printed one key and value per line.
+    assert!(text.contains("PONG") && text.contains("a 1"), "{text}");
     wait_series(
         &envoy,
         REQUESTS,
@@ -378,20 +366,10 @@ fn a_megabyte_value_and_redis_cli_pipe_pass_byte_for_byte() {
     );
     // redis-cli --pipe: 2000 commands written at once.
     let input: String = (0..2000).map(|i| format!("SET pipe:{i} {i}\r\n")).collect();
-    let mut child = Command::new("redis-cli")
-        .args(["-p", &envoy.redis().to_string(), "--pipe"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        Command::new("redis-cli").args(["-p", &envoy.redis().to_string(), "--pipe"]),
+        input.as_bytes(),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("errors: 0, replies: 2000"), "{text}");
     // 2001 SETs (redis-cli --pipe adds an ECHO of its own to know when it is done).

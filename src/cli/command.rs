@@ -159,6 +159,12 @@ fn read(arg: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// The plugin configurations in `file` (see [`plugin_configs`]), or why there are none.
+fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, String> {
+    let text = read(file).map_err(|e| format!("cannot read: {e}"))?;
+    plugin_configs(file, &text)
+}
+
 fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -182,11 +188,7 @@ fn check(args: &[String]) -> i32 {
     let mut status = 0;
     let mut report = Vec::new();
     for file in &o.files {
-        let found = match read(file) {
-            Err(e) => Err(format!("cannot read: {e}")),
-            Ok(text) => plugin_configs(file, &text),
-        };
-        let found = match found {
+        let found = match configs_in(file) {
             Ok(f) => f,
             Err(why) => {
                 status = status.max(2);
@@ -337,11 +339,7 @@ fn list(args: &[String]) -> i32 {
         Err(e) => return usage_err(&format!("dbfault list: {e}\n\n{HELP_LIST}")),
     };
     let file = o.files.first().map_or("-", String::as_str);
-    let found = match read(file) {
-        Err(e) => Err(format!("cannot read: {e}")),
-        Ok(text) => plugin_configs(file, &text),
-    };
-    let found = match found {
+    let found = match configs_in(file) {
         Ok(f) => f,
         Err(why) => {
             eprintln!("{file}: {why}");
