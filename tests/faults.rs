@@ -543,20 +543,27 @@ fn an_update_that_replaces_the_vm_reaches_connections_of_the_old_one() {
     });
     let created = "wasm.envoy.wasm.runtime.v8.created";
     let created0 = envoy.stat(created);
+    let loads0 = envoy.log_times("dbfault: configuration loaded").len();
     let pushed = Instant::now();
     assert!(envoy.push_ecds(&dbfault_testkit::render_ecds(&copy, &config)));
     let took = waiter.join().unwrap() - pushed;
-    // This includes compiling the new module in V8; the old VM acts on its next tick after.
     eprintln!("old VM's connection closed {took:?} after the ECDS file was replaced");
-    assert!(took < Duration::from_millis(500), "closed after {took:?}");
+    // Closed, not timed out (read_to_close gives up after 5 s).
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    // The time V8 takes to compile the new module comes first and grows with the module (about
+    // 300 ms for this one on one loaded CPU); what dbfault controls is the rest: once the first
+    // new VM has published its configuration, the old VM adopts it at its next base tick (50 ms).
+    let published = envoy.log_times("dbfault: configuration loaded")[loads0];
+    let adopted = envoy.log_times("configuration updated from another VM")[0];
+    assert!(
+        adopted - published <= 200,
+        "published at {published} ms, adopted by the old VM at {adopted} ms"
+    );
     assert!(ping(envoy.redis()).is_err(), "the new VM does not abort");
     // The scenario did replace the VMs: a new one per worker at least (a configuration-only
     // update creates one VM on the main thread, none on the workers).
     let new_vms = envoy.stat(created) - created0;
     assert!(new_vms >= i64::from(workers), "{new_vms} VMs created");
-    assert!(envoy
-        .log()
-        .contains("configuration updated from another VM"));
 }
 
 #[test]
@@ -873,31 +880,17 @@ fn two_envoys_with_the_same_absolute_window_switch_together() {
     let activation = |envoy: &Envoy| {
         wait_for("the window to open", Duration::from_secs(15), || {
             envoy
-                .log()
-                .lines()
-                .find(|l| l.contains("dbfault: fault drill active"))
-                .and_then(|l| l.get(1..24).map(str::to_owned))
+                .log_times("dbfault: fault drill active")
+                .first()
+                .copied()
         })
     };
-    let loaded = |envoy: &Envoy| {
-        envoy
-            .log()
-            .lines()
-            .find(|l| l.contains("dbfault: configuration loaded"))
-            .and_then(|l| l.get(1..24).map(str::to_owned))
-            .unwrap()
-    };
+    let loaded = |envoy: &Envoy| envoy.log_times("dbfault: configuration loaded")[0];
     let (la, lb) = (loaded(&a), loaded(&b));
     let (ta, tb) = (activation(&a), activation(&b));
-    // "2026-11-26 15:47:36.951": the same second and within 100 ms.
-    let ms = |t: &str| -> i64 {
-        let (hms, frac) = t.rsplit(' ').next().unwrap().split_once('.').unwrap();
-        let s: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-        ((s[0] * 60 + s[1]) * 60 + s[2]) * 1000 + frac.parse::<i64>().unwrap()
-    };
     // The loads were apart (so the test can tell), the openings together.
-    assert!(ms(&lb) - ms(&la) >= 200, "loaded at {la} and {lb}");
-    assert!((ms(&ta) - ms(&tb)).abs() <= 100, "{ta} vs {tb}");
+    assert!(lb - la >= 200, "loaded at {la} and {lb} ms");
+    assert!((ta - tb).abs() <= 100, "opened at {ta} and {tb} ms");
 }
 
 #[test]

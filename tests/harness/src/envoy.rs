@@ -430,6 +430,21 @@ impl Envoy {
         fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// When Envoy logged each line containing `needle`: milliseconds since midnight, from the
+    /// log's `[2026-11-26 15:47:36.951]` prefix (lines of one run, so one day).
+    pub fn log_times(&self, needle: &str) -> Vec<i64> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                let (hms, frac) = l.get(12..24)?.split_once('.')?;
+                let mut s = hms.split(':').map(|x| x.parse::<i64>().ok());
+                let (h, m, sec) = (s.next()??, s.next()??, s.next()??);
+                Some(((h * 60 + m) * 60 + sec) * 1000 + frac.parse::<i64>().ok()?)
+            })
+            .collect()
+    }
+
     /// Replaces the ECDS file atomically (as an operator would) with `plugin_config` and the
     /// module this Envoy started with; waits for the outcome (see `update_with`).
     pub fn push_plugin_config(&self, plugin_config: &str) -> bool {
