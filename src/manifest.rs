@@ -54,6 +54,9 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
         }
     };
     let mut found = Vec::new();
+    // Other Kubernetes objects in the same stream (`kubectl kustomize` renders the ServiceEntries
+    // and the PrometheusRule with the WasmPlugin) are not configurations: passed over.
+    let mut skipped = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
         let at = if docs.len() > 1 {
             format!("{name} (document {})", i + 1)
@@ -92,6 +95,8 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
                     bytes,
                 });
             }
+        } else if let Some(kind) = other_object(doc) {
+            skipped.push(kind);
         } else if docs.len() == 1 && json_object {
             found.push(PluginConfig {
                 origin: at,
@@ -104,9 +109,28 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
         }
     }
     if found.is_empty() {
+        if !skipped.is_empty() {
+            return Err(format!(
+                "{name}: no WasmPlugin or dbfault configuration (only {})",
+                skipped.join(", ")
+            ));
+        }
         return Err("no configuration found".into());
     }
     Ok(found)
+}
+
+/// A Kubernetes object other than a WasmPlugin (it has `apiVersion` and `kind`): `Kind name`.
+pub fn other_object(doc: &Value) -> Option<String> {
+    let kind = doc.get("kind").and_then(Value::as_str)?;
+    doc.get("apiVersion").and_then(Value::as_str)?;
+    (kind != "WasmPlugin").then(|| {
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        format!("{kind} {name}")
+    })
 }
 
 /// The one plugin configuration in a file (see [`plugin_configs`]); an error naming them when
@@ -205,6 +229,20 @@ spec:
         for bad in [&b"{\"metrics\": "[..], b"\xff\xfe{}"] {
             assert_eq!(single_plugin_config("-", bad).unwrap().bytes, bad);
         }
+    }
+
+    #[test]
+    fn other_kubernetes_objects_in_a_stream_are_passed_over() {
+        let stream = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: firestore}}\n---\n{WASMPLUGIN}---\napiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {{name: alerts}}\n"
+        );
+        let found = single_plugin_config("-", stream.as_bytes()).unwrap();
+        assert_eq!(found.origin, "- (document 2): WasmPlugin dbfault");
+        let only = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plants}\n";
+        assert_eq!(
+            plugin_configs("d.yaml", only.as_bytes()).unwrap_err(),
+            "d.yaml: no WasmPlugin or dbfault configuration (only Deployment plants)"
+        );
     }
 
     #[test]

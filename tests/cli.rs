@@ -285,3 +285,35 @@ fn list_tells_whether_a_sidecar_is_left_out() {
     );
     assert!(out.contains(" active "), "{out}");
 }
+
+#[test]
+fn a_kustomize_render_is_checked_and_switched_as_a_whole() {
+    // The overlay renders the WasmPlugin with a ServiceEntry and the PrometheusRule: those are
+    // passed over, not refused.
+    let rendered = Command::new("kubectl")
+        .args(["kustomize", "examples/istio-overlay"])
+        .current_dir(repo())
+        .output()
+        .expect("kubectl (on the machine image)");
+    assert!(rendered.status.success());
+    let rendered = String::from_utf8(rendered.stdout).unwrap();
+    assert!(rendered.contains("kind: PrometheusRule") && rendered.contains("kind: ServiceEntry"));
+    let (code, out, err) = dbfault(&["check", "-"], Some(&rendered));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("WasmPlugin dbfault: valid"), "{out}");
+    let (code, on, err) = dbfault(&["on", "firestore-outage", "-"], Some(&rendered));
+    assert_eq!(code, 0, "{err}");
+    let changed: Vec<(&str, &str)> = rendered
+        .lines()
+        .zip(on.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(changed, [("      enabled: false", "      enabled: true")]);
+    // A stream with no configuration at all says what it did find.
+    let (code, _, err) = dbfault(
+        &["check", "-"],
+        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plants}\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("only Deployment plants"), "{err}");
+}

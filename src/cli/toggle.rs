@@ -74,7 +74,7 @@ fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
                     }),
                 });
             }
-        } else {
+        } else if !is_other_object(doc) {
             out.push(Site {
                 origin: at,
                 config: Some(doc),
@@ -83,6 +83,15 @@ fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
         }
     }
     out
+}
+
+/// Another Kubernetes object (not a configuration), as [`crate::manifest::other_object`] tells.
+fn is_other_object(doc: &Node) -> bool {
+    doc.get("apiVersion").is_some()
+        && doc
+            .get("kind")
+            .and_then(Node::as_str)
+            .is_some_and(|k| k != "WasmPlugin")
 }
 
 /// The edit that sets `enabled` of rule `rule` in the configuration `config` (whose source is
