@@ -151,7 +151,7 @@ fn alert_rules_pass_promtool_and_their_tests_catch_a_changed_rule() {
     let (ok, out) = run(Command::new("promtool")
         .args(["check", "rules"])
         .arg(repo().join(ALERTS)));
-    assert!(ok && out.contains("4 rules found"), "{out}");
+    assert!(ok && out.contains("5 rules found"), "{out}");
     let rules = fs::read_to_string(repo().join(ALERTS)).unwrap();
     let (ok, out) = promtool_test_rules(&rules);
     assert!(ok, "{out}");
@@ -205,6 +205,7 @@ fn alert_rules_pass_promtool_and_their_tests_catch_a_changed_rule() {
             "DbfaultConfigRejected",
             "DbfaultConfigsDiverged",
             "DbfaultFaultActiveTooLong",
+            "DbfaultGone",
             "DbfaultUpstreamStalled"
         ]
     );
@@ -227,6 +228,11 @@ fn alert_rules_pass_promtool_and_their_tests_catch_a_changed_rule() {
         (
             "(increase(dbfault_upstream_rx_bytes_total[1h]))\n            > 0",
             "(increase(dbfault_upstream_rx_bytes_total[1h]))\n            >= 0",
+        ),
+        // Without the pods still being scraped, a workload scaled to zero would fire.
+        (
+            "count by (namespace, service_istio_io_canonical_name) (up == 1)",
+            "count by (namespace, service_istio_io_canonical_name) (max_over_time(dbfault_config_info[1h]))",
         ),
     ] {
         let (ok, out) = promtool_test_rules(&replace_once(&rules, from, to));
@@ -256,7 +262,7 @@ fn the_prometheusrule_holds_the_same_rules_and_is_up_to_date() {
     let file = dir.path().join("rules.yml");
     fs::write(&file, &spec).unwrap();
     let (ok, out) = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
-    assert!(ok && out.contains("4 rules found"), "{out}");
+    assert!(ok && out.contains("5 rules found"), "{out}");
     let (ok, out) = promtool_test_rules(&spec);
     assert!(ok, "{out}");
 
