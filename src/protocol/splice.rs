@@ -68,6 +68,45 @@ impl Splice {
         !self.stash.is_empty() || self.drop_left > 0 || self.dropping || self.ended
     }
 
+    /// Places the edit of a request read from `start` to `at` (see [`place`]). The rest of a
+    /// replaced request whose end is not read yet is dropped as it arrives, until
+    /// [`Splice::request_end`] (Redis, MySQL: their requests' lengths are not known up front).
+    /// Returns whether the edit ends the connection.
+    pub(crate) fn place_request(
+        &mut self,
+        output: &mut Output<'_>,
+        carry: &mut Vec<u8>,
+        edit: Option<Edit>,
+        start: isize,
+        at: usize,
+    ) -> bool {
+        let replaced = edit.is_some();
+        let closes = matches!(edit, Some(Edit::End));
+        place(output, carry, self, edit, start, at);
+        if replaced && !self.ended {
+            self.dropping = true;
+        }
+        closes
+    }
+
+    /// A request's end was read at `at`: the rest of a replaced one is dropped up to there.
+    /// Returns whether one was being dropped.
+    pub(crate) fn request_end(&mut self, output: &mut Output<'_>, at: usize) -> bool {
+        let was = self.dropping;
+        if was {
+            output.drop_to(at);
+            self.dropping = false;
+        }
+        was
+    }
+
+    /// The rest of the event, while a replaced request's rest is being dropped.
+    pub(crate) fn drop_rest(&self, output: &mut Output<'_>) {
+        if self.dropping {
+            output.drop_to(output.chunk.len());
+        }
+    }
+
     /// The event's bytes when nothing more is read: withheld bytes go out first.
     pub(crate) fn pass(&mut self, chunk: &[u8]) -> Verdict {
         let carry = std::mem::take(&mut self.stash);

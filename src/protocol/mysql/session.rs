@@ -455,9 +455,6 @@ impl Session {
             let carry = &mut carry;
             match dir {
                 Direction::ToDatabase => {
-                    if splice.dropping {
-                        output.drop_to(0);
-                    }
                     let expect = track.expect;
                     let infile = expect == Expect::Infile;
                     client.read(
@@ -482,25 +479,15 @@ impl Session {
                                         judge.as_deref_mut(),
                                         &mut hold_until,
                                     );
-                                    let replaced = edit.is_some();
-                                    closes |= matches!(edit, Some(Edit::End));
-                                    place(output, carry, splice, edit, start, at);
-                                    if replaced && !splice.ended {
-                                        splice.dropping = true;
-                                    }
+                                    closes |= splice.place_request(output, carry, edit, start, at);
                                 }
                                 Step::End { at } => {
-                                    if splice.dropping {
-                                        output.drop_to(at);
-                                        splice.dropping = false;
-                                    }
+                                    splice.request_end(output, at);
                                 }
                             }
                         },
                     );
-                    if splice.dropping {
-                        output.drop_to(chunk.len());
-                    }
+                    splice.drop_rest(output);
                 }
                 Direction::ToClient => {
                     server.read(chunk, &mut |_| SERVER_KEEP, &mut |step| {
@@ -512,11 +499,7 @@ impl Session {
                                 let start = p.at as isize - p.head as isize;
                                 let edit =
                                     track.server_packet(&p, now, event, judge.as_deref_mut());
-                                let ends = place(output, carry, splice, edit, start, p.at);
-                                closes |= ends;
-                                if ends {
-                                    splice.dropping = false;
-                                }
+                                closes |= place(output, carry, splice, edit, start, p.at);
                             }
                             Step::End { .. } => {}
                         }

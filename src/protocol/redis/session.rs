@@ -242,10 +242,6 @@ impl Session {
             let carry = &mut carry;
             match dir {
                 Direction::ToDatabase => {
-                    if splice.dropping {
-                        // The rest of a replaced command: dropped up to its end.
-                        output.drop_to(0);
-                    }
                     client.read(chunk, &mut |step| {
                         if splice.ended {
                             return;
@@ -264,18 +260,10 @@ impl Session {
                                     hold_until =
                                         Some(hold_until.map_or(until, |t: u64| t.max(until)));
                                 }
-                                let replaced = edit.is_some();
-                                closes |= matches!(edit, Some(Edit::End));
-                                place(output, carry, splice, edit, start, at);
-                                if replaced && !splice.ended {
-                                    splice.dropping = true;
-                                }
+                                closes |= splice.place_request(output, carry, edit, start, at);
                             }
                             Step::CommandEnd { at } => {
-                                if splice.dropping {
-                                    output.drop_to(at);
-                                    splice.dropping = false;
-                                } else {
+                                if !splice.request_end(output, at) {
                                     // Withheld bytes of something that was no command.
                                     place(output, carry, splice, None, 0, 0);
                                 }
@@ -287,9 +275,7 @@ impl Session {
                             }
                         }
                     });
-                    if splice.dropping {
-                        output.drop_to(chunk.len());
-                    }
+                    splice.drop_rest(output);
                 }
                 Direction::ToClient => {
                     server.read(chunk, &mut |step| {
