@@ -26,28 +26,59 @@ pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
     }
 }
 
-/// The client stream `data` in chunks of `size` as it leaves `rewrite` (a session's), under
+/// A session's rewriting, as the checks call it: `(session, direction, chunk, now, judge)`.
+pub type Rewrite<'r, S> = &'r dyn Fn(&mut S, Direction, &[u8], u64, &mut Judge<'_>) -> Verdict;
+
+/// The client stream `data` in chunks of `size` as it leaves a new session's rewriting, under
 /// rules that act (`acting`) or never do.
-pub fn rewritten(
+fn rewritten<S>(
     data: &[u8],
     size: usize,
     acting: bool,
     reply: &ErrorReply,
-    rewrite: &mut dyn FnMut(&[u8], &mut Judge<'_>) -> Verdict,
+    new: &dyn Fn() -> S,
+    rewrite: Rewrite<'_, S>,
 ) -> Vec<u8> {
+    let mut session = new();
     let mut out = Vec::new();
     let mut never = |_: Ask<'_>| None;
     let mut acts = |ask: Ask<'_>| judge(ask, reply);
     for chunk in data.chunks(size) {
         let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
-        let v = rewrite(chunk, j);
+        let v = rewrite(&mut session, Direction::ToDatabase, chunk, 0, j);
         out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
     }
     out
 }
 
+/// What every protocol session's rewriting must do with arbitrary bytes `data` in chunks of
+/// `size`: a client stream comes out the same however it is chunked under rules that act;
+/// untouched when none acts, but for at most `withheld` bytes not out yet at its end (an
+/// unfinished request); and with both directions alternating (`side` picks the first) under
+/// acting rules, it never panics.
+pub fn check_rewriting<S>(
+    data: &[u8],
+    size: usize,
+    side: u8,
+    reply: &ErrorReply,
+    withheld: usize,
+    new: &dyn Fn() -> S,
+    rewrite: Rewrite<'_, S>,
+) {
+    let whole = rewritten(data, data.len().max(1), true, reply, new, rewrite);
+    assert_eq!(whole, rewritten(data, size, true, reply, new, rewrite));
+    let untouched = rewritten(data, size, false, reply, new, rewrite);
+    assert!(data.starts_with(&untouched));
+    assert!(data.len() - untouched.len() <= withheld);
+    let mut session = new();
+    let mut acts = |ask: Ask<'_>| judge(ask, reply);
+    for (i, chunk) in data.chunks(size).enumerate() {
+        let _ = rewrite(&mut session, direction(i, side), chunk, i as u64, &mut acts);
+    }
+}
+
 /// The direction of the `i`th chunk when both alternate (`side` picks the first).
-pub fn direction(i: usize, side: u8) -> Direction {
+fn direction(i: usize, side: u8) -> Direction {
     if (i + usize::from(side)) % 2 == 0 {
         Direction::ToDatabase
     } else {
