@@ -107,6 +107,20 @@ impl Splice {
         }
     }
 
+    /// The start of rewriting one event: the bytes withheld before it (to be placed in front
+    /// of what they belong to) and the event's output, unchanged so far.
+    pub(crate) fn begin<'a>(&mut self, chunk: &'a [u8]) -> (Vec<u8>, Output<'a>) {
+        let carry = std::mem::take(&mut self.stash);
+        (
+            carry,
+            Output {
+                chunk,
+                out: None,
+                pos: 0,
+            },
+        )
+    }
+
     /// The event's bytes when nothing more is read: withheld bytes go out first.
     pub(crate) fn pass(&mut self, chunk: &[u8]) -> Verdict {
         let carry = std::mem::take(&mut self.stash);

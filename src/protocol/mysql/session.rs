@@ -25,7 +25,7 @@ use super::greets;
 use crate::fault::Direction;
 use crate::protocol::postgres::sql::{statements, Command};
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splices, Verdict,
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
 };
 use std::collections::VecDeque;
 
@@ -441,13 +441,8 @@ impl Session {
         if !track.reading {
             return splice.pass(chunk);
         }
-        let mut carry = std::mem::take(&mut splice.stash);
+        let (mut carry, mut output) = splice.begin(chunk);
         let judging = judge.is_some();
-        let mut output = Output {
-            chunk,
-            out: None,
-            pos: 0,
-        };
         let mut hold_until = None;
         let mut closes = false;
         {

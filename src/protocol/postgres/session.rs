@@ -311,12 +311,7 @@ impl Session {
             return splice.pass(chunk);
         }
         let judging = judge.is_some();
-        let mut output = Output {
-            chunk,
-            out: None,
-            pos: 0,
-        };
-        let mut carry = std::mem::take(&mut splice.stash);
+        let (mut carry, mut output) = splice.begin(chunk);
         if splice.drop_left > 0 {
             let n = usize::try_from(splice.drop_left)
                 .unwrap_or(usize::MAX)

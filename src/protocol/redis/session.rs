@@ -23,7 +23,7 @@ use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
 use crate::fault::Direction;
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Output, Protocol, Splices, Verdict,
+    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
 };
 use std::collections::VecDeque;
 
@@ -226,13 +226,8 @@ impl Session {
         if !reading {
             return splice.pass(chunk);
         }
-        let mut carry = std::mem::take(&mut splice.stash);
+        let (mut carry, mut output) = splice.begin(chunk);
         let judging = judge.is_some();
-        let mut output = Output {
-            chunk,
-            out: None,
-            pos: 0,
-        };
         let mut hold_until = None;
         let mut closes = false;
         let mut unreadable = false;
