@@ -71,6 +71,18 @@ fn wait_line(
     }
 }
 
+/// Both stories start the same: every write of the healthy phase succeeds, most of the
+/// outage's fail.
+fn healthy_then_outage(text: &str) {
+    let (ok, failed, _) = phase_row(text, "healthy");
+    assert!(
+        ok >= 4 && failed == 0,
+        "healthy: {ok} ok, {failed} failed\n{text}"
+    );
+    let (_, failed, _) = phase_row(text, "outage");
+    assert!(failed >= 3, "outage: only {failed} failures\n{text}");
+}
+
 /// Writes (ok, failed) counted in one phase of the summary table.
 fn phase_row(output: &str, phase: &str) -> (u32, u32, String) {
     let row = output
@@ -112,13 +124,7 @@ fn the_scripted_timeline_tells_the_story() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (ok, failed, _) = phase_row(&text, "healthy");
-    assert!(
-        ok >= 4 && failed == 0,
-        "healthy: {ok} ok, {failed} failed\n{text}"
-    );
-    let (_, failed, _) = phase_row(&text, "outage");
-    assert!(failed >= 3, "outage: only {failed} failures\n{text}");
+    healthy_then_outage(&text);
     // The pooled connection fails with the client's own error, then reconnects fail too.
     assert!(
         text.contains("🚫 Failed adding plant: connection closed"),
@@ -276,13 +282,7 @@ fn the_firestore_story_by_default() {
         text.contains("(cluster outbound|8080||firestore.googleapis.com)"),
         "{text}"
     );
-    let (ok, failed, _) = phase_row(&text, "healthy");
-    assert!(
-        ok >= 4 && failed == 0,
-        "healthy: {ok} ok, {failed} failed\n{text}"
-    );
-    let (_, failed, _) = phase_row(&text, "outage");
-    assert!(failed >= 3, "outage: only {failed} failures\n{text}");
+    healthy_then_outage(&text);
     // The app's long-lived gRPC channel is cut; the client's own Unavailable error.
     assert!(
         text.contains("writing a new plant to Firestore... 🚫 Failed adding plant: 503 "),
