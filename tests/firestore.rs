@@ -24,14 +24,14 @@ fn config(rules: &str) -> String {
     format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
 }
 
-/// The app's lines as they come.
-fn lines(child: &mut Child) -> Receiver<String> {
+/// The app's lines as they come, each with when it was read.
+fn lines(child: &mut Child) -> Receiver<(Instant, String)> {
     let (tx, rx) = channel();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             eprintln!("plants> {line}");
-            if tx.send(line).is_err() {
+            if tx.send((Instant::now(), line)).is_err() {
                 break;
             }
         }
@@ -40,13 +40,31 @@ fn lines(child: &mut Child) -> Receiver<String> {
 }
 
 /// The next line that `pick` accepts, within `timeout`.
-fn next<T>(rx: &Receiver<String>, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+fn next<T>(
+    rx: &Receiver<(Instant, String)>,
+    timeout: Duration,
+    pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    next_after(rx, None, timeout, pick)
+}
+
+/// The next line read after `since` (when given) that `pick` accepts, within `timeout`: lines
+/// the app printed before a push returned may still wait in the channel.
+fn next_after<T>(
+    rx: &Receiver<(Instant, String)>,
+    since: Option<Instant>,
+    timeout: Duration,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
+        let (read, line) = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no such line from plants within {timeout:?}"));
+        if since.is_some_and(|since| read < since) {
+            continue;
+        }
         if let Some(v) = pick(&line) {
             return v;
         }
@@ -111,22 +129,22 @@ fn plants_on_firestore_through_dbfault() {
     for _ in 0..3 {
         next(&rx, Duration::from_secs(30), success_ms);
     }
-    // An outage with `applyTo: all`: the established channel is cut within 250 ms of the push
-    // (Envoy's own count of the cluster's open connections), and the app's writes fail with the
-    // client's own error.
+    // An outage with `applyTo: all`: the established channel is cut within one base tick
+    // (50 ms) of every worker running the configuration, plus scheduling slack (Envoy's own count
+    // of the cluster's open connections), and the app's writes fail with the client's own error.
     let active = format!("cluster.{CLUSTER}.upstream_cx_active");
     assert_eq!(envoy.stat(&active), 1, "one channel");
     let outage =
         format!(r#"{{"name": "firestore-outage", {FIRESTORE}, "applyTo": "all", "abort": {{}}}}"#);
-    let pushed = Instant::now();
     assert!(envoy.push_plugin_config(&config(&outage)));
+    let applied = Instant::now();
     wait_for("the channel to be cut", Duration::from_secs(5), || {
         (envoy.stat(&active) == 0).then_some(())
     });
-    let cut = pushed.elapsed();
+    let cut = applied.elapsed();
     assert!(
         cut <= Duration::from_millis(250),
-        "cut {cut:?} after the push"
+        "cut {cut:?} after every worker ran the configuration"
     );
     let failure = next(&rx, Duration::from_secs(10), |l| {
         l.contains("🚫 Failed adding plant: ").then(|| l.to_owned())
@@ -137,15 +155,17 @@ fn plants_on_firestore_through_dbfault() {
     );
     // Recovery.
     assert!(envoy.push_plugin_config(&config("")));
-    next(&rx, Duration::from_secs(30), success_ms);
+    next_after(&rx, Some(Instant::now()), Duration::from_secs(30), success_ms);
     // A delay: each write takes the latency longer.
     let delay =
         format!(r#"{{"name": "firestore-slow", {FIRESTORE}, "delay": {{"latency": "300ms"}}}}"#);
     assert!(envoy.push_plugin_config(&config(&delay)));
-    // (The write in flight during the push may be quicker.) Each later write waits the
-    // latency in full, also when one of gRPC's own HTTP/2 frames (a ping, a window update)
-    // started the hold just before it: the hold is extended for the write.
-    next(&rx, Duration::from_secs(10), success_ms);
+    let applied = Instant::now();
+    // Lines printed before every worker ran the delay are passed over, and so is the write in
+    // flight then (it may be quicker). Each later write waits the latency in full, also when
+    // one of gRPC's own HTTP/2 frames (a ping, a window update) started the hold just before
+    // it: the hold is extended for the write.
+    next_after(&rx, Some(applied), Duration::from_secs(10), success_ms);
     let slow: Vec<u64> = (0..6)
         .map(|_| next(&rx, Duration::from_secs(10), success_ms))
         .collect();
@@ -156,6 +176,8 @@ fn plants_on_firestore_through_dbfault() {
     let half = format!(
         r#"{{"name": "half", {FIRESTORE}, "applyTo": "new", "percentage": 50, "abort": {{}}}}"#
     );
+    let cx = || envoy.metric("dbfault_upstream_cx_total", UPSTREAM).unwrap_or(0.0);
+    let cx_before = cx();
     assert!(envoy.push_plugin_config(&config(&half)));
     let v = dbfault_testkit::python_json(&[
         repo()
@@ -167,7 +189,15 @@ fn plants_on_firestore_through_dbfault() {
         "60".into(),
     ]);
     let failed = v["failed"].as_i64().unwrap();
+    assert_eq!(failed + v["ok"].as_i64().unwrap(), 60);
+    // Each client is its own connection, and a write fails exactly when dbfault aborted its
+    // connection.
+    wait_for("60 more connections counted", Duration::from_secs(10), || {
+        (cx() - cx_before == 60.0).then_some(())
+    });
+    wait_for("the aborts counted", Duration::from_secs(10), || {
+        (envoy.injected(UPSTREAM, "half") == failed as f64).then_some(())
+    });
     // Binomial(60, 0.5): mean 30, standard deviation 3.9; ±4.5 of them.
     assert!((12..=48).contains(&failed), "{v}");
-    assert_eq!(failed + v["ok"].as_i64().unwrap(), 60);
 }

@@ -10,8 +10,23 @@ import warnings
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+import grpc  # noqa: E402
 from google.api_core import exceptions  # noqa: E402
 from google.cloud import firestore  # noqa: E402
+
+# gRPC shares subchannels (TCP connections) between channels to the same address by default: a
+# new client could reuse the previous client's connection, or fail at once while the shared
+# subchannel backs off after an aborted connection. A subchannel pool per channel makes every
+# client's channel its own connection, which is what this program counts.
+_insecure_channel = grpc.insecure_channel
+
+
+def _own_subchannels(target, options=None, *args, **kwargs):
+    options = list(options or []) + [("grpc.use_local_subchannel_pool", 1)]
+    return _insecure_channel(target, options, *args, **kwargs)
+
+
+grpc.insecure_channel = _own_subchannels
 
 
 def main():
