@@ -155,7 +155,12 @@ fn plants_on_firestore_through_dbfault() {
     );
     // Recovery.
     assert!(envoy.push_plugin_config(&config("")));
-    next_after(&rx, Some(Instant::now()), Duration::from_secs(30), success_ms);
+    next_after(
+        &rx,
+        Some(Instant::now()),
+        Duration::from_secs(30),
+        success_ms,
+    );
     // A delay: each write takes the latency longer.
     let delay =
         format!(r#"{{"name": "firestore-slow", {FIRESTORE}, "delay": {{"latency": "300ms"}}}}"#);
@@ -176,7 +181,11 @@ fn plants_on_firestore_through_dbfault() {
     let half = format!(
         r#"{{"name": "half", {FIRESTORE}, "applyTo": "new", "percentage": 50, "abort": {{}}}}"#
     );
-    let cx = || envoy.metric("dbfault_upstream_cx_total", UPSTREAM).unwrap_or(0.0);
+    let cx = || {
+        envoy
+            .metric("dbfault_upstream_cx_total", UPSTREAM)
+            .unwrap_or(0.0)
+    };
     let cx_before = cx();
     assert!(envoy.push_plugin_config(&config(&half)));
     let v = dbfault_testkit::python_json(&[
@@ -192,9 +201,11 @@ fn plants_on_firestore_through_dbfault() {
     assert_eq!(failed + v["ok"].as_i64().unwrap(), 60);
     // Each client is its own connection, and a write fails exactly when dbfault aborted its
     // connection.
-    wait_for("60 more connections counted", Duration::from_secs(10), || {
-        (cx() - cx_before == 60.0).then_some(())
-    });
+    wait_for(
+        "60 more connections counted",
+        Duration::from_secs(10),
+        || (cx() - cx_before == 60.0).then_some(()),
+    );
     wait_for("the aborts counted", Duration::from_secs(10), || {
         (envoy.injected(UPSTREAM, "half") == failed as f64).then_some(())
     });
