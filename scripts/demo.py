@@ -79,13 +79,15 @@ def human(n):
 
 class Screen:
     """App lines scroll; on a terminal one status line stays at the bottom and refreshes in place.
-    Elsewhere (a pipe, a log) the status is printed as a line every few seconds."""
+    Elsewhere (a pipe, a log) the status is printed as a line every few seconds, and once in each
+    phase that has not had one, so a log shows every phase however short."""
 
     def __init__(self):
         self.tty = sys.stdout.isatty()
         self.lock = threading.Lock()
         self.status = ""
         self.last_plain = 0.0
+        self.shown = set()
 
     def line(self, text):
         with self.lock:
@@ -95,14 +97,16 @@ class Screen:
                 sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
-    def set_status(self, text):
+    def set_status(self, text, phase):
+        """`phase`: the phase the status describes, or None while it still shows the last one."""
         with self.lock:
             self.status = text
             if self.tty:
                 sys.stdout.write("\r\033[K" + text)
                 sys.stdout.flush()
-            elif time.time() - self.last_plain >= 4:
+            elif time.time() - self.last_plain >= 4 or (phase is not None and phase not in self.shown):
                 self.last_plain = time.time()
+                self.shown.add(phase)
                 sys.stdout.write("  ┄ " + text + "\n")
                 sys.stdout.flush()
 
@@ -121,6 +125,7 @@ class Demo:
         self.procs = []
         self.started = time.time()
         self.phase = "starting"
+        self.phase_at = time.time()
         self.phases = []  # [name, ok, failed, [latencies ms]]
         self.stop = threading.Event()
         self.admin = None
@@ -248,11 +253,14 @@ class Demo:
                     if any(k.startswith("dbfault_upstream_requests_total{") and mine in k for k in m):
                         rates = f"  · {qps:.0f} stmt/s {eps:.0f} err/s {latency}"
                 last, last_at = now_counts, now
+                # A phase's own line once its first second is in the rates.
+                label, since = self.phase, self.phase_at
                 self.screen.set_status(
-                    f"[{self.phase:^9}] {self.story['upstream']} ↑ {bits(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}"
+                    f"[{label:^9}] {self.story['upstream']} ↑ {bits(m.get('dbfault_upstream_tx_bytes_per_second' + up, 0))}"
                     f"  ↓ {bits(m.get('dbfault_upstream_rx_bytes_per_second' + up, 0))}"
                     f"  · {m.get('dbfault_upstream_cx_active' + up, 0):.0f} open{rates}"
-                    f"  · faults: {', '.join(active) if active else 'none'}")
+                    f"  · faults: {', '.join(active) if active else 'none'}",
+                    label if now - since >= 1 else None)
             except OSError:
                 pass
             self.stop.wait(1)
@@ -282,6 +290,7 @@ class Demo:
 
     def enter(self, phase, note):
         self.phase = phase
+        self.phase_at = time.time()
         self.phases.append([phase, 0, 0, []])
         self.screen.line(f"demo: ━━ {phase}: {note}")
 
