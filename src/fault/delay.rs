@@ -77,10 +77,6 @@ impl Kind for Delay {
             used: false,
         }
     }
-
-    fn needs_fast_tick(&self) -> bool {
-        true
-    }
 }
 
 #[derive(Debug)]

@@ -312,13 +312,6 @@ impl Engine {
     pub fn uses_ports(&self) -> bool {
         self.uses_ports
     }
-
-    /// Whether any active rule needs the fast tick (a delay releasing holds on time).
-    pub fn needs_fast_tick(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|s| s.episode.is_some() && !s.rule.dry_run && s.rule.kind.needs_fast_tick())
-    }
 }
 
 #[cfg(test)]

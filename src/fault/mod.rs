@@ -121,11 +121,6 @@ pub trait Kind: Sized {
     fn parse(params: &Fields<'_>) -> Result<Self, ConfigError>;
 
     fn start(&self, at: Start) -> Self::State;
-
-    /// Whether an active rule of this kind needs the fast tick (holds released on time).
-    fn needs_fast_tick(&self) -> bool {
-        false
-    }
 }
 
 /// What a fault does to one connection. The connection's [`Ledger`] counts every byte; the
@@ -191,12 +186,6 @@ macro_rules! kinds {
             pub fn start(&self, at: Start) -> FaultState {
                 match self {
                     $(FaultKind::$variant(k) => FaultState::$variant(k.start(at))),+
-                }
-            }
-
-            pub fn needs_fast_tick(&self) -> bool {
-                match self {
-                    $(FaultKind::$variant(k) => k.needs_fast_tick()),+
                 }
             }
         }

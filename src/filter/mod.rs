@@ -26,10 +26,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// How often a root context ticks when nothing is held: rule windows, `applyTo: all`
+/// How often a root context ticks when no connection is due soon: rule windows, `applyTo: all`
 /// activations and configurations from other VMs are noticed within this.
 const BASE_TICK: Duration = Duration::from_millis(50);
-/// While a delay rule is active: holds are released within this of their time.
+/// While a connection is due within a base tick (a hold to release, a close): it is acted on
+/// within this of its time. An active delay rule that holds nothing costs no fast ticks (it
+/// took about 3% of the connection rate with 5 such rules on 5 listeners).
 const FAST_TICK: Duration = Duration::from_millis(1);
 /// How far ahead of its time a tick may act on a deadline (see [`VmState::tick`]).
 const MAX_EARLY: Duration = Duration::from_millis(2);
@@ -77,6 +79,11 @@ struct VmState {
     seeds: u64,
     /// Whether the engine has this sidecar's node id (read once per VM).
     sidecar_known: bool,
+    /// The last tick found a connection due within a base tick, so the roots tick fast.
+    fast: bool,
+    /// Roots that a stream switched to the fast tick since their last tick (the root's own
+    /// record of its period is stale then).
+    hurried: Vec<u32>,
 }
 
 impl VmState {
@@ -99,6 +106,8 @@ impl VmState {
             actions: Vec::new(),
             seeds: 0,
             sidecar_known: false,
+            fast: false,
+            hurried: Vec::new(),
         }
     }
 }
@@ -344,8 +353,8 @@ impl VmState {
             let interval = nanos(metrics.interval);
             self.telemetry.flush_if_due(&mut HostMetrics, now, interval);
         }
-        let fast = self.engine.needs_fast_tick() || soonest < now.saturating_add(nanos(BASE_TICK));
-        (actions, fast, self.metrics.interval)
+        self.fast = soonest < now.saturating_add(nanos(BASE_TICK));
+        (actions, self.fast, self.metrics.interval)
     }
 
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer
@@ -369,7 +378,9 @@ impl VmState {
 
     /// Lets the first active matching rule act on a connection. `identifying`: the connection's
     /// first event is being handled now (rules with `applyTo: new` apply only then).
-    fn decide(&mut self, id: u32, entry: &mut Entry, now: u64, identifying: bool) {
+    /// Returns whether the connection now needs ticks that no root gives it (see
+    /// [`VmState::track`]).
+    fn decide(&mut self, id: u32, entry: &mut Entry, now: u64, identifying: bool) -> bool {
         if let Some(d) = self
             .engine
             .decide(&entry.upstream, entry.conn.seed(), identifying)
@@ -394,15 +405,33 @@ impl VmState {
             }
         }
         entry.conn.considered(self.engine.last_episode());
-        self.track(id, &entry.conn);
+        self.track(id, &entry.conn)
     }
 
-    /// Keeps `timed` in step with whether the connection needs ticks.
-    fn track(&mut self, id: u32, conn: &Connection) {
+    /// Keeps `timed` in step with whether the connection needs ticks. Returns true when it does
+    /// and the roots tick slowly: the caller (a stream) hurries its root with
+    /// [`VmState::hurry`], so that a hold begun between ticks is released on time.
+    fn track(&mut self, id: u32, conn: &Connection) -> bool {
         if conn.next_wake().is_some() {
             self.timed.insert(id);
+            !self.fast
         } else {
             self.timed.remove(&id);
+            false
         }
+    }
+
+    /// Records that a stream switched `root` to the fast tick.
+    fn hurry(&mut self, root: u32) {
+        self.fast = true;
+        if !self.hurried.contains(&root) {
+            self.hurried.push(root);
+        }
+    }
+
+    /// Whether a stream switched `root` to the fast tick since its last tick (and forgets it).
+    fn hurried(&mut self, root: u32) -> bool {
+        let at = self.hurried.iter().position(|&r| r == root);
+        at.map(|at| self.hurried.swap_remove(at)).is_some()
     }
 }

@@ -92,17 +92,13 @@ impl RootContext for Root {
         let now = host::now_nanos().unwrap_or(0);
         let was_live = std::mem::replace(&mut self.live, true);
         let tick = BASE_TICK.min(config.metrics.interval);
-        let fast = with_vm(|vm| {
+        with_vm(|vm| {
             if !was_live {
                 vm.live_roots += 1;
             }
             vm.configure(config, bytes, now);
-            vm.engine.needs_fast_tick()
         });
-        // A delay active from the start needs the fast tick from the start: a hold begun before
-        // the first tick would otherwise wait for the base tick (found by the e2e test once it
-        // stopped sleeping after each push).
-        self.set_tick(if fast == Some(true) { FAST_TICK } else { tick });
+        self.set_tick(tick);
         // Open connections meet the new rules now rather than at the next tick (up to a base
         // tick later: that wait showed in `applyTo: all` on a loaded machine).
         self.on_tick();
@@ -113,9 +109,16 @@ impl RootContext for Root {
         let Some(now) = host::now_nanos() else {
             return;
         };
-        let Some((actions, fast, interval)) = with_vm(|vm| vm.tick(now)) else {
+        let id = self.context_id;
+        let Some((actions, fast, interval, hurried)) = with_vm(|vm| {
+            let (actions, fast, interval) = vm.tick(now);
+            (actions, fast, interval, vm.hurried(id))
+        }) else {
             return;
         };
+        if hurried {
+            self.tick = Some(FAST_TICK);
+        }
         // Host actions run outside the VM state borrow: a close calls back into the stream
         // context (`on_downstream_close`, `on_log`), which needs the state.
         for (id, action) in &actions {
@@ -139,7 +142,7 @@ impl RootContext for Root {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(Stream::new(context_id)))
+        Some(Box::new(Stream::new(context_id, self.context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

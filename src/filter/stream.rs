@@ -26,6 +26,8 @@ enum Phase {
 /// One downstream connection.
 pub struct Stream {
     id: u32,
+    /// The root context that created it (its ticks act on this connection).
+    root: u32,
     phase: Phase,
     /// The identifying client chunk, when identification had to read it (the TLS check, the
     /// protocol): handed to the request metrics so that it is copied out of Envoy only once.
@@ -33,9 +35,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(id: u32) -> Stream {
+    pub fn new(id: u32, root: u32) -> Stream {
         Stream {
             id,
+            root,
             phase: Phase::Unidentified,
             first_chunk: None,
         }
@@ -160,9 +163,15 @@ impl Stream {
                 stats,
                 watch,
             };
-            vm.decide(id, &mut entry, now, true);
+            let hurry = vm.decide(id, &mut entry, now, true);
             let entry = Rc::new(RefCell::new(entry));
             vm.connections.insert(id, Rc::clone(&entry));
+            (entry, hurry)
+        });
+        let entry = entry.map(|(entry, hurry)| {
+            if hurry {
+                self.hurry_root();
+            }
             entry
         });
         // Without the VM state (re-entered: should not happen) the connection goes unwatched.
@@ -254,11 +263,14 @@ impl Stream {
                 }
             }
         }
-        if conn.next_wake().is_some() != timed {
+        let hurry = conn.next_wake().is_some() != timed && {
             let id = self.id;
-            with_vm(|vm| vm.track(id, conn));
-        }
+            with_vm(|vm| vm.track(id, conn)).unwrap_or(false)
+        };
         drop(entry);
+        if hurry {
+            self.hurry_root();
+        }
         let action = match outcome.effect {
             Effect::Forward => Action::Continue,
             Effect::Hold => Action::Pause,
@@ -271,6 +283,16 @@ impl Stream {
             host::close_connection();
         }
         action
+    }
+
+    /// Switches the root to the fast tick now: this connection holds data (or is otherwise due)
+    /// while the roots tick slowly, and waiting for the next base tick would release it late.
+    fn hurry_root(&self) {
+        if host::set_effective_context(self.root) {
+            host::set_tick_period(super::FAST_TICK);
+            with_vm(|vm| vm.hurry(self.root));
+            host::set_effective_context(self.id);
+        }
     }
 
     fn finish(&mut self) {

@@ -4,7 +4,7 @@
 //! each waited for until every worker runs the result.
 
 use crate::core::{localenv, repo, wait_for, Process, TempDir};
-use crate::http::http_get;
+use crate::http::{http_get, http_request};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -301,6 +301,14 @@ impl Envoy {
 
     fn try_get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.admin, path)
+    }
+
+    /// POSTs to an admin endpoint (e.g. `/logging?wasm=trace`); panics unless it answers 200.
+    pub fn post(&self, path: &str) -> String {
+        let (code, body) =
+            http_request(self.admin, "POST", path).unwrap_or_else(|| panic!("POST {path} failed"));
+        assert_eq!(code, 200, "POST {path}: {body}");
+        body
     }
 
     /// An admin endpoint's body; panics unless it answers 200.

@@ -7,11 +7,16 @@ use std::time::Duration;
 /// A GET on 127.0.0.1:`port`: (status, body), `None` when it cannot connect or the answer is
 /// not well-formed HTTP.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path)
+}
+
+/// A request without a body (Envoy's admin takes its POST parameters in the query string).
+pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut resp = Vec::new();
