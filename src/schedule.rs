@@ -19,28 +19,47 @@ impl Window {
     /// Whether the window is open at `now` for a configuration loaded at `loaded_at` (both
     /// nanoseconds on the same clock).
     pub fn is_open_at(&self, loaded_at: u64, now: u64) -> bool {
+        self.state_at(loaded_at, now).0
+    }
+
+    /// Whether the window is open at `now` for a configuration loaded at `loaded_at`, and how
+    /// long until that changes (`None`: never again).
+    pub fn state_at(&self, loaded_at: u64, now: u64) -> (bool, Option<Duration>) {
         match self.start {
-            Some(start) => {
-                now >= start && self.is_open(Duration::from_nanos(now - start) + self.after)
-            }
-            None => self.is_open(Duration::from_nanos(now.saturating_sub(loaded_at))),
+            // (`start` and `after` are exclusive: `after` is zero here.)
+            Some(start) if now < start => (false, Some(Duration::from_nanos(start - now))),
+            Some(start) => self.state(Duration::from_nanos(now - start)),
+            None => self.state(Duration::from_nanos(now.saturating_sub(loaded_at))),
         }
     }
 
     /// Whether the window is open `since_load` after the configuration was loaded.
     pub fn is_open(&self, since_load: Duration) -> bool {
+        self.state(since_load).0
+    }
+
+    /// Whether the window is open `since_load` after the configuration was loaded (or after
+    /// `start`), and how long until that changes (`None`: never again).
+    pub fn state(&self, since_load: Duration) -> (bool, Option<Duration>) {
         let Some(t) = since_load.checked_sub(self.after) else {
-            return false;
+            return (false, Some(self.after.saturating_sub(since_load)));
         };
-        match self.every {
-            // In nanoseconds as u64 (durations are validated to at most 30 days): u128
-            // arithmetic would pull its division routines into the module.
-            Some(every) if !every.is_zero() => {
-                let phase = crate::fault::nanos(t) % crate::fault::nanos(every);
-                phase < crate::fault::nanos(self.duration)
+        // In nanoseconds as u64 (durations are validated to at most 30 days): u128 arithmetic
+        // would pull its division routines into the module.
+        let (t, open) = (crate::fault::nanos(t), crate::fault::nanos(self.duration));
+        let (is_open, left) = match self.every.map(crate::fault::nanos).filter(|e| *e > 0) {
+            Some(every) => {
+                let phase = t % every;
+                if phase < open {
+                    (true, Some(open - phase))
+                } else {
+                    (false, Some(every - phase))
+                }
             }
-            _ => t < self.duration,
-        }
+            None if t < open => (true, Some(open - t)),
+            None => (false, None),
+        };
+        (is_open, left.map(Duration::from_nanos))
     }
 }
 
@@ -157,6 +176,10 @@ mod tests {
         assert!(w.is_open(s(69)));
         assert!(!w.is_open(s(70)));
         assert!(!w.is_open(s(1000)));
+        // How long until it switches, and that it never opens again.
+        assert_eq!(w.state(s(4)), (false, Some(s(6))));
+        assert_eq!(w.state(s(30)), (true, Some(s(40))));
+        assert_eq!(w.state(s(70)), (false, None));
     }
 
     #[test]
@@ -173,6 +196,8 @@ mod tests {
         assert!(w.is_open(s(310)));
         assert!(w.is_open(s(369)));
         assert!(!w.is_open(s(370)));
+        assert_eq!(w.state(s(20)), (true, Some(s(50))));
+        assert_eq!(w.state(s(100)), (false, Some(s(210))));
         assert!(w.is_open(s(10 + 300 * 1000)));
     }
 

@@ -305,30 +305,21 @@ pub fn activity(rule: &Rule, now: u64, node_id: Option<&str>) -> (&'static str, 
             "window counted from when each sidecar loaded the configuration".into(),
         );
     };
-    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let at = |t: u64| time::format(t);
-    if now < start {
-        return ("inactive", format!("window opens at {}", at(start)));
-    }
-    let t = now - start;
-    let (open, len) = (nanos(w.duration), w.every.map(nanos).filter(|e| *e > 0));
-    match len {
-        Some(every) => {
-            let phase = t % every;
-            if phase < open {
-                (
-                    "active",
-                    format!("window open until {}", at(now + (open - phase))),
-                )
-            } else {
-                (
-                    "inactive",
-                    format!("window opens again at {}", at(now + (every - phase))),
-                )
-            }
-        }
-        None if t < open => ("active", format!("window open until {}", at(start + open))),
-        None => ("inactive", format!("window closed at {}", at(start + open))),
+    // The absolute window's state comes from the schedule the module runs; only the wording
+    // is the command's.
+    let at = |d: std::time::Duration| time::format(now.saturating_add(crate::fault::nanos(d)));
+    match w.state_at(0, now) {
+        (true, Some(left)) => ("active", format!("window open until {}", at(left))),
+        (true, None) => ("active", "window open".into()),
+        (false, Some(wait)) if now < start => ("inactive", format!("window opens at {}", at(wait))),
+        (false, Some(wait)) => ("inactive", format!("window opens again at {}", at(wait))),
+        (false, None) => (
+            "inactive",
+            format!(
+                "window closed at {}",
+                time::format(start.saturating_add(crate::fault::nanos(w.duration)))
+            ),
+        ),
     }
 }
 
