@@ -95,8 +95,13 @@ fn is_other_object(doc: &Node) -> bool {
 }
 
 /// The edit that sets `enabled` of rule `rule` in the configuration `config` (whose source is
-/// `text`): `Ok(None)` when it already has that value, `Err` when there is no such rule.
-fn edit_rule(text: &str, config: &Node, rule: &str, on: bool) -> Result<Option<Edit>, String> {
+/// `text`): `None` when there is no such rule, `Some(None)` when it already has that value.
+fn edit_rule(
+    text: &str,
+    config: &Node,
+    rule: &str,
+    on: bool,
+) -> Result<Option<Option<Edit>>, String> {
     let wanted = if on { "true" } else { "false" };
     let Some(item) = config
         .get("faults")
@@ -105,9 +110,9 @@ fn edit_rule(text: &str, config: &Node, rule: &str, on: bool) -> Result<Option<E
         .iter()
         .find(|r| r.get("name").and_then(Node::as_str) == Some(rule))
     else {
-        return Err("no such rule".into());
+        return Ok(None);
     };
-    match item.get("enabled") {
+    let edit = match item.get("enabled") {
         Some(Node::Scalar {
             value, start, end, ..
         }) if value == "true" || value == "false" => Ok((value != wanted).then(|| Edit {
@@ -154,7 +159,8 @@ fn edit_rule(text: &str, config: &Node, rule: &str, on: bool) -> Result<Option<E
                 text: text_to_add,
             }))
         }
-    }
+    };
+    edit.map(Some)
 }
 
 /// The rule names of a configuration node.
@@ -177,11 +183,8 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
     for site in sites(name, text, &docs) {
         let mut found = |inner: &str, config: &Node| -> Result<Option<Option<Edit>>, ToggleError> {
             known.extend(names(config));
-            match edit_rule(inner, config, rule, on) {
-                Ok(edit) => Ok(Some(edit)),
-                Err(e) if e == "no such rule" => Ok(None),
-                Err(e) => Err(ToggleError::Invalid(format!("{}: {e}", site.origin))),
-            }
+            edit_rule(inner, config, rule, on)
+                .map_err(|e| ToggleError::Invalid(format!("{}: {e}", site.origin)))
         };
         let edit = match (site.config, site.holder) {
             (Some(config), _) => found(text, config)?,
