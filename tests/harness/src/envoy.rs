@@ -441,6 +441,14 @@ impl Envoy {
     /// When Envoy logged each line containing `needle`: milliseconds since midnight, from the
     /// log's `[2026-11-26 15:47:36.951]` prefix (lines of one run, so one day).
     pub fn log_times(&self, needle: &str) -> Vec<i64> {
+        self.log_entries(needle)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// The lines containing `needle`, each with its time as [`Envoy::log_times`] gives it.
+    pub fn log_entries(&self, needle: &str) -> Vec<(i64, String)> {
         self.log()
             .lines()
             .filter(|l| l.contains(needle))
@@ -448,7 +456,8 @@ impl Envoy {
                 let (hms, frac) = l.get(12..24)?.split_once('.')?;
                 let mut s = hms.split(':').map(|x| x.parse::<i64>().ok());
                 let (h, m, sec) = (s.next()??, s.next()??, s.next()??);
-                Some(((h * 60 + m) * 60 + sec) * 1000 + frac.parse::<i64>().ok()?)
+                let ms = ((h * 60 + m) * 60 + sec) * 1000 + frac.parse::<i64>().ok()?;
+                Some((ms, l.to_owned()))
             })
             .collect()
     }
