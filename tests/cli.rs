@@ -117,6 +117,17 @@ fn a_kubectl_pipeline_changes_one_value() {
     assert_eq!(rules[1]["state"], "off");
 }
 
+/// The lines that differ between two texts, paired by position (an edit that keeps the layout
+/// changes lines, never their number).
+fn changed_lines<'a>(before: &'a str, after: &'a str) -> Vec<(&'a str, &'a str)> {
+    assert_eq!(before.lines().count(), after.lines().count());
+    before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect()
+}
+
 #[test]
 fn the_shipped_files_keep_their_comments() {
     for (path, rule) in [
@@ -127,13 +138,8 @@ fn the_shipped_files_keep_their_comments() {
         let (code, on, err) = dbfault(&["on", rule, path], None);
         assert_eq!(code, 0, "{err}");
         // One line differs, and only in the value.
-        let changed: Vec<(&str, &str)> = text
-            .lines()
-            .zip(on.lines())
-            .filter(|(a, b)| a != b)
-            .collect();
+        let changed = changed_lines(&text, &on);
         assert_eq!(changed.len(), 1, "{path}: {changed:?}");
-        assert_eq!(text.lines().count(), on.lines().count());
         let (before, after) = changed[0];
         assert!(
             before.contains("false") && after.contains("true"),
@@ -303,11 +309,7 @@ fn a_kustomize_render_is_checked_and_switched_as_a_whole() {
     assert!(out.contains("WasmPlugin dbfault: valid"), "{out}");
     let (code, on, err) = dbfault(&["on", "firestore-outage", "-"], Some(&rendered));
     assert_eq!(code, 0, "{err}");
-    let changed: Vec<(&str, &str)> = rendered
-        .lines()
-        .zip(on.lines())
-        .filter(|(a, b)| a != b)
-        .collect();
+    let changed = changed_lines(&rendered, &on);
     assert_eq!(changed, [("      enabled: false", "      enabled: true")]);
     // A stream with no configuration at all says what it did find.
     let (code, _, err) = dbfault(

@@ -311,6 +311,22 @@ fn connect(port: u16) -> TcpStream {
 }
 
 /// Sends `line` and reads it back.
+/// Waits for Envoy to close `conn` (a FIN, nothing more read) when the drain of the filter chain
+/// it runs on ends, `DRAIN` after `pushed`; `what` names it in the log line.
+fn closed_by_the_drain(conn: &mut TcpStream, pushed: Instant, binary: &Path, what: &str) {
+    let rest = read_to_close(conn, Duration::from_secs(15));
+    let closed = pushed.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        closed >= DRAIN - Duration::from_millis(250) && closed < DRAIN + Duration::from_secs(3),
+        "{what} closed {closed:?} after the push (drain time {DRAIN:?})"
+    );
+    eprintln!(
+        "{}: {what} was closed {closed:?} after the listener push",
+        binary.display()
+    );
+}
+
 fn echoes(s: &mut TcpStream, line: &[u8]) -> bool {
     s.write_all(line).unwrap();
     let mut got = vec![0u8; line.len()];
@@ -383,17 +399,7 @@ fn deleting_and_recreating_the_wasmplugin(binary: &Path) {
     );
 
     // Then Envoy closes it (a FIN: the client reads the end of the stream).
-    let rest = read_to_close(&mut pooled, Duration::from_secs(10));
-    let closed = deleted.elapsed();
-    assert!(rest.is_empty(), "{rest:?}");
-    assert!(
-        closed >= DRAIN - Duration::from_millis(250) && closed < DRAIN + Duration::from_secs(3),
-        "closed {closed:?} after the push (drain time {DRAIN:?})"
-    );
-    eprintln!(
-        "{}: the blackholed connection was closed {closed:?} after the listener push",
-        binary.display()
-    );
+    closed_by_the_drain(&mut pooled, deleted, binary, "the blackholed connection");
     sidecar.wait_drained();
 
     // With its last connection the filter's VM is gone, and dbfault's series and the ECDS
@@ -424,16 +430,11 @@ fn deleting_and_recreating_the_wasmplugin(binary: &Path) {
     );
     assert!(sidecar.subscribed());
     assert!(echoes(&mut fresh, b"on the old chain\n"));
-    let rest = read_to_close(&mut fresh, Duration::from_secs(15));
-    let closed = created.elapsed();
-    assert!(rest.is_empty(), "{rest:?}");
-    assert!(
-        closed >= DRAIN - Duration::from_millis(250) && closed < DRAIN + Duration::from_secs(3),
-        "closed {closed:?} after the push (drain time {DRAIN:?})"
-    );
-    eprintln!(
-        "{}: the connection opened without dbfault was closed {closed:?} after the listener push",
-        binary.display()
+    closed_by_the_drain(
+        &mut fresh,
+        created,
+        binary,
+        "the connection opened without dbfault",
     );
     sidecar.wait_drained();
     assert!(echoes(&mut newer, b"still with dbfault\n"));
