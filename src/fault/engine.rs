@@ -82,7 +82,7 @@ impl Engine {
     }
 
     /// Whether this sidecar is outside `rule`'s `sidecarPercentage` share.
-    pub fn left_out(&self, rule: &Rule) -> bool {
+    fn left_out(&self, rule: &Rule) -> bool {
         !crate::schedule::sidecar_selected(&self.sidecar, &rule.name, rule.sidecar_bp)
     }
 

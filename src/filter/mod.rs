@@ -221,33 +221,34 @@ impl VmState {
             self.sidecar_known = true;
         }
         let shared = crate::host::shared_data(SHARED_CONFIG_KEY).map(|(value, _cas)| value);
-        let loaded_at = match shared.as_deref().and_then(decode_shared) {
-            Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => at,
+        let (loaded_at, first) = match shared.as_deref().and_then(decode_shared) {
+            Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => (at, false),
             _ => {
                 crate::host::set_shared_data(SHARED_CONFIG_KEY, &encode_shared(now, &bytes));
-                // The first VM to load these bytes says which rules this sidecar takes part in
-                // (the others decide the same).
-                for rule in config.faults.iter().filter(|r| r.sidecar_bp < 10_000) {
-                    info!(
-                        "dbfault: rule {} {} on this sidecar (node id {}, sidecarPercentage {}.{:02})",
-                        rule.name,
-                        if self.engine.left_out(rule) {
-                            "left out"
-                        } else {
-                            "chosen"
-                        },
-                        self.engine.sidecar(),
-                        rule.sidecar_bp / 100,
-                        rule.sidecar_bp % 100
-                    );
-                }
-                now
+                (now, true)
             }
         };
         if self.seeds == 0 {
             self.seeds = crate::schedule::mix(now);
         }
         self.adopt(config, bytes, loaded_at, now);
+        if first {
+            // The first VM to load these bytes says which rules this sidecar takes part in (the
+            // others decide the same).
+            for slot in self.engine.rules() {
+                let share = slot.rule.sidecar_bp;
+                if share < 10_000 {
+                    info!(
+                        "dbfault: rule {} {} on this sidecar (node id {}, sidecarPercentage {}.{:02})",
+                        slot.name,
+                        if slot.left_out { "left out" } else { "chosen" },
+                        self.engine.sidecar(),
+                        share / 100,
+                        share % 100
+                    );
+                }
+            }
+        }
         self.telemetry.config_loaded(&mut HostMetrics);
     }
 
