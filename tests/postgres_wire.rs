@@ -141,20 +141,14 @@ fn real_sessions_read_back_in_any_chunking() {
     assert!(!ok && err.contains("division by zero"), "{err}");
     psql(port, "\\copy plants TO '/dev/null'");
     let rows: String = (0..2000).map(|i| format!("{i}\tplant {i}\n")).collect();
-    let mut copy_in = std::process::Command::new("psql")
-        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-p"])
-        .arg(port.to_string())
-        .args(["-c", "\\copy plants FROM STDIN"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    copy_in
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rows.as_bytes())
-        .unwrap();
-    assert!(copy_in.wait().unwrap().success());
+    let copy_in = dbfault_testkit::output_with_input(
+        std::process::Command::new("psql")
+            .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(port.to_string())
+            .args(["-c", "\\copy plants FROM STDIN"]),
+        rows.as_bytes(),
+    );
+    assert!(copy_in.status.success(), "{copy_in:?}");
     {
         let url = format!("host=127.0.0.1 port={port} user=postgres");
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();

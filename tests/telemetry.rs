@@ -405,18 +405,12 @@ fn upstreams_beyond_max_upstreams_are_reported_as_other() {
 fn the_running_configuration_is_named_and_a_refused_one_counted() {
     let first = r#"{"metrics": {"interval": "100ms"}}"#;
     let envoy = Envoy::builder().plugin_config(first).start();
+    // The id `dbfault check` prints for a file is the one the module reports.
     let id = |config: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault"))
-            .args(["check", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(config.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
+        let out = dbfault_testkit::output_with_input(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dbfault")).args(["check", "-"]),
+            config.as_bytes(),
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.split("(config ").nth(1).unwrap()[..12].to_owned()
     };
