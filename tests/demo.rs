@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{envoy_bin, repo};
+use dbfault_testkit::{envoy_bin, repo, run_ok};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -99,7 +99,7 @@ fn phase_row(output: &str, phase: &str) -> (u32, u32, String) {
 
 #[test]
 fn the_scripted_timeline_tells_the_story() {
-    let out = demo(&[
+    let text = run_ok(&mut demo(&[
         "--db",
         "postgres",
         "--healthy",
@@ -114,15 +114,7 @@ fn the_scripted_timeline_tells_the_story() {
         "3",
         "--latency",
         "200ms",
-    ])
-    .output()
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
 
     healthy_then_outage(&text);
     // The pooled connection fails with the client's own error, then reconnects fail too.
@@ -254,7 +246,7 @@ fn ctrl_c_stops_and_cleans_up_everything() {
 
 #[test]
 fn the_firestore_story_by_default() {
-    let out = demo(&[
+    let text = run_ok(&mut demo(&[
         "--healthy",
         "3",
         "--outage",
@@ -265,15 +257,7 @@ fn the_firestore_story_by_default() {
         "3",
         "--latency",
         "200ms",
-    ])
-    .output()
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     assert!(
         text.contains("demo: Firestore emulator on 127.0.0.1:"),
         "{text}"

@@ -756,22 +756,16 @@ fn the_dbfault_command_toggles_the_shipped_rules_in_a_running_envoy() {
 
     // `make fault-on RULE=...` runs `dbfault on RULE FILE --in-place` on the live ECDS file.
     let dbfault = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbfault"))
-            .args(args)
-            .arg(envoy.ecds_path())
-            .args(
-                args.first()
-                    .filter(|a| ["on", "off"].contains(a))
-                    .map(|_| "--in-place"),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        dbfault_testkit::run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dbfault"))
+                .args(args)
+                .arg(envoy.ecds_path())
+                .args(
+                    args.first()
+                        .filter(|a| ["on", "off"].contains(a))
+                        .map(|_| "--in-place"),
+                ),
+        )
     };
     let listed = dbfault(&["list"]);
     assert!(

@@ -9,10 +9,11 @@
     clippy::indexing_slicing
 )]
 
+use dbfault::config::digest::{hex, sha256};
 use dbfault::config::Config;
 use dbfault_testkit::{
-    envoy_1_36_bin, envoy_bin, istiod_ecds, replace_once, repo, sidecar_bootstrap, tls_echo_once,
-    wait_for, wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
+    envoy_1_36_bin, envoy_bin, istiod_ecds, replace_once, repo, run_ok, sidecar_bootstrap,
+    tls_echo_once, wait_for, wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -384,21 +385,15 @@ struct Oci {
 }
 
 fn build_oci(layout: &Path) -> Oci {
-    let out = Command::new("python3")
-        .arg(repo().join("scripts/build-oci.py"))
-        .arg("--wasm")
-        .arg(wasm_path())
-        .arg("--out")
-        .arg(layout)
-        .args(["--tag", "test"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = run_ok(
+        Command::new("python3")
+            .arg(repo().join("scripts/build-oci.py"))
+            .arg("--wasm")
+            .arg(wasm_path())
+            .arg("--out")
+            .arg(layout)
+            .args(["--tag", "test"]),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     let digest = text.split(' ').nth(1).unwrap().to_owned();
     let push = text
         .lines()
@@ -419,13 +414,6 @@ fn build_oci(layout: &Path) -> Oci {
     }
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    dbfault::config::digest::sha256(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn the_oci_image_round_trips_through_skopeo() {
     let dir = TempDir::new("oci");
@@ -436,10 +424,10 @@ fn the_oci_image_round_trips_through_skopeo() {
 
     // The pin is the digest of the image manifest: what Istio's agent compares `spec.sha256` with
     // for an `oci://` URL (the SHA-256 of the manifest's bytes), and what `@sha256:` names.
-    let hex = digest.strip_prefix("sha256:").unwrap();
+    let pinned = digest.strip_prefix("sha256:").unwrap();
     assert_eq!(
         oci.pin,
-        json!({"url": format!("oci://registry.example.com/dbfault@{digest}"), "sha256": hex}),
+        json!({"url": format!("oci://registry.example.com/dbfault@{digest}"), "sha256": pinned}),
         "{}",
         oci.pin_text
     );
@@ -449,28 +437,16 @@ fn the_oci_image_round_trips_through_skopeo() {
             "skopeo copy --preserve-digests {image} docker://registry.example.com/dbfault:test"
         )
     );
-    let seen = Command::new("skopeo")
-        .args(["inspect", "--format", "{{.Digest}}", &image])
-        .output()
-        .unwrap();
-    assert!(
-        seen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seen.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), digest);
+    let seen = run_ok(Command::new("skopeo").args(["inspect", "--format", "{{.Digest}}", &image]));
+    assert_eq!(seen.trim(), digest);
 
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", &image])
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = run_ok(Command::new("skopeo").args(["inspect", "--raw", &image]));
+    assert_eq!(
+        hex(&sha256(raw.as_bytes())),
+        pinned,
+        "the manifest's own digest"
     );
-    assert_eq!(sha256_hex(&raw.stdout), hex, "the manifest's own digest");
-    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let manifest: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
@@ -493,19 +469,14 @@ fn the_oci_image_round_trips_through_skopeo() {
     // skopeo checks every digest and size while copying; with --preserve-digests (as in the push
     // command printed) the copy's manifest is byte for byte the one pinned.
     let copied = dir.path().join("copied");
-    let copy = Command::new("skopeo")
-        .args(["copy", "--preserve-digests", &image])
-        .arg(format!("dir:{}", copied.display()))
-        .output()
-        .unwrap();
-    assert!(
-        copy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copy.stderr)
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--preserve-digests", &image])
+            .arg(format!("dir:{}", copied.display())),
     );
     assert_eq!(
-        sha256_hex(&fs::read(copied.join("manifest.json")).unwrap()),
-        hex
+        hex(&sha256(&fs::read(copied.join("manifest.json")).unwrap())),
+        pinned
     );
     let layer_digest = layers[0]["digest"]
         .as_str()
@@ -513,14 +484,13 @@ fn the_oci_image_round_trips_through_skopeo() {
         .trim_start_matches("sha256:");
     let extracted = dir.path().join("extracted");
     fs::create_dir_all(&extracted).unwrap();
-    let tar = Command::new("tar")
-        .arg("-xzf")
-        .arg(copied.join(layer_digest))
-        .arg("-C")
-        .arg(&extracted)
-        .output()
-        .unwrap();
-    assert!(tar.status.success());
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(copied.join(layer_digest))
+            .arg("-C")
+            .arg(&extracted),
+    );
     let names: Vec<_> = fs::read_dir(&extracted)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{output_with_input, python_json, wait_for, Envoy, Redis};
+use dbfault_testkit::{output_with_input, python_json, run_ok, wait_for, Envoy, Redis};
 use redis::{ConnectionLike, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -390,24 +390,19 @@ fn redis_benchmark_and_redis_py_are_counted_and_hear_the_injected_error() {
     );
     let (_redis, envoy) = start(&rule);
     // redis-benchmark: 2000 SET and 2000 GET in pipelines of 16 (its keys never match).
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &envoy.redis().to_string(),
-            "-n",
-            "2000",
-            "-c",
-            "4",
-            "-P",
-            "16",
-        ])
-        .args(["-t", "set,get", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &envoy.redis().to_string(),
+                "-n",
+                "2000",
+                "-c",
+                "4",
+                "-P",
+                "16",
+            ])
+            .args(["-t", "set,get", "-q"]),
     );
     wait_series(
         &envoy,

@@ -6,7 +6,8 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{repo, TempDir};
+use dbfault::config::digest::{hex, sha256};
+use dbfault_testkit::{repo, run_ok, TempDir};
 use std::fs;
 use std::process::Command;
 
@@ -20,12 +21,9 @@ fn version() -> String {
         .to_owned()
 }
 
+/// Runs `cmd` in the repository; its standard output.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.current_dir(repo()).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{cmd:?}:\n{text}");
-    text
+    run_ok(cmd.current_dir(repo()))
 }
 
 #[test]
@@ -98,13 +96,7 @@ fn make_release_and_make_push() {
         .arg("inspect")
         .arg("--raw")
         .arg(format!("oci:{}:{v}", unpacked.path().display())));
-    let manifest_digest = format!(
-        "sha256:{}",
-        dbfault::config::digest::sha256(raw.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let manifest_digest = format!("sha256:{}", hex(&sha256(raw.as_bytes())));
     assert_eq!(manifest_digest, digest);
     // make push: to a skopeo destination (a registry in real use), digest preserved.
     let pushed = TempDir::new("pushed");

@@ -450,15 +450,10 @@ fn pgbench_value(out: &str, label: &str) -> u64 {
 #[test]
 fn pgbench_retries_injected_serialization_failures_in_every_protocol_mode() {
     let pg = Postgres::start();
-    let init = std::process::Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q"])
-        .args(["-p", &pg.port.to_string(), "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
+    dbfault_testkit::run_ok(
+        std::process::Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q"])
+            .args(["-p", &pg.port.to_string(), "postgres"]),
     );
     let rule = format!(
         r#"{{"name": "busy-accounts", {PG}, "commands": ["SELECT"], "queryContains": ["pgbench_accounts"]}},

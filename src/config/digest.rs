@@ -71,9 +71,17 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// A configuration's short name: the first 12 hex digits of its SHA-256.
 pub fn config_id(bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    hex(digest
+        .split_first_chunk::<6>()
+        .map_or(&[][..], |(head, _)| head))
+}
+
+/// Lowercase hex digits of `bytes` (without the formatting machinery).
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(12);
-    for b in sha256(bytes).iter().take(6) {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         for nibble in [b >> 4, b & 15] {
             out.push(char::from(
                 HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
@@ -89,7 +97,7 @@ mod tests {
 
     #[test]
     fn known_digests() {
-        let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hex = |d: [u8; 32]| hex(&d);
         assert_eq!(
             hex(sha256(b"")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

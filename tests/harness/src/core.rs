@@ -67,7 +67,7 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// Runs `cmd` to completion; panics with its output unless it succeeds. Returns its stdout.
-pub(crate) fn run_ok(cmd: &mut Command) -> String {
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
