@@ -277,15 +277,11 @@ class Demo:
         localenv.set_plugin_config(self.ecds, json.dumps(config))
 
     def toggle(self, name, on):
-        config = self.plugin_config()
-        names = [r["name"] for r in config.get("faults", [])]
-        if name not in names:
-            self.screen.line(f"demo: no rule {name!r} (have: {', '.join(names)})")
+        try:
+            localenv.switch_rule(self.ecds, name, on)
+        except localenv.LocalEnvError as e:
+            self.screen.line(f"demo: {e}")
             return
-        for rule in config["faults"]:
-            if rule["name"] == name:
-                rule["enabled"] = on
-        localenv.set_plugin_config(self.ecds, json.dumps(config))
         self.screen.line(f"demo: ▶ rule {name} switched {'ON' if on else 'off'} (ECDS file replaced; no restart)")
 
     def enter(self, phase, note):

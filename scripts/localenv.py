@@ -424,14 +424,29 @@ def set_plugin_config(path, plugin_config):
     write_atomic(path, render_ecds(plugin_config=plugin_config, text=read(path), name=path))
 
 
-def read_plugin_config(path):
-    """The plugin configuration in `path` (ECDS file, WasmPlugin or JSON), as the crate reads it."""
+def dbfault(*args):
+    """Runs the `dbfault` command; its completed process. Raises LocalEnvError with what it said
+    when it fails."""
     if not os.access(DBFAULT_BIN, os.X_OK):
         raise LocalEnvError(f"{DBFAULT_BIN} is missing: build it with "
                             "`cargo build --release --bin dbfault` (the make targets do)")
-    out = subprocess.run([DBFAULT_BIN, "show", path], capture_output=True)
+    out = subprocess.run([DBFAULT_BIN, *args], capture_output=True)
     if out.returncode != 0:
-        raise LocalEnvError(out.stderr.decode(errors="replace").strip() or f"dbfault show failed on {path}")
+        raise LocalEnvError(out.stderr.decode(errors="replace").strip()
+                            or f"dbfault {' '.join(args)} failed")
+    return out
+
+
+def switch_rule(path, name, on):
+    """Switches rule `name` on or off in the ECDS file `path` in place (`dbfault on|off`: only its
+    `enabled` changes; Envoy reloads the file). An unknown name raises LocalEnvError naming the
+    known ones."""
+    dbfault("on" if on else "off", name, path, "--in-place")
+
+
+def read_plugin_config(path):
+    """The plugin configuration in `path` (ECDS file, WasmPlugin or JSON), as the crate reads it."""
+    out = dbfault("show", path)
     try:
         # `dbfault show` ends the configuration with one newline of its own.
         return out.stdout.decode().removesuffix("\n")

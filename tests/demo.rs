@@ -195,7 +195,13 @@ fn interactive_mode_toggles_rules_by_name() {
     wait_line(&rx, &mut seen, "switched off", long);
     wait_line(&rx, &mut seen, "✅ success", long);
     writeln!(stdin, "on no-such-rule").unwrap();
-    wait_line(&rx, &mut seen, "no rule 'no-such-rule'", long);
+    // `dbfault off|on` refuses it and names the rules there are.
+    wait_line(
+        &rx,
+        &mut seen,
+        r#"no rule named "no-such-rule" (rules: "#,
+        long,
+    );
     writeln!(stdin, "quit").unwrap();
     wait_line(&rx, &mut seen, "faults injected: postgres-outage", long);
     assert!(child.wait().unwrap().success());
