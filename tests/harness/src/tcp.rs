@@ -26,9 +26,35 @@ pub fn read_to_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
     }
 }
 
-/// Whether `s` stays open and silent for `wait` (a hang, as on a network partition).
+/// Whether `s` stays open and silent for `wait` (a hang, as on a network partition). When it
+/// does not, what broke the silence (bytes, the peer closing, an error) goes to stderr, so that a
+/// failing test's output tells an answer from a close.
 pub fn stays_silent(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
+    let deadline = Instant::now() + wait;
     let mut buf = [0u8; 1024];
-    matches!(s.read(&mut buf), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        let broke = match s.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return true
+            }
+            // A signal, not the peer: keep waiting.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Ok(0) => "the peer closed the connection".to_owned(),
+            Ok(n) => format!(
+                "{n} bytes arrived: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => format!("read failed: {e}"),
+        };
+        eprintln!(
+            "stays_silent: {broke}, {:?} into a {wait:?} wait",
+            wait.saturating_sub(left)
+        );
+        return false;
+    }
 }
