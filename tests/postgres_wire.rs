@@ -202,7 +202,7 @@ fn real_sessions_read_back_in_any_chunking() {
     // psql asks for TLS first (sslmode=prefer); the server answers N and the session goes on.
     assert_eq!(
         all[0].opening,
-        [Opening::EncryptionRequest, Opening::Startup]
+        [Opening::EncryptionRequest, Opening::Startup { minor: 0 }]
     );
     assert_eq!(all[0].encryption, [false]);
     let queries = |s: &Seen| -> Vec<String> {

@@ -46,6 +46,7 @@ fn reply() -> ErrorReply {
         errno: Some(1213),
         message: "Deadlock".into(),
         fatal: false,
+        rollback: None,
     }
 }
 

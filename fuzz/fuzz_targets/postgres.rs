@@ -44,6 +44,7 @@ fn reply() -> ErrorReply {
         errno: None,
         message: "m".into(),
         fatal: false,
+        rollback: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn reply() -> ErrorReply {
         errno: None,
         message: "READONLY m".into(),
         fatal: false,
+        rollback: None,
     }
 }
 

@@ -489,6 +489,7 @@ mod tests {
                     code: Some(*b"40001"),
                     message: "m".into(),
                     fatal,
+                    rollback: None,
                 },
             })
         };

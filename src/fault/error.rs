@@ -10,6 +10,9 @@
 //! - `errno` (MySQL, required there; refused elsewhere): the error number, 1 to 65535;
 //!   `sqlstate` defaults to `HY000` for MySQL.
 //! - `fatal` (default false): severity `FATAL`, and the connection is closed after it.
+//! - `rollback` (MySQL only): whether the error rolls back the whole transaction, as 1213 does
+//!   (`true`), or only the statement (`false`). The default is what the server does for that
+//!   errno ([`crate::protocol::mysql::rolls_back`]).
 //!
 //! On a statement rule (`match.commands` / `match.queryContains`) a matching statement does not
 //! execute and the client receives the error in its place, the session staying in step (see
@@ -34,7 +37,7 @@ pub struct Error {
 
 impl Kind for Error {
     const KEY: &'static str = "error";
-    const PARAMS: &'static [&'static str] = &["sqlstate", "errno", "message", "fatal"];
+    const PARAMS: &'static [&'static str] = &["sqlstate", "errno", "message", "fatal", "rollback"];
     type State = State;
 
     fn parse(params: &Fields<'_>) -> Result<Error, ConfigError> {
@@ -92,6 +95,7 @@ impl Kind for Error {
                 errno,
                 message: message.into(),
                 fatal: params.bool("fatal")?.unwrap_or(false),
+                rollback: params.bool("rollback")?,
             },
         })
     }

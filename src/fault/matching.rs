@@ -4,8 +4,8 @@
 
 use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
-use crate::protocol::postgres::sql::COMMANDS as SQL_COMMANDS;
 use crate::protocol::redis::commands::COMMANDS as REDIS_COMMANDS;
+use crate::protocol::sql::COMMANDS as SQL_COMMANDS;
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -185,6 +185,12 @@ fn check_protocol_kind(
                     "only for MySQL (PostgreSQL errors are named by their sqlstate, Redis errors by their message's first word)",
                 )
             }
+            Some(WireProtocol::Postgres | WireProtocol::Redis) if e.reply.rollback.is_some() => {
+                return err(
+                    &format!("{key}.rollback"),
+                    "only for MySQL (a PostgreSQL error always fails the transaction until ROLLBACK; Redis has no transactions to roll back)",
+                )
+            }
             Some(WireProtocol::Mysql) if e.reply.errno.is_none() => {
                 return err(
                     &format!("{key}.errno"),

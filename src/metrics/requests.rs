@@ -217,7 +217,7 @@ impl RequestSeries {
 mod tests {
     use super::*;
     use crate::metrics::fake_sink::RecordingSink;
-    use crate::protocol::postgres::sql::Command;
+    use crate::protocol::sql::{Command, Dialect};
 
     #[test]
     fn counts_reach_envoy_at_the_flush_and_series_appear_when_used() {
@@ -231,9 +231,9 @@ mod tests {
         );
         counts.session(Protocol::Postgres);
         let pg = Protocol::Postgres;
-        counts.request(pg, Command::of(b"SELECT 1").name());
-        counts.request(pg, Command::of(b"select 2").name());
-        counts.request(pg, Command::of(b"frobnicate").name());
+        counts.request(pg, Command::of(b"SELECT 1", Dialect::POSTGRES).name());
+        counts.request(pg, Command::of(b"select 2", Dialect::POSTGRES).name());
+        counts.request(pg, Command::of(b"frobnicate", Dialect::POSTGRES).name());
         counts.error(pg, Code::class(*b"40"));
         counts.error(pg, Code::class(*b"4\0"));
         counts.duration(&mut sink, pg, 1500);
@@ -305,7 +305,10 @@ mod tests {
         let calls = sink.calls;
         series.flush(&mut sink, &counts);
         assert_eq!((sink.calls, sink.series().len()), (calls, defined));
-        counts.request(Protocol::Postgres, Command::of(b"SELECT 3").name());
+        counts.request(
+            Protocol::Postgres,
+            Command::of(b"SELECT 3", Dialect::POSTGRES).name(),
+        );
         series.flush(&mut sink, &counts);
         assert_eq!(
             value(

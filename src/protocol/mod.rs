@@ -4,6 +4,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 mod splice;
+pub mod sql;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -25,6 +26,9 @@ pub struct ErrorReply {
     pub message: Rc<str>,
     /// The session ends with it (PostgreSQL: severity `FATAL`, then the connection closes).
     pub fatal: bool,
+    /// MySQL: whether the error rolls back the whole transaction (`None`: as the server does
+    /// for that errno, see [`mysql::rolls_back`]).
+    pub rollback: Option<bool>,
 }
 
 /// The `protocol` label: what a connection turned out to speak.

@@ -14,7 +14,14 @@
 //! server refuses without running anything — a query that does not parse
 //! (`dbfault_injected_<errno>`: ERR 1064), an execute of a statement id that does not exist
 //! (ERR 1243) — and that ERR is rewritten to the rule's errno, SQLSTATE and message, in the
-//! same place of the sequence. A refused connection gets the ERR in place of the greeting.
+//! same place of the sequence. An error that rolls back the whole transaction (1213, see
+//! [`super::ROLLBACK_TABLE`]) is stood in for by a `ROLLBACK AND NO CHAIN NO RELEASE` marked
+//! with the same comment, whose OK is rewritten to the rule's ERR: the server is left as the
+//! real error leaves it. Statements before the acted-on one in a multi-statement query reach
+//! the server as they were; the stand-in starts where the acted-on one did (a position every
+//! reading of the text agrees is between statements, see [`crate::protocol::sql`]), and the
+//! rest of the query is dropped, as the server skips it after an error. A refused connection
+//! gets the ERR in place of the greeting.
 //!
 //! Bounds: the first [`CAPTURE_LIMIT`] bytes of a command (its text), 256 bytes of a response
 //! packet; [`MAX_PENDING`] commands awaiting responses; [`MAX_PREPARED`] statements and
@@ -23,7 +30,7 @@
 #[cfg(test)]
 use super::greets;
 use crate::fault::Direction;
-use crate::protocol::postgres::sql::{statements, Command};
+use crate::protocol::sql::{statements, Command, Dialect};
 use crate::protocol::{
     place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
 };
@@ -41,6 +48,7 @@ const CLIENT_COMPRESS: u32 = 0x0000_0020;
 const CLIENT_SSL: u32 = 0x0000_0800;
 const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+const SERVER_STATUS_NO_BACKSLASH_ESCAPES: u16 = 0x0200;
 
 const COM_QUIT: u8 = 0x01;
 const COM_QUERY: u8 = 0x03;
@@ -229,6 +237,8 @@ struct Pending {
     prepare: Option<(&'static str, Box<[u8]>)>,
     /// Statements of a multi-statement query still to answer after this one.
     more: u32,
+    /// The injected error's stand-in is a `ROLLBACK`: its OK is what gets rewritten.
+    rolled_back: bool,
 }
 
 /// One connection.
@@ -247,6 +257,8 @@ struct Tracker {
     expect: Expect,
     /// The client's capability flags (from its handshake response).
     deprecate_eof: bool,
+    /// The server's last status flags said `NO_BACKSLASH_ESCAPES` is off.
+    backslash_escapes: bool,
     pending: VecDeque<Pending>,
     prepared: VecDeque<Prepared>,
     prepared_text: usize,
@@ -374,6 +386,7 @@ impl Session {
                 reading: true,
                 expect: Expect::Greeting,
                 deprecate_eof: false,
+                backslash_escapes: true,
                 pending: VecDeque::new(),
                 prepared: VecDeque::new(),
                 prepared_text: 0,
@@ -549,8 +562,20 @@ impl Tracker {
             injected: None,
             prepare: None,
             more: 0,
+            rolled_back: false,
         });
         true
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Mysql {
+            backslash_escapes: self.backslash_escapes,
+        }
+    }
+
+    /// An OK's or EOF's status flags: the session's quoting.
+    fn observe_status(&mut self, flags: u16) {
+        self.backslash_escapes = flags & SERVER_STATUS_NO_BACKSLASH_ESCAPES == 0;
     }
 
     fn client_packet(
@@ -614,12 +639,13 @@ impl Tracker {
                 let text = body
                     .get(..CAPTURE_LIMIT.min(body.len()))
                     .unwrap_or_default();
-                let parts = statements(text);
+                let dialect = self.dialect();
+                let parts = statements(text, dialect);
                 let count = parts.len().max(1);
                 let mut edit = None;
                 let mut judge = judge;
                 for (i, statement) in parts.iter().enumerate() {
-                    let command = Command::of(statement).name();
+                    let command = Command::of(statement, dialect).name();
                     if !self.push(command, now, event) {
                         continue;
                     }
@@ -638,16 +664,7 @@ impl Tracker {
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
                     let before = text.get(..offset).unwrap_or_default();
-                    edit = self.act(act, hold, |reply| {
-                        let mut q = vec![COM_QUERY];
-                        q.extend_from_slice(before);
-                        if before.last().is_some_and(|b| !b.is_ascii_whitespace()) {
-                            q.push(b' ');
-                        }
-                        q.extend_from_slice(b"dbfault_injected_");
-                        q.extend_from_slice(reply_errno(reply).to_string().as_bytes());
-                        packet(0, &q)
-                    });
+                    edit = self.act(act, hold, |reply| stand_in(before, reply));
                 }
                 if parts.is_empty() {
                     // An empty query is still answered (with an error).
@@ -657,7 +674,7 @@ impl Tracker {
             }
             COM_STMT_PREPARE => {
                 let text = text_of(body);
-                let command = Command::of(&text).name();
+                let command = Command::of(&text, self.dialect()).name();
                 // Counted when executed; answered here by the statement's definition.
                 if self.pending.len() < MAX_PENDING {
                     self.pending.push_back(Pending {
@@ -666,6 +683,7 @@ impl Tracker {
                         injected: None,
                         prepare: Some((command, text)),
                         more: 0,
+                        rolled_back: false,
                     });
                 }
                 None
@@ -690,7 +708,10 @@ impl Tracker {
                         text: &text,
                     })
                 });
-                self.act(act, hold, |_| {
+                self.act(act, hold, |reply| {
+                    if rolls_back(reply) {
+                        return stand_in(b"", reply);
+                    }
                     let mut e = vec![COM_STMT_EXECUTE];
                     e.extend_from_slice(&NO_SUCH_STATEMENT.to_le_bytes());
                     e.push(0);
@@ -738,12 +759,7 @@ impl Tracker {
                         text: b"ping",
                     })
                 });
-                self.act(act, hold, |reply| {
-                    let mut q = vec![COM_QUERY];
-                    q.extend_from_slice(b"dbfault_injected_");
-                    q.extend_from_slice(reply_errno(reply).to_string().as_bytes());
-                    packet(0, &q)
-                })
+                self.act(act, hold, |reply| stand_in(b"", reply))
             }
             _ => {
                 self.push(Command::OTHER.name(), now, event);
@@ -764,6 +780,7 @@ impl Tracker {
                 let bytes = provoke(&reply);
                 let fatal = reply.fatal;
                 if let Some(p) = self.pending.back_mut() {
+                    p.rolled_back = rolls_back(&reply);
                     p.injected = Some(Box::new(reply));
                     self.injections += 1;
                 }
@@ -805,9 +822,14 @@ impl Tracker {
             sampled: true,
         });
         if (failed || !more) && done.more > 0 {
+            // The rest of the query gets no answer: injections among them are over.
             for _ in 0..done.more {
-                if self.pending.pop_front().is_none() {
-                    break;
+                match self.pending.pop_front() {
+                    Some(skipped) if skipped.injected.is_some() => {
+                        self.injections = self.injections.saturating_sub(1);
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
             }
         }
@@ -856,7 +878,10 @@ impl Tracker {
             }
             Expect::Auth => {
                 match first {
-                    Some(0x00) => self.expect = Expect::Response,
+                    Some(0x00) => {
+                        self.observe_status(status_flags(p.payload));
+                        self.expect = Expect::Response;
+                    }
                     Some(0xff) => {
                         let (_, class, _) = err_fields(p.payload);
                         event(Event::Error(Code::class(class)));
@@ -879,7 +904,9 @@ impl Tracker {
                     return self.final_packet(p, now, event);
                 }
                 if ends_rows(p.payload, p.len) {
-                    let more = status_flags(p.payload) & SERVER_MORE_RESULTS_EXISTS != 0;
+                    let flags = status_flags(p.payload);
+                    self.observe_status(flags);
+                    let more = flags & SERVER_MORE_RESULTS_EXISTS != 0;
                     self.answer(false, more, now, event);
                 }
                 None
@@ -907,9 +934,10 @@ impl Tracker {
                 let done = self.answer(true, false, now, event)?;
                 if let Some(reply) = done.injected {
                     self.injections = self.injections.saturating_sub(1);
-                    let provoked = (errno == ER_PARSE_ERROR
-                        && message.windows(7).any(|w| w == b"dbfault"))
-                        || errno == ER_UNKNOWN_STMT_HANDLER;
+                    let provoked = !done.rolled_back
+                        && ((errno == ER_PARSE_ERROR
+                            && message.windows(7).any(|w| w == b"dbfault"))
+                            || errno == ER_UNKNOWN_STMT_HANDLER);
                     if provoked || reply.fatal {
                         event(Event::Error(Code::class(class_of(&reply))));
                         let bytes = err_packet(p.seq, &reply, reply_errno(&reply));
@@ -957,9 +985,23 @@ impl Tracker {
                 None
             }
             Some(0x00) | Some(0xfe) => {
-                let more = status_flags(p.payload) & SERVER_MORE_RESULTS_EXISTS != 0;
-                self.answer(false, more, now, event);
-                None
+                let flags = status_flags(p.payload);
+                self.observe_status(flags);
+                let more = flags & SERVER_MORE_RESULTS_EXISTS != 0;
+                let done = self.answer(false, more, now, event)?;
+                let reply = done.injected?;
+                self.injections = self.injections.saturating_sub(1);
+                // The stand-in `ROLLBACK` succeeded: its OK becomes the rule's error.
+                if !done.rolled_back {
+                    return None;
+                }
+                event(Event::Error(Code::class(class_of(&reply))));
+                let bytes = err_packet(p.seq, &reply, reply_errno(&reply));
+                Some(if reply.fatal {
+                    Edit::ReplaceThenEnd(bytes)
+                } else {
+                    Edit::Replace(bytes)
+                })
             }
             Some(0xfb) => {
                 // LOCAL INFILE: the client sends the file, then the server answers.
@@ -990,6 +1032,35 @@ impl Tracker {
             }
         }
     }
+}
+
+/// The query that stands in for an acted-on statement after the statements `before` it: one
+/// that makes the server refuse it, or, for an error that rolls back the whole transaction, a
+/// `ROLLBACK` that leaves no transaction open (whatever `completion_type` says). Both carry the
+/// marker `dbfault_injected_<errno>`.
+fn stand_in(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
+    let mut q = vec![COM_QUERY];
+    q.extend_from_slice(before);
+    if before.last().is_some_and(|b| !b.is_ascii_whitespace()) {
+        q.push(b' ');
+    }
+    let errno = reply_errno(reply).to_string();
+    if rolls_back(reply) {
+        q.extend_from_slice(b"ROLLBACK AND NO CHAIN NO RELEASE /* dbfault_injected_");
+        q.extend_from_slice(errno.as_bytes());
+        q.extend_from_slice(b" */");
+    } else {
+        q.extend_from_slice(b"dbfault_injected_");
+        q.extend_from_slice(errno.as_bytes());
+    }
+    packet(0, &q)
+}
+
+/// Whether the rule's error rolls back the whole transaction.
+fn rolls_back(reply: &ErrorReply) -> bool {
+    reply
+        .rollback
+        .unwrap_or_else(|| super::rolls_back(reply_errno(reply)))
 }
 
 fn reply_errno(reply: &ErrorReply) -> u16 {
@@ -1181,52 +1252,61 @@ mod tests {
         }
     }
 
-    fn deadlock(fatal: bool) -> Act {
+    fn deadlock(fatal: bool, rollback: Option<bool>) -> Act {
         Act::Error(ErrorReply {
             code: Some(*b"40001"),
             errno: Some(1213),
             message: "Deadlock found when trying to get lock; try restarting transaction".into(),
             fatal,
+            rollback,
         })
+    }
+
+    fn deadlock_err(seq: u8) -> Vec<u8> {
+        err(
+            seq,
+            1213,
+            "40001",
+            "Deadlock found when trying to get lock; try restarting transaction",
+        )
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn session_start() -> Vec<(Direction, Vec<u8>)> {
+        vec![
+            (Down, greeting()),
+            (Up, handshake(0x000a_a205)),
+            (Down, packet(2, OK)),
+        ]
     }
 
     #[test]
     fn an_injected_err_takes_the_statement_s_place() {
         let provoked = err(1, 1064, "42000", "You have an error in your SQL syntax; check the manual near 'dbfault_injected_1213' at line 1");
         for size in [1, 3, 1000] {
+            // `rollback: false`: the statement only, provoked by a query that does not parse.
             let mut judge = |ask: Ask<'_>| match ask {
                 Ask::Statement {
                     command: "insert", ..
-                } => Some(deadlock(false)),
+                } => Some(deadlock(false, Some(false))),
                 _ => None,
             };
-            let (events, up, down, close) = run(
-                &[
-                    (Down, greeting()),
-                    (Up, handshake(0x000a_a205)),
-                    (Down, packet(2, OK)),
-                    (Up, query("INSERT INTO plants VALUES (1)")),
-                    (Down, provoked.clone()),
-                    (Up, query("SELECT 1")),
-                    (Down, result_set(1, false, false)),
-                ],
-                size,
-                Some(&mut judge),
-            );
+            let mut steps = session_start();
+            steps.extend([
+                (Up, query("INSERT INTO plants VALUES (1)")),
+                (Down, provoked.clone()),
+                (Up, query("SELECT 1")),
+                (Down, result_set(1, false, false)),
+            ]);
+            let (events, up, down, close) = run(&steps, size, Some(&mut judge));
             assert!(
                 up.ends_with(&[query("dbfault_injected_1213"), query("SELECT 1")].concat()),
                 "chunks of {size}"
             );
-            let want = err(
-                1,
-                1213,
-                "40001",
-                "Deadlock found when trying to get lock; try restarting transaction",
-            );
-            assert!(
-                down.windows(want.len()).any(|w| w == want.as_slice()),
-                "chunks of {size}"
-            );
+            assert!(contains(&down, &deadlock_err(1)), "chunks of {size}");
             assert!(
                 events.contains(&"error 40".to_owned())
                     && events.contains(&"done select".to_owned())
@@ -1240,12 +1320,144 @@ mod tests {
                 errno: Some(1040),
                 message: "Too many connections".into(),
                 fatal: false,
+                rollback: None,
             })),
             _ => None,
         };
         let (_, _, down, close) = run(&[(Down, greeting())], 7, Some(&mut refuse));
         assert_eq!(down, err(0, 1040, "08004", "Too many connections"));
         assert!(close.is_some());
+    }
+
+    #[test]
+    fn a_deadlock_rolls_the_transaction_back_with_a_rollback_whose_ok_becomes_the_err() {
+        let standin = "ROLLBACK AND NO CHAIN NO RELEASE /* dbfault_injected_1213 */";
+        for size in [1, 4, 1000] {
+            let mut judge = |ask: Ask<'_>| match ask {
+                Ask::Statement {
+                    command: "update", ..
+                } => Some(deadlock(false, None)),
+                _ => None,
+            };
+            let mut steps = session_start();
+            steps.extend([
+                // One statement: the whole query is the stand-in.
+                (Up, query("UPDATE t SET v = 2")),
+                (Down, packet(1, &[0, 0, 0, 2, 0, 0, 0])),
+                // Statements before it run as sent; the rest is dropped.
+                (
+                    Up,
+                    query("INSERT INTO t VALUES (1); UPDATE t SET v = 3; SELECT 1"),
+                ),
+                (
+                    Down,
+                    [
+                        packet(1, &[0, 1, 0, 0x0b, 0, 0, 0]),
+                        packet(2, &[0, 0, 0, 2, 0, 0, 0]),
+                    ]
+                    .concat(),
+                ),
+                (Up, query("SELECT 1")),
+                (Down, result_set(1, false, false)),
+            ]);
+            let (events, up, down, close) = run(&steps, size, Some(&mut judge));
+            let want_up = [
+                query(standin),
+                query(&format!("INSERT INTO t VALUES (1); {standin}")),
+                query("SELECT 1"),
+            ]
+            .concat();
+            assert!(up.ends_with(&want_up), "chunks of {size}");
+            // Both OKs of the stand-ins became the deadlock; the INSERT's OK is untouched.
+            assert!(contains(&down, &deadlock_err(1)), "chunks of {size}");
+            assert!(contains(&down, &deadlock_err(2)), "chunks of {size}");
+            assert!(contains(&down, &packet(1, &[0, 1, 0, 0x0b, 0, 0, 0])));
+            assert_eq!(
+                events.iter().filter(|e| *e == "error 40").count(),
+                2,
+                "{events:?}"
+            );
+            assert!(events.contains(&"done select".to_owned()));
+            assert_eq!(close, None);
+        }
+    }
+
+    #[test]
+    fn injections_skipped_after_a_real_error_are_forgotten() {
+        // The first statement fails for real: the targeted second one never runs, and the
+        // session stops awaiting its injection (it went down the rewrite path for good).
+        let mut judge = |ask: Ask<'_>| match ask {
+            Ask::Statement {
+                command: "update", ..
+            } => Some(deadlock(false, Some(false))),
+            _ => None,
+        };
+        let mut steps = session_start();
+        steps.extend([
+            (
+                Up,
+                query("INSERT INTO nowhere VALUES (1); UPDATE t SET v = 1"),
+            ),
+            (Down, err(1, 1146, "42S02", "Table 'nowhere' doesn't exist")),
+        ]);
+        let mut session = Session::new();
+        let mut now = || 0u64;
+        for (dir, bytes) in &steps {
+            let _ = session.rewrite(*dir, bytes, &mut now, &mut |_| {}, Some(&mut judge));
+        }
+        assert_eq!(session.track.injections, 0);
+        assert!(session.track.pending.is_empty());
+        assert!(!session.rewriting(Down));
+    }
+
+    #[test]
+    fn statements_split_in_mysql_s_own_lexical_rules() {
+        // Under a rule on `union`, a `#` comment must not hide the stand-in: the query is one
+        // statement, replaced whole.
+        let mut judge = |ask: Ask<'_>| match ask {
+            Ask::Statement { text, .. } if contains(text, b"UNION") => {
+                Some(deadlock(false, Some(false)))
+            }
+            _ => None,
+        };
+        let mut steps = session_start();
+        steps.push((Up, query("SELECT 1 # note; b\nUNION SELECT 2")));
+        let (events, up, ..) = run(&steps, 1000, Some(&mut judge));
+        assert!(up.ends_with(&query("dbfault_injected_1213")), "{up:?}");
+        assert_eq!(
+            events.iter().filter(|e| e.starts_with("request")).count(),
+            1
+        );
+        // A backslash-escaped quote does not end the string.
+        let mut judge = |ask: Ask<'_>| match ask {
+            Ask::Statement {
+                command: "insert", ..
+            } => Some(deadlock(false, Some(false))),
+            _ => None,
+        };
+        let mut steps = session_start();
+        steps.push((Up, query(r"INSERT INTO t (v) VALUES ('it\'s; x')")));
+        let (_, up, ..) = run(&steps, 1000, Some(&mut judge));
+        assert!(up.ends_with(&query("dbfault_injected_1213")));
+        // NO_BACKSLASH_ESCAPES, announced in the OK's status flags: a backslash is plain.
+        let mut judge = |ask: Ask<'_>| match ask {
+            Ask::Statement {
+                command: "update", ..
+            } => Some(deadlock(false, Some(false))),
+            _ => None,
+        };
+        let steps = [
+            (Down, greeting()),
+            (Up, handshake(0x000a_a205)),
+            (Down, packet(2, &[0, 0, 0, 0x02, 0x02, 0, 0])),
+            (Up, query(r"SELECT 'a\'; UPDATE t SET v = 1")),
+        ];
+        let (_, up, ..) = run(&steps, 1000, Some(&mut judge));
+        assert!(
+            up.ends_with(&query(r"SELECT 'a\'; dbfault_injected_1213")),
+            "{}",
+            String::from_utf8_lossy(&up)
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! PostgreSQL, as it passes through the filter: [`reader`] frames the messages of each
-//! direction, [`sql`] classifies statements, [`session`] pairs the client's statements with
+//! direction, [`session`] pairs the client's statements with
 //! the server's answers (what gets counted and timed).
 
 pub mod reader;
 pub mod session;
-pub mod sql;
+
 #[cfg(test)]
 mod wire_bytes;
 

@@ -26,7 +26,10 @@ const MAX_MESSAGE: u32 = 0x4000_0000;
 /// An untagged startup-phase message is at most this long (PostgreSQL's limit is 10 000).
 const MAX_STARTUP: u32 = 10_000;
 
-const PROTOCOL_3_0: u32 = 196_608;
+/// Protocol 3.x: the major version in the high 16 bits of a StartupMessage's code.
+const PROTOCOL_3: u32 = 3;
+/// A CancelRequest: length, code, process id, and a key of 4 bytes (3.0) up to 256 (3.2).
+const CANCEL_LEN: std::ops::RangeInclusive<u32> = 16..=268;
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
@@ -34,8 +37,8 @@ const CANCEL_REQUEST: u32 = 80_877_102;
 /// What the first client message said the connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
-    /// A StartupMessage (protocol 3.0): a plaintext session.
-    Startup,
+    /// A StartupMessage (protocol 3.`minor`): a plaintext session.
+    Startup { minor: u16 },
     /// An SSLRequest or GSSENCRequest: the server's one-byte answer decides.
     EncryptionRequest,
     /// A CancelRequest: not a session, no queries.
@@ -117,9 +120,12 @@ fn capture_for(dir: Direction, tag: u8) -> usize {
         // Client: simple Query, Parse (statement name + text), Bind (portal + statement names),
         // Execute (portal name), Close (what is closed), the opening message's code.
         (Direction::ToDatabase, b'Q' | b'P' | b'B' | b'E' | b'C' | 0) => CAPTURE_LIMIT,
-        // Server: ErrorResponse (its fields, the SQLSTATE among them). Everything else is
-        // passed over uncopied.
+        // Server: ErrorResponse (its fields, the SQLSTATE among them), ParameterStatus (the
+        // quoting a session's text is read with), NegotiateProtocolVersion (its newest minor
+        // version). Everything else is passed over uncopied.
         (Direction::ToClient, b'E') => 256,
+        (Direction::ToClient, b'S') => 64,
+        (Direction::ToClient, b'v') => 4,
         _ => 0,
     }
 }
@@ -298,9 +304,13 @@ impl Reader {
         if opening {
             let (len, code) = (word(0), word(4));
             let opening_kind = match code {
-                PROTOCOL_3_0 if (8..=MAX_STARTUP).contains(&len) => Opening::Startup,
                 SSL_REQUEST | GSSENC_REQUEST if len == 8 => Opening::EncryptionRequest,
-                CANCEL_REQUEST if len == 16 => Opening::Cancel,
+                CANCEL_REQUEST if CANCEL_LEN.contains(&len) => Opening::Cancel,
+                _ if code >> 16 == PROTOCOL_3 && (8..=MAX_STARTUP).contains(&len) => {
+                    Opening::Startup {
+                        minor: (code & 0xffff) as u16,
+                    }
+                }
                 _ => {
                     self.give_up(step);
                     return tail;
@@ -308,7 +318,7 @@ impl Reader {
             };
             step(Step::Opened(opening_kind));
             match opening_kind {
-                Opening::Startup => {
+                Opening::Startup { .. } => {
                     self.phase = Phase::Tagged;
                     self.begin(0, len - 8, step);
                 }
@@ -407,8 +417,8 @@ pub fn opens_connection(first: &[u8]) -> bool {
     match (word(0), word(4)) {
         (Some(len), Some(code)) => match code {
             SSL_REQUEST | GSSENC_REQUEST => len == 8,
-            CANCEL_REQUEST => len == 16,
-            _ => code >> 16 == 3 && (8..=MAX_STARTUP).contains(&len),
+            CANCEL_REQUEST => CANCEL_LEN.contains(&len),
+            _ => code >> 16 == PROTOCOL_3 && (8..=MAX_STARTUP).contains(&len),
         },
         _ => false,
     }
@@ -493,7 +503,7 @@ mod tests {
         bytes.extend(msg(b'X', b""));
         let whole = read_all(&mut Reader::client(), &bytes, bytes.len());
         assert_eq!(whole.len(), 9, "{whole:?}");
-        assert_eq!(whole[0], "opened Startup");
+        assert_eq!(whole[0], "opened Startup { minor: 0 }");
         assert!(whole[2].starts_with("Q 19 \"SELECT 1; SELECT 2"));
         assert_eq!(whole[7], "d 300 \"\"", "CopyData is counted past, not kept");
         for size in [1, 2, 3, 5, 7, 64] {
@@ -555,7 +565,10 @@ mod tests {
         server.expect_encryption_answer();
         assert_eq!(read_all(&mut server, b"N", 1), ["encryption false"]);
         client.expect_opening();
-        assert_eq!(read_all(&mut client, &startup(), 4)[0], "opened Startup");
+        assert_eq!(
+            read_all(&mut client, &startup(), 4)[0],
+            "opened Startup { minor: 0 }"
+        );
         assert!(client.reading() && server.reading());
         // Answered S: nothing more is read.
         let mut server = Reader::server();

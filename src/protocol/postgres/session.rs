@@ -21,15 +21,20 @@
 //! error the replacement provoked is rewritten: a server that fails it for its own reason
 //! (a transaction already failed: 25P02) is heard as it is.
 //!
-//! Bounds: at most [`MAX_PENDING`] statements awaiting answers (a longer pipeline is counted
-//! but not timed, and rules do not act on it), [`MAX_PREPARED`] named statements and portals
+//! Protocol 3.2 (and any 3.x a server negotiates down to 3.0–3.2 with NegotiateProtocolVersion)
+//! frames every message this session reads as 3.0 does; a session the server runs in a newer
+//! minor version is not read past its startup. Statement text is split as the server says it
+//! quotes (`standard_conforming_strings` in ParameterStatus).
+//!
+//! Bounds: at most [`MAX_PENDING`] statements and as many groups awaiting answers (a longer
+//! pipeline is counted but not timed, and rules do not act on it), [`MAX_PREPARED`] named statements and portals
 //! and [`MAX_PREPARED_TEXT`] bytes of their text (the oldest is forgotten first: its
 //! executions count as `other`), and while rules act, the start of one message per direction
 //! ([`super::CAPTURE_LIMIT`] bytes and its header) withheld until it is decided.
 
 use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
-use super::sql::{statements, Command};
 use crate::fault::Direction;
+use crate::protocol::sql::{statements, Command, Dialect};
 pub use crate::protocol::Event;
 use crate::protocol::{
     Act, Ask, Code, Edit, ErrorReply, Judge, Output, Protocol, Splice, Splices, Verdict,
@@ -38,6 +43,12 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 pub const MAX_PENDING: usize = 1024;
+/// Groups (Queries, Syncs) awaiting their ReadyForQuery, tracked one by one; those beyond are
+/// only counted.
+pub const MAX_GROUPS: usize = 1024;
+/// The newest minor protocol version read: 3.2 differs from 3.0 only in messages read by
+/// their length (BackendKeyData's key, CancelRequest's).
+const NEWEST_MINOR: u16 = 2;
 pub const MAX_PREPARED: usize = 256;
 /// Statement text kept for named statements (and again for portals), per connection.
 pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
@@ -165,6 +176,13 @@ struct Tracker {
     /// The client has sent something (a server speaking first is not PostgreSQL).
     client_spoke: bool,
     groups: VecDeque<Group>,
+    /// Groups after the tracked ones (beyond [`MAX_GROUPS`]), answered after them.
+    untracked: usize,
+    /// The client asked for a minor version newer than [`NEWEST_MINOR`] and the server has not
+    /// said it runs an older one.
+    newer_version: bool,
+    /// The server reported `standard_conforming_strings = off`.
+    backslash_strings: bool,
     /// Extended-protocol messages since the last Sync belong to the last group.
     extended_open: bool,
     pending_count: usize,
@@ -280,7 +298,7 @@ impl Session {
                 drive(server, &mut |step| {
                     track.server_step(step, now, event, &mut after);
                 });
-                after.apply(client);
+                after.apply(client, server);
             }
             _ => {}
         }
@@ -347,7 +365,7 @@ impl Session {
                     }
                     let reported = Reported::of(&step);
                     // A startup is decided when its contents are read (its Message step).
-                    let startup = matches!(step, Step::Opened(Opening::Startup));
+                    let startup = matches!(step, Step::Opened(Opening::Startup { .. }));
                     unreadable |= matches!(step, Step::Unreadable);
                     let edit = track.client_step(
                         step,
@@ -375,7 +393,7 @@ impl Session {
             }
         }
         if dir == Direction::ToClient {
-            after.apply(client);
+            after.apply(client, server);
         }
         if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
             server.stop();
@@ -476,11 +494,15 @@ impl Place<'_, '_> {
 struct ServerAfter {
     stop_client: bool,
     reopen_client: bool,
+    stop_server: bool,
 }
 
 impl ServerAfter {
-    fn apply(self, client: &mut Reader) {
-        if self.stop_client {
+    fn apply(self, client: &mut Reader, server: &mut Reader) {
+        if self.stop_server {
+            server.stop();
+        }
+        if self.stop_client || self.stop_server {
             client.stop();
         } else if self.reopen_client {
             client.expect_opening();
@@ -609,12 +631,39 @@ impl Tracker {
                 after.stop_client = true;
             }
             Step::Message(m) => {
+                match m.tag {
+                    b'S' => self.parameter_status(m.body),
+                    b'v' => {
+                        // NegotiateProtocolVersion: the newest minor version the server runs.
+                        let newest = m.body.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+                        if newest.is_some_and(|b| u32::from_be_bytes(b) <= u32::from(NEWEST_MINOR))
+                        {
+                            self.newer_version = false;
+                        }
+                    }
+                    b'R' | b'Z' if self.newer_version => {
+                        // The server runs a minor version this session cannot vouch for.
+                        after.stop_client = true;
+                        after.stop_server = true;
+                        return None;
+                    }
+                    _ => {}
+                }
                 let code = (m.tag == b'E').then(|| sqlstate(m.body)).flatten();
                 return self.server_message(m.tag, code, now, event);
             }
             Step::Opened(_) => {}
         }
         None
+    }
+
+    /// A ParameterStatus: the quoting of `standard_conforming_strings`.
+    fn parameter_status(&mut self, body: &[u8]) {
+        let (name, rest) = cstr(body);
+        if name == b"standard_conforming_strings" {
+            let (value, _) = cstr(rest);
+            self.backslash_strings = value == b"off";
+        }
     }
 
     fn client_step(
@@ -627,11 +676,12 @@ impl Tracker {
         rewrites: &mut Rewrites,
     ) -> Option<Edit> {
         match step {
-            Step::Opened(Opening::Startup) => {
+            Step::Opened(Opening::Startup { minor }) => {
                 self.recognize(Kind::Postgres, event);
+                self.newer_version = minor > NEWEST_MINOR;
                 // The startup is answered by the first ReadyForQuery: a group of its own.
                 self.extended_open = false;
-                self.groups.push_back(Group::default());
+                self.open_group();
             }
             Step::Opened(Opening::EncryptionRequest) => server.expect_encryption_answer(),
             Step::Opened(Opening::Cancel) => self.recognize(Kind::Cancel, event),
@@ -668,7 +718,7 @@ impl Tracker {
         event: &mut dyn FnMut(Event),
     ) -> bool {
         event(Event::Request(command.name()));
-        if self.pending_count >= MAX_PENDING {
+        if self.pending_count >= MAX_PENDING || self.untracked > 0 {
             return false;
         }
         let Some(group) = self.groups.back_mut() else {
@@ -694,11 +744,27 @@ impl Tracker {
         }
     }
 
+    /// A new group: tracked, or only counted once [`MAX_GROUPS`] are (and until all those
+    /// before it are answered, so that answers stay in order).
+    fn open_group(&mut self) {
+        if self.untracked == 0 && self.groups.len() < MAX_GROUPS {
+            self.groups.push_back(Group::default());
+        } else {
+            self.untracked += 1;
+        }
+    }
+
     /// The group extended-protocol messages go to (a new one after a Sync).
     fn extended_group(&mut self) {
         if !self.extended_open {
-            self.groups.push_back(Group::default());
+            self.open_group();
             self.extended_open = true;
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres {
+            standard_strings: !self.backslash_strings,
         }
     }
 
@@ -724,15 +790,17 @@ impl Tracker {
         match tag {
             b'Q' => {
                 self.extended_open = false;
-                self.groups.push_back(Group::default());
+                self.open_group();
                 let text = statement_text(b'Q', body);
+                let dialect = self.dialect();
                 let mut edit = None;
-                for statement in statements(text) {
-                    let waits = self.push(Command::of(statement), now, event);
+                for statement in statements(text, dialect) {
+                    let command = Command::of(statement, dialect);
+                    let waits = self.push(command, now, event);
                     if !waits || edit.is_some() {
                         continue;
                     }
-                    let act = Self::judge(&mut judge, Command::of(statement), statement);
+                    let act = Self::judge(&mut judge, command, statement);
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
                     let before = text.get(..offset).unwrap_or_default();
@@ -745,7 +813,7 @@ impl Tracker {
                 let (name, _) = cstr(body);
                 let text = statement_text(b'P', body);
                 let prepared = Rc::new(Prepared {
-                    command: Command::of(text),
+                    command: Command::of(text, self.dialect()),
                     text: text.into(),
                 });
                 self.statements.set(name, prepared);
@@ -789,7 +857,7 @@ impl Tracker {
             // A function call is answered like a simple Query: its own group.
             b'F' => {
                 self.extended_open = false;
-                self.groups.push_back(Group::default());
+                self.open_group();
             }
             _ => {}
         }
@@ -882,6 +950,9 @@ impl Tracker {
                 return edit;
             }
             b'Z' => {
+                if self.groups.is_empty() {
+                    self.untracked = self.untracked.saturating_sub(1);
+                }
                 if let Some(group) = self.groups.pop_front() {
                     self.pending_count -= group.pending.len();
                     // Injections whose statements got no answer (skipped after another error).
@@ -898,7 +969,7 @@ impl Tracker {
                         return Some(Edit::ReplaceThenEnd(error_response(&injected.reply)));
                     }
                 }
-                if self.groups.is_empty() {
+                if self.groups.is_empty() && self.untracked == 0 {
                     self.extended_open = false;
                 }
             }
@@ -910,7 +981,7 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use super::super::wire_bytes::{msg, startup};
+    use super::super::wire_bytes::{msg, startup, startup_version};
     use super::*;
     use crate::fault::Close;
 
@@ -1126,6 +1197,159 @@ mod tests {
         assert_eq!(s.skippable(Up), usize::MAX);
     }
 
+    /// A server's NegotiateProtocolVersion: its newest minor version, no unknown options.
+    fn negotiate(minor: u32) -> Vec<u8> {
+        msg(b'v', &[minor.to_be_bytes(), 0u32.to_be_bytes()].concat())
+    }
+
+    /// BackendKeyData with a `key_len`-byte key (4 in 3.0, up to 256 in 3.2).
+    fn key_data(key_len: usize) -> Vec<u8> {
+        msg(
+            b'K',
+            &[&7u32.to_be_bytes()[..], &vec![0xab; key_len]].concat(),
+        )
+    }
+
+    #[test]
+    fn protocol_3_2_is_read_and_a_newer_one_only_when_negotiated_down() {
+        let stand_in = query("FETCH \"dbfault: injected 40001\"");
+        let provoked = error_with("34000", "cursor does not exist", "ERROR");
+        let cases = [
+            // libpq 18's max_protocol_version=3.2 against a 3.0 server: negotiated down.
+            (
+                2,
+                [negotiate(0), msg(b'R', &[0; 4]), key_data(4), ready(b'I')].concat(),
+                true,
+            ),
+            // ...against a 3.2 server: a 32-byte key.
+            (
+                2,
+                [msg(b'R', &[0; 4]), key_data(32), ready(b'I')].concat(),
+                true,
+            ),
+            // 3.5 negotiated down to 3.2.
+            (
+                5,
+                [negotiate(2), msg(b'R', &[0; 4]), key_data(256), ready(b'I')].concat(),
+                true,
+            ),
+            // 3.5 accepted as it is: nothing this session can vouch for, so nothing is touched.
+            (
+                5,
+                [msg(b'R', &[0; 4]), key_data(4), ready(b'I')].concat(),
+                false,
+            ),
+        ];
+        for (minor, hello, read) in cases {
+            for size in [1, 3, 4096] {
+                let mut judge = rule("plants", Act::Error(reply("40001", false)), None);
+                let answer = if read {
+                    provoked.clone()
+                } else {
+                    complete("SELECT 1")
+                };
+                let r = rewrite(
+                    &[
+                        (Up, startup_version(minor)),
+                        (Down, hello.clone()),
+                        (Up, query("SELECT * FROM plants")),
+                        (Down, [answer, ready(b'I')].concat()),
+                    ],
+                    size,
+                    &mut judge,
+                );
+                let want = if read {
+                    stand_in.clone()
+                } else {
+                    query("SELECT * FROM plants")
+                };
+                assert!(r.to_server.ends_with(&want), "3.{minor}, chunks of {size}");
+                assert_eq!(
+                    r.to_client.windows(5).any(|w| w == b"40001"),
+                    read,
+                    "3.{minor}, chunks of {size}"
+                );
+            }
+        }
+        // A 3.2 CancelRequest carries a longer key: still a cancel, not a session.
+        let mut cancel = 44u32.to_be_bytes().to_vec();
+        cancel.extend_from_slice(&80_877_102u32.to_be_bytes());
+        cancel.extend_from_slice(&[1; 36]);
+        assert!(super::super::reader::opens_connection(&cancel));
+        let r = rewrite(&[(Up, cancel)], 7, &mut |_| None);
+        assert_eq!(r.events, ["Postgres"]);
+    }
+
+    #[test]
+    fn strings_are_split_as_standard_conforming_strings_says() {
+        let text = r"SELECT 'a\'; SELECT 2";
+        for (setting, want) in [
+            // On: the string ends at the second quote; `SELECT 2` alone is replaced.
+            (
+                "on",
+                query(r#"SELECT 'a\'; FETCH "dbfault: injected 40001""#),
+            ),
+            // Off: `\'` escapes the quote, and everything is one statement.
+            ("off", query("FETCH \"dbfault: injected 40001\"")),
+        ] {
+            let mut judge = rule("SELECT 2", Act::Error(reply("40001", false)), None);
+            let status = msg(
+                b'S',
+                format!("standard_conforming_strings\0{setting}\0").as_bytes(),
+            );
+            let r = rewrite(
+                &[
+                    (Up, startup()),
+                    (Down, [msg(b'R', &[0; 4]), status, ready(b'I')].concat()),
+                    (Up, query(text)),
+                ],
+                5,
+                &mut judge,
+            );
+            assert!(r.to_server.ends_with(&want), "{setting}");
+        }
+    }
+
+    #[test]
+    fn pending_groups_are_bounded_and_stay_in_order() {
+        let mut s = Session::new();
+        s.on_data(Up, &startup(), &mut || 0, &mut |_| {});
+        s.on_data(Down, &hello(), &mut || 0, &mut |_| {});
+        let syncs = msg(b'S', b"").repeat(MAX_GROUPS * 3);
+        s.on_data(Up, &syncs, &mut || 0, &mut |_| {});
+        assert_eq!(s.track.groups.len(), MAX_GROUPS);
+        assert_eq!(s.track.untracked, MAX_GROUPS * 2);
+        // A query behind them is counted but not tracked; all are answered in order.
+        s.on_data(Up, &query("SELECT 1"), &mut || 0, &mut |_| {});
+        let mut answered = 0;
+        let answers = [
+            ready(b'I').repeat(MAX_GROUPS * 3),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat();
+        s.on_data(Down, &answers, &mut || 0, &mut |e| {
+            if let Event::Answered { .. } = e {
+                answered += 1
+            }
+        });
+        assert_eq!(answered, 0);
+        assert!(s.track.groups.is_empty() && s.track.untracked == 0);
+        // Tracked again from here.
+        s.on_data(Up, &query("SELECT 1"), &mut || 0, &mut |_| {});
+        s.on_data(
+            Down,
+            &[complete("SELECT 1"), ready(b'I')].concat(),
+            &mut || 0,
+            &mut |e| {
+                if let Event::Answered { .. } = e {
+                    answered += 1
+                }
+            },
+        );
+        assert_eq!(answered, 1);
+    }
+
     #[test]
     fn pending_statements_are_bounded() {
         let mut s = Session::new();
@@ -1162,6 +1386,7 @@ mod tests {
             code: Some(code.as_bytes().try_into().unwrap()),
             message: "could not serialize access".into(),
             fatal,
+            rollback: None,
         }
     }
 

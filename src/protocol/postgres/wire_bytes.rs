@@ -10,9 +10,14 @@ pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
 
 /// A protocol 3.0 StartupMessage.
 pub fn startup() -> Vec<u8> {
+    startup_version(0)
+}
+
+/// A protocol 3.`minor` StartupMessage.
+pub fn startup_version(minor: u16) -> Vec<u8> {
     let params = b"user\0postgres\0database\0postgres\0\0";
     let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&196_608u32.to_be_bytes());
+    out.extend_from_slice(&(3u32 << 16 | u32::from(minor)).to_be_bytes());
     out.extend_from_slice(params);
     out
 }

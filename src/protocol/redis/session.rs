@@ -641,6 +641,7 @@ mod tests {
             code: None,
             message: "READONLY You can't write against a read only replica.".into(),
             fatal,
+            rollback: None,
         })
     }
 

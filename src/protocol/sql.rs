@@ -1,0 +1,546 @@
+//! Just enough SQL to count statements and to place a stand-in safely: where a query's
+//! statements end, and each one's first keyword, in each dialect's own lexical rules. One
+//! lexer serves splitting, labelling and matching, so the three never disagree.
+//!
+//! PostgreSQL: `'...'` (backslash escapes in `E'...'`, and in every string while the server
+//! reports `standard_conforming_strings = off`), `"..."` identifiers, dollar quotes (`$$...$$`,
+//! `$tag$...$tag$`), `--` and nested `/* ... */` comments.
+//!
+//! MySQL/MariaDB: `'...'` and `"..."` strings (backslash escapes unless the server reports
+//! `NO_BACKSLASH_ESCAPES`), `` `...` `` identifiers, `#` comments, `-- ` comments (two dashes
+//! and a space or control character: `5--1` is arithmetic), `/* ... */` comments that do not
+//! nest, and executable comments (`/*! ... */`, `/*M! ... */`) whose contents the server runs.
+//! Two things cannot be known from the session: whether `ANSI_QUOTES` makes `"` quote an
+//! identifier (no backslash escapes) and whether the server runs a versioned executable
+//! comment. The text is read every way; where the readings disagree on where statements
+//! start, the whole text is one statement (so a stand-in replaces all of it and can never land
+//! inside a comment or a string).
+
+/// The first keywords that name a statement's command (the `command` label, the list issue 11
+/// fixes); anything else is `other`.
+pub const COMMANDS: [&str; 37] = [
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "with",
+    "copy",
+    "begin",
+    "start",
+    "commit",
+    "end",
+    "rollback",
+    "savepoint",
+    "release",
+    "set",
+    "show",
+    "call",
+    "do",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "grant",
+    "revoke",
+    "vacuum",
+    "analyze",
+    "explain",
+    "lock",
+    "listen",
+    "notify",
+    "fetch",
+    "declare",
+    "close",
+    "discard",
+    "prepare",
+    "execute",
+    "deallocate",
+];
+
+/// A statement's command: an index into [`COMMANDS`], or `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command(u8);
+
+impl Command {
+    pub const OTHER: Command = Command(COMMANDS.len() as u8);
+
+    /// Its position in [`COMMANDS`] (`COMMANDS.len()` for `other`).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The `command` label value.
+    pub fn name(self) -> &'static str {
+        COMMANDS
+            .get(usize::from(self.0))
+            .copied()
+            .unwrap_or("other")
+    }
+
+    /// The command of a statement: its first keyword (after spaces, comments and opening
+    /// parentheses), case-insensitively.
+    pub fn of(statement: &[u8], dialect: Dialect) -> Command {
+        let rest = skip_blanks(statement, dialect);
+        let word_len = rest
+            .iter()
+            .position(|b| !b.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let word = rest.get(..word_len).unwrap_or_default();
+        COMMANDS
+            .iter()
+            .position(|c| c.as_bytes().eq_ignore_ascii_case(word))
+            .map_or(Command::OTHER, |i| Command(i as u8))
+    }
+}
+
+/// A session's SQL dialect and what its server said about quoting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `standard_strings`: `standard_conforming_strings` is on (the default since 9.1).
+    Postgres { standard_strings: bool },
+    /// `backslash_escapes`: `NO_BACKSLASH_ESCAPES` is off (the default).
+    Mysql { backslash_escapes: bool },
+}
+
+impl Dialect {
+    pub const POSTGRES: Dialect = Dialect::Postgres {
+        standard_strings: true,
+    };
+    pub const MYSQL: Dialect = Dialect::Mysql {
+        backslash_escapes: true,
+    };
+}
+
+/// One way of reading MySQL text where the session cannot tell.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    dialect: Dialect,
+    /// MySQL: `"` quotes an identifier (`ANSI_QUOTES`).
+    ansi_quotes: bool,
+    /// MySQL: executable comments' contents are statements' text (else comments).
+    executable: bool,
+}
+
+/// `text` without leading whitespace, comments and parentheses (`(SELECT 1) UNION ...`).
+fn skip_blanks(mut text: &[u8], dialect: Dialect) -> &[u8] {
+    let mysql = matches!(dialect, Dialect::Mysql { .. });
+    loop {
+        match text {
+            [b, rest @ ..] if b.is_ascii_whitespace() || *b == b'(' => text = rest,
+            [b'-', b'-', ..] if !mysql || dash_comment(text, 0) => text = after_line(text),
+            [b'#', ..] if mysql => text = after_line(text),
+            [b'/', b'*', ..] if mysql && executable_opener(text, 0).is_some() => {
+                let opener = executable_opener(text, 0).unwrap_or(2);
+                text = text.get(opener..).unwrap_or_default();
+            }
+            [b'/', b'*', ..] => {
+                let end = if mysql {
+                    plain_comment_end(text, 0)
+                } else {
+                    nested_comment_end(text, 0)
+                };
+                text = text.get(end..).unwrap_or_default();
+            }
+            _ => return text,
+        }
+    }
+}
+
+/// `text` from its first line break on.
+fn after_line(text: &[u8]) -> &[u8] {
+    let end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    text.get(end..).unwrap_or_default()
+}
+
+/// MySQL: whether the `--` at `at` opens a comment (a space or control character follows, or
+/// nothing).
+fn dash_comment(text: &[u8], at: usize) -> bool {
+    text.get(at + 2).is_none_or(|b| *b <= b' ')
+}
+
+/// The index after the (possibly nested) comment opening at `at` with `/*`.
+fn nested_comment_end(text: &[u8], at: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = at;
+    while let Some(pair) = text.get(i..i + 2) {
+        match pair {
+            b"/*" => {
+                depth += 1;
+                i += 2;
+            }
+            b"*/" => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    text.len()
+}
+
+/// The index after the comment opening at `at` with `/*` that ends at the first `*/`.
+fn plain_comment_end(text: &[u8], at: usize) -> usize {
+    text.get(at + 2..)
+        .and_then(|t| t.windows(2).position(|w| w == b"*/"))
+        .map_or(text.len(), |n| at + 2 + n + 2)
+}
+
+/// MySQL: the length of an executable comment's opener at `at` (`/*!` or `/*M!` and its
+/// version digits), if one opens there.
+fn executable_opener(text: &[u8], at: usize) -> Option<usize> {
+    let rest = text.get(at..)?;
+    let bang = if rest.starts_with(b"/*!") {
+        3
+    } else if rest.starts_with(b"/*M!") {
+        4
+    } else {
+        return None;
+    };
+    let digits = rest
+        .get(bang..)
+        .map_or(0, |t| t.iter().take_while(|b| b.is_ascii_digit()).count());
+    Some(bang + digits)
+}
+
+/// Where the statement separators (top-level semicolons) of `text` are under one reading.
+fn cuts(text: &[u8], reading: Reading) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut in_executable = false;
+    let (mysql, escapes_everywhere) = match reading.dialect {
+        Dialect::Postgres { standard_strings } => (false, !standard_strings),
+        Dialect::Mysql { backslash_escapes } => (true, backslash_escapes),
+    };
+    while let Some(&b) = text.get(i) {
+        match b {
+            b';' => {
+                out.push(i);
+                i += 1;
+            }
+            b'\'' => {
+                let escapes = escapes_everywhere || (!mysql && e_string(text, i));
+                i = skip_quoted(text, i, b, escapes);
+            }
+            b'"' => {
+                let escapes = mysql && !reading.ansi_quotes && escapes_everywhere;
+                i = skip_quoted(text, i, b, escapes);
+            }
+            b'`' if mysql => i = skip_quoted(text, i, b, false),
+            b'-' if text.get(i + 1) == Some(&b'-') && (!mysql || dash_comment(text, i)) => {
+                i = text.len() - after_line(text.get(i..).unwrap_or_default()).len();
+            }
+            b'#' if mysql => {
+                i = text.len() - after_line(text.get(i..).unwrap_or_default()).len();
+            }
+            b'*' if in_executable && text.get(i + 1) == Some(&b'/') => {
+                in_executable = false;
+                i += 2;
+            }
+            b'/' if text.get(i + 1) == Some(&b'*') => {
+                if !mysql {
+                    i = nested_comment_end(text, i);
+                } else if let Some(opener) =
+                    executable_opener(text, i).filter(|_| reading.executable && !in_executable)
+                {
+                    in_executable = true;
+                    i += opener;
+                } else {
+                    i = plain_comment_end(text, i);
+                }
+            }
+            b'$' if !mysql => i = skip_dollar_quoted(text, i),
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// The statements between `cuts`, without the empty ones.
+fn ranges(text: &[u8], cuts: &[usize], dialect: Dialect) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for end in cuts.iter().copied().chain([text.len()]) {
+        let statement = text.get(start..end).unwrap_or_default();
+        if !skip_blanks(statement, dialect).is_empty() {
+            out.push(start..end);
+        }
+        start = end + 1;
+    }
+    out
+}
+
+/// PostgreSQL: whether the `'` at `at` opens an `E'...'` string.
+fn e_string(text: &[u8], at: usize) -> bool {
+    at > 0
+        && matches!(text.get(at - 1), Some(b'e' | b'E'))
+        && !text
+            .get(at.wrapping_sub(2))
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+/// The index after the quoted section opening at `at` with `quote`: a doubled quote is part
+/// of it, and so, with `escapes`, is a backslash and the byte after it.
+fn skip_quoted(text: &[u8], at: usize, quote: u8, escapes: bool) -> usize {
+    let mut i = at + 1;
+    while let Some(&b) = text.get(i) {
+        if escapes && b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b == quote {
+            if text.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    text.len()
+}
+
+/// The index after a dollar-quoted string opening at `at` (`$$` or `$tag$`), or after the `$`
+/// when it opens none (a parameter such as `$1`).
+fn skip_dollar_quoted(text: &[u8], at: usize) -> usize {
+    let tag_end = text
+        .get(at + 1..)
+        .and_then(|t| {
+            t.iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
+        })
+        .map(|n| at + 1 + n);
+    let Some(tag_end) = tag_end else {
+        return text.len();
+    };
+    let tag = text.get(at..=tag_end).unwrap_or_default();
+    let opens = text.get(tag_end) == Some(&b'$') && !tag.get(1).is_some_and(u8::is_ascii_digit);
+    if !opens {
+        return at + 1;
+    }
+    let body = tag_end + 1;
+    text.get(body..)
+        .and_then(|t| t.windows(tag.len()).position(|w| w == tag))
+        .map_or(text.len(), |n| body + n + tag.len())
+}
+
+/// The statements of a query's text, in order, without the empty ones (`SELECT 1;;` has
+/// one). A statement cut off by the capture limit is the last one.
+pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
+    let reading = Reading {
+        dialect,
+        ansi_quotes: false,
+        executable: true,
+    };
+    let mut cut = cuts(text, reading);
+    if matches!(dialect, Dialect::Mysql { .. }) && !mysql_readings_agree(text, &cut, reading) {
+        cut.clear();
+    }
+    ranges(text, &cut, dialect)
+        .into_iter()
+        .map(|r| text.get(r).unwrap_or_default())
+        .collect()
+}
+
+/// Whether every reading of MySQL text that the session cannot rule out puts the statement
+/// separators where `first` (`ANSI_QUOTES` off, executable comments run) puts them: `cut`.
+fn mysql_readings_agree(text: &[u8], cut: &[usize], first: Reading) -> bool {
+    let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    let quotes = text.contains(&b'"')
+        && matches!(
+            first.dialect,
+            Dialect::Mysql {
+                backslash_escapes: true
+            }
+        );
+    let executable = has(b"/*!") || has(b"/*M!");
+    let mut others = Vec::new();
+    if quotes {
+        others.push(Reading {
+            ansi_quotes: true,
+            ..first
+        });
+    }
+    if executable {
+        others.push(Reading {
+            executable: false,
+            ..first
+        });
+    }
+    if quotes && executable {
+        others.push(Reading {
+            ansi_quotes: true,
+            executable: false,
+            ..first
+        });
+    }
+    others.into_iter().all(|reading| cuts(text, reading) == cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<String> {
+        split_in(text, Dialect::POSTGRES)
+    }
+
+    fn split_in(text: &str, dialect: Dialect) -> Vec<String> {
+        statements(text.as_bytes(), dialect)
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn statements_split_only_at_top_level_semicolons() {
+        assert_eq!(split("SELECT 1; SELECT 2"), ["SELECT 1", "SELECT 2"]);
+        assert_eq!(split("SELECT 1;;  ; "), ["SELECT 1"]);
+        assert_eq!(split(""), Vec::<String>::new());
+        assert_eq!(
+            split("SELECT ';'; SELECT 'it''s;'"),
+            ["SELECT ';'", "SELECT 'it''s;'"]
+        );
+        assert_eq!(
+            split(r#"SELECT "a;b" FROM t; SELECT 2"#),
+            [r#"SELECT "a;b" FROM t"#, "SELECT 2"]
+        );
+        assert_eq!(
+            split("SELECT 1 -- ; not here\n; SELECT 2"),
+            ["SELECT 1 -- ; not here", "SELECT 2"]
+        );
+        assert_eq!(
+            split("SELECT /* ; /* nested ; */ ; */ 1; SELECT 2").len(),
+            2
+        );
+        assert_eq!(
+            split("DO $$ BEGIN PERFORM 1; END $$; SELECT $1; SELECT $tag$;$tag$"),
+            [
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "SELECT $1",
+                "SELECT $tag$;$tag$"
+            ]
+        );
+        assert_eq!(
+            split(r"SELECT E'\';'; SELECT 2"),
+            [r"SELECT E'\';'", "SELECT 2"]
+        );
+        // Unterminated: the rest is one statement (a capture cut short).
+        assert_eq!(split("SELECT 1; SELECT 'abc"), ["SELECT 1", "SELECT 'abc"]);
+        assert_eq!(split("-- only a comment"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn commands_are_first_keywords() {
+        let cases = [
+            ("SELECT 1", "select"),
+            ("  insert into t values (1)", "insert"),
+            ("-- why\nUPDATE t SET a = 1", "update"),
+            ("/* x */ (SELECT 1) UNION (SELECT 2)", "select"),
+            ("WITH x AS (SELECT 1) DELETE FROM t", "with"),
+            ("begin", "begin"),
+            ("START TRANSACTION", "start"),
+            ("vacuum analyze", "vacuum"),
+            ("selectx", "other"),
+            ("", "other"),
+            ("123", "other"),
+            ("LISTEN ch", "listen"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                Command::of(text.as_bytes(), Dialect::POSTGRES).name(),
+                want,
+                "{text:?}"
+            );
+        }
+        assert_eq!(Command::OTHER.name(), "other");
+    }
+
+    #[test]
+    fn postgres_follows_standard_conforming_strings() {
+        let off = Dialect::Postgres {
+            standard_strings: false,
+        };
+        // With it on, a backslash is an ordinary character: the string ends at the second quote.
+        assert_eq!(
+            split(r"SELECT 'a\'; SELECT 2; -- '"),
+            [r"SELECT 'a\'", "SELECT 2"]
+        );
+        assert_eq!(split_in(r"SELECT 'a\'; SELECT 2; -- '", off).len(), 1);
+    }
+
+    #[test]
+    fn mysql_comments_quoting_and_executable_comments() {
+        let my = Dialect::MYSQL;
+        let no_escapes = Dialect::Mysql {
+            backslash_escapes: false,
+        };
+        let cases: &[(&str, &[&str])] = &[
+            // `#` comments to the end of the line.
+            (
+                "SELECT 1 # note; b\nUNION SELECT 2",
+                &["SELECT 1 # note; b\nUNION SELECT 2"],
+            ),
+            // `-- ` needs a space; `--1` is minus minus one.
+            ("SELECT 5--1; SELECT 2", &["SELECT 5--1", "SELECT 2"]),
+            (
+                "SELECT 5 -- ; x\n; SELECT 2",
+                &["SELECT 5 -- ; x", "SELECT 2"],
+            ),
+            // Backslash escapes in both kinds of string.
+            (
+                r"INSERT INTO t (v) VALUES ('it\'s; x')",
+                &[r"INSERT INTO t (v) VALUES ('it\'s; x')"],
+            ),
+            (
+                r"SELECT 'it\'s; ok'; SELECT 2",
+                &[r"SELECT 'it\'s; ok'", "SELECT 2"],
+            ),
+            ("SELECT `a;``b`; SELECT 2", &["SELECT `a;``b`", "SELECT 2"]),
+            // Comments do not nest.
+            (
+                "SELECT /* /* */ 1; SELECT 2",
+                &["SELECT /* /* */ 1", "SELECT 2"],
+            ),
+            // Executable comments with no semicolon inside: both readings agree.
+            (
+                "/*!40101 SET NAMES utf8 */; SELECT 2",
+                &["/*!40101 SET NAMES utf8 */", "SELECT 2"],
+            ),
+            // ...with one inside, they disagree: the whole text is one statement.
+            (
+                "SELECT 1 /*!99999 ; SELECT 3 */; SELECT 2",
+                &["SELECT 1 /*!99999 ; SELECT 3 */; SELECT 2"],
+            ),
+            // `"` with a backslash: a string (escaped quote) or, under ANSI_QUOTES, an identifier
+            // ending at it. They disagree: one statement.
+            (
+                r#"SELECT "a\"; SELECT 2; -- "; SELECT 3"#,
+                &[r#"SELECT "a\"; SELECT 2; -- "; SELECT 3"#],
+            ),
+            // ...and agree without a backslash.
+            (
+                r#"SELECT "a;b"; SELECT 2"#,
+                &[r#"SELECT "a;b""#, "SELECT 2"],
+            ),
+            // PostgreSQL's dollar quotes mean nothing here.
+            ("SELECT $$; SELECT 2", &["SELECT $$", "SELECT 2"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&split_in(text, my), want, "{text:?}");
+        }
+        // NO_BACKSLASH_ESCAPES: a backslash is an ordinary character.
+        assert_eq!(
+            split_in(r"SELECT 'a\'; SELECT 2", no_escapes),
+            [r"SELECT 'a\'", "SELECT 2"]
+        );
+        assert_eq!(
+            Command::of(b"# why\n-- and\n/* how */ (SELECT 1)", my).name(),
+            "select"
+        );
+        assert_eq!(Command::of(b"--1", my).name(), "other");
+    }
+}
