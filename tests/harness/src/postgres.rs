@@ -27,6 +27,11 @@ impl Postgres {
             .unwrap_or_else(|_| panic!("postgres-start printed {out:?}, not a port"));
         Postgres { port, dir }
     }
+
+    /// The server's log (its stderr, as `pg_ctl -l` writes it).
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("postgres.log")
+    }
 }
 
 impl Drop for Postgres {

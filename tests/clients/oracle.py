@@ -1,0 +1,580 @@
+"""The safety oracle (issue 19): a seeded workload of what real apps send, through Envoy with
+dbfault under seeded rules, checked against what the database itself says it ran.
+
+    oracle.py rules --protocol P --seed S
+        the plugin configuration (JSON) for seed S
+    oracle.py run --protocol P --seed S --proxy PORT --direct PORT --statements N [--log FILE]
+        runs the workload through PORT (Envoy) and again straight on DIRECT (the reference),
+        prints one JSON report on its last line: counts and every violation found
+
+P is `mysql` (MariaDB: its general log, read from `mysql.general_log`) or `postgres`
+(PostgreSQL: `log_statement = all`, read from its log FILE). The contract checked, per message
+the client sent (a whole COM_QUERY, a whole simple Query, one extended-protocol Execute):
+
+1. the server logged it byte for byte, in the client's order; or, where a rule acted on a
+   statement inside it, the statements before that one as sent and then dbfault's stand-in
+   (recognised by its marker), nothing else;
+2. a statement a rule answered never ran (only its stand-in did);
+3. a message no rule acted on was logged exactly once;
+4. the replies to the messages no rule acted on equal those of the reference run: the same
+   workload sent straight to a second, identical database, each acted-on statement replaced by
+   the real error's equivalent (PostgreSQL: a statement that fails; MySQL: nothing, or a
+   ROLLBACK for an error that rolls back the transaction) and each aborted connection closed
+   at the same place;
+5. hence the transaction state after an injected error is the real error's: the workload reads
+   it (`@@in_transaction`, 25P02 in a failed PostgreSQL transaction, rows after COMMIT).
+
+Statement boundaries come from the generator (it joins the statements it made), never from
+dbfault's lexer. Percentage draws are the module's own: a seed reproduces the workload and the
+rules, not which statements a percentage picked.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+
+TIMEOUT = 20
+MARKER = "oracle"
+TABLE_ROWS = 20
+
+# -- the workload -------------------------------------------------------------------------------
+
+MYSQL_LITERALS = [
+    r"'it\'s; x'", "'a''b;c'", r'"dq;\"x"', "'# not a comment'", "'-- nor this'",
+    "'/* nor; this */'", "'zz1'", "'zz2;'", r"'back\\slash'", "'plain'", "`v`",
+]
+PG_LITERALS = [
+    "'it''s; x'", r"E'esc\'aped; x'", "$$dollar; x$$", "$tag$ $$ ; $tag$", "'-- not a comment'",
+    "'/* nor; this */'", "'zz1'", "'zz2;'", "'plain'",
+]
+MYSQL_DECOR = ["", "", "", "/* c; */ ", "# c; zz2\n", "-- c; x\n", "/*!40101 */ ", "/*M!100100 */ "]
+PG_DECOR = ["", "", "", "/* c; /* nested; */ */ ", "-- c; zz2\n"]
+
+
+class Statement:
+    def __init__(self, text, command):
+        self.text = text
+        self.command = command
+
+
+class Workload:
+    """Messages of 1 to 4 statements, transactions with savepoints among them."""
+
+    def __init__(self, protocol, seed):
+        self.protocol = protocol
+        self.rng = random.Random(seed)
+        self.next_id = 1000
+        self.in_txn = False
+
+    def literal(self):
+        pool = MYSQL_LITERALS if self.protocol == "mysql" else PG_LITERALS
+        return self.rng.choice(pool)
+
+    def decorate(self, text):
+        pool = MYSQL_DECOR if self.protocol == "mysql" else PG_DECOR
+        before = self.rng.choice(pool)
+        after = self.rng.choice(["", "", " /* tail; zz1 */"])
+        return before + text + after
+
+    def statement(self):
+        r = self.rng
+        i = r.randint(1, TABLE_ROWS)
+        pg = self.protocol == "postgres"
+        table = r.choice(["t", '"t"' if pg else "`t`"])
+        choices = [
+            (f"SELECT v FROM {table} WHERE id = {i}", "select"),
+            (f"SELECT id, v FROM t ORDER BY id LIMIT 3", "select"),
+            (f"SELECT {self.literal()} AS x FROM t WHERE id = {i}", "select"),
+            (f"SELECT count(*) FROM {table}", "select"),
+            (f"UPDATE {table} SET v = {self.literal()} WHERE id = {i}", "update"),
+            (f"DELETE FROM t WHERE id = {r.randint(1, TABLE_ROWS * 2)}", "delete"),
+            # The transaction state, as the server sees it.
+            ("SELECT pg_current_xact_id_if_assigned() IS NULL" if pg else "SELECT @@in_transaction",
+             "select"),
+        ]
+        self.next_id += 1
+        choices.append((f"INSERT INTO t (id, v) VALUES ({self.next_id}, {self.literal()})", "insert"))
+        text, command = r.choice(choices)
+        return Statement(self.decorate(text), command)
+
+    def control(self):
+        """Transaction control, kept consistent with what the workload opened."""
+        r = self.rng
+        if not self.in_txn:
+            self.in_txn = True
+            return Statement("START TRANSACTION" if self.protocol == "mysql" else "BEGIN",
+                             "start" if self.protocol == "mysql" else "begin")
+        pick = r.random()
+        if pick < 0.3:
+            return Statement("SAVEPOINT sp1", "savepoint")
+        if pick < 0.5:
+            return Statement("ROLLBACK TO SAVEPOINT sp1", "rollback")
+        self.in_txn = False
+        end = r.choice(["COMMIT", "ROLLBACK"])
+        return Statement(end, end.lower())
+
+    def message(self):
+        r = self.rng
+        n = r.choice([1, 1, 2, 2, 3, 4])
+        parts = []
+        for _ in range(n):
+            parts.append(self.control() if r.random() < 0.15 else self.statement())
+        seps = [r.choice(["; ", ";\n", ";  "]) for _ in parts[1:]]
+        text = parts[0].text
+        # Where each statement's text starts, and the offset just past the `;` before it.
+        starts, semis = [0], [None]
+        for sep, p in zip(seps, parts[1:]):
+            semis.append(len(text) + 1)
+            text += sep
+            starts.append(len(text))
+            text += p.text
+        return {"kind": "query", "text": text, "parts": parts, "starts": starts, "semis": semis}
+
+    def extended(self):
+        """PostgreSQL only: one statement by the extended protocol (unnamed or prepared)."""
+        r = self.rng
+        i = r.randint(1, TABLE_ROWS)
+        text, command, params = r.choice([
+            ("SELECT v FROM t WHERE id = %s", "select", (i,)),
+            ("UPDATE t SET v = %s WHERE id = %s", "update", (f"x{i}; zz1", i)),
+            ("SELECT count(*) FROM t WHERE v <> %s", "select", ("zz2",)),
+        ])
+        return {"kind": "extended", "text": text, "params": params, "prepare": r.random() < 0.5,
+                "parts": [Statement(text, command)]}
+
+    def messages(self, statements):
+        out, count = [], 0
+        while count < statements:
+            m = self.extended() if self.protocol == "postgres" and self.rng.random() < 0.25 else self.message()
+            out.append(m)
+            count += len(m["parts"])
+        return out
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+def rules(protocol, seed):
+    r = random.Random(seed * 7919 + 1)
+    if protocol == "mysql":
+        match = '"clusters": ["mariadb"], "protocol": "mysql"'
+        errors = [
+            '"errno": 1213, "sqlstate": "40001", "message": "Deadlock found (oracle %s)"',
+            '"errno": 1205, "sqlstate": "HY000", "message": "Lock wait timeout (oracle %s)"',
+            '"errno": 1105, "sqlstate": "HY000", "message": "Unknown (oracle %s)", "rollback": true',
+        ]
+        commands = ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "START"]
+    else:
+        match = '"clusters": ["postgres"], "protocol": "postgres"'
+        errors = [
+            '"sqlstate": "40001", "message": "could not serialize access (oracle %s)"',
+            '"sqlstate": "40P01", "message": "deadlock detected (oracle %s)"',
+            '"sqlstate": "57014", "message": "canceling statement (oracle %s)"',
+        ]
+        commands = ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "BEGIN"]
+    out = []
+    for n in range(r.randint(2, 4)):
+        name = f"r{n}"
+        keys = []
+        if n == 0:
+            # At least one rule that acts often, so that no seed checks nothing.
+            keys.append('"commands": ["SELECT", "UPDATE"]')
+            out.append('{"name": "%s", "match": {%s, %s}, "percentage": 30, "error": {%s}}'
+                       % (name, match, keys[0], r.choice(errors) % name))
+            continue
+        if r.random() < 0.7:
+            keys.append('"commands": [%s]' % ", ".join(f'"{c}"' for c in r.sample(commands, r.randint(1, 2))))
+        if not keys or r.random() < 0.4:
+            keys.append('"queryContains": ["%s"]' % r.choice(["zz1", "zz2", "it", "sp1"]))
+        kind = r.random()
+        if kind < 0.7:
+            act = '"error": {%s}' % (r.choice(errors) % name)
+        elif kind < 0.85:
+            act = '"delay": {"latency": "2ms"}'
+        else:
+            act = '"abort": {}'
+        pct = r.choice([10, 30, 50, 100]) if not act.startswith('"abort"') else r.choice([2, 5])
+        out.append('{"name": "%s", "match": {%s, %s}, "percentage": %d, %s}' % (name, match, ", ".join(keys), pct, act))
+    return '{"metrics": {"interval": "100ms"}, "faults": [%s]}' % ", ".join(out)
+
+
+def rolls_back(message):
+    """Whether the rule whose error has `message` rolls back a MySQL transaction (the errno
+    table: 1213 does; `rollback: true` does). None: the client heard a real error instead."""
+    return message is not None and (message.startswith("Deadlock") or message.startswith("Unknown"))
+
+
+# -- MySQL --------------------------------------------------------------------------------------
+
+MYSQL_STANDIN = re.compile(r"^(dbfault_injected_\d+|ROLLBACK AND NO CHAIN NO RELEASE /\* dbfault_injected_\d+ \*/)$")
+
+
+class Mysql:
+    def __init__(self, direct):
+        import pymysql
+        self.pymysql = pymysql
+        self.direct = direct
+
+    def connect(self, port, database=None):
+        from pymysql.constants import CLIENT
+        return self.pymysql.connect(host="127.0.0.1", port=port, user="root", database=database,
+                                    autocommit=True, connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
+                                    write_timeout=TIMEOUT, client_flag=CLIENT.MULTI_STATEMENTS)
+
+    def script(self, sql):
+        c = self.connect(self.direct)
+        cur = c.cursor()
+        cur.execute(sql)
+        while cur.nextset():
+            pass
+        c.close()
+
+    def setup(self, databases):
+        rows = ", ".join(f"({i}, 'v{i}')" for i in range(1, TABLE_ROWS + 1))
+        sql = "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1;"
+        for db in databases:
+            sql += (f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id int PRIMARY KEY, v text) ENGINE=InnoDB;"
+                    f"INSERT INTO {db}.t VALUES {rows};")
+        self.script(sql)
+
+    def session(self, port, database):
+        c = self.connect(port, database)
+        return c, c.thread_id()
+
+    def send(self, conn, m):
+        """Every result of the message: rows or affected counts, or the error that ended it.
+        None when the connection was lost (an abort)."""
+        p = self.pymysql
+        cur = conn.cursor()
+        out = []
+        try:
+            cur.execute(m["text"])
+            out.append(["rows", [list(x) for x in cur.fetchall()]])
+            while cur.nextset():
+                out.append(["rows", [list(x) for x in cur.fetchall()]])
+        except (p.err.OperationalError, p.err.InterfaceError) as e:
+            if e.args and e.args[0] in (2006, 2013, 0):
+                return None
+            out.append(["error", e.args[0], str(e.args[1]) if len(e.args) > 1 else ""])
+        except p.err.MySQLError as e:
+            out.append(["error", e.args[0], str(e.args[1]) if len(e.args) > 1 else ""])
+        return out
+
+    def logged(self, threads):
+        c = self.connect(self.direct)
+        cur = c.cursor()
+        cur.execute("SELECT thread_id, argument FROM mysql.general_log WHERE command_type = 'Query'")
+        out = {t: [] for t in threads}
+        for thread, arg in cur.fetchall():
+            if thread in out:
+                out[thread].append(arg.decode("utf-8", "replace") if isinstance(arg, bytes) else arg)
+        c.close()
+        return out
+
+    @staticmethod
+    def setup_query(q):
+        # PyMySQL's own, when it connects.
+        return q.startswith("SET NAMES") or q.startswith("SET AUTOCOMMIT")
+
+    @staticmethod
+    def same(logged, sent):
+        # MariaDB's general log drops trailing whitespace.
+        return logged == sent.rstrip()
+
+    def reference_text(self, m, acted_at, message):
+        """What the reference sends for a message acted on at statement `acted_at`."""
+        before = m["text"][:m["starts"][acted_at]].rstrip()
+        before = before[:-1] if before.endswith(";") else before
+        tail = "ROLLBACK" if rolls_back(message) else ""
+        text = "; ".join(x for x in (before, tail) if x.strip())
+        return text
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+PG_STANDIN = re.compile(r'^FETCH "dbfault: injected [0-9A-Z]{5}"$')
+
+
+class Postgres:
+    def __init__(self, direct, log):
+        import psycopg
+        self.psycopg = psycopg
+        self.direct = direct
+        self.log = log
+
+    def connect(self, port, dbname="postgres"):
+        return self.psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
+                                    autocommit=True, connect_timeout=TIMEOUT,
+                                    options=f"-c statement_timeout={TIMEOUT * 1000}")
+
+    def setup(self, databases):
+        c = self.connect(self.direct)
+        c.execute("ALTER SYSTEM SET log_statement = 'all'")
+        c.execute("ALTER SYSTEM SET log_line_prefix = '@@%p@@ '")
+        c.execute("SELECT pg_reload_conf()")
+        for db in databases:
+            c.execute(f"CREATE DATABASE {db}")
+        c.close()
+        rows = ", ".join(f"({i}, 'v{i}')" for i in range(1, TABLE_ROWS + 1))
+        for db in databases:
+            d = self.connect(self.direct, db)
+            d.execute(f"CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES {rows}")
+            d.close()
+        # New sessions log every statement once the postmaster has read the configuration.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            c = self.connect(self.direct)
+            on = c.execute("SHOW log_statement").fetchone()[0] == "all"
+            c.close()
+            if on:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("log_statement never became 'all'")
+            time.sleep(0.05)
+
+    def session(self, port, database):
+        c = self.connect(port, database)
+        return c, c.info.backend_pid
+
+    def send(self, conn, m):
+        ps = self.psycopg
+        try:
+            if m["kind"] == "extended":
+                cur = conn.cursor()
+                cur.execute(m["text"], m["params"], prepare=m["prepare"])
+                return [["rows", [list(x) for x in cur.fetchall()] if cur.description else cur.rowcount]]
+            cur = ps.ClientCursor(conn)
+            cur.execute(m["text"])
+            out = []
+            while True:
+                out.append(["rows", [list(x) for x in cur.fetchall()] if cur.description else cur.rowcount])
+                if not cur.nextset():
+                    break
+            return out
+        except ps.OperationalError as e:
+            if conn.closed or conn.broken:
+                return None
+            return [["error", e.sqlstate, str(e).split("\n")[0]]]
+        except ps.Error as e:
+            return [["error", e.sqlstate, str(e).split("\n")[0]]]
+
+    def logged(self, pids):
+        with open(self.log, errors="replace") as f:
+            text = f.read()
+        out = {p: [] for p in pids}
+        for entry in re.split(r"^@@", text, flags=re.M):
+            m = re.match(r"(\d+)@@ (\w+):  (.*)", entry, flags=re.S)
+            if not m or int(m.group(1)) not in out:
+                continue
+            # Continuation lines of a multi-line statement are indented by a tab.
+            level, body = m.group(2), m.group(3).rstrip("\n").replace("\n\t", "\n")
+            if level == "LOG" and body.startswith("statement: "):
+                out[int(m.group(1))].append(("query", body[len("statement: "):]))
+            elif level == "LOG" and body.startswith("execute "):
+                out[int(m.group(1))].append(("extended", body.split(": ", 1)[1]))
+            elif level == "ERROR" and 'portal "dbfault: injected' in body:
+                # An Execute's stand-in: the portal it names does not exist.
+                out[int(m.group(1))].append(("standin", body))
+        return out
+
+    @staticmethod
+    def setup_query(q):
+        # psycopg's own: forgetting its prepared statements after an error.
+        return q[1] == "DEALLOCATE ALL"
+
+    @staticmethod
+    def same(logged, sent):
+        return logged == sent
+
+    def reference_text(self, m, acted_at, message):
+        before = m["text"][:m["starts"][acted_at]]
+        return before + "SELECT 1/0"
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def numbered(text):
+    """psycopg's `%s` placeholders as the server logs them: `$1`, `$2`..."""
+    n = 0
+
+    def nth(_):
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    return re.sub(r"%s", nth, text)
+
+
+def comparable(reply):
+    """A reply without error messages, which name client-side state (psycopg's prepared
+    statement names): rows, counts, and error codes."""
+    return [r[:2] if r[0] == "error" else r for r in reply or []]
+
+
+def injected(reply):
+    """The index of the statement that got a rule's error, if one did."""
+    for i, r in enumerate(reply or []):
+        if r[0] == "error" and MARKER in r[2]:
+            return i, r
+    return None
+
+
+def run(args):
+    workload = Workload(args.protocol, args.seed)
+    messages = workload.messages(args.statements)
+    db = Mysql(args.direct) if args.protocol == "mysql" else Postgres(args.direct, args.log)
+    through_db, ref_db = "oracle_through", "oracle_ref"
+    db.setup([through_db, ref_db])
+    violations = []
+
+    def violation(i, what):
+        if len(violations) < 20:
+            m = messages[i] if i is not None else {}
+            violations.append({"message": i, "text": m.get("text"), "what": what})
+
+    # Through Envoy.
+    conn, session = db.session(args.proxy, through_db)
+    sessions = [session]
+    sent = []  # (message index, session, reply)
+    for i, m in enumerate(messages):
+        reply = db.send(conn, m)
+        sent.append((i, session, reply))
+        if reply is None:
+            conn, session = db.session(args.proxy, through_db)
+            sessions.append(session)
+    conn.close()
+    logs = db.logged(sessions)
+    if os.environ.get("DBFAULT_ORACLE_DUMP"):
+        with open(os.environ["DBFAULT_ORACLE_DUMP"], "w") as f:
+            json.dump({"sent": [(messages[i]["text"], r) for i, _, r in sent], "logs": logs}, f, indent=1, default=str)
+    cursor = {s: 0 for s in sessions}
+    acted, aborted, statements = {}, set(), 0
+
+    def next_logged(s, kind=None):
+        entries = logs[s]
+        while cursor[s] < len(entries):
+            e = entries[cursor[s]]
+            cursor[s] += 1
+            if db.setup_query(e):
+                continue
+            return e
+        return None
+
+    for i, s, reply in sent:
+        m = messages[i]
+        statements += len(m["parts"])
+        if reply is None:
+            aborted.add(i)
+            continue
+        hit = injected(reply)
+        entry = next_logged(s)
+        if args.protocol == "postgres":
+            kind, text = entry if entry else (None, None)
+            if m["kind"] == "extended":
+                if hit:
+                    # The Execute was replaced: the server ran the stand-in, not the statement.
+                    if kind != "standin":
+                        violation(i, f"logged {entry!r} where the Execute's stand-in belongs")
+                    acted[i] = (0, hit[1][2])
+                    continue
+                ran = kind == "extended" and db.same(text, numbered(m["text"]))
+                if not ran and entry is not None:
+                    cursor[s] -= 1
+                # A server that refuses the statement before it runs (a failed transaction's
+                # 25P02, a Bind error) logs no execute line.
+                if not ran and not (reply and reply[0][0] == "error"):
+                    violation(i, f"logged {entry!r} instead of the Execute sent")
+                continue
+            entry = text
+        if entry is None:
+            violation(i, "never reached the server")
+            continue
+        if db.same(entry, m["text"]):
+            if hit:
+                violation(i, "ran on the server though the client heard the rule's error")
+            continue
+        # Not as sent: it must be the statements before one, then the stand-in.
+        standin = MYSQL_STANDIN if args.protocol == "mysql" else PG_STANDIN
+        at = None
+        for k in range(len(m["parts"])):
+            # dbfault keeps the text up to the `;` before the statement, then a space.
+            before = m["text"][:m["semis"][k]] + " " if k else ""
+            if entry.startswith(before) and standin.match(entry[len(before):]):
+                at = k
+                break
+        if at is None:
+            violation(i, f"the server ran {entry!r}, which is neither what was sent nor it with a stand-in")
+            continue
+        if hit and hit[0] != at and args.protocol == "mysql":
+            violation(i, f"the rule's error came for statement {hit[0]}, the stand-in stood for {at}")
+        if not hit:
+            # The server failed the message for its own reason (an earlier statement's error,
+            # a transaction already failed: 25P02), and the client hears that.
+            real = [r for r in reply if r[0] == "error"]
+            if not real:
+                violation(i, "a stand-in reached the server but the client heard no error")
+            acted[i] = (at, None)
+            continue
+        acted[i] = (at, hit[1][2])
+    for s in sessions:
+        rest = [e for e in logs[s][cursor[s]:] if not db.setup_query(e)]
+        if rest:
+            violation(None, f"logged but never sent in session {s}: {rest[:3]!r}")
+
+    # The reference: straight to the server, acted-on statements replaced by the real error's
+    # equivalent, aborted connections closed where they were.
+    conn, _ = db.session(args.direct, ref_db)
+    compared = 0
+    for i, _, reply in sent:
+        m = messages[i]
+        if i in aborted:
+            conn.close()
+            conn, _ = db.session(args.direct, ref_db)
+            continue
+        if i in acted:
+            at, message = acted[i]
+            if m["kind"] == "extended":
+                ref = {"kind": "query", "text": "SELECT 1/0"}
+            else:
+                text = db.reference_text(m, at, message)
+                if not text.strip():
+                    continue
+                ref = {"kind": "query", "text": text}
+            db.send(conn, ref)
+            continue
+        want = db.send(conn, m)
+        compared += 1
+        if comparable(want) != comparable(reply):
+            violation(i, f"reply {reply!r} differs from the reference's {want!r}")
+    conn.close()
+    return {
+        "protocol": args.protocol, "seed": args.seed, "messages": len(messages),
+        "statements": statements, "acted": len(acted), "aborted": len(aborted),
+        "compared": compared, "sessions": len(sessions), "violations": violations,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rules")
+    r.add_argument("--protocol", required=True, choices=["mysql", "postgres"])
+    r.add_argument("--seed", type=int, required=True)
+    u = sub.add_parser("run")
+    u.add_argument("--protocol", required=True, choices=["mysql", "postgres"])
+    u.add_argument("--seed", type=int, required=True)
+    u.add_argument("--proxy", type=int, required=True)
+    u.add_argument("--direct", type=int, required=True)
+    u.add_argument("--statements", type=int, default=2000)
+    u.add_argument("--log")
+    args = p.parse_args()
+    if args.cmd == "rules":
+        print(rules(args.protocol, args.seed))
+    else:
+        print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()
