@@ -1,7 +1,8 @@
 //! The safety oracle (issue 19) in `make test`: a seeded workload of what real apps send
 //! (comments, quoting, multi-statement queries, transactions with savepoints, the extended
 //! protocol and prepared statements) through a real Envoy with dbfault under seeded rules,
-//! checked against what MariaDB and PostgreSQL themselves logged as run, and against a
+//! checked against what MariaDB and PostgreSQL themselves logged as run and Redis's MONITOR
+//! and error counts showed, and against a
 //! reference run straight on the server (see `tests/clients/oracle.py` for the contract).
 //!
 //! `DBFAULT_SAFETY_SEED` replays a seed (a failure prints it); `DBFAULT_SAFETY_STATEMENTS`
@@ -13,7 +14,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{python_json, repo, run_ok, Envoy, MariaDb, Postgres};
+use dbfault_testkit::{python_json, repo, run_ok, Envoy, MariaDb, Postgres, Redis};
 use std::process::Command;
 
 fn seed() -> u64 {
@@ -108,4 +109,15 @@ fn postgres_ran_what_the_app_sent_minus_what_rules_acted_on() {
         .plugin_config(&rules("postgres", seed))
         .start();
     check("postgres", seed, envoy.pg(), pg.port, Some(&pg.log_path()));
+}
+
+#[test]
+fn redis_ran_what_the_app_sent_minus_what_rules_acted_on() {
+    let seed = seed();
+    let redis = Redis::start();
+    let envoy = Envoy::builder()
+        .redis(redis.port)
+        .plugin_config(&rules("redis", seed))
+        .start();
+    check("redis", seed, envoy.redis(), redis.port, None);
 }

@@ -166,6 +166,14 @@ def rules(protocol, seed):
             '"errno": 1105, "sqlstate": "HY000", "message": "Unknown (oracle %s)", "rollback": true',
         ]
         commands = ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "START"]
+    elif protocol == "redis":
+        match = '"clusters": ["redis"], "protocol": "redis"'
+        errors = [
+            '"message": "READONLY You can\'t write against a read only replica (oracle %s)"',
+            '"message": "LOADING Redis is loading the dataset in memory (oracle %s)"',
+            '"message": "MASTERDOWN Link with MASTER is down (oracle %s)"',
+        ]
+        commands = ["SET", "GET", "INCR", "HSET", "EVAL", "PING", "LPUSH"]
     else:
         match = '"clusters": ["postgres"], "protocol": "postgres"'
         errors = [
@@ -180,14 +188,14 @@ def rules(protocol, seed):
         keys = []
         if n == 0:
             # At least one rule that acts often, so that no seed checks nothing.
-            keys.append('"commands": ["SELECT", "UPDATE"]')
+            keys.append('"commands": ["GET", "SET"]' if protocol == "redis" else '"commands": ["SELECT", "UPDATE"]')
             out.append('{"name": "%s", "match": {%s, %s}, "percentage": 30, "error": {%s}}'
                        % (name, match, keys[0], r.choice(errors) % name))
             continue
         if r.random() < 0.7:
             keys.append('"commands": [%s]' % ", ".join(f'"{c}"' for c in r.sample(commands, r.randint(1, 2))))
         if not keys or r.random() < 0.4:
-            keys.append('"queryContains": ["%s"]' % r.choice(["zz1", "zz2", "it", "sp1"]))
+            keys.append('"queryContains": ["%s"]' % r.choice(["zz1", "zz2", "it", "sp1"] if protocol != "redis" else ["zz1", "zz2", "k1"]))
         kind = r.random()
         if kind < 0.7:
             act = '"error": {%s}' % (r.choice(errors) % name)
@@ -393,6 +401,317 @@ class Postgres:
         return before + "SELECT 1/0"
 
 
+# -- Redis --------------------------------------------------------------------------------------
+
+class RedisWorkload:
+    """Pipelines of commands (RESP arrays, and now and then an inline one), MULTI/EXEC blocks,
+    EVAL, values with CRLF in them and values of 100 KB."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+
+    def value(self):
+        r = self.rng
+        pick = r.random()
+        if pick < 0.05:
+            return bytes(r.randrange(256) for _ in range(64)) * 1600  # 100 KB
+        return r.choice([b"plain", b"zz1", b"with\r\nCRLF", b"zz2 two words", b"", b"*1\r\n$4\r\nPING"])
+
+    def command(self):
+        r = self.rng
+        i = r.randint(1, 12)
+        k, n, h, lst = b"k%d" % i, b"n%d" % i, b"h%d" % i, b"l%d" % i
+        return r.choice([
+            [b"SET", k, self.value()], [b"GET", k], [b"INCR", n], [b"DEL", k], [b"EXISTS", k],
+            [b"HSET", h, b"f", self.value()], [b"HGET", h, b"f"], [b"LPUSH", lst, self.value()],
+            [b"LRANGE", lst, b"0", b"2"], [b"ECHO", self.value()],
+            [b"EVAL", b"return redis.call('INCR', KEYS[1])", b"1", n],
+        ])
+
+    def messages(self, statements):
+        """Each message: a pipeline (commands written at once) or a MULTI/EXEC block."""
+        out, count = [], 0
+        r = self.rng
+        while count < statements:
+            if r.random() < 0.15:
+                cmds = [[b"MULTI"]] + [self.command() for _ in range(r.randint(1, 4))] + [[b"EXEC"]]
+                out.append({"kind": "multi", "commands": cmds, "inline": [False] * len(cmds)})
+            else:
+                cmds = [self.command() for _ in range(r.choice([1, 1, 2, 4, 8]))]
+                if r.random() < 0.1:
+                    cmds.append([b"PING"])
+                inline = [c == [b"PING"] and r.random() < 0.5 for c in cmds]
+                out.append({"kind": "pipeline", "commands": cmds, "inline": inline})
+            count += len(out[-1]["commands"])
+        return out
+
+
+def resp(args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+class RespReader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("closed")
+        self.buf += data
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return ["ok", rest.decode("latin-1")]
+        if kind == b"-":
+            return ["error", rest.decode("latin-1")]
+        if kind == b":":
+            return ["int", int(rest)]
+        if kind == b"$":
+            n = int(rest)
+            return ["bulk", None if n < 0 else self._exact(n).hex()]
+        if kind == b"*":
+            n = int(rest)
+            return ["array", None if n < 0 else [self.reply() for _ in range(n)]]
+        raise ValueError(f"not RESP: {line!r}")
+
+
+class Redis:
+    def __init__(self, direct):
+        self.direct = direct
+
+    def connect(self, port, db, name=None):
+        import socket
+        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        sock.settimeout(TIMEOUT)
+        reader = RespReader(sock)
+        for cmd in ([b"SELECT", b"%d" % db], [b"CLIENT", b"SETNAME", name.encode()] if name else None):
+            if cmd:
+                sock.sendall(resp(cmd))
+                reader.reply()
+        return sock, reader
+
+    def admin(self, *args):
+        sock, reader = self.connect(self.direct, 0)
+        sock.sendall(resp([a.encode() if isinstance(a, str) else a for a in args]))
+        out = reader.reply()
+        sock.close()
+        return out
+
+    def send(self, conn, m):
+        """The replies to a pipeline or MULTI block written at once; None when the connection
+        was closed (an abort)."""
+        sock, reader = conn
+        data = b"".join(b" ".join(c) + b"\r\n" if inl else resp(c) for c, inl in zip(m["commands"], m["inline"]))
+        try:
+            sock.sendall(data)
+            return [reader.reply() for _ in m["commands"]]
+        except (ConnectionError, OSError):
+            return None
+
+
+def unrepr(arg):
+    """An argument as MONITOR prints it (sdscatrepr), back to bytes."""
+    out, i = bytearray(), 0
+    simple = {"n": 10, "r": 13, "t": 9, "a": 7, "b": 8, "\\": 92, '"': 34}
+    while i < len(arg):
+        c = arg[i]
+        if c == "\\":
+            nxt = arg[i + 1]
+            if nxt == "x":
+                out.append(int(arg[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out.append(simple[nxt])
+            i += 2
+            continue
+        out.append(ord(c))
+        i += 1
+    return bytes(out)
+
+
+def monitor_args(line):
+    """The arguments of one MONITOR line and the client's address."""
+    m = re.match(r'^\+[\d.]+ \[(\d+) ([^\]]+)\] (.*)$', line)
+    if not m:
+        return None, None
+    args = [unrepr(a) for a in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(3))]
+    return m.group(2), args
+
+
+def run_redis(args):
+    import socket
+    import threading
+    workload = RedisWorkload(args.seed)
+    messages = workload.messages(args.statements)
+    db = Redis(args.direct)
+    db.admin("FLUSHALL")
+    db.admin("CONFIG", "RESETSTAT")
+    violations = []
+
+    def violation(i, what):
+        if len(violations) < 20:
+            violations.append({"message": i, "what": what})
+
+    # MONITOR straight on the server: what Redis ran, in order.
+    mon = socket.create_connection(("127.0.0.1", args.direct), timeout=TIMEOUT)
+    mon.settimeout(TIMEOUT)
+    mreader = RespReader(mon)
+    mon.sendall(resp([b"MONITOR"]))
+    mreader.reply()
+    lines = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                lines.append(mreader._line().decode("latin-1"))
+            except (OSError, ConnectionError):
+                return
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    conn = db.connect(args.proxy, 0, "oracle-through")
+    sent, names = [], ["oracle-through"]
+    for i, m in enumerate(messages):
+        reply = db.send(conn, m)
+        sent.append((i, reply))
+        if reply is None:
+            conn[0].close()
+            names.append(f"oracle-through-{i}")
+            conn = db.connect(args.proxy, 0, names[-1])
+    conn[0].close()
+    errorstats = db.admin("INFO", "errorstats")
+    # The end of the through run is in the MONITOR stream once this marker is.
+    db.admin("ECHO", "oracle-end")
+    deadline = time.monotonic() + TIMEOUT
+    while not any('"ECHO" "oracle-end"' in l for l in lines):
+        if time.monotonic() > deadline:
+            raise SystemExit("MONITOR never showed the end marker")
+        time.sleep(0.01)
+    stop.set()
+    mon.close()
+    # The through sessions' commands, by their address (the first command of each is its
+    # CLIENT SETNAME); Lua's own calls and the transaction commands are left out.
+    addrs, ran, ran_addr = set(), [], []
+    for l in lines:
+        addr, argv = monitor_args(l)
+        if addr is None:
+            continue
+        if argv[:2] == [b"CLIENT", b"SETNAME"] and argv[2].decode().startswith("oracle-through"):
+            addrs.add(addr)
+            continue
+        if addr in addrs and argv and argv[0].upper() not in (b"MULTI", b"EXEC", b"SELECT"):
+            ran.append(argv)
+            ran_addr.append(addr)
+    # What should have run, walked along what did: every command of a message but those a rule
+    # answered (the client heard the rule's error) and the queue of a MULTI that got one; of a
+    # message whose connection an abort closed, the commands before the aborted one.
+    acted, aborted, statements, at, ran_before, unheard = {}, set(), 0, 0, {}, 0
+    for i, reply in sent:
+        m = messages[i]
+        statements += len(m["commands"])
+        if reply is None:
+            # Unheard: each command up to the aborted one ran, or was answered by a rule (its
+            # stand-in ran). Those that ran are the ones on this connection, in order.
+            aborted.add(i)
+            done = []
+            if m["kind"] == "pipeline" and at < len(ran):
+                addr = ran_addr[at]
+                for c in m["commands"]:
+                    if at < len(ran) and ran_addr[at] == addr and ran[at] == c:
+                        done.append(c)
+                        at += 1
+            ran_before[i] = done
+            unheard += len(m["commands"]) - len(done)
+            continue
+        hits = [k for k, r in enumerate(reply) if r[0] == "error" and MARKER in r[1]]
+        if hits:
+            acted[i] = hits
+        if m["kind"] == "multi":
+            if hits:
+                if reply[-1] != ["error", "EXECABORT Transaction discarded because of previous errors."]:
+                    violation(i, f"a MULTI with an injected error was not discarded: {reply[-1]!r}")
+                continue
+            want = m["commands"][1:-1]
+        else:
+            want = [c for k, c in enumerate(m["commands"]) if k not in hits]
+        for c in want:
+            if at >= len(ran) or ran[at] != c:
+                violation(i, f"Redis ran {[x[:2] for x in ran[at:at + 1]]!r} where {c[:2]!r} was sent")
+                break
+            at += 1
+        else:
+            continue
+        break
+    if os.environ.get("DBFAULT_ORACLE_DUMP"):
+        with open(os.environ["DBFAULT_ORACLE_DUMP"], "w") as f:
+            json.dump({"sent": [([[a.hex() for a in c] for c in messages[i]["commands"]], r) for i, r in sent],
+                       "ran": [[a.hex() for a in c] for c in ran]}, f, indent=1, default=str)
+    if not violations and at != len(ran):
+        violation(None, f"Redis ran {len(ran) - at} commands nobody sent: {[x[:2] for x in ran[at:at + 3]]!r}")
+    # Each stand-in is one unknown command Redis refused (no real ERR error in this workload).
+    standins = sum(len(h) for h in acted.values())
+    refused = 0
+    if errorstats[0] == "bulk":
+        text = bytes.fromhex(errorstats[1]).decode()
+        found = re.search(r"errorstat_ERR:count=(\d+)", text)
+        refused = int(found.group(1)) if found else 0
+    # (Commands of an aborted pipeline that did not run may have been stand-ins too.)
+    if not standins <= refused <= standins + unheard:
+        violation(None, f"Redis refused {refused} unknown commands, {standins} stand-ins were sent")
+    # The reference: db 1, acted-on commands left out (inside MULTI: one that fails at queue
+    # time, so that EXEC discards the queue as it did), aborted connections closed as they were.
+    conn = db.connect(args.direct, 1)
+    compared = 0
+    for i, reply in sent:
+        m = messages[i]
+        if i in aborted:
+            done = ran_before[i]
+            if done:
+                db.send(conn, {"commands": done, "inline": [False] * len(done)})
+            conn[0].close()
+            conn = db.connect(args.direct, 1)
+            continue
+        if i in acted:
+            cmds = [c if k not in acted[i] else [b"dbfault-oracle-reference"] for k, c in enumerate(m["commands"])]
+            if m["kind"] == "pipeline":
+                cmds = [c for k, c in enumerate(m["commands"]) if k not in acted[i]]
+            want = db.send(conn, {"commands": cmds, "inline": [False] * len(cmds)}) if cmds else []
+            if m["kind"] == "pipeline":
+                got = [r for k, r in enumerate(reply) if k not in acted[i]]
+                compared += 1
+                if got != want:
+                    violation(i, f"replies {got!r} differ from the reference's {want!r}")
+            continue
+        want = db.send(conn, m)
+        compared += 1
+        if want != reply:
+            violation(i, f"replies {str(reply)[:200]} differ from the reference's {str(want)[:200]}")
+    conn[0].close()
+    return {"protocol": "redis", "seed": args.seed, "messages": len(messages), "statements": statements,
+            "acted": len(acted), "aborted": len(aborted), "compared": compared, "sessions": len(names),
+            "ran": len(ran), "violations": violations}
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 def numbered(text):
@@ -422,6 +741,8 @@ def injected(reply):
 
 
 def run(args):
+    if args.protocol == "redis":
+        return run_redis(args)
     workload = Workload(args.protocol, args.seed)
     messages = workload.messages(args.statements)
     db = Mysql(args.direct) if args.protocol == "mysql" else Postgres(args.direct, args.log)
@@ -560,10 +881,10 @@ def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("rules")
-    r.add_argument("--protocol", required=True, choices=["mysql", "postgres"])
+    r.add_argument("--protocol", required=True, choices=["mysql", "postgres", "redis"])
     r.add_argument("--seed", type=int, required=True)
     u = sub.add_parser("run")
-    u.add_argument("--protocol", required=True, choices=["mysql", "postgres"])
+    u.add_argument("--protocol", required=True, choices=["mysql", "postgres", "redis"])
     u.add_argument("--seed", type=int, required=True)
     u.add_argument("--proxy", type=int, required=True)
     u.add_argument("--direct", type=int, required=True)
