@@ -154,9 +154,14 @@ fault-on fault-off: cli
 	@$(DBFAULT_BIN) $(subst fault-,,$@) $(RULE) $(LIVE_ECDS) --in-place
 
 # Fuzzing (libFuzzer through cargo fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its
-# sanitizer flags): the configuration parser and the upstream identity. `make fuzz` runs each
-# target FUZZ_SECONDS; `make test` runs a short pass.
+# sanitizer flags): the configuration parser, the upstream identity and the three protocol
+# sessions. `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each for 60 s.
 FUZZ_SECONDS ?= 300
+# Past every bound a session keeps (a statement's 4 KiB capture, a 64 KiB inline Redis command,
+# 1,024 pending statements of a few bytes each); libFuzzer's default is 4 KiB, which is the
+# capture limit itself. Seeds: fuzz/make_seeds.py (a two-byte prefix, then a well-framed client
+# stream whose statements make the targets' rules act).
+FUZZ_MAX_LEN ?= 131072
 FUZZ_TARGETS := config upstream postgres redis mysql
 
 cargo-fuzz:
@@ -164,11 +169,11 @@ cargo-fuzz:
 
 fuzz: cargo-fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t && \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) 2>&1 \
 	  | grep -E '^(Done|==|SUMMARY|thread)' ; test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 fuzz-short:
-	$(MAKE) fuzz FUZZ_SECONDS=15
+	$(MAKE) fuzz FUZZ_SECONDS=60
 
 # The safety oracle (issue 19) at length: SAFETY_STATEMENTS per protocol for each of SAFETY_SEEDS
 # (make test runs 2,000 with one fresh seed). A failure prints the seed that replays it.

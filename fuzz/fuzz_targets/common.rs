@@ -52,21 +52,27 @@ fn rewritten<S>(
 }
 
 /// What every protocol session's rewriting must do with arbitrary bytes `data` in chunks of
-/// `size`: a client stream comes out the same however it is chunked under rules that act;
-/// untouched when none acts, but for at most `withheld` bytes not out yet at its end (an
-/// unfinished request); and with both directions alternating (`side` picks the first) under
-/// acting rules, it never panics.
+/// `size`: a client stream comes out the same however it is chunked under rules that act, and
+/// when it went in as whole, well-framed messages (`framed`, the fuzz target's own framing,
+/// not the crate's) it comes out as whole, well-framed messages; untouched when none acts, but
+/// for at most `withheld` bytes not out yet at its end (an unfinished request); and with both
+/// directions alternating (`side` picks the first) under acting rules, it never panics.
+#[allow(clippy::too_many_arguments)]
 pub fn check_rewriting<S>(
     data: &[u8],
     size: usize,
     side: u8,
     reply: &ErrorReply,
     withheld: usize,
+    framed: &dyn Fn(&[u8]) -> bool,
     new: &dyn Fn() -> S,
     rewrite: Rewrite<'_, S>,
 ) {
     let whole = rewritten(data, data.len().max(1), true, reply, new, rewrite);
     assert_eq!(whole, rewritten(data, size, true, reply, new, rewrite));
+    if framed(data) {
+        assert!(framed(&whole), "a well-framed stream came out ill-framed");
+    }
     let untouched = rewritten(data, size, false, reply, new, rewrite);
     assert!(data.starts_with(&untouched));
     assert!(data.len() - untouched.len() <= withheld);

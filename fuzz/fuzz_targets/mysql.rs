@@ -40,6 +40,32 @@ fn opened(deprecate: bool) -> Session {
     s
 }
 
+/// Whether `data` is whole packets (3-byte length, sequence id, payload), nothing left over.
+fn framed(data: &[u8]) -> bool {
+    let mut at = 0;
+    while at < data.len() {
+        match data.get(at..at + 3) {
+            Some(l) => {
+                at += 4 + (usize::from(l[0]) | usize::from(l[1]) << 8 | usize::from(l[2]) << 16)
+            }
+            None => return false,
+        }
+    }
+    at == data.len()
+}
+
+/// The events of a client stream read in chunks of `size`.
+fn events(deprecate: bool, data: &[u8], size: usize) -> Vec<String> {
+    let mut s = opened(deprecate);
+    let mut out = Vec::new();
+    for chunk in data.chunks(size) {
+        s.on_data(Direction::ToDatabase, chunk, &mut || 0, &mut |e| {
+            out.push(format!("{e:?}"))
+        });
+    }
+    out
+}
+
 fn reply() -> ErrorReply {
     ErrorReply {
         code: Some(*b"40001"),
@@ -56,6 +82,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let size = usize::from(*size).max(1);
     let deprecate = side & 2 != 0;
+    // The reader reports the same events however the bytes are chunked.
+    assert_eq!(
+        events(deprecate, rest, rest.len().max(1)),
+        events(deprecate, rest, size)
+    );
     // Withheld: at most a packet header and a statement's first 4 KiB (and its command byte).
     common::check_rewriting(
         rest,
@@ -63,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
         *side,
         &reply(),
         4 + 4097,
+        &framed,
         &|| opened(deprecate),
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
     );

@@ -38,6 +38,25 @@ fn steps(reader: &mut Reader, data: &[u8], size: usize) -> Vec<String> {
     out
 }
 
+/// Whether `data` is a startup message and then whole tagged messages, nothing left over.
+fn framed(data: &[u8]) -> bool {
+    let word = |at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(len) = word(0).filter(|l| *l >= 8) else {
+        return false;
+    };
+    let mut at = len;
+    while at < data.len() {
+        match word(at + 1) {
+            Some(l) if l >= 4 => at += 1 + l,
+            _ => return false,
+        }
+    }
+    at == data.len()
+}
+
 fn reply() -> ErrorReply {
     ErrorReply {
         code: Some(*b"40001"),
@@ -89,6 +108,7 @@ fuzz_target!(|data: &[u8]| {
         *side,
         &reply(),
         CAPTURE_LIMIT + 8,
+        &framed,
         &Session::new,
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
     );

@@ -43,6 +43,51 @@ fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
 
 mod common;
 
+/// Whether `data` is whole commands — RESP arrays of bulk strings, or inline lines — nothing
+/// left over.
+fn framed(data: &[u8]) -> bool {
+    let line = |at: usize| -> Option<(&[u8], usize)> {
+        let rest = data.get(at..)?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        Some((&rest[..end], at + end + 2))
+    };
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<usize>().ok();
+    let mut at = 0;
+    while at < data.len() {
+        if data.get(at) != Some(&b'*') {
+            // Inline: one line, which a bare `\n` ends too.
+            let Some(end) = data
+                .get(at..)
+                .and_then(|r| r.iter().position(|&b| b == b'\n'))
+            else {
+                return false;
+            };
+            at += end + 1;
+            continue;
+        }
+        let Some((head, next)) = line(at) else {
+            return false;
+        };
+        let Some(n) = number(&head[1..]) else {
+            return false;
+        };
+        at = next;
+        for _ in 0..n {
+            let Some((bulk, next)) = line(at) else {
+                return false;
+            };
+            let Some(len) = bulk.strip_prefix(b"$").and_then(number) else {
+                return false;
+            };
+            if data.get(next + len..next + len + 2) != Some(b"\r\n") {
+                return false;
+            }
+            at = next + len + 2;
+        }
+    }
+    true
+}
+
 fn reply() -> ErrorReply {
     ErrorReply {
         code: None,
@@ -78,6 +123,7 @@ fuzz_target!(|data: &[u8]| {
         *side,
         &reply(),
         64 * 1024 + 4096 * 8,
+        &framed,
         &Session::new,
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
     );
