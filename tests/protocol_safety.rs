@@ -24,6 +24,16 @@ fn mysql_rule(name: &str, matching: &str, error: &str) -> String {
 
 const DEADLOCK: &str = r#""errno": 1213, "sqlstate": "40001", "message": "Deadlock found when trying to get lock; try restarting transaction""#;
 
+/// A MariaDB behind Envoy with dbfault under `rules`.
+fn mariadb_with(rules: &str) -> (MariaDb, Envoy) {
+    let db = MariaDb::start();
+    let envoy = Envoy::builder()
+        .mariadb(db.port)
+        .plugin_config(&config(rules))
+        .start();
+    (db, envoy)
+}
+
 fn mysql_client(mode: &str, envoy: &Envoy, db: &MariaDb) -> Value {
     let script = repo().join("tests/clients/mysql_safety.py");
     python_json(&[
@@ -54,11 +64,7 @@ fn mysql_statements_are_split_as_the_server_reads_them() {
         ),
     ]
     .join(",");
-    let db = MariaDb::start();
-    let envoy = Envoy::builder()
-        .mariadb(db.port)
-        .plugin_config(&config(&rules))
-        .start();
+    let (db, envoy) = mariadb_with(&rules);
     let v = mysql_client("lexing", &envoy, &db);
     let logged: Vec<&str> = v["logged"]
         .as_array()
@@ -119,11 +125,7 @@ fn an_injected_deadlock_rolls_back_the_transaction_as_a_real_one_does() {
         ),
     ]
     .join(",");
-    let db = MariaDb::start();
-    let envoy = Envoy::builder()
-        .mariadb(db.port)
-        .plugin_config(&config(&rules))
-        .start();
+    let (db, envoy) = mariadb_with(&rules);
     let v = mysql_client("deadlock", &envoy, &db);
     // The reference: a real deadlock on the same server rolls the victim's transaction back.
     assert_eq!(v["real"]["errno"], 1213, "{v}");
@@ -153,11 +155,7 @@ fn an_injected_lock_wait_timeout_undoes_the_statement_only_as_a_real_one_does() 
         r#""queryContains": ["/* waits */"]"#,
         r#""errno": 1205, "sqlstate": "HY000", "message": "Lock wait timeout exceeded; try restarting transaction""#,
     );
-    let db = MariaDb::start();
-    let envoy = Envoy::builder()
-        .mariadb(db.port)
-        .plugin_config(&config(&rule))
-        .start();
+    let (db, envoy) = mariadb_with(&rule);
     let v = mysql_client("lockwait", &envoy, &db);
     assert_eq!(v["real_errno"], 1205, "{v}");
     assert_eq!(v["injected_errno"], 1205, "{v}");

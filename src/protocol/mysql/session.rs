@@ -1262,6 +1262,17 @@ mod tests {
         })
     }
 
+    /// Rules that answer every statement of `command` with a deadlock (`rollback` as given).
+    fn deadlocks(
+        command: &'static str,
+        rollback: Option<bool>,
+    ) -> impl FnMut(Ask<'_>) -> Option<Act> {
+        move |ask| match ask {
+            Ask::Statement { command: c, .. } if c == command => Some(deadlock(false, rollback)),
+            _ => None,
+        }
+    }
+
     fn deadlock_err(seq: u8) -> Vec<u8> {
         err(
             seq,
@@ -1288,12 +1299,7 @@ mod tests {
         let provoked = err(1, 1064, "42000", "You have an error in your SQL syntax; check the manual near 'dbfault_injected_1213' at line 1");
         for size in [1, 3, 1000] {
             // `rollback: false`: the statement only, provoked by a query that does not parse.
-            let mut judge = |ask: Ask<'_>| match ask {
-                Ask::Statement {
-                    command: "insert", ..
-                } => Some(deadlock(false, Some(false))),
-                _ => None,
-            };
+            let mut judge = deadlocks("insert", Some(false));
             let mut steps = session_start();
             steps.extend([
                 (Up, query("INSERT INTO plants VALUES (1)")),
@@ -1333,12 +1339,7 @@ mod tests {
     fn a_deadlock_rolls_the_transaction_back_with_a_rollback_whose_ok_becomes_the_err() {
         let standin = "ROLLBACK AND NO CHAIN NO RELEASE /* dbfault_injected_1213 */";
         for size in [1, 4, 1000] {
-            let mut judge = |ask: Ask<'_>| match ask {
-                Ask::Statement {
-                    command: "update", ..
-                } => Some(deadlock(false, None)),
-                _ => None,
-            };
+            let mut judge = deadlocks("update", None);
             let mut steps = session_start();
             steps.extend([
                 // One statement: the whole query is the stand-in.
@@ -1386,12 +1387,7 @@ mod tests {
     fn injections_skipped_after_a_real_error_are_forgotten() {
         // The first statement fails for real: the targeted second one never runs, and the
         // session stops awaiting its injection (it went down the rewrite path for good).
-        let mut judge = |ask: Ask<'_>| match ask {
-            Ask::Statement {
-                command: "update", ..
-            } => Some(deadlock(false, Some(false))),
-            _ => None,
-        };
+        let mut judge = deadlocks("update", Some(false));
         let mut steps = session_start();
         steps.extend([
             (
@@ -1429,23 +1425,13 @@ mod tests {
             1
         );
         // A backslash-escaped quote does not end the string.
-        let mut judge = |ask: Ask<'_>| match ask {
-            Ask::Statement {
-                command: "insert", ..
-            } => Some(deadlock(false, Some(false))),
-            _ => None,
-        };
+        let mut judge = deadlocks("insert", Some(false));
         let mut steps = session_start();
         steps.push((Up, query(r"INSERT INTO t (v) VALUES ('it\'s; x')")));
         let (_, up, ..) = run(&steps, 1000, Some(&mut judge));
         assert!(up.ends_with(&query("dbfault_injected_1213")));
         // NO_BACKSLASH_ESCAPES, announced in the OK's status flags: a backslash is plain.
-        let mut judge = |ask: Ask<'_>| match ask {
-            Ask::Statement {
-                command: "update", ..
-            } => Some(deadlock(false, Some(false))),
-            _ => None,
-        };
+        let mut judge = deadlocks("update", Some(false));
         let steps = [
             (Down, greeting()),
             (Up, handshake(0x000a_a205)),
