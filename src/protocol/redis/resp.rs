@@ -171,7 +171,16 @@ impl Resp {
                     Some(end) => {
                         let part = rest.get(..end).unwrap_or_default();
                         self.value_bytes += end as u64 + 1;
-                        if self.line.is_empty() {
+                        let whole = if self.line.is_empty() {
+                            part.len()
+                        } else {
+                            self.line_len + part.len()
+                        };
+                        if self.client && whole > INLINE_LIMIT {
+                            // Too long, however it was chunked (the check below sees only the
+                            // lines that span chunks).
+                            self.give_up(step);
+                        } else if self.line.is_empty() {
                             // The whole line is in this chunk: read in place.
                             self.line_len = part.len();
                             self.end_line(kind, part, at + end + 1, step);
@@ -497,4 +506,31 @@ fn parse_int(line: &[u8]) -> Option<i64> {
         .iter()
         .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
     Some(if negative { -n } else { n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable(data: &[u8], size: usize) -> bool {
+        let mut r = Resp::client();
+        let mut seen = false;
+        for chunk in data.chunks(size) {
+            r.read(chunk, &mut |s| seen |= matches!(s, Step::Unreadable));
+        }
+        seen
+    }
+
+    #[test]
+    fn an_inline_line_past_the_limit_is_unreadable_however_it_is_chunked() {
+        // Found by the fuzzer: in one chunk the line was read as a command, in several not.
+        let mut long = vec![b'x'; INLINE_LIMIT + 1];
+        long.extend_from_slice(b"\r\n");
+        let mut fits = vec![b'x'; INLINE_LIMIT - 1];
+        fits.extend_from_slice(b"\r\n");
+        for size in [10, 4096, long.len()] {
+            assert!(unreadable(&long, size), "chunks of {size}");
+            assert!(!unreadable(&fits, size), "chunks of {size}");
+        }
+    }
 }
