@@ -130,15 +130,12 @@ fn skip_blanks(mut text: &[u8], dialect: Dialect) -> &[u8] {
             [b, rest @ ..] if b.is_ascii_whitespace() || *b == b'(' => text = rest,
             [b'-', b'-', ..] if !mysql || dash_comment(text, 0) => text = after_line(text),
             [b'#', ..] if mysql => text = after_line(text),
-            [b'/', b'*', ..] if mysql && executable_opener(text, 0).is_some() => {
-                let opener = executable_opener(text, 0).unwrap_or(2);
-                text = text.get(opener..).unwrap_or_default();
-            }
             [b'/', b'*', ..] => {
-                let end = if mysql {
-                    plain_comment_end(text, 0)
-                } else {
-                    nested_comment_end(text, 0)
+                // An executable comment's contents are text: only its opener is skipped.
+                let end = match executable_opener(text, 0).filter(|_| mysql) {
+                    Some(opener) => opener,
+                    None if mysql => plain_comment_end(text, 0),
+                    None => nested_comment_end(text, 0),
                 };
                 text = text.get(end..).unwrap_or_default();
             }
@@ -207,8 +204,17 @@ fn executable_opener(text: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Where the statement separators (top-level semicolons) of `text` are under one reading.
-fn cuts(text: &[u8], reading: Reading) -> Vec<usize> {
-    let mut out = Vec::new();
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cuts {
+    at: Vec<usize>,
+    /// MySQL: a `"` section with a backslash in it was met (under `ANSI_QUOTES` it would end
+    /// at another place), or an executable comment (it may be a comment) — the points where
+    /// the readings part. Text with neither reads the same every way.
+    ambiguous: bool,
+}
+
+fn cuts(text: &[u8], reading: Reading) -> Cuts {
+    let mut out = Cuts::default();
     let mut i = 0;
     let mut in_executable = false;
     let (mysql, escapes_everywhere) = match reading.dialect {
@@ -218,7 +224,7 @@ fn cuts(text: &[u8], reading: Reading) -> Vec<usize> {
     while let Some(&b) = text.get(i) {
         match b {
             b';' => {
-                out.push(i);
+                out.at.push(i);
                 i += 1;
             }
             b'\'' => {
@@ -227,7 +233,13 @@ fn cuts(text: &[u8], reading: Reading) -> Vec<usize> {
             }
             b'"' => {
                 let escapes = mysql && !reading.ansi_quotes && escapes_everywhere;
-                i = skip_quoted(text, i, b, escapes);
+                let end = skip_quoted(text, i, b, escapes);
+                // Without a backslash inside, both readings of `"` end at the same place.
+                out.ambiguous |= escapes
+                    && text
+                        .get(i..end)
+                        .is_some_and(|quoted| quoted.contains(&b'\\'));
+                i = end;
             }
             b'`' if mysql => i = skip_quoted(text, i, b, false),
             b'-' if text.get(i + 1) == Some(&b'-') && (!mysql || dash_comment(text, i)) => {
@@ -241,15 +253,15 @@ fn cuts(text: &[u8], reading: Reading) -> Vec<usize> {
                 i += 2;
             }
             b'/' if text.get(i + 1) == Some(&b'*') => {
-                if !mysql {
-                    i = nested_comment_end(text, i);
-                } else if let Some(opener) =
-                    executable_opener(text, i).filter(|_| reading.executable && !in_executable)
-                {
-                    in_executable = true;
-                    i += opener;
-                } else {
-                    i = plain_comment_end(text, i);
+                let opener = executable_opener(text, i).filter(|_| mysql && !in_executable);
+                out.ambiguous |= opener.is_some();
+                match opener {
+                    Some(n) if reading.executable => {
+                        in_executable = true;
+                        i += n;
+                    }
+                    _ if mysql => i = plain_comment_end(text, i),
+                    _ => i = nested_comment_end(text, i),
                 }
             }
             b'$' if !mysql => i = skip_dollar_quoted(text, i),
@@ -330,54 +342,39 @@ fn skip_dollar_quoted(text: &[u8], at: usize) -> usize {
 /// The statements of a query's text, in order, without the empty ones (`SELECT 1;;` has
 /// one). A statement cut off by the capture limit is the last one.
 pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
-    let reading = Reading {
+    let first = Reading {
         dialect,
         ansi_quotes: false,
         executable: true,
     };
-    let mut cut = cuts(text, reading);
-    if matches!(dialect, Dialect::Mysql { .. }) && !mysql_readings_agree(text, &cut, reading) {
-        cut.clear();
+    let mut cut = cuts(text, first);
+    // MySQL text that met a point where readings part is read the other ways too (rarely:
+    // most queries read the same every way and are lexed once).
+    if cut.ambiguous && !other_readings_agree(text, &cut.at, first) {
+        cut.at.clear();
     }
-    ranges(text, &cut, dialect)
+    ranges(text, &cut.at, dialect)
         .into_iter()
         .map(|r| text.get(r).unwrap_or_default())
         .collect()
 }
 
-/// Whether every reading of MySQL text that the session cannot rule out puts the statement
-/// separators where `first` (`ANSI_QUOTES` off, executable comments run) puts them: `cut`.
-fn mysql_readings_agree(text: &[u8], cut: &[usize], first: Reading) -> bool {
-    let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
-    let quotes = text.contains(&b'"')
-        && matches!(
-            first.dialect,
-            Dialect::Mysql {
-                backslash_escapes: true
-            }
-        );
-    let executable = has(b"/*!") || has(b"/*M!");
-    let mut others = Vec::new();
-    if quotes {
-        others.push(Reading {
-            ansi_quotes: true,
-            ..first
-        });
-    }
-    if executable {
-        others.push(Reading {
-            executable: false,
-            ..first
-        });
-    }
-    if quotes && executable {
-        others.push(Reading {
-            ansi_quotes: true,
-            executable: false,
-            ..first
-        });
-    }
-    others.into_iter().all(|reading| cuts(text, reading) == cut)
+/// Whether the other readings of MySQL text (`ANSI_QUOTES` on, executable comments taken as
+/// comments, both) put the statement separators where `first` put them: `at`.
+fn other_readings_agree(text: &[u8], at: &[usize], first: Reading) -> bool {
+    [(true, true), (false, false), (true, false)]
+        .into_iter()
+        .all(|(ansi_quotes, executable)| {
+            cuts(
+                text,
+                Reading {
+                    ansi_quotes,
+                    executable,
+                    ..first
+                },
+            )
+            .at == at
+        })
 }
 
 #[cfg(test)]

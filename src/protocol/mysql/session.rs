@@ -237,8 +237,6 @@ struct Pending {
     prepare: Option<(&'static str, Box<[u8]>)>,
     /// Statements of a multi-statement query still to answer after this one.
     more: u32,
-    /// The injected error's stand-in is a `ROLLBACK`: its OK is what gets rewritten.
-    rolled_back: bool,
 }
 
 /// One connection.
@@ -562,7 +560,6 @@ impl Tracker {
             injected: None,
             prepare: None,
             more: 0,
-            rolled_back: false,
         });
         true
     }
@@ -683,7 +680,6 @@ impl Tracker {
                         injected: None,
                         prepare: Some((command, text)),
                         more: 0,
-                        rolled_back: false,
                     });
                 }
                 None
@@ -780,7 +776,6 @@ impl Tracker {
                 let bytes = provoke(&reply);
                 let fatal = reply.fatal;
                 if let Some(p) = self.pending.back_mut() {
-                    p.rolled_back = rolls_back(&reply);
                     p.injected = Some(Box::new(reply));
                     self.injections += 1;
                 }
@@ -815,6 +810,10 @@ impl Tracker {
             return None;
         }
         let done = self.pending.pop_front()?;
+        // Injections leave the count here, answered or skipped, and nowhere else.
+        self.injections = self
+            .injections
+            .saturating_sub(usize::from(done.injected.is_some()));
         event(Event::Answered {
             command: done.command,
             nanos: now().saturating_sub(done.since),
@@ -822,15 +821,14 @@ impl Tracker {
             sampled: true,
         });
         if (failed || !more) && done.more > 0 {
-            // The rest of the query gets no answer: injections among them are over.
+            // The rest of the query gets no answer.
             for _ in 0..done.more {
-                match self.pending.pop_front() {
-                    Some(skipped) if skipped.injected.is_some() => {
-                        self.injections = self.injections.saturating_sub(1);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
+                let Some(skipped) = self.pending.pop_front() else {
+                    break;
+                };
+                self.injections = self
+                    .injections
+                    .saturating_sub(usize::from(skipped.injected.is_some()));
             }
         }
         self.continuing = more && !failed && done.more == 0;
@@ -933,19 +931,13 @@ impl Tracker {
                 let (errno, class, message) = err_fields(p.payload);
                 let done = self.answer(true, false, now, event)?;
                 if let Some(reply) = done.injected {
-                    self.injections = self.injections.saturating_sub(1);
-                    let provoked = !done.rolled_back
+                    // A `ROLLBACK` stand-in that fails is the server's own error.
+                    let provoked = !rolls_back(&reply)
                         && ((errno == ER_PARSE_ERROR
                             && message.windows(7).any(|w| w == b"dbfault"))
                             || errno == ER_UNKNOWN_STMT_HANDLER);
                     if provoked || reply.fatal {
-                        event(Event::Error(Code::class(class_of(&reply))));
-                        let bytes = err_packet(p.seq, &reply, reply_errno(&reply));
-                        return Some(if reply.fatal {
-                            Edit::ReplaceThenEnd(bytes)
-                        } else {
-                            Edit::Replace(bytes)
-                        });
+                        return Some(injected_err(p.seq, &reply, event));
                     }
                 }
                 event(Event::Error(Code::class(class)));
@@ -988,20 +980,16 @@ impl Tracker {
                 let flags = status_flags(p.payload);
                 self.observe_status(flags);
                 let more = flags & SERVER_MORE_RESULTS_EXISTS != 0;
-                let done = self.answer(false, more, now, event)?;
-                let reply = done.injected?;
-                self.injections = self.injections.saturating_sub(1);
-                // The stand-in `ROLLBACK` succeeded: its OK becomes the rule's error.
-                if !done.rolled_back {
-                    return None;
-                }
-                event(Event::Error(Code::class(class_of(&reply))));
-                let bytes = err_packet(p.seq, &reply, reply_errno(&reply));
-                Some(if reply.fatal {
-                    Edit::ReplaceThenEnd(bytes)
-                } else {
-                    Edit::Replace(bytes)
-                })
+                // The OK of a `ROLLBACK` stand-in becomes the rule's error: the statement failed.
+                let stand_in_ok = !self.continuing
+                    && self
+                        .pending
+                        .front()
+                        .and_then(|f| f.injected.as_deref())
+                        .is_some_and(rolls_back);
+                let done = self.answer(stand_in_ok, more, now, event)?;
+                let reply = done.injected.filter(|_| stand_in_ok)?;
+                Some(injected_err(p.seq, &reply, event))
             }
             Some(0xfb) => {
                 // LOCAL INFILE: the client sends the file, then the server answers.
@@ -1054,6 +1042,18 @@ fn stand_in(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
         q.extend_from_slice(errno.as_bytes());
     }
     packet(0, &q)
+}
+
+/// The rule's ERR in place of the server's answer (sequence id `seq`), and the session's end
+/// after it when the error is fatal.
+fn injected_err(seq: u8, reply: &ErrorReply, event: &mut dyn FnMut(Event)) -> Edit {
+    event(Event::Error(Code::class(class_of(reply))));
+    let bytes = err_packet(seq, reply, reply_errno(reply));
+    if reply.fatal {
+        Edit::ReplaceThenEnd(bytes)
+    } else {
+        Edit::Replace(bytes)
+    }
 }
 
 /// Whether the rule's error rolls back the whole transaction.
@@ -1379,6 +1379,13 @@ mod tests {
                 "{events:?}"
             );
             assert!(events.contains(&"done select".to_owned()));
+            // Counted as failed statements, as the client sees them.
+            assert_eq!(
+                events.iter().filter(|e| *e == "failed update").count(),
+                2,
+                "{events:?}"
+            );
+            assert!(!events.contains(&"done update".to_owned()), "{events:?}");
             assert_eq!(close, None);
         }
     }
