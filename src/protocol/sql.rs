@@ -130,6 +130,8 @@ fn skip_blanks(mut text: &[u8], dialect: Dialect) -> &[u8] {
             [b, rest @ ..] if b.is_ascii_whitespace() || *b == b'(' => text = rest,
             [b'-', b'-', ..] if !mysql || dash_comment(text, 0) => text = after_line(text),
             [b'#', ..] if mysql => text = after_line(text),
+            // The end of an executable comment whose contents were blank (`/*!40101 */`).
+            [b'*', b'/', rest @ ..] if mysql => text = rest,
             [b'/', b'*', ..] => {
                 // An executable comment's contents are text: only its opener is skipped.
                 let end = match executable_opener(text, 0).filter(|_| mysql) {
@@ -539,5 +541,15 @@ mod tests {
             "select"
         );
         assert_eq!(Command::of(b"--1", my).name(), "other");
+        // Found by the oracle: an empty executable comment hid the statement's command.
+        assert_eq!(
+            Command::of(b"/*!40101 */ DELETE FROM t", my).name(),
+            "delete"
+        );
+        assert_eq!(
+            Command::of(b"/*M!100100 */ UPDATE t SET v = 1", my).name(),
+            "update"
+        );
+        assert_eq!(Command::of(b"/*!40101 SET NAMES utf8 */", my).name(), "set");
     }
 }

@@ -208,6 +208,52 @@ def rules(protocol, seed):
     return '{"metrics": {"interval": "100ms"}, "faults": [%s]}' % ", ".join(out)
 
 
+def first_rule(faults, command, text):
+    """The rule that decides for a request (`command` label, `text` as matched): the first
+    whose `commands` and `queryContains` both match, ignoring case — dbfault's documented
+    matching, computed here on the generator's own statements."""
+    low = text.lower()
+    for rule in faults:
+        m = rule["match"]
+        commands = [c.lower() for c in m.get("commands", [])]
+        contains = [q.lower() for q in m.get("queryContains", [])]
+        if (not commands or command in commands) and (not contains or any(q in low for q in contains)):
+            return rule
+    return None
+
+
+def acts(rule, certainly=False):
+    """Whether `rule` answers or aborts (with `certainly`: every time, percentage 100)."""
+    return (rule is not None and ("error" in rule or "abort" in rule)
+            and (not certainly or rule.get("percentage", 100) == 100))
+
+
+def check_rules(faults, units, at, heard, aborted):
+    """What the rules must have done to one message: `units` are its requests as dbfault
+    judges them ((command, text), in order), `at` the one acted on (None: none), `heard` the
+    rule named in the error the client heard (None: none). Returns what is wrong, if anything."""
+    decided = [first_rule(faults, c, t) for c, t in units]
+    if aborted:
+        if not any(r is not None and "abort" in r for r in decided):
+            return "the connection was closed though no abort rule names any statement of it"
+        return None
+    if at is not None:
+        rule = decided[at] if at < len(decided) else None
+        if rule is None or "error" not in rule:
+            return f"statement {at} was answered though the rule deciding it is {rule and rule['name']}"
+        if heard is not None and heard != rule["name"]:
+            return f"statement {at} got rule {heard}'s error, but rule {rule['name']} decides it"
+    certain = next((k for k, r in enumerate(decided) if acts(r, certainly=True)), None)
+    if certain is not None and (at is None or at > certain):
+        return f"statement {certain} ran though rule {decided[certain]['name']} acts on all of it"
+    return None
+
+
+def rule_named(message):
+    found = re.search(r"\(oracle (r\d+)\)", message or "")
+    return found.group(1) if found else None
+
+
 def rolls_back(message):
     """Whether the rule whose error has `message` rolls back a MySQL transaction (the errno
     table: 1213 does; `rollback: true` does). None: the client heard a real error instead."""
@@ -290,6 +336,15 @@ class Mysql:
     def same(logged, sent):
         # MariaDB's general log drops trailing whitespace.
         return logged == sent.rstrip()
+
+    @staticmethod
+    def units(m):
+        # A `"…"` holding a backslash reads differently under ANSI_QUOTES, and where that moves
+        # a statement's start dbfault takes the query as one statement: such queries are
+        # checked against the server's log only (the log walk above), not against the rules.
+        if '\\"' in m["text"]:
+            return None
+        return [(p.command, p.text) for p in m["parts"]]
 
     def reference_text(self, m, acted_at, message):
         """What the reference sends for a message acted on at statement `acted_at`."""
@@ -395,6 +450,12 @@ class Postgres:
     @staticmethod
     def same(logged, sent):
         return logged == sent
+
+    @staticmethod
+    def units(m):
+        if m["kind"] == "extended":
+            return [(m["parts"][0].command, numbered(m["text"]))]
+        return [(p.command, p.text) for p in m["parts"]]
 
     def reference_text(self, m, acted_at, message):
         before = m["text"][:m["starts"][acted_at]]
@@ -839,6 +900,16 @@ def run(args):
             acted[i] = (at, None)
             continue
         acted[i] = (at, hit[1][2])
+    # What the rules decide, by the oracle's own matching of the generator's statements.
+    faults = json.loads(rules(args.protocol, args.seed))["faults"]
+    for i, _, reply in sent:
+        at, message = acted.get(i, (None, None))
+        units = db.units(messages[i])
+        if units is None:
+            continue
+        wrong = check_rules(faults, units, at, rule_named(message), i in aborted)
+        if wrong:
+            violation(i, wrong)
     for s in sessions:
         rest = [e for e in logs[s][cursor[s]:] if not db.setup_query(e)]
         if rest:
