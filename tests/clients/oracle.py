@@ -729,6 +729,39 @@ def run_redis(args):
                        "ran": [[a.hex() for a in c] for c in ran]}, f, indent=1, default=str)
     if not violations and at != len(ran):
         violation(None, f"Redis ran {len(ran) - at} commands nobody sent: {[x[:2] for x in ran[at:at + 3]]!r}")
+    # What the rules decide, by the oracle's own matching: each command answered by the rule
+    # that decides it and names itself in the error, none that a 100% rule decides left to
+    # run; in an aborted pipeline, the commands that did not run were answered or aborted.
+    faults = json.loads(rules("redis", args.seed))["faults"]
+
+    def decides(c):
+        text = b" ".join(c)[:4096].decode("latin-1")
+        return first_rule(faults, c[0].decode("latin-1").lower(), text)
+
+    for i, reply in sent:
+        m = messages[i]
+        if m["kind"] == "multi" and reply is None:
+            continue
+        decided = [decides(c) for c in m["commands"]]
+        if reply is None:
+            unrun = list(range(len(m["commands"])))
+            for c in ran_before[i]:
+                unrun.remove(next(k for k in unrun if m["commands"][k] == c))
+            for k in unrun:
+                rule = decided[k]
+                if rule is not None and "abort" in rule:
+                    break
+                if rule is None or "error" not in rule:
+                    violation(i, f"command {k} did not run, though no rule answers or aborts it")
+                    break
+            continue
+        for k, (r, rule) in enumerate(zip(reply, decided)):
+            named = rule_named(r[1]) if r[0] == "error" else None
+            if named is not None and (rule is None or named != rule["name"] or "error" not in rule):
+                violation(i, f"command {k} got rule {named}'s error, but {rule and rule['name']} decides it")
+            if named is None and acts(rule, certainly=True) and "error" in rule:
+                violation(i, f"command {k} ran though rule {rule['name']} answers all of it")
+
     # Each stand-in is one unknown command Redis refused (no real ERR error in this workload).
     standins = sum(len(h) for h in acted.values())
     refused = 0
