@@ -22,12 +22,7 @@ fn config(rules: &str) -> String {
 }
 
 fn start(rules: &str) -> (MariaDb, Envoy) {
-    let db = MariaDb::start();
-    let envoy = Envoy::builder()
-        .mariadb(db.port)
-        .plugin_config(&config(rules))
-        .start();
-    (db, envoy)
+    MariaDb::behind_envoy(&config(rules))
 }
 
 fn connect(port: u16) -> Result<mysql::Conn, mysql::Error> {

@@ -92,11 +92,7 @@ fn check(protocol: &str, seed: u64, proxy: u16, direct: u16, log: Option<&std::p
 #[test]
 fn mariadb_ran_what_the_app_sent_minus_what_rules_acted_on() {
     let seed = seed();
-    let db = MariaDb::start();
-    let envoy = Envoy::builder()
-        .mariadb(db.port)
-        .plugin_config(&rules("mysql", seed))
-        .start();
+    let (db, envoy) = MariaDb::behind_envoy(&rules("mysql", seed));
     check("mysql", seed, envoy.mariadb(), db.port, None);
 }
 

@@ -2,6 +2,7 @@
 //! speaks) and the real `mariadb` client.
 
 use crate::core::{is_root, run_ok, start_on_free_port, Process, TempDir};
+use crate::envoy::Envoy;
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
@@ -16,6 +17,17 @@ pub struct MariaDb {
 impl MariaDb {
     pub fn start() -> MariaDb {
         MariaDb::start_with(false)
+    }
+
+    /// A server and an Envoy in front of it (listener `mariadb`) whose dbfault runs
+    /// `plugin_config`.
+    pub fn behind_envoy(plugin_config: &str) -> (MariaDb, Envoy) {
+        let db = MariaDb::start();
+        let envoy = Envoy::builder()
+            .mariadb(db.port)
+            .plugin_config(plugin_config)
+            .start();
+        (db, envoy)
     }
 
     /// With `tls`, the server offers TLS (a self-signed certificate made with `openssl`).
