@@ -3,7 +3,9 @@
 //! and pairs each command with its response (what gets counted and timed), and rewrites them
 //! for rules.
 
+mod packet;
 pub mod session;
+mod stand_in;
 
 /// What a MySQL/MariaDB error undoes, by errno, as InnoDB does it: `true` for the whole
 /// transaction, `false` for the failed statement only. Errnos not listed undo the statement.
