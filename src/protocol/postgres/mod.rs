@@ -2,8 +2,11 @@
 //! direction, [`session`] pairs the client's statements with
 //! the server's answers (what gets counted and timed).
 
+mod names;
+mod place;
 pub mod reader;
 pub mod session;
+mod stand_in;
 
 #[cfg(test)]
 mod wire_bytes;

@@ -424,6 +424,17 @@ pub fn opens_connection(first: &[u8]) -> bool {
     }
 }
 
+/// The first NUL-terminated string of `body` and what follows it.
+pub fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
+    match body.iter().position(|&b| b == 0) {
+        Some(end) => (
+            body.get(..end).unwrap_or_default(),
+            body.get(end + 1..).unwrap_or_default(),
+        ),
+        None => (body, &[]),
+    }
+}
+
 /// The SQLSTATE of an ErrorResponse body (its `C` field), if present.
 pub fn sqlstate(body: &[u8]) -> Option<&[u8]> {
     let mut fields = body;

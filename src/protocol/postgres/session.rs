@@ -32,13 +32,18 @@
 //! executions count as `other`), and while rules act, the start of one message per direction
 //! ([`super::CAPTURE_LIMIT`] bytes and its header) withheld until it is decided.
 
-use super::reader::{sqlstate, statement_text, Opening, Reader, Step};
+use super::names::{Names, Prepared};
+pub use super::names::{MAX_PREPARED, MAX_PREPARED_TEXT};
+use super::place::{Place, Reported};
+use super::reader::{cstr, sqlstate, statement_text, Opening, Reader, Step};
+use super::stand_in::{
+    error_response, provoking_execute, provoking_query, provoking_startup, sqlstate_of,
+    PROVOKED_STARTUP, PROVOKED_STATEMENT,
+};
 use crate::fault::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
 pub use crate::protocol::Event;
-use crate::protocol::{
-    Act, Ask, Code, Edit, ErrorReply, Judge, Output, Protocol, Splice, Splices, Verdict,
-};
+use crate::protocol::{Act, Ask, Code, Edit, ErrorReply, Judge, Protocol, Splices, Verdict};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -49,15 +54,6 @@ pub const MAX_GROUPS: usize = 1024;
 /// The newest minor protocol version read: 3.2 differs from 3.0 only in messages read by
 /// their length (BackendKeyData's key, CancelRequest's).
 const NEWEST_MINOR: u16 = 2;
-pub const MAX_PREPARED: usize = 256;
-/// Statement text kept for named statements (and again for portals), per connection.
-pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
-
-/// The SQLSTATE a replaced statement provokes (undefined cursor / portal).
-const PROVOKED_STATEMENT: [u8; 5] = *b"34000";
-/// The SQLSTATE a startup without a user provokes (invalid authorization specification).
-const PROVOKED_STARTUP: [u8; 5] = *b"28000";
-
 /// What a connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -92,64 +88,6 @@ struct Group {
     failed: bool,
     /// The startup group of a session refused at startup.
     injected: Option<Box<Injected>>,
-}
-
-/// A prepared statement: its command and (the start of) its text.
-#[derive(Debug)]
-struct Prepared {
-    command: Command,
-    text: Box<[u8]>,
-}
-
-/// Named statements or portals (a portal shares its statement's text), oldest first.
-#[derive(Debug, Default)]
-struct Names {
-    entries: VecDeque<(Vec<u8>, Rc<Prepared>)>,
-    text_bytes: usize,
-}
-
-impl Names {
-    fn set(&mut self, name: &[u8], prepared: Rc<Prepared>) {
-        self.remove(name);
-        self.text_bytes += prepared.text.len();
-        self.entries.push_back((name.to_vec(), prepared));
-        while self.entries.len() > MAX_PREPARED || self.text_bytes > MAX_PREPARED_TEXT {
-            match self.entries.pop_front() {
-                Some((_, gone)) => self.text_bytes -= gone.text.len(),
-                None => break,
-            }
-        }
-    }
-
-    fn get(&self, name: &[u8]) -> Option<&Rc<Prepared>> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p)
-    }
-
-    fn remove(&mut self, name: &[u8]) {
-        let text_bytes = &mut self.text_bytes;
-        self.entries.retain(|(n, p)| {
-            let keep = n != name;
-            if !keep {
-                *text_bytes -= p.text.len();
-            }
-            keep
-        });
-    }
-}
-
-/// The first NUL-terminated string of `body` and what follows it.
-fn cstr(body: &[u8]) -> (&[u8], &[u8]) {
-    match body.iter().position(|&b| b == 0) {
-        Some(end) => (
-            body.get(..end).unwrap_or_default(),
-            body.get(end + 1..).unwrap_or_default(),
-        ),
-        None => (body, &[]),
-    }
 }
 
 /// The time in nanoseconds, asked only when a statement starts or ends (a chunk of result rows
@@ -416,79 +354,6 @@ impl Session {
     }
 }
 
-/// Where a reported message lies: its start in the chunk (negative: it began in an earlier
-/// one and that part is withheld), its body length, the bytes read of it, its type.
-#[derive(Clone, Copy)]
-struct Reported {
-    start: isize,
-    len: u32,
-    head: usize,
-    tag: u8,
-}
-
-impl Reported {
-    fn of(step: &Step<'_>) -> Option<Reported> {
-        match step {
-            Step::Message(m) => Some(Reported {
-                start: m.at as isize - m.head as isize,
-                len: m.len,
-                head: m.head,
-                tag: m.tag,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Carries out, on one event's output, what happens to each message as it is read.
-struct Place<'a, 'b> {
-    output: &'a mut Output<'b>,
-    /// The withheld start of the message being read, from earlier events.
-    carry: &'a mut Vec<u8>,
-    splice: &'a mut Splice,
-    /// Server → client: a message that ends the stream ends the connection (on the client
-    /// side, a fatal statement's connection ends when its answer has reached the client).
-    server: bool,
-    closes: bool,
-}
-
-impl Place<'_, '_> {
-    fn edit(&mut self, edit: Option<Edit>, reported: Option<Reported>) {
-        let Some(edit) = edit else {
-            // Kept: withheld bytes of this message go out first.
-            if !self.carry.is_empty() {
-                let carry = std::mem::take(self.carry);
-                self.output.insert(&carry);
-            }
-            return;
-        };
-        let Some(r) = reported else {
-            return;
-        };
-        let chunk_len = self.output.chunk.len();
-        let header = if r.tag == 0 { 8 } else { 5 };
-        let at = usize::try_from(r.start + r.head as isize).unwrap_or(0);
-        self.output.copy_to(usize::try_from(r.start).unwrap_or(0));
-        self.carry.clear();
-        let ends = matches!(edit, Edit::ReplaceThenEnd(_) | Edit::End);
-        self.closes |= matches!(edit, Edit::End) || (ends && self.server);
-        if let Edit::Replace(bytes) | Edit::ReplaceThenEnd(bytes) = edit {
-            self.output.insert(&bytes);
-            // The rest of the replaced message (its body beyond what was read) is discarded,
-            // here and as it arrives.
-            let rest = u64::from(r.len).saturating_sub(r.head.saturating_sub(header) as u64);
-            let here = chunk_len.saturating_sub(at) as u64;
-            let now_dropped = rest.min(here);
-            self.output.drop_to(at + now_dropped as usize);
-            self.splice.drop_left = rest - now_dropped;
-        }
-        if ends {
-            self.splice.ended = true;
-            self.output.drop_to(chunk_len);
-        }
-    }
-}
-
 /// What server steps ask of the client reader once the server's bytes are read.
 #[derive(Default)]
 struct ServerAfter {
@@ -508,76 +373,6 @@ impl ServerAfter {
             client.expect_opening();
         }
     }
-}
-
-/// A rule's SQLSTATE (validated to be there for PostgreSQL; `XX000`, internal error, if not).
-fn sqlstate_of(reply: &ErrorReply) -> [u8; 5] {
-    reply.code.unwrap_or(*b"XX000")
-}
-
-/// An ErrorResponse body: severity, SQLSTATE and message (the fields every client reads).
-fn error_response(reply: &ErrorReply) -> Vec<u8> {
-    let severity: &[u8] = if reply.fatal { b"FATAL" } else { b"ERROR" };
-    let message = reply.message.as_bytes();
-    let mut body = Vec::with_capacity(32 + message.len());
-    for (field, value) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', &sqlstate_of(reply)[..]),
-        (b'M', message),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value);
-        body.push(0);
-    }
-    body.push(0);
-    tagged(b'E', &body)
-}
-
-/// A tagged message: type byte, length (counting itself), body.
-fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + body.len());
-    out.push(tag);
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// The cursor or portal name a replaced statement asks for: it does not exist, and names
-/// the injection in the server's log.
-fn provoking_name(reply: &ErrorReply) -> String {
-    let mut name = "dbfault: injected ".to_owned();
-    name.push_str(std::str::from_utf8(&sqlstate_of(reply)).unwrap_or("error"));
-    name
-}
-
-/// A simple Query running `before` (the statements ahead of the failing one, which run as
-/// they would have), then failing.
-fn provoking_query(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
-    let mut text = before.to_vec();
-    if text.last().is_some_and(|b| !b.is_ascii_whitespace()) {
-        text.push(b' ');
-    }
-    text.extend_from_slice(b"FETCH \"");
-    text.extend_from_slice(provoking_name(reply).as_bytes());
-    text.extend_from_slice(b"\"\0");
-    tagged(b'Q', &text)
-}
-
-/// An Execute of a portal that does not exist.
-fn provoking_execute(reply: &ErrorReply) -> Vec<u8> {
-    let mut body = provoking_name(reply).into_bytes();
-    body.push(0);
-    body.extend_from_slice(&0u32.to_be_bytes());
-    tagged(b'E', &body)
-}
-
-/// A StartupMessage (protocol 3.0) without a user.
-fn provoking_startup() -> Vec<u8> {
-    let mut out = 9u32.to_be_bytes().to_vec();
-    out.extend_from_slice(&196_608u32.to_be_bytes());
-    out.push(0);
-    out
 }
 
 impl Tracker {
