@@ -195,7 +195,7 @@ soak: build envoy packages
 check-config:
 	@cargo run --quiet --bin dbfault -- check $(FILE)
 
-# The side-by-side benchmark against plain Envoy (results in bench/results/, table in README).
+# The side-by-side benchmark against plain Envoy (results in bench/results/, table in docs/performance.md).
 bench: build noop-filter envoy packages
 	cargo build --release --example loadgen --example hotpath
 	python3 scripts/bench.py --envoy $(abspath $(ENVOY)) $(BENCH_ARGS)
