@@ -113,7 +113,7 @@ impl Dialect {
 }
 
 /// One way of reading MySQL text where the session cannot tell.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Reading {
     dialect: Dialect,
     /// MySQL: `"` quotes an identifier (`ANSI_QUOTES`).
@@ -213,6 +213,10 @@ struct Cuts {
     /// at another place), or an executable comment (it may be a comment) — the points where
     /// the readings part. Text with neither reads the same every way.
     ambiguous: bool,
+    /// MySQL: a string or `"` section with a backslash in it was met: it ends elsewhere if
+    /// `NO_BACKSLASH_ESCAPES` is the other way, which a `SET sql_mode` earlier in the same
+    /// query can make it (MySQL parses a multi-statement query one statement at a time).
+    backslash: bool,
 }
 
 fn cuts(text: &[u8], reading: Reading) -> Cuts {
@@ -229,18 +233,21 @@ fn cuts(text: &[u8], reading: Reading) -> Cuts {
                 out.at.push(i);
                 i += 1;
             }
-            b'\'' => {
-                let escapes = escapes_everywhere || (!mysql && e_string(text, i));
-                i = skip_quoted(text, i, b, escapes);
-            }
-            b'"' => {
-                let escapes = mysql && !reading.ansi_quotes && escapes_everywhere;
+            b'\'' | b'"' => {
+                let escapes = if b == b'"' {
+                    mysql && !reading.ansi_quotes && escapes_everywhere
+                } else {
+                    escapes_everywhere || (!mysql && e_string(text, i))
+                };
                 let end = skip_quoted(text, i, b, escapes);
-                // Without a backslash inside, both readings of `"` end at the same place.
-                out.ambiguous |= escapes
+                // Without a backslash inside, every reading of a quoted section ends at the
+                // same place.
+                let backslash = mysql
                     && text
                         .get(i..end)
                         .is_some_and(|quoted| quoted.contains(&b'\\'));
+                out.backslash |= backslash;
+                out.ambiguous |= backslash && b == b'"' && escapes;
                 i = end;
             }
             b'`' if mysql => i = skip_quoted(text, i, b, false),
@@ -352,7 +359,10 @@ pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
     let mut cut = cuts(text, first);
     // MySQL text that met a point where readings part is read the other ways too (rarely:
     // most queries read the same every way and are lexed once).
-    if cut.ambiguous && !other_readings_agree(text, &cut.at, first) {
+    let mode_may_change = cut.backslash && contains_ignoring_case(text, b"sql_mode");
+    if (cut.ambiguous || mode_may_change)
+        && !other_readings_agree(text, &cut.at, first, mode_may_change)
+    {
         cut.at.clear();
     }
     ranges(text, &cut.at, dialect)
@@ -362,21 +372,39 @@ pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
 }
 
 /// Whether the other readings of MySQL text (`ANSI_QUOTES` on, executable comments taken as
-/// comments, both) put the statement separators where `first` put them: `at`.
-fn other_readings_agree(text: &[u8], at: &[usize], first: Reading) -> bool {
-    [(true, true), (false, false), (true, false)]
-        .into_iter()
-        .all(|(ansi_quotes, executable)| {
-            cuts(
-                text,
-                Reading {
+/// comments, and with `flip_escapes` `NO_BACKSLASH_ESCAPES` the other way; each alone and
+/// together) put the statement separators where `first` put them: `at`. Readings that agree
+/// at every separator also agree with any mix of them that a `SET` inside the query makes: at
+/// a separator every reading is between statements.
+fn other_readings_agree(text: &[u8], at: &[usize], first: Reading, flip_escapes: bool) -> bool {
+    let Dialect::Mysql { backslash_escapes } = first.dialect else {
+        return true;
+    };
+    let escapes: &[bool] = if flip_escapes {
+        &[backslash_escapes, !backslash_escapes]
+    } else {
+        &[backslash_escapes]
+    };
+    escapes.iter().all(|&escapes| {
+        [(false, true), (true, true), (false, false), (true, false)]
+            .into_iter()
+            .all(|(ansi_quotes, executable)| {
+                let reading = Reading {
+                    dialect: Dialect::Mysql {
+                        backslash_escapes: escapes,
+                    },
                     ansi_quotes,
                     executable,
-                    ..first
-                },
-            )
-            .at == at
-        })
+                };
+                reading == first || cuts(text, reading).at == at
+            })
+    })
+}
+
+/// Whether `text` holds `word` (ASCII, lower case), whatever its case.
+fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -531,6 +559,25 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(&split_in(text, my), want, "{text:?}");
         }
+        // A `SET sql_mode` earlier in the query may turn backslash escapes off for the
+        // statements after it: where that moves a separator, the query is one statement.
+        assert_eq!(
+            split_in(
+                r"SET sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 'a\'; DELETE FROM t; -- '",
+                my
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            split_in(r"SET SQL_MODE = ''; SELECT 'a\'; ok'; SELECT 2", no_escapes).len(),
+            1
+        );
+        // Without a backslash in a string, the mode changes nothing.
+        assert_eq!(
+            split_in("SET sql_mode = 'ANSI'; SELECT 'a;b'; SELECT 2", my).len(),
+            3
+        );
         // NO_BACKSLASH_ESCAPES: a backslash is an ordinary character.
         assert_eq!(
             split_in(r"SELECT 'a\'; SELECT 2", no_escapes),
