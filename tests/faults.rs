@@ -933,9 +933,24 @@ fn an_expired_rule_stays_off_whatever_is_pushed() {
         !psql_try(envoy.pg(), "SELECT 1").0,
         "active before {expires}"
     );
-    wait_for("the rule to expire", Duration::from_secs(10), || {
-        (envoy.fault_active("forgotten") == Some(0.0)).then_some(())
-    });
+    // Every thread that ran the rule switches it off at its own tick; the gauge is written by
+    // the first (it read 0 while a busy worker still aborted: seen once under the full suite).
+    let threads = |needle: &str| -> std::collections::BTreeSet<String> {
+        envoy
+            .log_entries(needle)
+            .into_iter()
+            .filter_map(|(_, line)| line.split("][").nth(1).map(str::to_owned))
+            .collect()
+    };
+    wait_for(
+        "every thread to expire the rule",
+        Duration::from_secs(10),
+        || {
+            let on = threads("dbfault: fault forgotten active");
+            (!on.is_empty() && threads("dbfault: fault forgotten inactive") == on).then_some(())
+        },
+    );
+    assert_eq!(envoy.fault_active("forgotten"), Some(0.0));
     psql(envoy.pg(), "SELECT 1");
     // Pushed again (or any other push, or a restart): still expired.
     assert!(envoy.push_plugin_config(&format!("{} ", rule(&expires))));
