@@ -156,32 +156,30 @@ class Workload:
 
 # -- the rules ----------------------------------------------------------------------------------
 
+# Per protocol: what a rule's match names, the errors it answers with (each naming its rule),
+# and the commands it may list.
+RULE_VOCABULARY = {
+    "mysql": ('"clusters": ["mariadb"], "protocol": "mysql"', [
+        '"errno": 1213, "sqlstate": "40001", "message": "Deadlock found (oracle %s)"',
+        '"errno": 1205, "sqlstate": "HY000", "message": "Lock wait timeout (oracle %s)"',
+        '"errno": 1105, "sqlstate": "HY000", "message": "Unknown (oracle %s)", "rollback": true',
+    ], ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "START"]),
+    "postgres": ('"clusters": ["postgres"], "protocol": "postgres"', [
+        '"sqlstate": "40001", "message": "could not serialize access (oracle %s)"',
+        '"sqlstate": "40P01", "message": "deadlock detected (oracle %s)"',
+        '"sqlstate": "57014", "message": "canceling statement (oracle %s)"',
+    ], ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "BEGIN"]),
+    "redis": ('"clusters": ["redis"], "protocol": "redis"', [
+        '"message": "READONLY You can\'t write against a read only replica (oracle %s)"',
+        '"message": "LOADING Redis is loading the dataset in memory (oracle %s)"',
+        '"message": "MASTERDOWN Link with MASTER is down (oracle %s)"',
+    ], ["SET", "GET", "INCR", "HSET", "EVAL", "PING", "LPUSH"]),
+}
+
+
 def rules(protocol, seed):
     r = random.Random(seed * 7919 + 1)
-    if protocol == "mysql":
-        match = '"clusters": ["mariadb"], "protocol": "mysql"'
-        errors = [
-            '"errno": 1213, "sqlstate": "40001", "message": "Deadlock found (oracle %s)"',
-            '"errno": 1205, "sqlstate": "HY000", "message": "Lock wait timeout (oracle %s)"',
-            '"errno": 1105, "sqlstate": "HY000", "message": "Unknown (oracle %s)", "rollback": true',
-        ]
-        commands = ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "START"]
-    elif protocol == "redis":
-        match = '"clusters": ["redis"], "protocol": "redis"'
-        errors = [
-            '"message": "READONLY You can\'t write against a read only replica (oracle %s)"',
-            '"message": "LOADING Redis is loading the dataset in memory (oracle %s)"',
-            '"message": "MASTERDOWN Link with MASTER is down (oracle %s)"',
-        ]
-        commands = ["SET", "GET", "INCR", "HSET", "EVAL", "PING", "LPUSH"]
-    else:
-        match = '"clusters": ["postgres"], "protocol": "postgres"'
-        errors = [
-            '"sqlstate": "40001", "message": "could not serialize access (oracle %s)"',
-            '"sqlstate": "40P01", "message": "deadlock detected (oracle %s)"',
-            '"sqlstate": "57014", "message": "canceling statement (oracle %s)"',
-        ]
-        commands = ["INSERT", "UPDATE", "DELETE", "SELECT", "COMMIT", "BEGIN"]
+    match, errors, commands = RULE_VOCABULARY[protocol]
     out = []
     for n in range(r.randint(2, 4)):
         name = f"r{n}"
