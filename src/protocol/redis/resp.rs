@@ -20,6 +20,13 @@ pub const CAPTURE_LIMIT: usize = 4096;
 const INLINE_LIMIT: usize = 64 * 1024;
 /// Bytes of an error reply's line kept (its code and message).
 const ERROR_KEEP: usize = 512;
+/// Bytes of a line kept (a CR at the end of one chunk may be inside the line, hence the +1),
+/// however the line arrives: whole in one chunk or over several.
+const LINE_KEEP: usize = if ERROR_KEEP > CAPTURE_LIMIT {
+    ERROR_KEEP
+} else {
+    CAPTURE_LIMIT
+} + 1;
 /// Bytes of a reply's first string kept (`message`, `subscribe`, `QUEUED`...).
 const WORD_KEEP: usize = 32;
 /// Deepest nesting followed (Redis itself nests replies a few levels at most).
@@ -181,9 +188,12 @@ impl Resp {
                             // lines that span chunks).
                             self.give_up(step);
                         } else if self.line.is_empty() {
-                            // The whole line is in this chunk: read in place.
+                            // The whole line is in this chunk: read in place, as much of it as
+                            // is kept of a line over several chunks (an inline command's words
+                            // are joined after, so the text is the same either way).
                             self.line_len = part.len();
-                            self.end_line(kind, part, at + end + 1, step);
+                            let kept = part.get(..LINE_KEEP.min(part.len())).unwrap_or(part);
+                            self.end_line(kind, kept, at + end + 1, step);
                         } else {
                             self.keep_line(part);
                             let line = std::mem::take(&mut self.line);
@@ -276,7 +286,7 @@ impl Resp {
     fn keep_line(&mut self, bytes: &[u8]) {
         // The line's CR is dropped at its end (`end_line`): a CR at the end of one chunk may
         // be inside the line.
-        let room = (ERROR_KEEP.max(CAPTURE_LIMIT) + 1).saturating_sub(self.line.len());
+        let room = LINE_KEEP.saturating_sub(self.line.len());
         self.line
             .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
         self.line_len += bytes.len();
@@ -519,6 +529,36 @@ mod tests {
             r.read(chunk, &mut |s| seen |= matches!(s, Step::Unreadable));
         }
         seen
+    }
+
+    fn commands(mut reader: Resp, data: &[u8], size: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in data.chunks(size) {
+            reader.read(chunk, &mut |s| {
+                if let Step::Command { text, .. } = s {
+                    out.push(String::from_utf8_lossy(text).into_owned());
+                }
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_line_read_in_place_keeps_what_a_chunked_one_keeps() {
+        // Found by the fuzzer (the regression seed, read by the server reader in chunks of 13):
+        // a line whole in one chunk was read to its end, one over several chunks to its first
+        // 4 KiB; with runs of spaces between its words, their texts differed.
+        let input = include_bytes!("../../../fuzz/seeds/redis/regression-long-inline-words");
+        let data = input.get(2..).unwrap_or_default();
+        let whole = commands(Resp::server(), data, data.len());
+        assert!(!whole.is_empty());
+        for size in [13, 100, 4096] {
+            assert_eq!(
+                commands(Resp::server(), data, size),
+                whole,
+                "chunks of {size}"
+            );
+        }
     }
 
     #[test]
