@@ -26,7 +26,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: safety build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: safety build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~17% off what rustc leaves. -O3 rather than -Oz: -Oz's
 # one extra pass (merge-similar-functions) saves 3 KB but makes V8 (which Envoy runs with
@@ -160,7 +160,9 @@ FUZZ_SECONDS ?= 300
 # Past every bound a session keeps (a statement's 4 KiB capture, a 64 KiB inline Redis command,
 # 1,024 pending statements of a few bytes each); libFuzzer's default is 4 KiB, which is the
 # capture limit itself. Seeds: fuzz/make_seeds.py (a two-byte prefix, then a well-framed client
-# stream whose statements make the targets' rules act).
+# stream whose statements make the targets' rules act, some followed by the server's replies).
+# fuzz/corpus-min is the minimised corpus kept in the repository (each run starts from it; new
+# finds go to the untracked fuzz/corpus); `make fuzz-merge` folds those finds into it.
 FUZZ_MAX_LEN ?= 131072
 FUZZ_TARGETS := config upstream postgres redis mysql
 
@@ -169,11 +171,16 @@ cargo-fuzz:
 
 fuzz: cargo-fuzz
 	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t && \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) 2>&1 \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t corpus-min/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) 2>&1 \
 	  | grep -E '^(Done|==|SUMMARY|thread)' ; test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=60
+
+fuzz-merge: cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t corpus-min/$$t && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus-min/$$t corpus/$$t seeds/$$t -- -merge=1 -max_len=$(FUZZ_MAX_LEN) 2>&1 \
+	  | grep -E '^MERGE-OUTER: [0-9]+ new' ; test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 # The safety oracle (issue 19) at length: SAFETY_STATEMENTS per protocol for each of SAFETY_SEEDS
 # (make test runs 2,000 with one fresh seed). A failure prints the seed that replays it.

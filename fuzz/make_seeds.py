@@ -1,5 +1,9 @@
 """Writes the protocol fuzz targets' seeds (fuzz/seeds/{postgres,mysql,redis}/gen-*).
 
+A seed may also hold, after the marker SERVER, the replies a server sends to its client stream,
+with the provoked errors in them, so that the targets' reply checks start from a realistic
+exchange.
+
 Every protocol target reads two bytes first (the chunk size, and the side: which direction goes
 first, and for MySQL whether the client asked for CLIENT_DEPRECATE_EOF), then the stream. The
 targets' rules act on a statement by its text: `!` fails it, `~` fatally, `^` aborts, `@`
@@ -12,6 +16,8 @@ import os
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# fuzz_targets/common.rs: SERVER
+SERVER = b"\xffdbfault-server\xff"
 
 
 def write(target, name, data):
@@ -44,6 +50,35 @@ def extended(name, text, portal=b""):
             + pg(b"S", b""))
 
 
+def cstr(text):
+    return text.encode() + b"\0"
+
+
+def pg_ready(status=b"I"):
+    return pg(b"Z", status)
+
+
+def pg_started():
+    return (pg(b"R", struct.pack(">I", 0)) + pg(b"S", cstr("standard_conforming_strings") + cstr("on"))
+            + pg(b"K", struct.pack(">II", 4242, 99)) + pg_ready())
+
+
+def pg_error(code, message):
+    return pg(b"E", b"SERROR\0VERROR\0C" + code + b"\0M" + cstr(message) + b"\0")
+
+
+def pg_row(*values):
+    body = struct.pack(">H", len(values))
+    for v in values:
+        body += struct.pack(">I", len(v)) + v
+    return pg(b"D", body)
+
+
+def pg_select(value):
+    field = cstr("?column?") + struct.pack(">IHIhih", 0, 0, 23, 4, -1, 0)
+    return pg(b"T", struct.pack(">H", 1) + field) + pg_row(value) + pg(b"C", cstr("SELECT 1"))
+
+
 def postgres():
     write("postgres", "acting-queries", startup() + query("SELECT 1; UPDATE t SET v = '!'; SELECT 2")
           + query("BEGIN; INSERT INTO t VALUES ('@'); COMMIT") + query("SELECT '^'"))
@@ -54,6 +89,19 @@ def postgres():
     write("postgres", "protocol-3-2", startup(2) + query("SELECT '!'"))
     write("postgres", "long-statement", startup() + query("SELECT '" + "x" * 5000 + "!'"))
     write("postgres", "pipeline", startup() + b"".join(query(f"SELECT {i} -- !") for i in range(40)))
+    provoked = pg_error(b"34000", 'cursor "dbfault: injected 40001" does not exist')
+    write("postgres", "replies-queries", startup() + query("SELECT 1; UPDATE t SET v = '!'; SELECT 2")
+          + query("BEGIN; INSERT INTO t VALUES ('@'); COMMIT") + query("BEGIN; SELECT '!'") + query("ROLLBACK")
+          + SERVER + pg_started() + pg_select(b"1") + provoked + pg_ready()
+          + pg(b"C", cstr("BEGIN")) + pg(b"C", cstr("INSERT 0 1")) + pg(b"C", cstr("COMMIT")) + pg_ready()
+          + pg(b"C", cstr("BEGIN")) + provoked + pg_ready(b"E") + pg(b"C", cstr("ROLLBACK")) + pg_ready())
+    write("postgres", "replies-extended", startup() + extended(b"s1", "UPDATE t SET v = '!' WHERE id = $1")
+          + extended(b"", "SELECT '@'") + extended(b"s2", "SELECT '~'")
+          + SERVER + pg_started() + pg(b"1", b"") + pg(b"2", b"")
+          + pg_error(b"34000", 'portal "dbfault: injected 40001" does not exist') + pg_ready()
+          + pg(b"1", b"") + pg(b"2", b"") + pg_row(b"@") + pg(b"C", cstr("SELECT 1")) + pg_ready()
+          + pg(b"1", b"") + pg(b"2", b"") + pg_error(b"34000", 'portal "dbfault: injected 40001" does not exist')
+          + pg_ready())
 
 
 # -- MySQL --------------------------------------------------------------------------------------
@@ -66,6 +114,26 @@ def com_query(text):
     return packet(0, b"\x03" + text.encode())
 
 
+SERVER_MORE_RESULTS = 0x0008
+
+
+def my_ok(seq, status=0x0002, header=0x00):
+    return packet(seq, bytes([header, 0, 0]) + struct.pack("<HH", status, 0))
+
+
+def my_err(seq, errno, state, message):
+    return packet(seq, b"\xff" + struct.pack("<H", errno) + b"#" + state + message.encode())
+
+
+def my_select(seq, value, status=0x0002):
+    """A one-column, one-row result set without CLIENT_DEPRECATE_EOF (EOF packets)."""
+    column = b"".join(bytes([len(x)]) + x for x in (b"def", b"", b"", b"", b"1", b""))
+    column += b"\x0c" + struct.pack("<HIBHB", 63, 1, 8, 0x81, 0) + b"\0\0"
+    eof = lambda s, st: packet(s, b"\xfe\0\0" + struct.pack("<H", st))
+    return (packet(seq, b"\x01") + packet(seq + 1, column) + eof(seq + 2, 0x0002)
+            + packet(seq + 3, bytes([len(value)]) + value) + eof(seq + 4, status))
+
+
 def mysql():
     write("mysql", "acting-queries", com_query("SELECT 1; UPDATE t SET v = '!'; SELECT 2")
           + com_query("INSERT INTO t VALUES ('@')") + com_query("SELECT '^'"))
@@ -75,6 +143,12 @@ def mysql():
     write("mysql", "prepared", packet(0, b"\x16UPDATE t SET v = ? WHERE '!' = '!'")
           + packet(0, b"\x17" + struct.pack("<I", 1) + b"\x00\x01\x00\x00\x00") + packet(0, b"\x0e"))
     write("mysql", "long-query", com_query("SELECT '" + "x" * 5000 + "!'"))
+    # The targets' 1213 rolls back: its stand-in is a ROLLBACK whose OK becomes the rule's ERR.
+    write("mysql", "replies-queries", com_query("SELECT 1; UPDATE t SET v = '!'; SELECT 2")
+          + com_query("INSERT INTO t VALUES ('@')") + com_query("SELECT 'a\\'; !'") + com_query("SELECT 3")
+          + SERVER + my_select(1, b"1", 0x0002 | SERVER_MORE_RESULTS) + my_ok(6)
+          + my_ok(1) + my_ok(1) + my_select(1, b"3")
+          + my_err(1, 1064, b"42000", "You have an error in your SQL syntax"))
 
 
 # -- Redis --------------------------------------------------------------------------------------
@@ -91,6 +165,12 @@ def redis():
           + resp(b"DEL", b"^"))
     write("redis", "multi", resp(b"MULTI") + resp(b"SET", b"k", b"!") + resp(b"INCR", b"n") + resp(b"EXEC"))
     write("redis", "inline", b"PING !\r\nSET k ~\r\n" + resp(b"GET", b"k"))
+    write("redis", "replies-pipeline", resp(b"SET", b"k", b"!") + resp(b"GET", b"k") + resp(b"MULTI")
+          + resp(b"SET", b"k", b"!") + resp(b"INCR", b"n") + resp(b"EXEC") + resp(b"HGETALL", b"h")
+          + SERVER + b"-ERR unknown command 'dbfault-injected', with args beginning with: \r\n"
+          + b"$1\r\nv\r\n+OK\r\n-ERR unknown command 'dbfault-injected', with args beginning with: \r\n"
+          + b"+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n"
+          + b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n")
     write("redis", "large-value", resp(b"SET", b"big!", b"x" * 70000) + resp(b"GET", b"big!"))
 
 

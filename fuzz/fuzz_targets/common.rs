@@ -83,6 +83,75 @@ pub fn check_rewriting<S>(
     }
 }
 
+/// What splits an input into a client stream and the server's replies to it.
+pub const SERVER: &[u8] = b"\xffdbfault-server\xff";
+
+/// The server stream `server`, in chunks of `size`, as it leaves a session that has rewritten
+/// the client stream `client` (whole) under rules that act (`acting`) or never do.
+#[allow(clippy::too_many_arguments)]
+fn replies<S>(
+    client: &[u8],
+    server: &[u8],
+    size: usize,
+    acting: bool,
+    reply: &ErrorReply,
+    new: &dyn Fn() -> S,
+    rewrite: Rewrite<'_, S>,
+) -> Vec<u8> {
+    let mut session = new();
+    let mut never = |_: Ask<'_>| None;
+    let mut acts = |ask: Ask<'_>| judge(ask, reply);
+    let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
+    let _ = rewrite(&mut session, Direction::ToDatabase, client, 0, j);
+    let mut out = Vec::new();
+    for chunk in server.chunks(size) {
+        let v = rewrite(&mut session, Direction::ToClient, chunk, 0, j);
+        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
+    }
+    out
+}
+
+/// What every protocol session's rewriting must do with the server's replies, for an input
+/// `client`, [`SERVER`], `server` (skipped without the marker): under rules that act on the
+/// client's requests, the replies come out the same however they are chunked, and when they
+/// went in as whole, well-framed messages (`framed`, the target's own server framing) they
+/// come out as whole, well-framed messages — the injected errors are what clients read; when
+/// no rule acts, untouched but for at most `withheld` bytes not out yet at the end.
+#[allow(clippy::too_many_arguments)]
+pub fn check_replies<S>(
+    data: &[u8],
+    size: usize,
+    reply: &ErrorReply,
+    withheld: usize,
+    framed: &dyn Fn(&[u8]) -> bool,
+    new: &dyn Fn() -> S,
+    rewrite: Rewrite<'_, S>,
+) {
+    let Some(at) = data.windows(SERVER.len()).position(|w| w == SERVER) else {
+        return;
+    };
+    let (client, server) = (&data[..at], &data[at + SERVER.len()..]);
+    let whole = replies(
+        client,
+        server,
+        server.len().max(1),
+        true,
+        reply,
+        new,
+        rewrite,
+    );
+    assert_eq!(
+        whole,
+        replies(client, server, size, true, reply, new, rewrite)
+    );
+    if framed(server) {
+        assert!(framed(&whole), "well-framed replies came out ill-framed");
+    }
+    let untouched = replies(client, server, size, false, reply, new, rewrite);
+    assert!(server.starts_with(&untouched));
+    assert!(server.len() - untouched.len() <= withheld);
+}
+
 /// The direction of the `i`th chunk when both alternate (`side` picks the first).
 fn direction(i: usize, side: u8) -> Direction {
     if (i + usize::from(side)) % 2 == 0 {

@@ -2,7 +2,9 @@
 //! response, OK): never panics; a client stream is rewritten the same in any chunking under
 //! rules that act on statements by their text, and passes untouched when none acts; with both
 //! directions alternating under acting rules, never panics (the first input byte picks the
-//! chunk size, the second the directions).
+//! chunk size, the second the directions). An input holding a client stream, a marker and the
+//! server's replies: the replies come out the same however they are chunked, whole packets
+//! when they went in whole, untouched when no rule acts.
 #![no_main]
 
 use dbfault::fault::Direction;
@@ -94,6 +96,16 @@ fuzz_target!(|data: &[u8]| {
         *side,
         &reply(),
         4 + 4097,
+        &framed,
+        &|| opened(deprecate),
+        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+    );
+    // The server's replies to a client stream, when the input holds both: packets both ways.
+    common::check_replies(
+        rest,
+        size,
+        &reply(),
+        0,
         &framed,
         &|| opened(deprecate),
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),

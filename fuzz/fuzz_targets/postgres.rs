@@ -4,7 +4,9 @@
 //! the same bytes, alternating directions chunk by chunk: never panics, and answers never
 //! outnumber requests. The rewriting under rules that act on statements (by their text): never
 //! panics; a client stream comes out the same however it is chunked, and byte for byte when
-//! no rule acts; withheld bytes stay within a message's header and capture.
+//! no rule acts; withheld bytes stay within a message's header and capture. An input holding
+//! a client stream, a marker and the server's replies: the replies come out the same however
+//! they are chunked, well-framed when they went in well-framed, untouched when no rule acts.
 #![no_main]
 
 use dbfault::fault::Direction;
@@ -51,6 +53,20 @@ fn framed(data: &[u8]) -> bool {
     while at < data.len() {
         match word(at + 1) {
             Some(l) if l >= 4 => at += 1 + l,
+            _ => return false,
+        }
+    }
+    at == data.len()
+}
+
+/// Whether `data` is whole tagged messages, nothing left over (a server's stream).
+fn replies_framed(data: &[u8]) -> bool {
+    let mut at = 0;
+    while at < data.len() {
+        match data.get(at + 1..at + 5) {
+            Some(b) if u32::from_be_bytes([b[0], b[1], b[2], b[3]]) >= 4 => {
+                at += 1 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+            }
             _ => return false,
         }
     }
@@ -109,6 +125,16 @@ fuzz_target!(|data: &[u8]| {
         &reply(),
         CAPTURE_LIMIT + 8,
         &framed,
+        &Session::new,
+        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+    );
+    // The server's replies to a client stream, when the input holds both.
+    common::check_replies(
+        rest,
+        size,
+        &reply(),
+        0,
+        &replies_framed,
         &Session::new,
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
     );

@@ -2,7 +2,9 @@
 //! values however the bytes are chunked (the first input byte picks the chunk size, the second
 //! the direction). The rewriting of a client stream under rules that act on commands (by their
 //! text): the same output in any chunking, untouched when no rule acts, withheld bytes bounded.
-//! Both directions alternating under acting rules: never panics.
+//! Both directions alternating under acting rules: never panics. An input holding a client
+//! stream, a marker and the server's replies: the replies come out the same however they are
+//! chunked, whole RESP replies when they went in whole, untouched when no rule acts.
 #![no_main]
 
 use dbfault::protocol::redis::resp::{Resp, Step};
@@ -88,6 +90,56 @@ fn framed(data: &[u8]) -> bool {
     true
 }
 
+/// Whether `data` is whole RESP2/RESP3 replies, nothing left over.
+fn replies_framed(data: &[u8]) -> bool {
+    let mut at = 0;
+    while at < data.len() {
+        match value(data, at, 0) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Where the reply starting at `at` ends, if it is whole (`depth` bounds nesting).
+fn value(data: &[u8], at: usize, depth: u32) -> Option<usize> {
+    if depth > 64 {
+        return None;
+    }
+    let rest = data.get(at..)?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let (kind, line, mut next) = (*rest.first()?, rest.get(1..end)?, at + end + 2);
+    let count = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
+    match kind {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
+        b'$' | b'!' | b'=' => match count()? {
+            -1 => Some(next),
+            n if n >= 0 => {
+                let n = usize::try_from(n).ok()?;
+                (data.get(next + n..next + n + 2)? == b"\r\n").then_some(next + n + 2)
+            }
+            _ => None,
+        },
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = count()?;
+            if n == -1 && kind == b'*' {
+                return Some(next);
+            }
+            let n = u64::try_from(n).ok()? * if matches!(kind, b'%' | b'|') { 2 } else { 1 };
+            for _ in 0..n {
+                next = value(data, next, depth + 1)?;
+            }
+            // An attribute is followed by the reply it annotates.
+            if kind == b'|' {
+                next = value(data, next, depth + 1)?;
+            }
+            Some(next)
+        }
+        _ => None,
+    }
+}
+
 fn reply() -> ErrorReply {
     ErrorReply {
         code: None,
@@ -124,6 +176,16 @@ fuzz_target!(|data: &[u8]| {
         &reply(),
         64 * 1024 + 4096 * 8,
         &framed,
+        &Session::new,
+        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+    );
+    // The server's replies to a client stream, when the input holds both.
+    common::check_replies(
+        rest,
+        size,
+        &reply(),
+        0,
+        &replies_framed,
         &Session::new,
         &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
     );

@@ -307,7 +307,11 @@ impl Session {
             .unreported()
             .filter(|&(kind, _)| match dir {
                 Direction::ToDatabase => judging,
-                Direction::ToClient => track.injections > 0 && kind == b'-',
+                // A fatal injection replaces whatever answers it, an error only a provoked
+                // error.
+                Direction::ToClient => {
+                    track.injections > 0 && (kind == b'-' || track.front_is_fatal())
+                }
             })
             .filter(|_| !unreadable)
             .map(|(_, read)| read);
@@ -396,6 +400,14 @@ impl Tracker {
             }
             _ => None,
         }
+    }
+
+    /// Whether the next reply answers a command a fatal error was injected into.
+    fn front_is_fatal(&self) -> bool {
+        self.pending
+            .front()
+            .and_then(|p| p.injected.as_ref())
+            .is_some_and(|r| r.fatal)
     }
 
     /// Whether an answer at `now` to a command written at `since` carries a duration sample:
@@ -695,6 +707,24 @@ mod tests {
             b"-READONLY You can't write against a read only replica.\r\n"
         );
         assert!(close.is_some());
+        // Whatever answers a fatal injection is replaced, in any chunking: the fuzzer found
+        // a reply that was no error (here `+OK`) leaking its first byte ahead of the rule's.
+        for size in [1, 2, 3, 100] {
+            let mut writes = |_: Ask<'_>| Some(readonly(true));
+            let (_, _, down_out, close) = run(
+                &[
+                    (Up, cmd(&["SET", "k", "v"])),
+                    (Down, b"+OK\r\n$1\r\nv\r\n".to_vec()),
+                ],
+                size,
+                Some(&mut writes),
+            );
+            assert_eq!(
+                down_out, b"-READONLY You can't write against a read only replica.\r\n",
+                "chunks of {size}"
+            );
+            assert!(close.is_some());
+        }
     }
 
     #[test]
