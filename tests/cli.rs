@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{output_with_input, repo, TempDir};
+use dbfault_testkit::{documented_sidecar_choice, output_with_input, repo, TempDir};
 use serde_json::Value;
 use std::fs;
 use std::process::Command;
@@ -268,10 +268,17 @@ fn list_tells_what_is_active_now() {
 #[test]
 fn list_tells_whether_a_sidecar_is_left_out() {
     let config = r#"{"faults": [{"name": "third", "sidecarPercentage": 33.3, "match": {"hosts": ["h"]}, "abort": {}}]}"#;
+    // Which nodes are in is computed by Python's hashlib from the README's hash.
+    let nodes: Vec<String> = (0..200)
+        .map(|i| format!("sidecar~10.8.1.{i}~shop-{i}.shop~shop.svc.cluster.local"))
+        .collect();
+    let chosen = documented_sidecar_choice(&nodes, "third", 3330);
     let node = |want: bool| {
-        (0..200)
-            .map(|i| format!("sidecar~10.8.1.{i}~shop-{i}.shop~shop.svc.cluster.local"))
-            .find(|n| dbfault::schedule::sidecar_selected(n, "third", 3330) == want)
+        nodes
+            .iter()
+            .zip(&chosen)
+            .find(|(_, c)| **c == want)
+            .map(|(n, _)| n.clone())
             .unwrap()
     };
     for (id, state) in [(node(true), "active"), (node(false), "left out")] {

@@ -160,6 +160,30 @@ where
     )
 }
 
+/// Checks the times of requests a delay rule of `latency` held: none earlier than the latency
+/// (less `early`, what the clock that releases them may be ahead), none later than twice the
+/// latency plus 500 ms (generous for a loaded 2-core machine, yet it fails a request held until
+/// some later event or held again), and their median under twice the latency plus 50 ms (each
+/// held once, not once per chunk or per retry).
+pub fn assert_held(what: &str, samples: &[Duration], latency: Duration, early: Duration) {
+    assert!(!samples.is_empty(), "{what}: no samples");
+    for d in samples {
+        assert!(
+            *d + early >= latency,
+            "{what}: {d:?} is shorter than the latency {latency:?}: {samples:?}"
+        );
+        assert!(
+            *d <= 2 * latency + Duration::from_millis(500),
+            "{what}: {d:?} is far longer than the latency {latency:?}: {samples:?}"
+        );
+    }
+    let m = median(samples.to_vec());
+    assert!(
+        m < 2 * latency + Duration::from_millis(50),
+        "{what}: median {m:?} for a latency of {latency:?}: held twice? {samples:?}"
+    );
+}
+
 /// Median of durations.
 pub fn median(mut v: Vec<Duration>) -> Duration {
     assert!(!v.is_empty(), "median of nothing");
@@ -184,6 +208,24 @@ pub fn python_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     );
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// Which of `nodes` the README's `sidecarPercentage` hash puts in a rule's share, computed
+/// by Python's `hashlib` (an implementation independent of the crate's own SHA-256): the first
+/// 8 bytes of SHA-256(node id, `\n`, rule name), big-endian, modulo 10000, below `share_bp`.
+pub fn documented_sidecar_choice(nodes: &[String], rule: &str, share_bp: u32) -> Vec<bool> {
+    let script = r#"
+import hashlib, json, sys
+rule, bp, nodes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+print(json.dumps([int.from_bytes(hashlib.sha256(f"{n}\n{rule}".encode()).digest()[:8], "big")
+                  % 10000 < bp for n in nodes]))
+"#;
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", script, rule, &share_bp.to_string()])
+            .args(nodes),
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// Runs `cmd` with `input` on its standard input (closed after it) and returns what it did;

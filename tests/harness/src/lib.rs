@@ -22,8 +22,8 @@ pub mod tcp;
 pub mod tls;
 
 pub use crate::core::{
-    median, output_with_input, python_json, repo, run_ok, start_on_free_port, wait_for, Process,
-    TempDir,
+    assert_held, documented_sidecar_choice, median, output_with_input, python_json, repo, run_ok,
+    start_on_free_port, wait_for, Process, TempDir,
 };
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
 pub use firestore::{firestore_emulator_installed, plants_firestore, FirestoreEmulator};
