@@ -123,6 +123,7 @@ noop-filter: wasm-target
 	cd bench/noop-filter && cargo build --release --target $(WASM_TARGET)
 
 e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS) $(PY_CLIENTS_STAMP)
+	cargo build --quiet --example loadgen
 	cargo test --quiet -p dbfault-testkit --lib
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
 	  cargo test --test '*' -- --test-threads 2
