@@ -190,13 +190,14 @@ SAFETY_SEEDS ?= 1 2 3
 safety: build envoy packages $(PY_CLIENTS_STAMP)
 	for seed in $(SAFETY_SEEDS); do \
 	  DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_SAFETY_SEED=$$seed DBFAULT_SAFETY_STATEMENTS=$(SAFETY_STATEMENTS) \
+	  DBFAULT_TEST_DEADLINE=7200 \
 	    cargo test --test safety_oracle -- --nocapture 2>&1 | grep -E '^(safety oracle|test result)|panicked' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 # 100k connections with faults toggling; memory back at baseline (SOAK_CONNECTIONS to change).
 soak: build envoy packages
 	cargo build --release --example loadgen
-	DBFAULT_ENVOY=$(abspath $(ENVOY)) cargo test --test soak -- --ignored --nocapture
+	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_TEST_DEADLINE=7200 cargo test --test soak -- --ignored --nocapture
 
 # Validate a plugin configuration, WasmPlugin manifest or ECDS file before pushing it:
 # `make check-config FILE=istio/wasmplugin.yaml` (exit status 1 when invalid).

@@ -7,7 +7,9 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{documented_sidecar_choice, output_with_input, repo, TempDir};
+use dbfault_testkit::{
+    documented_sidecar_choice, output_with_input, repo, OutputByDeadline, TempDir,
+};
 use serde_json::Value;
 use std::fs;
 use std::process::Command;
@@ -100,7 +102,7 @@ fn a_kubectl_pipeline_changes_one_value() {
         .arg(repo().join("tests/istio-schema/validate.mjs"))
         .arg(&file)
         .current_dir(repo())
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert!(
         checked.status.success(),
@@ -306,7 +308,7 @@ fn a_kustomize_render_is_checked_and_switched_as_a_whole() {
     let rendered = Command::new("kubectl")
         .args(["kustomize", "examples/istio-overlay"])
         .current_dir(repo())
-        .output()
+        .output_by_deadline()
         .expect("kubectl (on the machine image)");
     assert!(rendered.status.success());
     let rendered = String::from_utf8(rendered.stdout).unwrap();

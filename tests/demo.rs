@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{envoy_bin, repo, run_ok};
+use dbfault_testkit::{envoy_bin, repo, run_ok, OutputByDeadline};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -241,7 +241,7 @@ fn ctrl_c_stops_and_cleans_up_everything() {
     // Nothing it started is still running.
     let ps = Command::new("pgrep")
         .args(["-f", &tmp.display().to_string()])
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert!(
         ps.stdout.is_empty(),
@@ -299,7 +299,9 @@ fn the_firestore_story_by_default() {
 
 #[test]
 fn without_the_emulator_one_line_says_what_to_do() {
-    let out = demo(&["--gcloud", "/nonexistent/gcloud"]).output().unwrap();
+    let out = demo(&["--gcloud", "/nonexistent/gcloud"])
+        .output_by_deadline()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

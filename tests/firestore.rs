@@ -10,7 +10,9 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{plants_firestore, repo, wait_for, Envoy, FirestoreEmulator};
+use dbfault_testkit::{
+    plants_firestore, repo, wait_for, Envoy, FirestoreEmulator, OutputByDeadline,
+};
 use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::sync::mpsc::{channel, Receiver};
@@ -105,7 +107,7 @@ fn plants_on_firestore_through_dbfault() {
         port,
         &[("PLANTS_WRITES", "10"), ("PLANTS_INTERVAL_MS", "20")],
     )
-    .output()
+    .output_by_deadline()
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

@@ -13,7 +13,8 @@ use dbfault::config::digest::{hex, sha256};
 use dbfault::config::Config;
 use dbfault_testkit::{
     envoy_1_36_bin, envoy_bin, istiod_ecds, replace_once, repo, run_ok, sidecar_bootstrap,
-    tls_echo_once, wait_for, wasm_path, Envoy, TempDir, TlsEchoServer, TlsSession,
+    tls_echo_once, wait_for, wasm_path, Envoy, OutputByDeadline, TempDir, TlsEchoServer,
+    TlsSession,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -38,7 +39,7 @@ fn validate(files: &[PathBuf]) -> (bool, String) {
         .arg(repo().join("tests/istio-schema/validate.mjs"))
         .args(files)
         .current_dir(repo())
-        .output()
+        .output_by_deadline()
         .expect("node (run `make test`, which installs the schema package)");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -132,7 +133,7 @@ fn kubectl(args: &[&str]) -> String {
     let out = Command::new("kubectl")
         .args(args)
         .current_dir(repo())
-        .output()
+        .output_by_deadline()
         .unwrap_or_else(|e| {
             panic!(
                 "kubectl {args:?}: {e}. These tests need kubectl (1.32 is on the machine image; \

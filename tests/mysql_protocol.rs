@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{mariadb, python_json, wait_for, Envoy, MariaDb};
+use dbfault_testkit::{mariadb, python_json, wait_for, Envoy, MariaDb, OutputByDeadline};
 use mysql::prelude::Queryable;
 use std::process::Command;
 use std::time::Duration;
@@ -30,7 +30,10 @@ fn connect(port: u16) -> Result<mysql::Conn, mysql::Error> {
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
         .user(Some("root"))
-        .prefer_socket(false);
+        .prefer_socket(false)
+        .tcp_connect_timeout(Some(Duration::from_secs(10)))
+        .read_timeout(Some(Duration::from_secs(20)))
+        .write_timeout(Some(Duration::from_secs(20)));
     mysql::Conn::new(opts)
 }
 
@@ -81,7 +84,7 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
             "LOAD DATA LOCAL INFILE '{}' INTO TABLE garden.plants; SELECT count(*) FROM garden.plants",
             file.display()
         ))
-        .output()
+        .output_by_deadline()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -106,7 +109,7 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
             "-e",
             "SELECT 'compressed'",
         ])
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("compressed"));
     // The mysql crate: a multi-statement query (several results), prepared statements.
@@ -353,7 +356,7 @@ fn a_tls_session_is_counted_and_left_alone() {
             "-e",
             "SHOW STATUS LIKE 'Ssl_cipher'; SELECT 'over tls'",
         ])
-        .output()
+        .output_by_deadline()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -8,7 +8,9 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{output_with_input, python_json, run_ok, wait_for, Envoy, Redis};
+use dbfault_testkit::{
+    output_with_input, python_json, run_ok, wait_for, Envoy, OutputByDeadline, Redis,
+};
 use redis::{ConnectionLike, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -29,11 +31,16 @@ fn start(rules: &str) -> (Redis, Envoy) {
     (redis, envoy)
 }
 
+/// A `redis` crate connection whose every read and write has a deadline.
 fn connect(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+    let con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .unwrap()
-        .get_connection()
-        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    con.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    con
 }
 
 /// A dbfault series for upstream `redis` whose labels include `labels`.
@@ -82,7 +89,7 @@ fn commands_of_a_pipeline_are_counted_and_timed_per_command() {
     // redis-cli, one command per connection.
     let out = Command::new("redis-cli")
         .args(["-p", &envoy.redis().to_string(), "DBSIZE"])
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
     for (command, n) in [

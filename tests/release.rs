@@ -7,7 +7,7 @@
 )]
 
 use dbfault::config::digest::{hex, sha256};
-use dbfault_testkit::{repo, run_ok, TempDir};
+use dbfault_testkit::{repo, run_ok, OutputByDeadline, TempDir};
 use std::fs;
 use std::process::Command;
 
@@ -73,7 +73,7 @@ fn make_release_and_make_push() {
     let checked = Command::new("sha256sum")
         .args(["--check", "SHA256SUMS"])
         .current_dir(&dir)
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert!(checked.status.success(), "{checked:?}");
     // The binary in the release is the command, at this version.
@@ -111,7 +111,7 @@ fn make_release_and_make_push() {
     let out = Command::new("make")
         .arg("push")
         .current_dir(repo())
-        .output()
+        .output_by_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("registry.example.com is a placeholder"));

@@ -10,7 +10,8 @@
 
 use dbfault_testkit::{
     envoy_1_36_bin, envoy_bin, istiod_ecds, render_ecds, replace_once, repo, sidecar_bootstrap,
-    tls_echo_once, wait_for, wasm_path, Envoy, Redis, RedisConn, TempDir, TlsEchoServer,
+    tls_echo_once, wait_for, wasm_path, Envoy, OutputByDeadline, Redis, RedisConn, TempDir,
+    TlsEchoServer,
 };
 use serde_json::{json, Value};
 use std::ffi::OsStr;
@@ -28,7 +29,7 @@ fn localenv<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> Output {
     Command::new("python3")
         .arg(repo().join("scripts/localenv.py"))
         .args(args)
-        .output()
+        .output_by_deadline()
         .unwrap()
 }
 
@@ -41,7 +42,7 @@ fn validate(envoy: &Path, config: &Path, cwd: &Path) -> (bool, String) {
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(config)
         .current_dir(cwd)
-        .output()
+        .output_by_deadline()
         .unwrap();
     let text = text(&out);
     (out.status.success() && text.contains("OK"), text)
@@ -108,7 +109,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
         let out = Command::new("python3")
             .arg(repo().join("scripts/bench.py"))
             .args(["--print-bootstrap", config])
-            .output()
+            .output_by_deadline()
             .unwrap();
         assert!(out.status.success());
         let path = dir.path().join(format!("bench-{config}.yaml"));

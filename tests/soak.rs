@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{repo, start_on_free_port, Envoy, Process};
+use dbfault_testkit::{repo, start_on_free_port, Envoy, OutputByDeadline, Process};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -68,7 +68,7 @@ fn churn(port: u16, secs: f64, rate: f64) -> (u64, u64) {
             &rate.to_string(),
         ])
         .stderr(Stdio::null())
-        .output()
+        .output_by_deadline()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (

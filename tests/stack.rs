@@ -9,8 +9,8 @@
 
 use dbfault::metrics;
 use dbfault_testkit::{
-    http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, Process, Redis,
-    RedisConn, TempDir,
+    http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, OutputByDeadline,
+    Process, Redis, RedisConn, TempDir,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -20,7 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd
+        .output_by_deadline()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

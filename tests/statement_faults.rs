@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{psql_script, wait_for, Envoy, Postgres};
+use dbfault_testkit::{psql_script, wait_for, Envoy, OutputByDeadline, Postgres};
 use std::time::Duration;
 
 const PG: &str = r#""match": {"clusters": ["postgres"], "protocol": "postgres""#;
@@ -491,7 +491,7 @@ fn pgbench_retries_injected_serialization_failures_in_every_protocol_mode() {
                 &envoy.pg().to_string(),
                 "postgres",
             ])
-            .output()
+            .output_by_deadline()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(

@@ -4,9 +4,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::thread;
@@ -66,9 +67,98 @@ pub(crate) fn is_root() -> bool {
     })
 }
 
-/// Runs `cmd` to completion; panics with its output unless it succeeds. Returns its stdout.
+/// How long any program a test runs (a client, a CLI, a script) may take: past it, the program
+/// is killed and the test fails, so a fault that makes a client hang fails a test instead of
+/// stalling CI. Envoys get the same deadline ([`crate::Envoy`]): a library client whose reads
+/// cannot be given a deadline of their own (the `postgres` crate) sees its connection end when
+/// Envoy is killed. `DBFAULT_TEST_DEADLINE` (seconds) raises it for long runs (`make soak`,
+/// `make safety`).
+pub fn test_deadline() -> Duration {
+    std::env::var("DBFAULT_TEST_DEADLINE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs)
+}
+
+/// `Command::output` with a deadline.
+pub trait OutputByDeadline {
+    /// Runs to completion (stdin closed) and returns what it printed; kills it and panics if it
+    /// takes longer than [`test_deadline`].
+    fn output_by_deadline(&mut self) -> std::io::Result<Output>;
+}
+
+impl OutputByDeadline for Command {
+    fn output_by_deadline(&mut self) -> std::io::Result<Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(finish_by_deadline(child, &format!("{self:?}")))
+    }
+}
+
+/// Collects a spawned child's output (stdout and stderr piped), killing it and panicking with
+/// what it printed if it outlives [`test_deadline`].
+fn finish_by_deadline(child: Child, what: &str) -> Output {
+    finish_within(child, what, test_deadline())
+}
+
+fn finish_within(mut child: Child, what: &str, deadline: Duration) -> Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default(),
+            );
+            panic!(
+                "{what} did not finish within {deadline:?} (DBFAULT_TEST_DEADLINE): killed\n{}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `cmd` to completion (within [`test_deadline`]); panics with its output unless it
+/// succeeds. Returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd
+        .output_by_deadline()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -193,12 +283,13 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Runs a Python client in the repository's `.venv` (the test clients' libraries are installed
 /// there) with `args` (a script and its arguments, or `-c CODE ...`) and returns the JSON it
-/// prints on its last line; panics with its output unless it succeeds.
+/// prints on its last line; panics with its output unless it succeeds (within
+/// [`test_deadline`]).
 pub fn python_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     let python = repo().join(".venv/bin/python");
     let out = std::process::Command::new(&python)
         .args(args)
-        .output()
+        .output_by_deadline()
         .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -232,14 +323,47 @@ print(json.dumps([int.from_bytes(hashlib.sha256(f"{n}\n{rule}".encode()).digest(
 /// panics if it cannot be started.
 pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
-    use std::process::Stdio;
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    // A program that exits before reading everything closes the pipe: not our failure.
-    let _ = child.stdin.take().map(|mut stdin| stdin.write_all(input));
-    child.wait_with_output().unwrap()
+    // Written beside the wait, so a program that never reads cannot block us past the deadline;
+    // one that exits before reading everything closes the pipe: not our failure.
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    finish_by_deadline(child, &format!("{cmd:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(secs: &str) -> Child {
+        Command::new("sleep")
+            .arg(secs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_killed_and_fails_the_test() {
+        let started = Instant::now();
+        let failed = std::panic::catch_unwind(|| {
+            finish_within(sleeper("30"), "sleep 30", Duration::from_millis(300))
+        });
+        let message = *failed.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("did not finish within 300ms"), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        // One that finishes in time gives its output.
+        let out = finish_within(sleeper("0"), "sleep 0", Duration::from_secs(20));
+        assert!(out.status.success());
+    }
 }

@@ -3,7 +3,7 @@
 //! from a bootstrap a test wrote; its stats; configuration pushes through the watched ECDS file,
 //! each waited for until every worker runs the result.
 
-use crate::core::{localenv, repo, wait_for, Process, TempDir};
+use crate::core::{localenv, repo, test_deadline, wait_for, Process, TempDir};
 use crate::http::{http_get, http_request};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -179,6 +179,26 @@ impl EnvoyBuilder {
     }
 }
 
+/// Kills Envoy `pid` if it still runs after [`test_deadline`]: every connection through it then
+/// ends, so a client blocked on a read that has no deadline of its own fails its test instead
+/// of hanging CI. Ends when the returned sender is dropped (with the [`Envoy`]).
+fn watchdog(pid: u32) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let deadline = test_deadline();
+    thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
+            eprintln!(
+                "Envoy {pid} outlived the test deadline ({deadline:?}, DBFAULT_TEST_DEADLINE): \
+                 killed, so that clients blocked on it fail"
+            );
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    tx
+}
+
 /// A running Envoy, stopped on drop (its log is printed when the test failed).
 pub struct Envoy {
     process: Process,
@@ -187,6 +207,8 @@ pub struct Envoy {
     listeners: HashMap<String, u16>,
     /// The module `push_plugin_config` renders ECDS files with.
     module: PathBuf,
+    /// Dropped with the Envoy, which ends its watchdog.
+    _watchdog: std::sync::mpsc::Sender<()>,
 }
 
 impl Envoy {
@@ -230,12 +252,14 @@ impl Envoy {
                     binary.display()
                 )
             });
+        let pid = child.id();
         let mut envoy = Envoy {
             process: Process(child),
             dir,
             admin: 0,
             listeners: HashMap::new(),
             module: wasm_path(),
+            _watchdog: watchdog(pid),
         };
         let admin_file = envoy.dir.path().join("admin");
         envoy.admin = wait_for("Envoy's admin address", Duration::from_secs(30), || {

@@ -23,7 +23,7 @@ pub mod tls;
 
 pub use crate::core::{
     assert_held, documented_sidecar_choice, median, output_with_input, python_json, repo, run_ok,
-    start_on_free_port, wait_for, Process, TempDir,
+    start_on_free_port, test_deadline, wait_for, OutputByDeadline, Process, TempDir,
 };
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
 pub use firestore::{firestore_emulator_installed, plants_firestore, FirestoreEmulator};

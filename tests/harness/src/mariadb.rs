@@ -1,7 +1,7 @@
 //! A throwaway MariaDB server (a server-first protocol: the server greets before the client
 //! speaks) and the real `mariadb` client.
 
-use crate::core::{is_root, run_ok, start_on_free_port, Process, TempDir};
+use crate::core::{is_root, run_ok, start_on_free_port, OutputByDeadline, Process, TempDir};
 use crate::envoy::Envoy;
 use std::fs;
 use std::process::Command;
@@ -123,7 +123,7 @@ pub fn mariadb(port: u16, sql: &str) -> (bool, String) {
         .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
         .args(["-P", &port.to_string()])
         .args(["--connect-timeout=5", "--skip-ssl", "-e", sql])
-        .output()
+        .output_by_deadline()
         .unwrap_or_else(|e| panic!("mariadb: {e}"));
     let text = format!(
         "{}{}",

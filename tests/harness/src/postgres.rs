@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL 15 server and the real `psql` client.
 
-use crate::core::{localenv, repo, run_ok, TempDir};
+use crate::core::{localenv, repo, run_ok, OutputByDeadline, TempDir};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -68,7 +68,7 @@ pub fn psql_try(port: u16, sql: &str) -> (bool, String) {
     let out = psql_command(port)
         .args(["-c", sql])
         .env("PGCONNECT_TIMEOUT", "10")
-        .output()
+        .output_by_deadline()
         .unwrap_or_else(|e| panic!("psql: {e}"));
     (
         out.status.success(),
