@@ -58,9 +58,11 @@ def pg_ready(status=b"I"):
     return pg(b"Z", status)
 
 
-def pg_started():
+def pg_started(key=struct.pack(">I", 99)):
+    """A server's answer to a startup: protocol 3.2's BackendKeyData has a key of up to 256
+    bytes, 3.0's one of 4."""
     return (pg(b"R", struct.pack(">I", 0)) + pg(b"S", cstr("standard_conforming_strings") + cstr("on"))
-            + pg(b"K", struct.pack(">II", 4242, 99)) + pg_ready())
+            + pg(b"K", struct.pack(">I", 4242) + key) + pg_ready())
 
 
 def pg_error(code, message):
@@ -95,6 +97,8 @@ def postgres():
           + SERVER + pg_started() + pg_select(b"1") + provoked + pg_ready()
           + pg(b"C", cstr("BEGIN")) + pg(b"C", cstr("INSERT 0 1")) + pg(b"C", cstr("COMMIT")) + pg_ready()
           + pg(b"C", cstr("BEGIN")) + provoked + pg_ready(b"E") + pg(b"C", cstr("ROLLBACK")) + pg_ready())
+    write("postgres", "replies-protocol-3-2", startup(2) + query("SELECT 1; UPDATE t SET v = '!'")
+          + SERVER + pg_started(bytes(range(32))) + pg_select(b"1") + provoked + pg_ready())
     write("postgres", "replies-extended", startup() + extended(b"s1", "UPDATE t SET v = '!' WHERE id = $1")
           + extended(b"", "SELECT '@'") + extended(b"s2", "SELECT '~'")
           + SERVER + pg_started() + pg(b"1", b"") + pg(b"2", b"")
