@@ -72,11 +72,12 @@ fn wait_line(
 }
 
 /// Both stories start the same: every write of the healthy phase succeeds, most of the
-/// outage's fail.
+/// outage's fail. The healthy phase is 3 s of one write per 500 ms, but the first write opens
+/// the app's connection (1.4 s seen for a gRPC channel under the full suite), so at least 2.
 fn healthy_then_outage(text: &str) {
     let (ok, failed, _) = phase_row(text, "healthy");
     assert!(
-        ok >= 4 && failed == 0,
+        ok >= 2 && failed == 0,
         "healthy: {ok} ok, {failed} failed\n{text}"
     );
     let (_, failed, _) = phase_row(text, "outage");
