@@ -4,8 +4,8 @@
 //! `hotpath N`: N client → database data events on one connection.
 
 use dbfault::fault::connection::Connection;
-use dbfault::fault::Direction;
-use dbfault::metrics::Traffic;
+use dbfault::flow::Direction;
+use dbfault::throughput::Traffic;
 use std::hint::black_box;
 use std::rc::Rc;
 

@@ -4,7 +4,7 @@
 //!
 //! `request_path N`: prints the commands counted.
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::redis::session::Session;
 use dbfault::protocol::Event;
 use std::hint::black_box;

@@ -4,7 +4,7 @@
 //!
 //! `session_memory N`: N sessions side by side; prints the bytes per session as JSON.
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::Session;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The only module that calls `proxy_wasm::hostcalls`. Every `Status` is handled here: a failed
 //! host call is logged and turned into `None`/no-op, so that callers fail open.
 
-use crate::fault::Direction;
+use crate::flow::Direction;
 use crate::metrics::{MetricId, MetricKind, MetricSink};
 use log::{debug, warn};
 use proxy_wasm::hostcalls;

@@ -4,34 +4,61 @@
 //! the connections its rules name.
 //!
 //! # Layout
-//! - [`config`]: plugin configuration JSON → validated [`config::Config`]: the JSON tree
-//!   (`json`), field-by-field reading with paths for errors (`fields`), durations
-//!   (`duration`), and the `metrics` section. Errors name the field and the bad value.
-//! - [`fault`]: everything about fault rules — `rule` (a rule's common fields), `matching`
-//!   (which upstreams it names), `engine` (which rules are active, which one decides),
-//!   `connection` (a connection's byte ledger and the dispatch to its fault), and one module per
-//!   fault kind (`abort`, `blackhole`, `delay`, `cut`) owning its parameters, their validation,
-//!   its per-connection state and its behaviour.
-//! - [`protocol`]: database wire protocols read as they pass (PostgreSQL so far; not yet used by
-//!   the filter).
+//! Bottom to top; each module uses only the modules below it that the table lists.
+//! - [`flow`]: the vocabulary of a data event — [`flow::Direction`], [`flow::Effect`],
+//!   [`flow::Close`].
+//! - [`config`]: the configuration toolkit — the JSON tree, field-by-field reading that refuses
+//!   unknown keys and names the path in errors, durations, times, SHA-256, the `metrics`
+//!   section.
 //! - [`upstream`]: the upstream identity of a connection, label sanitising.
-//! - [`schedule`]: rule windows, per-connection percentage draws, jitter.
-//! - [`throughput`]: byte counts and the windowed bytes-per-second rate.
-//! - [`metrics`]: metric names and the per-upstream series registry, over a [`metrics::MetricSink`].
+//! - [`throughput`]: byte counts ([`throughput::Traffic`]) and the windowed bytes-per-second
+//!   rate.
+//! - [`schedule`]: rule windows, per-connection and per-sidecar draws, jitter, time helpers.
+//! - [`protocol`]: the database wire protocols (PostgreSQL, MySQL/MariaDB, Redis) read and
+//!   rewritten as they pass: readers, lexers, sessions. Pure: it knows nothing of faults or
+//!   metrics; it reports events and asks a judge.
+//! - [`metrics`]: metric names and the per-upstream series registry, over a
+//!   [`metrics::MetricSink`].
+//! - [`fault`]: fault rules — `rule`, `matching`, `engine` (which rules are active, which one
+//!   decides), `connection` (a connection's byte ledger), one module per kind.
+//! - [`plugin`]: the whole plugin configuration, [`plugin::Config`].
+//! - `manifest`, `cli` (native only): reading and editing files for the `dbfault` command.
 //! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
 //! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
-//! - `cli`, `manifest` (native only): text, file reading and editing for the `dbfault` command.
 //!
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
 //! and randomness are arguments.
+//!
+//! # Layers
+//! What each module may use (besides itself). `tests/layering.rs` reads every `crate::` path in
+//! every module's production code and fails on one this table does not allow, and on a circle
+//! in the table.
+//!
+//! | module | may use |
+//! |---|---|
+//! | `flow` | — |
+//! | `config` | — |
+//! | `upstream` | — |
+//! | `throughput` | — |
+//! | `schedule` | `config` |
+//! | `protocol` | `flow` |
+//! | `metrics` | `throughput`, `protocol` |
+//! | `fault` | `flow`, `config`, `upstream`, `throughput`, `schedule`, `protocol` |
+//! | `plugin` | `config`, `fault` |
+//! | `manifest` | — |
+//! | `cli` | `config`, `schedule`, `protocol`, `fault`, `plugin`, `manifest` |
+//! | `host` | `flow`, `metrics` |
+//! | `filter` | `flow`, `config`, `upstream`, `throughput`, `schedule`, `protocol`, `metrics`, `fault`, `plugin`, `host` |
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod config;
 pub mod fault;
+pub mod flow;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod manifest;
 pub mod metrics;
+pub mod plugin;
 pub mod protocol;
 pub mod schedule;
 pub mod throughput;

@@ -46,8 +46,8 @@ impl Window {
         };
         // In nanoseconds as u64 (durations are validated to at most 30 days): u128 arithmetic
         // would pull its division routines into the module.
-        let (t, open) = (crate::fault::nanos(t), crate::fault::nanos(self.duration));
-        let (is_open, left) = match self.every.map(crate::fault::nanos).filter(|e| *e > 0) {
+        let (t, open) = (nanos(t), nanos(self.duration));
+        let (is_open, left) = match self.every.map(nanos).filter(|e| *e > 0) {
             Some(every) => {
                 let phase = t % every;
                 if phase < open {
@@ -121,6 +121,11 @@ impl Rng {
         let offset = self.next_u64() % span;
         i64::try_from(offset).unwrap_or(i64::MAX) - i64::try_from(spread).unwrap_or(i64::MAX)
     }
+}
+
+/// Converts a duration to nanoseconds, saturating (durations are validated to at most days).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -21,6 +21,17 @@ impl ByteCount {
     }
 }
 
+/// Bytes one upstream's connections moved in this VM, by direction.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Client → database.
+    pub tx: ByteCount,
+    /// Database → client.
+    pub rx: ByteCount,
+    /// Swallowed by a fault (blackhole, cut, abort), either direction.
+    pub dropped: ByteCount,
+}
+
 /// Tracks how much of a monotonically growing total has been handed to a host counter.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Flushed(u64);

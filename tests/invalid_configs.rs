@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault::config::Config;
+use dbfault::plugin::Config;
 use dbfault_testkit::{wait_for, Envoy, Redis, RedisConn};
 
 const M: &str = r#""match": {"hosts": ["pg"]}"#;

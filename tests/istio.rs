@@ -10,7 +10,7 @@
 )]
 
 use dbfault::config::digest::{hex, sha256};
-use dbfault::config::Config;
+use dbfault::plugin::Config;
 use dbfault_testkit::{
     envoy_1_36_bin, envoy_bin, istiod_ecds, replace_once, repo, run_ok, sidecar_bootstrap,
     tls_echo_once, wait_for, wasm_path, Envoy, OutputByDeadline, TempDir, TlsEchoServer,

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Kind, Session};
 use dbfault::protocol::postgres::{sqlstate, statement_text, Opening, Reader, Step};
 use dbfault_testkit::core::wait_for;

@@ -1,7 +1,7 @@
 //! What the protocol fuzz targets share: rules that act on requests by their text, and a
 //! client stream passed through a session's rewriting.
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::{Act, Ask, ErrorReply, Judge, Verdict};
 
 /// Acts on requests by their text: `!` fails them with `reply`, `~` fatally, `^` aborts, `@`

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    match dbfault::config::Config::parse(data) {
+    match dbfault::plugin::Config::parse(data) {
         Ok(config) => {
             let _ = dbfault::cli::describe(&config);
         }

@@ -7,7 +7,7 @@
 //! when they went in whole, untouched when no rule acts.
 #![no_main]
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::mysql::session::Session;
 use dbfault::protocol::{Ask, ErrorReply};
 

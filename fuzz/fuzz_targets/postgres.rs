@@ -9,7 +9,7 @@
 //! they are chunked, well-framed when they went in well-framed, untouched when no rule acts.
 #![no_main]
 
-use dbfault::fault::Direction;
+use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
 use dbfault::protocol::ErrorReply;

@@ -3,9 +3,10 @@
 //! cannot be read or written.
 
 use super::toggle::{toggle, ToggleError};
-use crate::config::{digest, time, Config};
+use crate::config::{digest, time};
 use crate::fault::Rule;
 use crate::manifest::{plugin_configs, single_plugin_config};
+use crate::plugin::Config;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 
@@ -307,7 +308,7 @@ pub fn activity(rule: &Rule, now: u64, node_id: Option<&str>) -> (&'static str, 
     };
     // The absolute window's state comes from the schedule the module runs; only the wording
     // is the command's.
-    let at = |d: std::time::Duration| time::format(now.saturating_add(crate::fault::nanos(d)));
+    let at = |d: std::time::Duration| time::format(now.saturating_add(crate::schedule::nanos(d)));
     match w.state_at(0, now) {
         (true, Some(left)) => ("active", format!("window open until {}", at(left))),
         (true, None) => ("active", "window open".into()),
@@ -317,7 +318,7 @@ pub fn activity(rule: &Rule, now: u64, node_id: Option<&str>) -> (&'static str, 
             "inactive",
             format!(
                 "window closed at {}",
-                time::format(start.saturating_add(crate::fault::nanos(w.duration)))
+                time::format(start.saturating_add(crate::schedule::nanos(w.duration)))
             ),
         ),
     }

@@ -1,9 +1,10 @@
 //! What a validated configuration will do, in words: the text `dbfault-check` prints. It lives
 //! with the command-line tools, not in the module (native builds only).
 
-use crate::config::Config;
-use crate::fault::matching::{HostPattern, Match, WireProtocol};
+use crate::fault::matching::{HostPattern, Match};
 use crate::fault::{ApplyTo, FaultKind, Rule};
+use crate::plugin::Config;
+use crate::protocol::WireProtocol;
 use std::time::Duration;
 
 /// A percentage in basis points, without needless decimals ("30%", "12.5%").

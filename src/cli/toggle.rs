@@ -4,8 +4,8 @@
 //! or nothing is emitted.
 
 use super::yaml::{self, Edit, Node};
-use crate::config::Config;
 use crate::manifest::plugin_configs;
+use crate::plugin::Config;
 use serde_json::Value;
 
 /// What switching did.

@@ -7,9 +7,10 @@
 //! the ABI. When the rule ends, what was closed stays closed.
 
 use super::connection::Ledger;
-use super::{Behaviour, Close, Direction, Ending, Kind, Outcome, Start, TickAction};
+use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
 use crate::config::fields::Fields;
 use crate::config::ConfigError;
+use crate::flow::{Close, Direction};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abort;

@@ -8,9 +8,11 @@
 //! When the rule ends, the connection is closed: bytes were lost and its stream cannot resume.
 
 use super::connection::Ledger;
-use super::{nanos, Behaviour, Direction, Ending, Kind, Outcome, Start, TickAction};
+use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
 use crate::config::fields::Fields;
 use crate::config::ConfigError;
+use crate::flow::Direction;
+use crate::schedule::nanos;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

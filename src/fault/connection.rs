@@ -4,8 +4,9 @@
 //! dropped equals the bytes seen once nothing is held.
 
 use super::TickAction;
-use super::{Behaviour, Close, Direction, Effect, Ending, FaultState, Outcome, Rule, Start};
-use crate::metrics::Traffic;
+use super::{Behaviour, Ending, FaultState, Outcome, Rule, Start};
+use crate::flow::{Close, Direction, Effect};
+use crate::throughput::Traffic;
 use std::rc::Rc;
 
 /// The byte accounting of one connection. Faults act through it, so that every byte is

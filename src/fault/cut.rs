@@ -9,9 +9,11 @@
 //! carries on untouched; after it, it stays cut.
 
 use super::connection::Ledger;
-use super::{nanos, Behaviour, Close, Direction, Ending, Kind, Outcome, Start, TickAction};
+use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
 use crate::config::fields::Fields;
 use crate::config::ConfigError;
+use crate::flow::{Close, Direction};
+use crate::schedule::nanos;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

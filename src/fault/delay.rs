@@ -18,9 +18,11 @@
 //! tick.
 
 use super::connection::Ledger;
-use super::{nanos, Behaviour, Direction, Ending, Kind, Outcome, Start, TickAction};
+use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
 use crate::config::fields::Fields;
 use crate::config::{quote, ConfigError};
+use crate::flow::Direction;
+use crate::schedule::nanos;
 use crate::schedule::Rng;
 use std::time::Duration;
 
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn bytes_arriving_during_a_hold_extend_it_within_twice_the_latency() {
-        use crate::metrics::Traffic;
+        use crate::throughput::Traffic;
         use std::rc::Rc;
         const MS: u64 = 1_000_000;
         let d = Delay {

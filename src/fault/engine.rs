@@ -5,8 +5,9 @@
 //! never re-rolls, and a rule carried unchanged across a configuration update keeps its episode
 //! (connections it spared stay spared).
 
-use super::matching::{UpstreamInfo, WireProtocol};
+use super::matching::UpstreamInfo;
 use super::{ApplyTo, FaultKind, Rule};
+use crate::protocol::WireProtocol;
 use crate::protocol::{Act, Ask};
 use crate::schedule::{mix, selected, Rng};
 use std::rc::Rc;

@@ -23,9 +23,10 @@
 //! The byte-level behaviour below never acts: the protocol layer does the work.
 
 use super::connection::Ledger;
-use super::{Behaviour, Direction, Ending, Kind, Outcome, Start, TickAction};
+use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
 use crate::config::fields::Fields;
 use crate::config::{quote, ConfigError};
+use crate::flow::Direction;
 use crate::protocol::ErrorReply;
 
 pub const MAX_MESSAGE: usize = 512;
@@ -134,8 +135,8 @@ impl Behaviour for State {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
     use crate::fault::FaultKind;
+    use crate::plugin::Config;
 
     const MATCH: &str = r#""match": {"hosts": ["pg"], "protocol": "postgres"}"#;
 

@@ -6,6 +6,7 @@ use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
 use crate::protocol::redis::commands::COMMANDS as REDIS_COMMANDS;
 use crate::protocol::sql::COMMANDS as SQL_COMMANDS;
+use crate::protocol::WireProtocol;
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,44 +75,6 @@ impl HostPattern {
             HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
             HostPattern::Exact(name) => host == name,
         }
-    }
-}
-
-/// A protocol a rule can be limited to (`match.protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireProtocol {
-    Postgres,
-    Redis,
-    Mysql,
-}
-
-impl WireProtocol {
-    pub const NAMES: &'static [&'static str] = &["postgres", "mysql", "redis"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            WireProtocol::Postgres => "postgres",
-            WireProtocol::Redis => "redis",
-            WireProtocol::Mysql => "mysql",
-        }
-    }
-
-    fn parse(name: &str) -> Option<WireProtocol> {
-        match name {
-            "postgres" => Some(WireProtocol::Postgres),
-            "redis" => Some(WireProtocol::Redis),
-            "mysql" => Some(WireProtocol::Mysql),
-            _ => None,
-        }
-    }
-
-    /// The `command` label value `word` names in this protocol (case-insensitive).
-    fn command(self, word: &str) -> Option<&'static str> {
-        let list: &[&'static str] = match self {
-            WireProtocol::Postgres | WireProtocol::Mysql => &SQL_COMMANDS,
-            WireProtocol::Redis => &REDIS_COMMANDS,
-        };
-        list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))
     }
 }
 

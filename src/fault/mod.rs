@@ -24,41 +24,10 @@ pub mod rule;
 
 use crate::config::fields::Fields;
 use crate::config::ConfigError;
+use crate::flow::{Close, Direction, Effect};
 use connection::Ledger;
-use std::time::Duration;
 
 pub use rule::{ApplyTo, Rule};
-
-/// Direction of a data event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client → database (`on_downstream_data`).
-    ToDatabase,
-    /// Database → client (`on_upstream_data`).
-    ToClient,
-}
-
-/// What to do with the bytes of one data event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// Forward everything.
-    Forward,
-    /// Keep the bytes buffered in Envoy (client → database only) until resumed.
-    Hold,
-    /// Forward the first `keep` bytes and discard the rest.
-    Drop { keep: usize },
-}
-
-/// Whether a data event closes the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    No,
-    /// Inside the callback: nothing of this event needs to reach its peer.
-    Now,
-    /// At the next tick: the kept bytes of this event must travel on first (a close inside the
-    /// callback would discard them); everything until then is dropped.
-    AtNextTick,
-}
 
 /// The result of a data event: the effect on its bytes, and whether it closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,9 +206,4 @@ fn parse_kind<K: Kind>(rule: &Fields<'_>) -> Result<K, ConfigError> {
         Some(params) => K::parse(&params),
         None => Err(ConfigError::new(rule.path(K::KEY), "missing")),
     }
-}
-
-/// Converts a duration to nanoseconds, saturating (durations are validated to at most days).
-pub fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

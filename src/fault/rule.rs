@@ -2,10 +2,11 @@
 //! object (`abort`, `delay`...) is parsed by the kind's own module through the registry in
 //! [`crate::fault`]; `match` by [`crate::fault::matching`].
 
-use super::matching::{Match, WireProtocol};
+use super::matching::Match;
 use super::{FaultKind, KIND_KEYS};
 use crate::config::fields::{number_text, push_list, Fields};
 use crate::config::{quote, ConfigError};
+use crate::protocol::WireProtocol;
 use crate::schedule::Window;
 use std::time::Duration;
 
@@ -294,8 +295,8 @@ fn parse_kind(raw: &Fields<'_>) -> Result<FaultKind, ConfigError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::config::Config;
     use crate::fault::{ApplyTo, FaultKind};
+    use crate::plugin::Config;
     use std::time::Duration;
 
     fn rules(json: &str) -> Vec<crate::fault::Rule> {

@@ -12,13 +12,15 @@ mod watch;
 
 pub use root::Root;
 
-use crate::config::{Config, MetricsConfig};
+use crate::config::MetricsConfig;
 use crate::fault::connection::Connection;
 use crate::fault::engine::{Change, Engine};
 use crate::fault::matching::UpstreamInfo;
-use crate::fault::{nanos, TickAction};
+use crate::fault::TickAction;
 use crate::host::HostMetrics;
 use crate::metrics::{ConnectionStats, Telemetry};
+use crate::plugin::Config;
+use crate::schedule::nanos;
 use log::{debug, info};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -1,8 +1,8 @@
 use super::stream::Stream;
 use super::with_vm;
-use crate::config::Config;
 use crate::fault::TickAction;
 use crate::host::{self, HostMetrics};
+use crate::plugin::Config;
 use log::{error, info};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
@@ -40,7 +40,7 @@ fn summary(config: &Config) -> String {
     let mut text = format!(
         "metrics {} (interval {} ms, maxUpstreams {}); {} fault rule(s)",
         if m.enabled { "on" } else { "off" },
-        crate::fault::nanos(m.interval) / 1_000_000,
+        crate::schedule::nanos(m.interval) / 1_000_000,
         m.max_upstreams,
         config.faults.len()
     );

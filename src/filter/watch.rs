@@ -7,11 +7,11 @@
 use super::with_vm;
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
-use crate::fault::matching::WireProtocol;
-use crate::fault::{Direction, Effect};
+use crate::flow::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
 use crate::metrics::ConnectionStats;
+use crate::protocol::WireProtocol;
 use crate::protocol::{passing, Act, Ask, Event, Session, Verdict};
 use crate::schedule::mix;
 use log::debug;

@@ -5,7 +5,7 @@
 //! `(upstream=\.=(.*?);\.;)` cuts them out again, so `/stats/prometheus` shows
 //! `dbfault_upstream_tx_bytes_total{upstream="pg"}`.
 
-use crate::throughput::{ByteCount, Flushed, RateShare};
+use crate::throughput::{Flushed, RateShare, Traffic};
 use requests::{RequestCounts, RequestSeries};
 use std::rc::Rc;
 
@@ -74,17 +74,6 @@ fn add_nonzero(sink: &mut dyn MetricSink, id: Option<MetricId>, delta: i64) {
 
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Bytes one upstream's connections moved in this VM, by direction.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    /// Client → database.
-    pub tx: ByteCount,
-    /// Database → client.
-    pub rx: ByteCount,
-    /// Swallowed by a fault (blackhole, cut, abort), either direction.
-    pub dropped: ByteCount,
 }
 
 /// Ids of one upstream's six series; `None` where Envoy refused the definition.

@@ -10,10 +10,47 @@ pub(crate) mod testing;
 
 pub(crate) use splice::{place, Edit, Output, Splice, Splices};
 
-use crate::fault::matching::WireProtocol;
-use crate::fault::{Close, Direction, Effect};
+use crate::flow::{Close, Direction, Effect};
 use std::ops::Range;
 use std::rc::Rc;
+
+/// A protocol a rule can be limited to (`match.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireProtocol {
+    Postgres,
+    Redis,
+    Mysql,
+}
+
+impl WireProtocol {
+    pub const NAMES: &'static [&'static str] = &["postgres", "mysql", "redis"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WireProtocol::Postgres => "postgres",
+            WireProtocol::Redis => "redis",
+            WireProtocol::Mysql => "mysql",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<WireProtocol> {
+        match name {
+            "postgres" => Some(WireProtocol::Postgres),
+            "redis" => Some(WireProtocol::Redis),
+            "mysql" => Some(WireProtocol::Mysql),
+            _ => None,
+        }
+    }
+
+    /// The `command` label value `word` names in this protocol (case-insensitive).
+    pub fn command(self, word: &str) -> Option<&'static str> {
+        let list: &[&'static str] = match self {
+            WireProtocol::Postgres | WireProtocol::Mysql => &sql::COMMANDS,
+            WireProtocol::Redis => &redis::commands::COMMANDS,
+        };
+        list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))
+    }
+}
 
 /// An error a rule answers with, in the protocol's own terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! needs more bytes than the event has is withheld (its start kept here) until it can be
 //! decided; a replaced message's remaining bytes are dropped as they arrive.
 
-use crate::fault::{Close, Direction};
+use crate::flow::{Close, Direction};
 use crate::protocol::Verdict;
 
 /// What becomes of a message that was just read.

@@ -1,7 +1,7 @@
 //! What the protocol sessions' unit tests share: a session driven through its rewriting in
 //! chunks of a given size, with what reached each side and its events as text.
 
-use crate::fault::{Close, Direction};
+use crate::flow::{Close, Direction};
 use crate::protocol::{Event, Judge, Session};
 
 /// An event as the tests write it: `redis`, `request get`, `done get`, `error READONLY`.

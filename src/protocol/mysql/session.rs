@@ -34,7 +34,7 @@ use super::packet::{
     COM_QUERY,
 };
 use super::stand_in::{class_of, injected_err, reply_errno, rolls_back, stand_in};
-use crate::fault::Direction;
+use crate::flow::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
 use crate::protocol::{
     place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
@@ -789,7 +789,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fault::Close;
+    use crate::flow::Close;
     use Direction::{ToClient as Down, ToDatabase as Up};
 
     fn greeting() -> Vec<u8> {

@@ -17,7 +17,7 @@
 //! of whole buffered messages for a client and brings its authentication crypto with it; a
 //! filter needs both directions, streamed, with bounded memory.
 
-use crate::fault::Direction;
+use crate::flow::Direction;
 
 /// Bytes of a message kept for its contents: statement text beyond this is not matched.
 pub const CAPTURE_LIMIT: usize = 4096;

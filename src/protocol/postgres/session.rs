@@ -40,7 +40,7 @@ use super::stand_in::{
     error_response, provoking_execute, provoking_query, provoking_startup, sqlstate_of,
     PROVOKED_STARTUP, PROVOKED_STATEMENT,
 };
-use crate::fault::Direction;
+use crate::flow::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
 pub use crate::protocol::Event;
 use crate::protocol::{Act, Ask, Code, Edit, ErrorReply, Judge, Protocol, Splices, Verdict};
@@ -778,7 +778,7 @@ impl Tracker {
 mod tests {
     use super::super::wire_bytes::{msg, startup, startup_version};
     use super::*;
-    use crate::fault::Close;
+    use crate::flow::Close;
 
     fn query(text: &str) -> Vec<u8> {
         let mut body = text.as_bytes().to_vec();

@@ -21,7 +21,7 @@
 
 use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
-use crate::fault::Direction;
+use crate::flow::Direction;
 use crate::protocol::{
     place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
 };
@@ -539,7 +539,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fault::Close;
+    use crate::flow::Close;
     use Direction::{ToClient as Down, ToDatabase as Up};
 
     fn cmd(args: &[&str]) -> Vec<u8> {
