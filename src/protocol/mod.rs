@@ -8,11 +8,23 @@ pub mod sql;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub(crate) use splice::{place, Edit, Output, Splice, Splices};
+pub(crate) use splice::{edit_for, place, Edit, Output, Read, Splice, Splices};
 
 use crate::flow::{Close, Direction, Effect};
 use std::ops::Range;
 use std::rc::Rc;
+
+// The bounds every session keeps, whatever its protocol.
+
+/// A request's text kept for labelling and matching (a statement's first 4 KiB; Redis: the
+/// command name and arguments joined by single spaces): text beyond it is not matched.
+pub const CAPTURE_LIMIT: usize = 4096;
+/// Requests awaiting their answers per connection: a longer pipeline is counted but not
+/// timed, and rules do not act on it.
+pub const MAX_PENDING: usize = 1024;
+/// Prepared (named) statements remembered per connection, and their text in all.
+pub const MAX_PREPARED: usize = 256;
+pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
 
 /// A protocol a rule can be limited to (`match.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

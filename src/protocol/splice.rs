@@ -4,7 +4,7 @@
 //! decided; a replaced message's remaining bytes are dropped as they arrive.
 
 use crate::flow::{Close, Direction};
-use crate::protocol::Verdict;
+use crate::protocol::{Act, ErrorReply, Verdict};
 
 /// What becomes of a message that was just read.
 #[derive(Debug)]
@@ -15,6 +15,55 @@ pub(crate) enum Edit {
     ReplaceThenEnd(Vec<u8>),
     /// Neither it nor anything after it reaches the peer.
     End,
+}
+
+/// A rule's act on the request just read, as an edit — the same in every protocol: an error
+/// replaces the request by what `provoke` builds for it (a request the server fails without
+/// touching data) and is handed to `inject` to await the server's answer, and when fatal
+/// nothing after it reaches the server; a delay holds the stream until the latest hold asked;
+/// an abort ends the connection.
+pub(crate) fn edit_for(
+    act: Option<Act>,
+    hold_until: &mut Option<u64>,
+    provoke: impl FnOnce(&ErrorReply) -> Vec<u8>,
+    inject: impl FnOnce(ErrorReply),
+) -> Option<Edit> {
+    match act? {
+        Act::Error(reply) => {
+            let edit = Edit::for_error(&reply, provoke(&reply));
+            inject(reply);
+            Some(edit)
+        }
+        Act::Delay(until) => {
+            *hold_until = Some(hold_until.map_or(until, |t| t.max(until)));
+            None
+        }
+        Act::Abort => Some(Edit::End),
+    }
+}
+
+/// What reading one event found, for [`Splice::rewrite`] to finish the event with.
+#[derive(Debug, Default)]
+pub(crate) struct Read {
+    /// Bytes read of a message still undecided at the end of the chunk: withheld until it is.
+    pub(crate) undecided: Option<u64>,
+    /// An edit ends the connection.
+    pub(crate) closes: bool,
+    /// Hold the client → database stream until then (a delayed request).
+    pub(crate) hold_until: Option<u64>,
+}
+
+impl Edit {
+    /// `bytes` in a message's place for a rule's error `reply`: the stream ends after it when
+    /// the error is fatal. The request the rule acted on is replaced so (by its stand-in), and
+    /// so is the server's answer to the stand-in (by the rule's error, in every protocol).
+    pub(crate) fn for_error(reply: &ErrorReply, bytes: Vec<u8>) -> Edit {
+        if reply.fatal {
+            Edit::ReplaceThenEnd(bytes)
+        } else {
+            Edit::Replace(bytes)
+        }
+    }
 }
 
 /// One direction's rewriting state.
@@ -55,8 +104,36 @@ impl Splices {
 }
 
 impl Splice {
+    /// The one skeleton of every protocol's rewriting of one event: nothing passes after a
+    /// message that ended the stream; a stream no longer read (`reading`) passes, its withheld
+    /// bytes first; otherwise `read` reads the chunk, placing each
+    /// message's edit on the output as it is decided (the withheld start of the message being
+    /// read comes as the carry), and what it found finishes the event.
+    pub(crate) fn rewrite(
+        &mut self,
+        chunk: &[u8],
+        reading: bool,
+        read: impl FnOnce(&mut Splice, &mut Output<'_>, &mut Vec<u8>) -> Read,
+    ) -> Verdict {
+        if let Some(verdict) = self.ended() {
+            return verdict;
+        }
+        if !reading {
+            return self.pass(chunk);
+        }
+        let (mut carry, mut output) = self.begin(chunk);
+        let found = read(self, &mut output, &mut carry);
+        self.finish(
+            output,
+            carry,
+            found.undecided,
+            found.closes,
+            found.hold_until,
+        )
+    }
+
     /// After a message that ended the stream, nothing more passes (the connection is closing).
-    pub(crate) fn ended(&self) -> Option<Verdict> {
+    fn ended(&self) -> Option<Verdict> {
         self.ended.then(|| Verdict {
             replace: Some(Vec::new()),
             ..Verdict::default()
@@ -109,7 +186,7 @@ impl Splice {
 
     /// The start of rewriting one event: the bytes withheld before it (to be placed in front
     /// of what they belong to) and the event's output, unchanged so far.
-    pub(crate) fn begin<'a>(&mut self, chunk: &'a [u8]) -> (Vec<u8>, Output<'a>) {
+    fn begin<'a>(&mut self, chunk: &'a [u8]) -> (Vec<u8>, Output<'a>) {
         let carry = std::mem::take(&mut self.stash);
         (
             carry,
@@ -122,7 +199,7 @@ impl Splice {
     }
 
     /// The event's bytes when nothing more is read: withheld bytes go out first.
-    pub(crate) fn pass(&mut self, chunk: &[u8]) -> Verdict {
+    fn pass(&mut self, chunk: &[u8]) -> Verdict {
         let carry = std::mem::take(&mut self.stash);
         Verdict {
             replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
@@ -133,7 +210,7 @@ impl Splice {
     /// The end of a rewritten event. `undecided`: bytes read of a message still undecided at
     /// the end of the chunk (withheld until it is); `carry`: withheld bytes not placed yet
     /// (not expected: they pass, in front). `closes`: an edit ends the connection.
-    pub(crate) fn finish(
+    fn finish(
         &mut self,
         mut output: Output<'_>,
         mut carry: Vec<u8>,

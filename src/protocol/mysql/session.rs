@@ -37,14 +37,12 @@ use super::stand_in::{class_of, injected_err, reply_errno, rolls_back, stand_in}
 use crate::flow::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
+    edit_for, place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Read, Splices,
+    Verdict,
 };
 use std::collections::VecDeque;
 
-pub const CAPTURE_LIMIT: usize = 4096;
-pub const MAX_PENDING: usize = 1024;
-pub const MAX_PREPARED: usize = 256;
-pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
+use crate::protocol::{CAPTURE_LIMIT, MAX_PENDING, MAX_PREPARED, MAX_PREPARED_TEXT};
 /// Bytes of a server packet kept (status flags, an ERR's code and message).
 const SERVER_KEEP: usize = 256;
 
@@ -209,87 +207,86 @@ impl Session {
             track,
             splices,
         } = self;
-        let splice = splices.of(dir);
-        if let Some(verdict) = splice.ended() {
-            return verdict;
-        }
-        if !track.reading {
-            return splice.pass(chunk);
-        }
-        let (mut carry, mut output) = splice.begin(chunk);
         let judging = judge.is_some();
-        let mut hold_until = None;
-        let mut closes = false;
-        {
-            let output = &mut output;
-            let carry = &mut carry;
-            match dir {
-                Direction::ToDatabase => {
-                    let expect = track.expect;
-                    let infile = expect == Expect::Infile;
-                    client.read(
-                        chunk,
-                        &mut |first| match (infile, first) {
-                            (true, _) => 0,
-                            (false, COM_QUERY | COM_STMT_PREPARE) => CAPTURE_LIMIT + 1,
-                            _ => 64,
-                        },
-                        &mut |step| {
+        let reading = track.reading;
+        let verdict = splices
+            .of(dir)
+            .rewrite(chunk, reading, |splice, output, carry| {
+                let mut hold_until = None;
+                let mut closes = false;
+                match dir {
+                    Direction::ToDatabase => {
+                        let infile = track.expect == Expect::Infile;
+                        client.read(
+                            chunk,
+                            &mut |first| match (infile, first) {
+                                (true, _) => 0,
+                                (false, COM_QUERY | COM_STMT_PREPARE) => CAPTURE_LIMIT + 1,
+                                _ => 64,
+                            },
+                            &mut |step| {
+                                if splice.ended || !track.reading {
+                                    return;
+                                }
+                                match step {
+                                    Step::Packet(p) => {
+                                        let start = p.at as isize - p.head as isize;
+                                        let at = p.at;
+                                        let edit = track.client_packet(
+                                            &p,
+                                            now,
+                                            event,
+                                            judge.as_deref_mut(),
+                                            &mut hold_until,
+                                        );
+                                        closes |=
+                                            splice.place_request(output, carry, edit, start, at);
+                                    }
+                                    Step::End { at } => {
+                                        splice.request_end(output, at);
+                                    }
+                                }
+                            },
+                        );
+                        splice.drop_rest(output);
+                    }
+                    Direction::ToClient => {
+                        server.read(chunk, &mut |_| SERVER_KEEP, &mut |step| {
                             if splice.ended || !track.reading {
                                 return;
                             }
                             match step {
                                 Step::Packet(p) => {
                                     let start = p.at as isize - p.head as isize;
-                                    let at = p.at;
-                                    let edit = track.client_packet(
-                                        &p,
-                                        now,
-                                        event,
-                                        judge.as_deref_mut(),
-                                        &mut hold_until,
-                                    );
-                                    closes |= splice.place_request(output, carry, edit, start, at);
+                                    let edit =
+                                        track.server_packet(&p, now, event, judge.as_deref_mut());
+                                    closes |= place(output, carry, splice, edit, start, p.at);
                                 }
-                                Step::End { at } => {
-                                    splice.request_end(output, at);
-                                }
+                                Step::End { .. } => {}
                             }
-                        },
-                    );
-                    splice.drop_rest(output);
+                        });
+                    }
                 }
-                Direction::ToClient => {
-                    server.read(chunk, &mut |_| SERVER_KEEP, &mut |step| {
-                        if splice.ended || !track.reading {
-                            return;
+                let framer = match dir {
+                    Direction::ToDatabase => &*client,
+                    Direction::ToClient => &*server,
+                };
+                let undecided = framer
+                    .unreported()
+                    .filter(|_| rewriting && track.reading)
+                    .filter(|_| match dir {
+                        Direction::ToDatabase => judging && track.expect != Expect::Infile,
+                        Direction::ToClient => {
+                            track.injections > 0 || track.expect == Expect::Greeting
                         }
-                        match step {
-                            Step::Packet(p) => {
-                                let start = p.at as isize - p.head as isize;
-                                let edit =
-                                    track.server_packet(&p, now, event, judge.as_deref_mut());
-                                closes |= place(output, carry, splice, edit, start, p.at);
-                            }
-                            Step::End { .. } => {}
-                        }
-                    });
+                    })
+                    .map(|read| read as u64);
+                Read {
+                    undecided,
+                    closes,
+                    hold_until,
                 }
-            }
-        }
-        let framer = match dir {
-            Direction::ToDatabase => &*client,
-            Direction::ToClient => &*server,
-        };
-        let undecided = framer
-            .unreported()
-            .filter(|_| rewriting && track.reading)
-            .filter(|_| match dir {
-                Direction::ToDatabase => judging && track.expect != Expect::Infile,
-                Direction::ToClient => track.injections > 0 || track.expect == Expect::Greeting,
-            })
-            .map(|read| read as u64);
-        let verdict = splice.finish(output, carry, undecided, closes, hold_until);
+            });
         Verdict {
             replace: if rewriting { verdict.replace } else { None },
             ..verdict
@@ -535,26 +532,12 @@ impl Tracker {
         hold: &mut Option<u64>,
         provoke: impl FnOnce(&ErrorReply) -> Vec<u8>,
     ) -> Option<Edit> {
-        match act? {
-            Act::Error(reply) => {
-                let bytes = provoke(&reply);
-                let fatal = reply.fatal;
-                if let Some(p) = self.pending.back_mut() {
-                    p.injected = Some(Box::new(reply));
-                    self.injections += 1;
-                }
-                Some(if fatal {
-                    Edit::ReplaceThenEnd(bytes)
-                } else {
-                    Edit::Replace(bytes)
-                })
+        edit_for(act, hold, provoke, |reply| {
+            if let Some(p) = self.pending.back_mut() {
+                p.injected = Some(Box::new(reply));
+                self.injections += 1;
             }
-            Act::Delay(until) => {
-                *hold = Some(hold.map_or(until, |t| t.max(until)));
-                None
-            }
-            Act::Abort => Some(Edit::End),
-        }
+        })
     }
 
     /// The front command is answered (`failed`: by an ERR; `more`: the server announces

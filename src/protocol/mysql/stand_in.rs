@@ -31,12 +31,7 @@ pub(super) fn stand_in(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
 /// after it when the error is fatal.
 pub(super) fn injected_err(seq: u8, reply: &ErrorReply, event: &mut dyn FnMut(Event)) -> Edit {
     event(Event::Error(Code::class(class_of(reply))));
-    let bytes = err_packet(seq, reply, reply_errno(reply));
-    if reply.fatal {
-        Edit::ReplaceThenEnd(bytes)
-    } else {
-        Edit::Replace(bytes)
-    }
+    Edit::for_error(reply, err_packet(seq, reply, reply_errno(reply)))
 }
 
 /// Whether the rule's error rolls back the whole transaction.

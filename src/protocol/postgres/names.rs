@@ -5,10 +5,8 @@ use crate::protocol::sql::Command;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// Named statements kept per session.
-pub const MAX_PREPARED: usize = 256;
-/// Statement text kept for named statements (and again for portals), per connection.
-pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
+// Statement text is kept for named statements (and again for portals) up to the same bound.
+use crate::protocol::{MAX_PREPARED, MAX_PREPARED_TEXT};
 
 /// A prepared statement: its command and (the start of) its text.
 #[derive(Debug)]

@@ -20,7 +20,7 @@
 use crate::flow::Direction;
 
 /// Bytes of a message kept for its contents: statement text beyond this is not matched.
-pub const CAPTURE_LIMIT: usize = 4096;
+pub use crate::protocol::CAPTURE_LIMIT;
 /// The protocol's own limit on a message's length (PostgreSQL refuses longer ones: 1 GB).
 const MAX_MESSAGE: u32 = 0x4000_0000;
 /// An untagged startup-phase message is at most this long (PostgreSQL's limit is 10 000).

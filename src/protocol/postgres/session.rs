@@ -33,7 +33,6 @@
 //! ([`super::CAPTURE_LIMIT`] bytes and its header) withheld until it is decided.
 
 use super::names::{Names, Prepared};
-pub use super::names::{MAX_PREPARED, MAX_PREPARED_TEXT};
 use super::place::{Place, Reported};
 use super::reader::{cstr, sqlstate, statement_text, Opening, Reader, Step};
 use super::stand_in::{
@@ -43,11 +42,13 @@ use super::stand_in::{
 use crate::flow::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
 pub use crate::protocol::Event;
-use crate::protocol::{Act, Ask, Code, Edit, ErrorReply, Judge, Protocol, Splices, Verdict};
+use crate::protocol::{
+    edit_for, Act, Ask, Code, Edit, ErrorReply, Judge, Protocol, Read, Splices, Verdict,
+};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-pub const MAX_PENDING: usize = 1024;
+use crate::protocol::MAX_PENDING;
 /// Groups (Queries, Syncs) awaiting their ReadyForQuery, tracked one by one; those beyond are
 /// only counted.
 pub const MAX_GROUPS: usize = 1024;
@@ -259,98 +260,95 @@ impl Session {
             track,
             splices,
         } = self;
-        let splice = splices.of(dir);
-        if let Some(verdict) = splice.ended() {
-            return verdict;
-        }
-        if !track.first_contact(dir, client, server, event) {
-            return splice.pass(chunk);
-        }
         let judging = judge.is_some();
-        let (mut carry, mut output) = splice.begin(chunk);
-        if splice.drop_left > 0 {
-            let n = usize::try_from(splice.drop_left)
-                .unwrap_or(usize::MAX)
-                .min(chunk.len());
-            output.drop_to(n);
-            splice.drop_left -= n as u64;
-        }
-        let mut rewrites = Rewrites::default();
-        let mut unreadable = false;
-        let reading = match dir {
-            Direction::ToDatabase => client.reading(),
-            Direction::ToClient => server.reading(),
-        };
-        if !reading {
-            return Verdict {
-                replace: (!carry.is_empty()).then(|| [carry.as_slice(), chunk].concat()),
-                ..Verdict::default()
+        let splice = splices.of(dir);
+        // After the stream ended nothing is read, and the first contact is not counted.
+        let reading = !splice.ended
+            && track.first_contact(dir, client, server, event)
+            && match dir {
+                Direction::ToDatabase => client.reading(),
+                Direction::ToClient => server.reading(),
             };
-        }
-        let mut after = ServerAfter::default();
-        let mut place = Place {
-            output: &mut output,
-            carry: &mut carry,
-            splice,
-            server: dir == Direction::ToClient,
-            closes: false,
-        };
-        match dir {
-            Direction::ToDatabase => {
-                client.read(chunk, &mut |step| {
-                    if place.splice.ended {
-                        return;
-                    }
-                    let reported = Reported::of(&step);
-                    // A startup is decided when its contents are read (its Message step).
-                    let startup = matches!(step, Step::Opened(Opening::Startup { .. }));
-                    unreadable |= matches!(step, Step::Unreadable);
-                    let edit = track.client_step(
-                        step,
-                        server,
-                        now,
-                        event,
-                        judge.as_deref_mut(),
-                        &mut rewrites,
-                    );
-                    if !startup {
+        splice.rewrite(chunk, reading, |splice, output, carry| {
+            if splice.drop_left > 0 {
+                let n = usize::try_from(splice.drop_left)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                output.drop_to(n);
+                splice.drop_left -= n as u64;
+            }
+            let mut rewrites = Rewrites::default();
+            let mut unreadable = false;
+            let mut after = ServerAfter::default();
+            let mut place = Place {
+                output,
+                carry,
+                splice,
+                server: dir == Direction::ToClient,
+                closes: false,
+            };
+            match dir {
+                Direction::ToDatabase => {
+                    client.read(chunk, &mut |step| {
+                        if place.splice.ended {
+                            return;
+                        }
+                        let reported = Reported::of(&step);
+                        // A startup is decided when its contents are read (its Message
+                        // step).
+                        let startup = matches!(step, Step::Opened(Opening::Startup { .. }));
+                        unreadable |= matches!(step, Step::Unreadable);
+                        let edit = track.client_step(
+                            step,
+                            server,
+                            now,
+                            event,
+                            judge.as_deref_mut(),
+                            &mut rewrites,
+                        );
+                        if !startup {
+                            place.edit(edit, reported);
+                        }
+                    });
+                }
+                Direction::ToClient => {
+                    server.read(chunk, &mut |step| {
+                        if place.splice.ended {
+                            return;
+                        }
+                        let reported = Reported::of(&step);
+                        unreadable |= matches!(step, Step::Unreadable);
+                        let edit = track.server_step(step, now, event, &mut after);
                         place.edit(edit, reported);
-                    }
-                });
+                    });
+                }
             }
-            Direction::ToClient => {
-                server.read(chunk, &mut |step| {
-                    if place.splice.ended {
-                        return;
-                    }
-                    let reported = Reported::of(&step);
-                    unreadable |= matches!(step, Step::Unreadable);
-                    let edit = track.server_step(step, now, event, &mut after);
-                    place.edit(edit, reported);
-                });
+            let closes = place.closes;
+            if dir == Direction::ToClient {
+                after.apply(client, server);
             }
-        }
-        if dir == Direction::ToClient {
-            after.apply(client, server);
-        }
-        if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
-            server.stop();
-        }
-        let reader = match dir {
-            Direction::ToDatabase => &*client,
-            Direction::ToClient => &*server,
-        };
-        // A message still undecided at the end of the chunk is withheld until it is.
-        let undecided = reader
-            .unreported()
-            .filter(|&(tag, _)| match dir {
-                Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
-                Direction::ToClient => track.injections > 0 && tag == b'E',
-            })
-            .filter(|_| !unreadable)
-            .map(|(_, read)| read as u64);
-        let closes = place.closes;
-        splice.finish(output, carry, undecided, closes, rewrites.hold_until)
+            if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
+                server.stop();
+            }
+            let reader = match dir {
+                Direction::ToDatabase => &*client,
+                Direction::ToClient => &*server,
+            };
+            // A message still undecided at the end of the chunk is withheld until it is.
+            let undecided = reader
+                .unreported()
+                .filter(|&(tag, _)| match dir {
+                    Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
+                    Direction::ToClient => track.injections > 0 && tag == b'E',
+                })
+                .filter(|_| !unreadable)
+                .map(|(_, read)| read as u64);
+            Read {
+                undecided,
+                closes,
+                hold_until: rewrites.hold_until,
+            }
+        })
     }
 }
 
@@ -667,24 +665,9 @@ impl Tracker {
         rewrites: &mut Rewrites,
         provoke: impl FnOnce(&ErrorReply) -> Vec<u8>,
     ) -> Option<Edit> {
-        match act? {
-            Act::Error(reply) => {
-                let bytes = provoke(&reply);
-                let fatal = reply.fatal;
-                self.inject(reply);
-                Some(if fatal {
-                    // Nothing the client sends after it may reach the server.
-                    Edit::ReplaceThenEnd(bytes)
-                } else {
-                    Edit::Replace(bytes)
-                })
-            }
-            Act::Delay(until) => {
-                rewrites.hold_until = Some(rewrites.hold_until.map_or(until, |t| t.max(until)));
-                None
-            }
-            Act::Abort => Some(Edit::End),
-        }
+        edit_for(act, &mut rewrites.hold_until, provoke, |reply| {
+            self.inject(reply)
+        })
     }
 
     fn server_message(
@@ -717,11 +700,7 @@ impl Tracker {
                             class = sqlstate_of(&injected.reply)
                                 .get(..2)
                                 .and_then(|c| <[u8; 2]>::try_from(c).ok());
-                            edit = Some(if injected.reply.fatal {
-                                Edit::ReplaceThenEnd(bytes)
-                            } else {
-                                Edit::Replace(bytes)
-                            });
+                            edit = Some(Edit::for_error(&injected.reply, bytes));
                         }
                     }
                 }

@@ -14,8 +14,7 @@
 //! frames into owned values; a filter needs both directions streamed with bounded memory, and
 //! positions in the chunk for the rewriting.
 
-/// Command text (name and arguments joined by single spaces) kept for matching.
-pub const CAPTURE_LIMIT: usize = 4096;
+use crate::protocol::CAPTURE_LIMIT;
 /// The longest inline command Redis accepts (64 KiB); a longer line is not Redis.
 const INLINE_LIMIT: usize = 64 * 1024;
 /// Bytes of an error reply's line kept (its code and message).

@@ -23,11 +23,11 @@ use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
 use crate::flow::Direction;
 use crate::protocol::{
-    place, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Splices, Verdict,
+    edit_for, place, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol, Read, Splices, Verdict,
 };
 use std::collections::VecDeque;
 
-pub const MAX_PENDING: usize = 1024;
+use crate::protocol::MAX_PENDING;
 
 /// What replaces a command an error is injected into: a command Redis does not have.
 const PROVOKING: &[u8] = b"*1\r\n$16\r\ndbfault-injected\r\n";
@@ -215,107 +215,102 @@ impl Session {
             track,
             splices,
         } = self;
-        let splice = splices.of(dir);
-        if let Some(verdict) = splice.ended() {
-            return verdict;
-        }
         let reading = match dir {
             Direction::ToDatabase => client.reading(),
             Direction::ToClient => server.reading(),
         };
-        if !reading {
-            return splice.pass(chunk);
-        }
-        let (mut carry, mut output) = splice.begin(chunk);
         let judging = judge.is_some();
-        let mut hold_until = None;
-        let mut closes = false;
-        let mut unreadable = false;
-        {
-            let splice = &mut *splice;
-            let output = &mut output;
-            let carry = &mut carry;
-            match dir {
-                Direction::ToDatabase => {
-                    client.read(chunk, &mut |step| {
-                        if splice.ended {
-                            return;
-                        }
-                        match step {
-                            Step::Command { at, head, .. } => {
-                                let start = at as isize - head as isize;
-                                let mut rewrites = None;
-                                let edit = track.client_step(
-                                    step,
-                                    now,
-                                    event,
-                                    judge.as_deref_mut().map(|j| (j, &mut rewrites)),
-                                );
-                                if let Some(until) = rewrites {
-                                    hold_until =
-                                        Some(hold_until.map_or(until, |t: u64| t.max(until)));
-                                }
-                                closes |= splice.place_request(output, carry, edit, start, at);
+        let verdict = splices
+            .of(dir)
+            .rewrite(chunk, reading, |splice, output, carry| {
+                let mut hold_until = None;
+                let mut closes = false;
+                let mut unreadable = false;
+                match dir {
+                    Direction::ToDatabase => {
+                        client.read(chunk, &mut |step| {
+                            if splice.ended {
+                                return;
                             }
-                            Step::CommandEnd { at } => {
-                                if !splice.request_end(output, at) {
-                                    // Withheld bytes of something that was no command.
+                            match step {
+                                Step::Command { at, head, .. } => {
+                                    let start = at as isize - head as isize;
+                                    let mut rewrites = None;
+                                    let edit = track.client_step(
+                                        step,
+                                        now,
+                                        event,
+                                        judge.as_deref_mut().map(|j| (j, &mut rewrites)),
+                                    );
+                                    if let Some(until) = rewrites {
+                                        hold_until =
+                                            Some(hold_until.map_or(until, |t: u64| t.max(until)));
+                                    }
+                                    closes |= splice.place_request(output, carry, edit, start, at);
+                                }
+                                Step::CommandEnd { at } => {
+                                    if !splice.request_end(output, at) {
+                                        // Withheld bytes of something that was no command.
+                                        place(output, carry, splice, None, 0, 0);
+                                    }
+                                }
+                                other => {
+                                    unreadable |= matches!(other, Step::Unreadable);
+                                    track.client_step(other, now, event, None);
                                     place(output, carry, splice, None, 0, 0);
                                 }
                             }
-                            other => {
-                                unreadable |= matches!(other, Step::Unreadable);
-                                track.client_step(other, now, event, None);
-                                place(output, carry, splice, None, 0, 0);
+                        });
+                        splice.drop_rest(output);
+                    }
+                    Direction::ToClient => {
+                        server.read(chunk, &mut |step| {
+                            if splice.ended {
+                                return;
                             }
-                        }
-                    });
-                    splice.drop_rest(output);
-                }
-                Direction::ToClient => {
-                    server.read(chunk, &mut |step| {
-                        if splice.ended {
-                            return;
-                        }
-                        let at_head = match &step {
-                            Step::Reply { at, head, .. } => Some((
-                                *at as isize
-                                    - i64::try_from(*head).map_or(isize::MAX, |h| h as isize),
-                                *at,
-                            )),
-                            _ => None,
-                        };
-                        unreadable |= matches!(step, Step::Unreadable);
-                        let edit = track.server_step(step, now, event);
-                        match at_head {
-                            Some((start, at)) => {
-                                closes |= place(output, carry, splice, edit, start, at);
+                            let at_head = match &step {
+                                Step::Reply { at, head, .. } => Some((
+                                    *at as isize
+                                        - i64::try_from(*head).map_or(isize::MAX, |h| h as isize),
+                                    *at,
+                                )),
+                                _ => None,
+                            };
+                            unreadable |= matches!(step, Step::Unreadable);
+                            let edit = track.server_step(step, now, event);
+                            match at_head {
+                                Some((start, at)) => {
+                                    closes |= place(output, carry, splice, edit, start, at);
+                                }
+                                None => {
+                                    place(output, carry, splice, None, 0, 0);
+                                }
                             }
-                            None => {
-                                place(output, carry, splice, None, 0, 0);
-                            }
+                        });
+                    }
+                }
+                let reader = match dir {
+                    Direction::ToDatabase => &*client,
+                    Direction::ToClient => &*server,
+                };
+                let undecided = reader
+                    .unreported()
+                    .filter(|&(kind, _)| match dir {
+                        Direction::ToDatabase => judging,
+                        // A fatal injection replaces whatever answers it, an error only a
+                        // provoked error.
+                        Direction::ToClient => {
+                            track.injections > 0 && (kind == b'-' || track.front_is_fatal())
                         }
-                    });
+                    })
+                    .filter(|_| !unreadable)
+                    .map(|(_, read)| read);
+                Read {
+                    undecided,
+                    closes,
+                    hold_until,
                 }
-            }
-        }
-        let reader = match dir {
-            Direction::ToDatabase => &*client,
-            Direction::ToClient => &*server,
-        };
-        let undecided = reader
-            .unreported()
-            .filter(|&(kind, _)| match dir {
-                Direction::ToDatabase => judging,
-                // A fatal injection replaces whatever answers it, an error only a provoked
-                // error.
-                Direction::ToClient => {
-                    track.injections > 0 && (kind == b'-' || track.front_is_fatal())
-                }
-            })
-            .filter(|_| !unreadable)
-            .map(|(_, read)| read);
-        let verdict = splice.finish(output, carry, undecided, closes, hold_until);
+            });
         self.after_read();
         verdict
     }
@@ -374,25 +369,18 @@ impl Tracker {
                     answered: false,
                 });
                 let (judge, hold) = judge?;
-                match judge(Ask::Statement { command, text })? {
-                    Act::Error(reply) => {
-                        let fatal = reply.fatal;
+                let act = judge(Ask::Statement { command, text });
+                edit_for(
+                    act,
+                    hold,
+                    |_| PROVOKING.to_vec(),
+                    |reply| {
                         if let Some(p) = self.pending.back_mut() {
                             p.injected = Some(Box::new(reply));
                             self.injections += 1;
                         }
-                        Some(if fatal {
-                            Edit::ReplaceThenEnd(PROVOKING.to_vec())
-                        } else {
-                            Edit::Replace(PROVOKING.to_vec())
-                        })
-                    }
-                    Act::Delay(until) => {
-                        *hold = Some(hold.map_or(until, |t| t.max(until)));
-                        None
-                    }
-                    Act::Abort => Some(Edit::End),
-                }
+                    },
+                )
             }
             Step::Unreadable => {
                 self.recognize(Protocol::Unknown, event);
@@ -522,11 +510,7 @@ impl Tracker {
                 bytes.extend_from_slice(reply.message.as_bytes());
                 bytes.extend_from_slice(b"\r\n");
                 code = Some(error_code(reply.message.as_bytes()));
-                edit = Some(if reply.fatal {
-                    Edit::ReplaceThenEnd(bytes)
-                } else {
-                    Edit::Replace(bytes)
-                });
+                edit = Some(Edit::for_error(&reply, bytes));
             }
         }
         if let Some(code) = code {
@@ -540,6 +524,7 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::flow::Close;
+    use crate::protocol::Act;
     use Direction::{ToClient as Down, ToDatabase as Up};
 
     fn cmd(args: &[&str]) -> Vec<u8> {
