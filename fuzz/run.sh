@@ -13,8 +13,9 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 run() {
   local t=$1
-  mkdir -p "corpus/$t" "corpus-min/$t"
+  mkdir -p "corpus/$t" "corpus-min/$t" "artifacts/$t"
   if "$bin/$t" "corpus/$t" "corpus-min/$t" "seeds/$t" -max_total_time="$seconds" -max_len="$max_len" \
+      -artifact_prefix="artifacts/$t/" \
       >"$logs/$t" 2>&1; then
     echo "$t: $(grep -E '^Done' "$logs/$t")"
   else

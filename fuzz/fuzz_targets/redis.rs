@@ -110,6 +110,10 @@ fn value(data: &[u8], at: usize, depth: u32) -> Option<usize> {
     let rest = data.get(at..)?;
     let end = rest.windows(2).position(|w| w == b"\r\n")?;
     let (kind, line, mut next) = (*rest.first()?, rest.get(1..end)?, at + end + 2);
+    // RESP lines hold no CR or LF of their own (a real server never sends one).
+    if line.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+        return None;
+    }
     let count = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
     match kind {
         b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),

@@ -339,7 +339,9 @@ impl Session {
                 .unreported()
                 .filter(|&(tag, _)| match dir {
                     Direction::ToDatabase => judging && matches!(tag, 0 | b'Q' | b'E'),
-                    Direction::ToClient => track.injections > 0 && tag == b'E',
+                    // An error may be the provoked one; a ReadyForQuery may carry a fatal
+                    // injection's error for statements never answered.
+                    Direction::ToClient => track.injections > 0 && matches!(tag, b'E' | b'Z'),
                 })
                 .filter(|_| !unreadable)
                 .map(|(_, read)| read as u64);
@@ -1404,6 +1406,39 @@ mod tests {
             .concat()
         );
         assert!(r.close.is_some());
+    }
+
+    #[test]
+    fn a_fatal_injection_never_answered_ends_the_session_at_ready_for_query_in_any_chunking() {
+        // The statement before the fatal one fails for real: the server never runs the
+        // stand-in, and the fatal error takes the place of the group's ReadyForQuery. The
+        // fuzzer found the ReadyForQuery's first bytes passing ahead of it when it came in
+        // pieces.
+        let real = error_with("22012", "division by zero", "ERROR");
+        for size in [1, 2, 3, 4, 4096] {
+            let mut judge = rule("plants", Act::Error(reply("57P01", true)), None);
+            let r = rewrite(
+                &[
+                    (Up, startup()),
+                    (Down, hello()),
+                    (Up, query("SELECT 1/0; DELETE FROM plants")),
+                    (Down, [real.clone(), ready(b'I')].concat()),
+                ],
+                size,
+                &mut judge,
+            );
+            assert_eq!(
+                r.to_client,
+                [
+                    hello(),
+                    real.clone(),
+                    error_with("57P01", "could not serialize access", "FATAL")
+                ]
+                .concat(),
+                "chunks of {size}"
+            );
+            assert!(r.close.is_some());
+        }
     }
 
     #[test]
