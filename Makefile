@@ -26,7 +26,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: safety build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: release-check safety build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~17% off what rustc leaves. -O3 rather than -Oz: -Oz's
 # one extra pass (merge-similar-functions) saves 3 KB but makes V8 (which Envoy runs with
@@ -122,7 +122,7 @@ unit: cli
 noop-filter: wasm-target
 	cd bench/noop-filter && cargo build --release --target $(WASM_TARGET)
 
-e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS) $(PY_CLIENTS_STAMP)
+e2e: build plants noop-filter envoy packages $(SCHEMA_DEPS) $(PY_CLIENTS_STAMP) release-check
 	cargo build --quiet --example loadgen
 	cargo test --quiet -p dbfault-testkit --lib
 	DBFAULT_ENVOY=$(abspath $(ENVOY)) DBFAULT_ENVOY_1_36=$(abspath $(VENV_OLD)/bin/envoy) \
@@ -230,6 +230,16 @@ release: oci cli
 	cd $(RELEASE_DIR) && sha256sum dbfault-* > SHA256SUMS
 	@echo "release $(VERSION) in $(RELEASE_DIR):" && cat $(RELEASE_DIR)/SHA256SUMS
 	@echo "image digest (the WasmPlugin pin): $$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' target/oci/index.json)"
+
+# What tests/release.rs checks, made before the tests rather than by them (building a release
+# rebuilds the module the other tests run): the release, an image pushed to a local OCI layout,
+# and a push to the placeholder registry (refused, exit status 2).
+RELEASE_CHECK := target/release-check
+release-check:
+	rm -rf $(RELEASE_CHECK) && mkdir -p $(RELEASE_CHECK)
+	$(MAKE) --no-print-directory release > $(RELEASE_CHECK)/release.log
+	$(MAKE) --no-print-directory push IMAGE=oci:$(abspath $(RELEASE_CHECK))/img:$(VERSION) > $(RELEASE_CHECK)/push.log
+	$(MAKE) --no-print-directory push > $(RELEASE_CHECK)/placeholder.log 2>&1; echo $$? > $(RELEASE_CHECK)/placeholder.status
 
 # Publishes the image: `make push IMAGE=registry.example.com/team/dbfault:0.1.0` (any skopeo
 # destination with a transport prefix, e.g. IMAGE=oci:/tmp/copy:0.1.0, is used as given). The

@@ -38,13 +38,16 @@ fn compose_file_is_valid_and_a_mistake_is_caught() {
     assert!(ok, "{out}");
 
     let text = fs::read_to_string(&compose).unwrap();
-    let bad = repo().join("envoy/.compose-typo-test.yaml");
+    // The mistake is written outside the checkout; its relative paths still resolve from envoy/.
+    let tmp = TempDir::new("compose");
+    let bad = tmp.path().join("docker-compose.yaml");
     fs::write(&bad, text.replacen("network_mode:", "netwrok_mode:", 1)).unwrap();
     let (ok, out) = run(Command::new("docker-compose")
         .arg("-f")
         .arg(&bad)
+        .arg("--project-directory")
+        .arg(repo().join("envoy"))
         .args(["config", "-q"]));
-    fs::remove_file(&bad).unwrap();
     assert!(!ok && out.contains("netwrok_mode"), "{out}");
 
     // The stack runs the Envoy version the tests run, and mounts files that exist.
