@@ -22,10 +22,9 @@ pub enum Effect {
     Drop { keep: usize },
 }
 
-/// Whether a data event closes the connection.
+/// How a data event closes the connection (`Option<Close>`: `None` when it does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
-    No,
     /// Inside the callback: nothing of this event needs to reach its peer.
     Now,
     /// At the next tick: the kept bytes of this event must travel on first (a close inside the

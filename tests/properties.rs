@@ -137,7 +137,7 @@ proptest! {
                         held = 0;
                     }
                     if to_database { to_db += delivered as u64 } else { to_client += delivered as u64 }
-                    closed |= outcome.close == Close::Now;
+                    closed |= outcome.close == Some(Close::Now);
                 }
                 Event::Tick(ms) => {
                     now += ms * MS;

@@ -46,7 +46,7 @@ impl Behaviour for State {
         _now: &mut dyn FnMut() -> u64,
     ) -> Outcome {
         Outcome {
-            close: Close::Now,
+            close: Some(Close::Now),
             ..ledger.drop_all(dir, size)
         }
     }

@@ -49,7 +49,7 @@ impl Ledger {
         self.traffic.dropped.add(size);
         Outcome {
             effect: Effect::Drop { keep: 0 },
-            close: Close::No,
+            close: None,
         }
     }
 
@@ -67,7 +67,7 @@ impl Ledger {
             } else {
                 Effect::Drop { keep }
             },
-            close: Close::No,
+            close: None,
         }
     }
 
@@ -76,7 +76,7 @@ impl Ledger {
         self.held = size;
         Outcome {
             effect: Effect::Hold,
-            close: Close::No,
+            close: None,
         }
     }
 
@@ -279,9 +279,9 @@ impl Connection {
             Phase::Faulted { state, .. } => state.on_data(&mut self.ledger, dir, size, now),
         };
         match outcome.close {
-            Close::No => {}
-            Close::Now => self.phase = Phase::Closed,
-            Close::AtNextTick => self.phase = Phase::Closing,
+            None => {}
+            Some(Close::Now) => self.phase = Phase::Closed,
+            Some(Close::AtNextTick) => self.phase = Phase::Closing,
         }
         outcome
     }
@@ -402,7 +402,7 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Drop { keep: 0 },
-                close: Close::Now
+                close: Some(Close::Now)
             }
         );
         assert_eq!(c.on_tick(0), None, "already closed by the event");
@@ -441,7 +441,7 @@ mod tests {
         );
         let o = c.on_data(Direction::ToDatabase, 40, &mut at(100 * MS));
         assert_eq!(o.effect, Effect::Drop { keep: 0 });
-        assert_eq!(o.close, Close::No);
+        assert_eq!(o.close, None);
         c.on_data(Direction::ToClient, 2, &mut at(101 * MS));
         assert_eq!(c.next_wake(), Some(130 * MS));
         assert_eq!(c.on_tick(129 * MS), None);
@@ -598,7 +598,7 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Drop { keep: 40 },
-                close: Close::AtNextTick
+                close: Some(Close::AtNextTick)
             }
         );
         assert_eq!(c.next_wake(), Some(0));
@@ -623,7 +623,7 @@ mod tests {
             o,
             Outcome {
                 effect: Effect::Forward,
-                close: Close::AtNextTick
+                close: Some(Close::AtNextTick)
             }
         );
         assert_eq!(c.on_tick(0), Some(TickAction::Close));

@@ -96,7 +96,7 @@ impl Behaviour for State {
         }
         self.done = true;
         Outcome {
-            close: Close::AtNextTick,
+            close: Some(Close::AtNextTick),
             ..ledger.truncate(dir, size, keep)
         }
     }

@@ -33,13 +33,13 @@ pub use rule::{ApplyTo, Rule};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub effect: Effect,
-    pub close: Close,
+    pub close: Option<Close>,
 }
 
 impl Outcome {
     pub const FORWARD: Outcome = Outcome {
         effect: Effect::Forward,
-        close: Close::No,
+        close: None,
     };
 }
 

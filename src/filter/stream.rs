@@ -233,7 +233,7 @@ impl Stream {
             }
         }
         let outcome = conn.on_data(dir, counted, &mut || host::now_nanos().unwrap_or(0));
-        let mut close_now = outcome.close == Close::Now;
+        let mut close_now = outcome.close == Some(Close::Now);
         match rewritten {
             Some(close) => {
                 if let Some(w) = watch.as_mut() {
