@@ -1,7 +1,8 @@
 //! The crate's layering (issue 20): every module uses only the modules `src/lib.rs`'s table
 //! allows it, read from every `crate::` path in its source — `use` lines and paths written in
 //! code alike — so the shape cannot close into a circle again unnoticed. Test modules
-//! (`#[cfg(test)]` to the end of a file) may reach further up; comments are not read.
+//! (`#[cfg(test)]` to the end of a file, and `*_tests.rs` files) may reach further up; comments
+//! are not read.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +44,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.extension().is_some_and(|e| e == "rs")
+            // Unit tests kept beside the code they test (`#[path = "x_tests.rs"] mod tests;`).
+            && !path.to_string_lossy().ends_with("_tests.rs")
+        {
             out.push(path);
         }
     }
