@@ -10,8 +10,9 @@
 )]
 
 use dbfault::flow::Direction;
-use dbfault::protocol::postgres::session::{Event, Kind, Session};
+use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{sqlstate, statement_text, Opening, Reader, Step};
+use dbfault::protocol::Protocol;
 use dbfault_testkit::core::wait_for;
 use dbfault_testkit::postgres::{psql, psql_try, Postgres};
 use std::io::{Read, Write};
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 /// What the session layer counted for one connection: requests by command, answers, error
 /// classes, and the connection's kind.
-type Counted = (Vec<&'static str>, usize, Vec<String>, Option<Kind>);
+type Counted = (Vec<&'static str>, usize, Vec<String>, Option<Protocol>);
 
 /// Bytes of each connection through the relay: (client → server, server → client).
 type Recording = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
@@ -274,7 +275,7 @@ fn real_sessions_read_back_in_any_chunking() {
                     session.on_data(dir, &chunk[skip..], &mut || 0, &mut event);
                 }
             }
-            (requests, answered, errors, session.kind())
+            (requests, answered, errors, session.recognized())
         })
         .collect();
     let expect: [(&[&str], usize, &[&str]); 7] = [
@@ -289,7 +290,7 @@ fn real_sessions_read_back_in_any_chunking() {
     for (i, ((requests, answered, errors, kind), (want_requests, want_answered, want_errors))) in
         summary.iter().zip(expect).enumerate()
     {
-        assert_eq!(*kind, Some(Kind::Postgres), "session {i}");
+        assert_eq!(*kind, Some(Protocol::Postgres), "session {i}");
         assert_eq!(requests.as_slice(), want_requests, "session {i}");
         assert_eq!(*answered, want_answered, "session {i}");
         assert_eq!(errors.as_slice(), want_errors, "session {i}");

@@ -4,7 +4,7 @@
 use crate::fault::matching::{HostPattern, Match};
 use crate::fault::{ApplyTo, FaultKind, Rule};
 use crate::plugin::Config;
-use crate::protocol::WireProtocol;
+use crate::protocol::Protocol;
 use std::time::Duration;
 
 /// A percentage in basis points, without needless decimals ("30%", "12.5%").
@@ -16,7 +16,7 @@ fn percent(bp: u32) -> String {
 /// The statements a statement rule names: "INSERT/UPDATE statements containing 'plants'".
 fn statements(m: &Match) -> String {
     let commands: Vec<String> = m.commands.iter().map(|c| c.to_ascii_uppercase()).collect();
-    let noun = if m.protocol == Some(WireProtocol::Redis) {
+    let noun = if m.protocol == Some(Protocol::Redis) {
         "commands"
     } else {
         "statements"
@@ -215,7 +215,7 @@ pub fn rule(r: &Rule) -> String {
         None => {}
     }
     if let Some(p) = r.matcher.protocol {
-        target.push(format!("{} sessions only", p.name()));
+        target.push(format!("{} sessions only", p.label()));
     }
     if r.sidecar_bp < 10_000 {
         when.push_str(&format!(

@@ -7,7 +7,7 @@
 
 use super::matching::UpstreamInfo;
 use super::{ApplyTo, FaultKind, Rule};
-use crate::protocol::WireProtocol;
+use crate::protocol::Protocol;
 use crate::protocol::{Act, Ask};
 use crate::schedule::{mix, selected, Rng};
 use std::rc::Rc;
@@ -261,7 +261,7 @@ impl Engine {
                 // Redis has no session start: a connection-level error answers every command
                 // (of sessions opened during the episode, with `applyTo: new`), drawn per
                 // connection.
-                Ask::Statement { .. } if up.protocol == Some(WireProtocol::Redis) => {
+                Ask::Statement { .. } if up.protocol == Some(Protocol::Redis) => {
                     if rule.apply_to == ApplyTo::New && episode > opened_in {
                         return None;
                     }
@@ -278,7 +278,7 @@ impl Engine {
                 FaultKind::Error(e) => {
                     let mut reply = e.reply.clone();
                     // Refusing a PostgreSQL session, or ending an open one, is always fatal.
-                    reply.fatal |= !statement_rule && up.protocol != Some(WireProtocol::Redis);
+                    reply.fatal |= !statement_rule && up.protocol != Some(Protocol::Redis);
                     Act::Error(reply)
                 }
                 FaultKind::Delay(d) => Act::Delay(d.release_at(now(), &mut Rng::new(mix(draw)))),

@@ -6,7 +6,7 @@ use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
 use crate::protocol::redis::commands::COMMANDS as REDIS_COMMANDS;
 use crate::protocol::sql::COMMANDS as SQL_COMMANDS;
-use crate::protocol::WireProtocol;
+use crate::protocol::Protocol;
 
 /// What a connection's upstream is known as, gathered once at identification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct UpstreamInfo {
     /// The upstream port (from an Istio cluster name or the upstream address).
     pub port: Option<u16>,
     /// The protocol its client's first bytes open, when they were read and recognised.
-    pub protocol: Option<WireProtocol>,
+    pub protocol: Option<Protocol>,
 }
 
 /// A host pattern: exact name, `*.suffix`, or `*` (any). Stored lowercased.
@@ -90,7 +90,7 @@ pub struct Match {
     pub hosts: Vec<HostPattern>,
     pub clusters: Vec<String>,
     pub ports: Vec<u16>,
-    pub protocol: Option<WireProtocol>,
+    pub protocol: Option<Protocol>,
     /// `command` label values: SQL first keywords, Redis command names (empty: any).
     pub commands: Vec<&'static str>,
     /// Lowercased substrings, one of which the statement must contain (empty: any).
@@ -187,12 +187,12 @@ impl Match {
         let err = |path: &str, message: String| Err(ConfigError::new(path, message));
         match raw.str("protocol")? {
             None => {}
-            Some(name) if WireProtocol::parse(name).is_some() => {
-                self.protocol = WireProtocol::parse(name);
+            Some(name) if Protocol::parse(name).is_some() => {
+                self.protocol = Protocol::parse(name);
             }
             Some(other) => {
                 let mut message = format!("{} is not a protocol dbfault reads (", quote(other));
-                push_list(&mut message, WireProtocol::NAMES);
+                push_list(&mut message, Protocol::NAMES);
                 message.push(')');
                 return err(&raw.path("protocol"), message);
             }
@@ -209,13 +209,13 @@ impl Match {
                 let word = as_str(command, &at)?;
                 let found = match self.protocol {
                     Some(p) => p.command(word),
-                    None => WireProtocol::Postgres
+                    None => Protocol::Postgres
                         .command(word)
-                        .or_else(|| WireProtocol::Redis.command(word)),
+                        .or_else(|| Protocol::Redis.command(word)),
                 };
                 let Some(command) = found else {
                     let known = match self.protocol {
-                        Some(WireProtocol::Redis) => format!(
+                        Some(Protocol::Redis) => format!(
                             "a Redis command name: get, set, hset, lpush... the {} values of the `command` label for Redis",
                             REDIS_COMMANDS.len()
                         ),
@@ -230,7 +230,7 @@ impl Match {
                             "{} is not a {} command dbfault recognises ({known})",
                             quote(word),
                             match self.protocol {
-                                Some(WireProtocol::Redis) => "Redis",
+                                Some(Protocol::Redis) => "Redis",
                                 _ => "SQL",
                             }
                         ),

@@ -6,7 +6,7 @@ use super::matching::Match;
 use super::{FaultKind, KIND_KEYS};
 use crate::config::fields::{number_text, push_list, Fields};
 use crate::config::{quote, ConfigError};
-use crate::protocol::WireProtocol;
+use crate::protocol::Protocol;
 use crate::schedule::Window;
 use std::time::Duration;
 
@@ -174,31 +174,31 @@ fn check_protocol_kind(
                     "needs match.protocol \"postgres\", \"mysql\" or \"redis\" (the error is written in the session's protocol)",
                 )
             }
-            Some(WireProtocol::Postgres) if e.reply.code.is_none() => {
+            Some(Protocol::Postgres) if e.reply.code.is_none() => {
                 return err(
                     &format!("{key}.sqlstate"),
                     "missing (a PostgreSQL error has a SQLSTATE, as in \"40001\")",
                 )
             }
-            Some(WireProtocol::Postgres | WireProtocol::Redis) if e.reply.errno.is_some() => {
+            Some(Protocol::Postgres | Protocol::Redis) if e.reply.errno.is_some() => {
                 return err(
                     &format!("{key}.errno"),
                     "only for MySQL (PostgreSQL errors are named by their sqlstate, Redis errors by their message's first word)",
                 )
             }
-            Some(WireProtocol::Postgres | WireProtocol::Redis) if e.reply.rollback.is_some() => {
+            Some(Protocol::Postgres | Protocol::Redis) if e.reply.rollback.is_some() => {
                 return err(
                     &format!("{key}.rollback"),
                     "only for MySQL (a PostgreSQL error always fails the transaction until ROLLBACK; Redis has no transactions to roll back)",
                 )
             }
-            Some(WireProtocol::Mysql) if e.reply.errno.is_none() => {
+            Some(Protocol::Mysql) if e.reply.errno.is_none() => {
                 return err(
                     &format!("{key}.errno"),
                     "missing (a MySQL error has an error number, as in 1213)",
                 )
             }
-            Some(WireProtocol::Redis) if e.reply.code.is_some() => {
+            Some(Protocol::Redis) if e.reply.code.is_some() => {
                 return err(
                     &format!("{key}.sqlstate"),
                     "not for Redis (a Redis error's code is the message's first word, as in \"READONLY You can't write against a read only replica.\")",

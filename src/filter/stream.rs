@@ -141,15 +141,18 @@ impl Stream {
                 .map_or_else(Rc::default, |s| Rc::clone(&s.traffic));
             let counting = metrics.enabled && metrics.requests;
             let watch = match info.protocol {
-                Some(wire) if counting || vm.engine.has_protocol_rules(&info) => {
-                    Some(Box::new(Watch::new(
-                        wire,
-                        counting,
-                        vm.engine.judging(&info),
-                        vm.engine.last_episode(),
-                    )))
-                }
-                _ => {
+                Some(protocol) if counting || vm.engine.has_protocol_rules(&info) => Watch::new(
+                    protocol,
+                    counting,
+                    vm.engine.judging(&info),
+                    vm.engine.last_episode(),
+                )
+                .map(Box::new),
+                _ => None,
+            };
+            let watch = match watch {
+                Some(watch) => Some(watch),
+                None => {
                     // Not a protocol dbfault reads (or it spoke first from the server).
                     if let (true, Some(stats)) = (counting, stats.as_ref()) {
                         stats.requests.session(Protocol::Unknown);

@@ -11,7 +11,6 @@ use crate::flow::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
 use crate::metrics::ConnectionStats;
-use crate::protocol::WireProtocol;
 use crate::protocol::{passing, Act, Ask, Event, Session, Verdict};
 use crate::schedule::mix;
 use log::debug;
@@ -59,20 +58,17 @@ pub struct Rewritten {
 }
 
 impl Watch {
-    pub fn new(wire: WireProtocol, counting: bool, judging: bool, opened_in: u64) -> Watch {
-        Watch {
-            session: Session::new(wire),
-            protocol: match wire {
-                WireProtocol::Postgres => Protocol::Postgres,
-                WireProtocol::Redis => Protocol::Redis,
-                WireProtocol::Mysql => Protocol::Mysql,
-            },
+    /// Watches a connection of `protocol`, if its sessions are read.
+    pub fn new(protocol: Protocol, counting: bool, judging: bool, opened_in: u64) -> Option<Watch> {
+        Some(Watch {
+            session: Session::new(protocol)?,
+            protocol,
             seen_held: 0,
             counting,
             judging,
             opened_in,
             draws: 0,
-        }
+        })
     }
 
     /// Whether an event in `dir` must be rewritten (decided before its bytes go anywhere)

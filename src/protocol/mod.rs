@@ -26,44 +26,6 @@ pub const MAX_PENDING: usize = 1024;
 pub const MAX_PREPARED: usize = 256;
 pub const MAX_PREPARED_TEXT: usize = 64 * 1024;
 
-/// A protocol a rule can be limited to (`match.protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireProtocol {
-    Postgres,
-    Redis,
-    Mysql,
-}
-
-impl WireProtocol {
-    pub const NAMES: &'static [&'static str] = &["postgres", "mysql", "redis"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            WireProtocol::Postgres => "postgres",
-            WireProtocol::Redis => "redis",
-            WireProtocol::Mysql => "mysql",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<WireProtocol> {
-        match name {
-            "postgres" => Some(WireProtocol::Postgres),
-            "redis" => Some(WireProtocol::Redis),
-            "mysql" => Some(WireProtocol::Mysql),
-            _ => None,
-        }
-    }
-
-    /// The `command` label value `word` names in this protocol (case-insensitive).
-    pub fn command(self, word: &str) -> Option<&'static str> {
-        let list: &[&'static str] = match self {
-            WireProtocol::Postgres | WireProtocol::Mysql => &sql::COMMANDS,
-            WireProtocol::Redis => &redis::commands::COMMANDS,
-        };
-        list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))
-    }
-}
-
 /// An error a rule answers with, in the protocol's own terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
@@ -123,6 +85,25 @@ impl Protocol {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// The protocols whose sessions are read, which a rule's `match.protocol` may name.
+    pub const READ: [Protocol; 3] = [Protocol::Postgres, Protocol::Mysql, Protocol::Redis];
+    pub const NAMES: &'static [&'static str] = &["postgres", "mysql", "redis"];
+
+    /// A protocol whose sessions are read, by its label.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Protocol::READ.into_iter().find(|p| p.label() == name)
+    }
+
+    /// The `command` label value `word` names in this protocol (case-insensitive).
+    pub fn command(self, word: &str) -> Option<&'static str> {
+        let list: &[&'static str] = match self {
+            Protocol::Postgres | Protocol::Mysql => &sql::COMMANDS,
+            Protocol::Redis => &redis::commands::COMMANDS,
+            _ => return None,
+        };
+        list.iter().copied().find(|c| c.eq_ignore_ascii_case(word))
     }
 }
 
@@ -217,19 +198,19 @@ pub struct Verdict {
 }
 
 /// The protocol a server's first bytes open (MySQL speaks first), if dbfault reads it.
-pub fn sniff_server(first: &[u8]) -> Option<WireProtocol> {
-    mysql::greets(first).then_some(WireProtocol::Mysql)
+pub fn sniff_server(first: &[u8]) -> Option<Protocol> {
+    mysql::greets(first).then_some(Protocol::Mysql)
 }
 
 /// The protocol a client's first bytes open, if dbfault reads it: a PostgreSQL opening
 /// message, or a Redis command (an array of bulk strings, or an inline command naming a real
 /// Redis command — not an HTTP request line).
-pub fn sniff(first: &[u8]) -> Option<WireProtocol> {
+pub fn sniff(first: &[u8]) -> Option<Protocol> {
     if postgres::opens_connection(first) {
-        return Some(WireProtocol::Postgres);
+        return Some(Protocol::Postgres);
     }
     match first {
-        [b'*', d, ..] if d.is_ascii_digit() => Some(WireProtocol::Redis),
+        [b'*', d, ..] if d.is_ascii_digit() => Some(Protocol::Redis),
         _ => {
             let line_end = first
                 .iter()
@@ -243,7 +224,7 @@ pub fn sniff(first: &[u8]) -> Option<WireProtocol> {
             let word = line.get(..word_end).unwrap_or_default();
             let http = line.windows(5).any(|w| w == b"HTTP/");
             (line_end < first.len() && !http && redis::session::command(word) != "other")
-                .then_some(WireProtocol::Redis)
+                .then_some(Protocol::Redis)
         }
     }
 }
@@ -257,12 +238,14 @@ pub enum Session {
 }
 
 impl Session {
-    pub fn new(protocol: WireProtocol) -> Session {
-        match protocol {
-            WireProtocol::Postgres => Session::Postgres(postgres::session::Session::new()),
-            WireProtocol::Redis => Session::Redis(redis::session::Session::new()),
-            WireProtocol::Mysql => Session::Mysql(mysql::session::Session::new()),
-        }
+    /// A session of `protocol`, if its sessions are read.
+    pub fn new(protocol: Protocol) -> Option<Session> {
+        Some(match protocol {
+            Protocol::Postgres => Session::Postgres(postgres::session::Session::new()),
+            Protocol::Redis => Session::Redis(redis::session::Session::new()),
+            Protocol::Mysql => Session::Mysql(mysql::session::Session::new()),
+            _ => return None,
+        })
     }
 
     /// Whether the session still reads bytes.
@@ -277,7 +260,7 @@ impl Session {
     /// Whether the connection's protocol was reported.
     pub fn recognized(&self) -> bool {
         match self {
-            Session::Postgres(s) => s.kind().is_some(),
+            Session::Postgres(s) => s.recognized().is_some(),
             Session::Redis(s) => s.recognized().is_some(),
             Session::Mysql(s) => s.recognized().is_some(),
         }

@@ -55,18 +55,6 @@ pub const MAX_GROUPS: usize = 1024;
 /// The newest minor protocol version read: 3.2 differs from 3.0 only in messages read by
 /// their length (BackendKeyData's key, CancelRequest's).
 const NEWEST_MINOR: u16 = 2;
-/// What a connection turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A plaintext session (possibly after an SSLRequest answered `N`).
-    Postgres,
-    /// The client asked for TLS or GSS encryption and the server agreed: nothing more is read.
-    PostgresTls,
-    /// A CancelRequest: PostgreSQL, but no session.
-    Cancel,
-    /// Not PostgreSQL (or not understood): nothing is read.
-    Unknown,
-}
 
 /// An error to put in place of the one a replaced message provokes.
 #[derive(Debug)]
@@ -111,7 +99,10 @@ pub struct Session {
 /// still reading: no step is copied or buffered).
 #[derive(Debug, Default)]
 struct Tracker {
-    kind: Option<Kind>,
+    /// What the connection turned out to speak, once known.
+    recognized: Option<Protocol>,
+    /// It was a CancelRequest: PostgreSQL, but no session (nothing more is read).
+    cancel: bool,
     /// The client has sent something (a server speaking first is not PostgreSQL).
     client_spoke: bool,
     groups: VecDeque<Group>,
@@ -158,9 +149,9 @@ impl Session {
         self.client.reading() || self.server.reading()
     }
 
-    /// The connection's kind, once known.
-    pub fn kind(&self) -> Option<Kind> {
-        self.track.kind
+    /// What the connection turned out to speak, once known.
+    pub fn recognized(&self) -> Option<Protocol> {
+        self.track.recognized
     }
 
     /// Whether events in `dir` must go through [`Session::rewrite`] even when no rule may act
@@ -228,7 +219,7 @@ impl Session {
                 drive(client, &mut |step| {
                     track.client_step(step, server, now, event, None, &mut Rewrites::default());
                 });
-                if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
+                if track.cancel || track.recognized == Some(Protocol::Unknown) {
                     server.stop();
                 }
             }
@@ -327,7 +318,7 @@ impl Session {
             if dir == Direction::ToClient {
                 after.apply(client, server);
             }
-            if let Some(Kind::Unknown | Kind::Cancel) = track.kind {
+            if track.cancel || track.recognized == Some(Protocol::Unknown) {
                 server.stop();
             }
             let reader = match dir {
@@ -387,8 +378,8 @@ impl Tracker {
     ) -> bool {
         if dir == Direction::ToDatabase {
             self.client_spoke = true;
-        } else if !self.client_spoke && self.kind.is_none() {
-            self.recognize(Kind::Unknown, event);
+        } else if !self.client_spoke && self.recognized.is_none() {
+            self.recognize(Protocol::Unknown, event);
             client.stop();
             server.stop();
             return false;
@@ -396,15 +387,11 @@ impl Tracker {
         true
     }
 
-    fn recognize(&mut self, kind: Kind, event: &mut dyn FnMut(Event)) {
-        if self.kind.is_none() || kind == Kind::PostgresTls {
-            self.kind = Some(kind);
-            event(Event::Recognized(match kind {
-                // A cancel request is PostgreSQL too, though not a session.
-                Kind::Postgres | Kind::Cancel => Protocol::Postgres,
-                Kind::PostgresTls => Protocol::PostgresTls,
-                Kind::Unknown => Protocol::Unknown,
-            }));
+    /// Reports what the connection speaks, once (encryption agreed later overrides it).
+    fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+        if self.recognized.is_none() || protocol == Protocol::PostgresTls {
+            self.recognized = Some(protocol);
+            event(Event::Recognized(protocol));
         }
     }
 
@@ -417,12 +404,12 @@ impl Tracker {
     ) -> Option<Edit> {
         match step {
             Step::Encryption(true) => {
-                self.recognize(Kind::PostgresTls, event);
+                self.recognize(Protocol::PostgresTls, event);
                 after.stop_client = true;
             }
             Step::Encryption(false) => after.reopen_client = true,
             Step::Unreadable => {
-                self.recognize(Kind::Unknown, event);
+                self.recognize(Protocol::Unknown, event);
                 after.stop_client = true;
             }
             Step::Message(m) => {
@@ -472,15 +459,19 @@ impl Tracker {
     ) -> Option<Edit> {
         match step {
             Step::Opened(Opening::Startup { minor }) => {
-                self.recognize(Kind::Postgres, event);
+                self.recognize(Protocol::Postgres, event);
                 self.newer_version = minor > NEWEST_MINOR;
                 // The startup is answered by the first ReadyForQuery: a group of its own.
                 self.extended_open = false;
                 self.open_group();
             }
             Step::Opened(Opening::EncryptionRequest) => server.expect_encryption_answer(),
-            Step::Opened(Opening::Cancel) => self.recognize(Kind::Cancel, event),
-            Step::Unreadable => self.recognize(Kind::Unknown, event),
+            Step::Opened(Opening::Cancel) => {
+                // A cancel request is PostgreSQL too, though not a session.
+                self.cancel = true;
+                self.recognize(Protocol::Postgres, event);
+            }
+            Step::Unreadable => self.recognize(Protocol::Unknown, event),
             Step::Message(m) if m.tag == 0 => {
                 // The startup message's contents: a new session may be refused here.
                 let act = judge.and_then(|j| j(Ask::Startup));
