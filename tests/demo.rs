@@ -7,11 +7,10 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{envoy_bin, repo, run_ok, OutputByDeadline};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::thread;
+use dbfault_testkit::{envoy_bin, lines, repo, run_ok, OutputByDeadline};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 fn plants_bin() -> std::path::PathBuf {
@@ -37,23 +36,8 @@ fn demo(args: &[&str]) -> Command {
     cmd
 }
 
-/// The demo's output lines, as they come.
-fn lines(child: &mut Child) -> Receiver<String> {
-    let (tx, rx) = channel();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            eprintln!("demo> {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn wait_line(
-    rx: &Receiver<String>,
+    rx: &Receiver<(Instant, String)>,
     seen: &mut Vec<String>,
     what: &str,
     timeout: Duration,
@@ -61,7 +45,7 @@ fn wait_line(
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
+        let (_, line) = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no line with {what:?} within {timeout:?}"));
         seen.push(line.clone());
@@ -182,7 +166,7 @@ fn interactive_mode_toggles_rules_by_name() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let rx = lines(&mut child);
+    let rx = lines(&mut child, "demo");
     let mut seen = Vec::new();
     let mut stdin = child.stdin.take().unwrap();
     let long = Duration::from_secs(30);
@@ -214,7 +198,7 @@ fn ctrl_c_stops_and_cleans_up_everything() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let rx = lines(&mut child);
+    let rx = lines(&mut child, "demo");
     let mut seen = Vec::new();
     let started = wait_line(
         &rx,

@@ -7,10 +7,11 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+use common::shipped_plugin_config;
 use dbfault_testkit::{
-    documented_sidecar_choice, mariadb, median, psql, psql_try, read_to_close, repo, resp,
-    resp_bulk, stays_silent, tls_get, wait_for, Envoy, MariaDb, Postgres, Redis, RedisConn,
-    TlsServer,
+    documented_sidecar_choice, mariadb, median, psql, psql_try, read_to_close, resp, resp_bulk,
+    stays_silent, timed, tls_get, wait_for, Envoy, MariaDb, Postgres, Redis, RedisConn, TlsServer,
 };
 use std::net::TcpStream;
 use std::thread;
@@ -55,17 +56,6 @@ fn stat_prefix(upstream: &str) -> &str {
 /// Waits until every connection to `upstream` is closed and in dbfault's stats.
 fn wait_closed(envoy: &Envoy, upstream: &str) {
     envoy.wait_closed(upstream, stat_prefix(upstream));
-}
-
-/// The plugin configuration shipped in envoy/dbfault.yaml, read by the crate's own reader.
-fn shipped_plugin_config() -> String {
-    let path = repo().join("envoy/dbfault.yaml");
-    let found = dbfault::manifest::single_plugin_config(
-        "envoy/dbfault.yaml",
-        &std::fs::read(path).unwrap(),
-    )
-    .unwrap();
-    String::from_utf8(found.bytes).unwrap()
 }
 
 #[test]
@@ -803,13 +793,6 @@ fn the_dbfault_command_toggles_the_shipped_rules_in_a_running_envoy() {
         envoy.injected("postgres", "postgres-outage"),
         aborted as f64
     );
-}
-
-/// Runs `f` and returns its result with the time it took.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed())
 }
 
 /// Bytes Envoy moved for one listener and its cluster: (written to the server, written to the

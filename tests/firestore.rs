@@ -11,35 +11,15 @@
 )]
 
 use dbfault_testkit::{
-    plants_firestore, repo, wait_for, Envoy, FirestoreEmulator, OutputByDeadline,
+    config, lines, plants_firestore, repo, wait_for, Envoy, FirestoreEmulator, OutputByDeadline,
+    Process,
 };
-use std::io::{BufRead, BufReader};
-use std::process::Child;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const UPSTREAM: &str = "firestore.googleapis.com";
 const CLUSTER: &str = "outbound|8080||firestore.googleapis.com";
 const FIRESTORE: &str = r#""match": {"hosts": ["firestore.googleapis.com"]}"#;
-
-fn config(rules: &str) -> String {
-    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
-}
-
-/// The app's lines as they come, each with when it was read.
-fn lines(child: &mut Child) -> Receiver<(Instant, String)> {
-    let (tx, rx) = channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            eprintln!("plants> {line}");
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 /// The next line that `pick` accepts, within `timeout`.
 fn next<T>(
@@ -79,15 +59,6 @@ fn success_ms(line: &str) -> Option<u64> {
     rest.split(", ").nth(1)?.strip_suffix(" ms)")?.parse().ok()
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn plants_on_firestore_through_dbfault() {
     assert!(
@@ -119,7 +90,7 @@ fn plants_on_firestore_through_dbfault() {
     envoy.wait_byte_counters(UPSTREAM, CLUSTER);
 
     // The long-lived app: one channel, one HTTP/2 connection.
-    let mut app = Killed(
+    let mut app = Process(
         plants_firestore(
             port,
             &[("PLANTS_INTERVAL_MS", "100"), ("PLANTS_TIMEOUT_S", "2")],
@@ -127,7 +98,7 @@ fn plants_on_firestore_through_dbfault() {
         .spawn()
         .unwrap(),
     );
-    let rx = lines(&mut app.0);
+    let rx = lines(&mut app.0, "plants");
     for _ in 0..3 {
         next(&rx, Duration::from_secs(30), success_ms);
     }

@@ -9,17 +9,15 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{mariadb, python_json, wait_for, Envoy, MariaDb, OutputByDeadline};
+use dbfault_testkit::{
+    config, mariadb, mariadb_command, python_json, timed, wait_for, Envoy, MariaDb,
+    OutputByDeadline,
+};
 use mysql::prelude::Queryable;
-use std::process::Command;
 use std::time::Duration;
 
 const MYSQL: &str = r#""match": {"clusters": ["mariadb"], "protocol": "mysql""#;
 const DEADLOCK: &str = r#""errno": 1213, "sqlstate": "40001", "message": "Deadlock found when trying to get lock; try restarting transaction""#;
-
-fn config(rules: &str) -> String {
-    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
-}
 
 fn start(rules: &str) -> (MariaDb, Envoy) {
     MariaDb::behind_envoy(&config(rules))
@@ -77,9 +75,8 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
     let dir = dbfault_testkit::TempDir::new("infile");
     let file = dir.path().join("plants.tsv");
     std::fs::write(&file, "10\tivy\n11\tsage\n").unwrap();
-    let out = Command::new("mariadb")
-        .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root", "--skip-ssl", "--local-infile=1"])
-        .args(["-P", &envoy.mariadb().to_string(), "-e"])
+    let out = mariadb_command(envoy.mariadb())
+        .args(["--skip-ssl", "--local-infile=1", "-e"])
         .arg(format!(
             "LOAD DATA LOCAL INFILE '{}' INTO TABLE garden.plants; SELECT count(*) FROM garden.plants",
             file.display()
@@ -93,22 +90,8 @@ fn statements_of_the_cli_and_of_a_multi_statement_query_are_counted() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A compressed session is L4-only.
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-u",
-            "root",
-            "--skip-ssl",
-            "--compress",
-        ])
-        .args([
-            "-P",
-            &envoy.mariadb().to_string(),
-            "-e",
-            "SELECT 'compressed'",
-        ])
+    let out = mariadb_command(envoy.mariadb())
+        .args(["--skip-ssl", "--compress", "-e", "SELECT 'compressed'"])
         .output_by_deadline()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("compressed"));
@@ -304,13 +287,9 @@ fn delays_hold_only_the_listed_statements_and_aborts_never_reach_the_server() {
     let (db, envoy) = start(&rules);
     assert!(mariadb(db.port, "CREATE DATABASE garden").0);
     let mut conn = connect(envoy.mariadb()).unwrap();
-    let timed = |conn: &mut mysql::Conn, sql: &str| {
-        let t = std::time::Instant::now();
-        conn.query_drop(sql).unwrap();
-        t.elapsed()
-    };
-    let selects: Vec<Duration> = (0..4).map(|_| timed(&mut conn, "SELECT 1")).collect();
-    let others: Vec<Duration> = (0..4).map(|_| timed(&mut conn, "DO 1")).collect();
+    let mut timed_query = |sql: &str| timed(|| conn.query_drop(sql).unwrap()).1;
+    let selects: Vec<Duration> = (0..4).map(|_| timed_query("SELECT 1")).collect();
+    let others: Vec<Duration> = (0..4).map(|_| timed_query("DO 1")).collect();
     dbfault_testkit::assert_held(
         "SELECTs",
         &selects,
@@ -340,22 +319,9 @@ fn a_tls_session_is_counted_and_left_alone() {
         .plugin_config(&config(&rule))
         .start();
     // The client asks for TLS: L4 only, so the rule cannot touch its statements.
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-u",
-            "root",
-            "--ssl",
-            "--ssl-verify-server-cert=0",
-        ])
-        .args([
-            "-P",
-            &envoy.mariadb().to_string(),
-            "-e",
-            "SHOW STATUS LIKE 'Ssl_cipher'; SELECT 'over tls'",
-        ])
+    let out = mariadb_command(envoy.mariadb())
+        .args(["--ssl", "--ssl-verify-server-cert=0", "-e"])
+        .arg("SHOW STATUS LIKE 'Ssl_cipher'; SELECT 'over tls'")
         .output_by_deadline()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -13,8 +13,8 @@ use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{sqlstate, statement_text, Opening, Reader, Step};
 use dbfault::protocol::Protocol;
-use dbfault_testkit::core::wait_for;
 use dbfault_testkit::postgres::{psql, psql_try, Postgres};
+use dbfault_testkit::{core::wait_for, pg_url};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -151,7 +151,7 @@ fn real_sessions_read_back_in_any_chunking() {
     );
     assert!(copy_in.status.success(), "{copy_in:?}");
     {
-        let url = format!("host=127.0.0.1 port={port} user=postgres");
+        let url = pg_url(port);
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let insert = client
             .prepare("INSERT INTO plants VALUES ($1, $2)")

@@ -9,14 +9,10 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{psql, python_json, repo, Envoy, MariaDb, Postgres};
+use dbfault_testkit::{config, pg_url, psql, python_json, repo, Envoy, MariaDb, Postgres};
 use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn config(rules: &str) -> String {
-    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
-}
 
 fn mysql_rule(name: &str, matching: &str, error: &str) -> String {
     format!(
@@ -418,8 +414,7 @@ fn targets_run(pg: &Postgres) -> Vec<String> {
 
 /// The first column of the first row `sql` returns, as text, read straight from the server.
 fn pg_text(port: u16, sql: &str) -> String {
-    let url = format!("host=127.0.0.1 port={port} user=postgres connect_timeout=10");
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut c = postgres::Client::connect(&pg_url(port), postgres::NoTls).unwrap();
     c.simple_query(sql)
         .unwrap()
         .into_iter()
@@ -440,8 +435,7 @@ fn sqlstate(e: &postgres::Error) -> String {
 
 /// Runs `steps` in one session against `port`, each step's outcome: `ok` or the SQLSTATE.
 fn pg_outcomes(port: u16, steps: &[&str]) -> Vec<String> {
-    let url = format!("host=127.0.0.1 port={port} user=postgres connect_timeout=10");
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut c = postgres::Client::connect(&pg_url(port), postgres::NoTls).unwrap();
     steps
         .iter()
         .map(|sql| match c.execute(*sql, &[]) {
@@ -454,11 +448,7 @@ fn pg_outcomes(port: u16, steps: &[&str]) -> Vec<String> {
 #[test]
 fn the_postgres_crate_s_transactions_and_savepoints_see_the_real_errors_effects() {
     let (pg, envoy) = postgres_logging_all();
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres connect_timeout=10",
-        envoy.pg()
-    );
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut c = postgres::Client::connect(&pg_url(envoy.pg()), postgres::NoTls).unwrap();
     // The extended protocol (Parse/Bind/Execute), in an explicit transaction with a savepoint.
     let mut tx = c.transaction().unwrap();
     tx.execute("INSERT INTO plants VALUES ($1, $2)", &[&2, &"moss"])

@@ -9,7 +9,7 @@
 )]
 
 use dbfault_testkit::{
-    output_with_input, python_json, run_ok, wait_for, Envoy, OutputByDeadline, Redis,
+    config, output_with_input, python_json, run_ok, timed, wait_for, Envoy, OutputByDeadline, Redis,
 };
 use redis::{ConnectionLike, Value};
 use std::process::Command;
@@ -17,10 +17,6 @@ use std::time::Duration;
 
 const REDIS: &str = r#""match": {"clusters": ["redis"], "protocol": "redis""#;
 const READONLY: &str = "READONLY You can't write against a read only replica.";
-
-fn config(rules: &str) -> String {
-    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
-}
 
 fn start(rules: &str) -> (Redis, Envoy) {
     let redis = Redis::start();
@@ -302,16 +298,12 @@ fn delays_hold_only_the_listed_commands_and_aborts_never_reach_redis() {
     );
     let (redis, envoy) = start(&rules);
     let mut con = connect(envoy.redis());
-    let timed = |con: &mut redis::Connection, c: &mut redis::Cmd| {
-        let t = std::time::Instant::now();
-        c.query::<Value>(con).unwrap();
-        t.elapsed()
-    };
+    let mut timed_command = |c: &mut redis::Cmd| timed(|| c.query::<Value>(&mut con).unwrap()).1;
     let gets: Vec<Duration> = (0..4)
-        .map(|_| timed(&mut con, redis::cmd("GET").arg("k")))
+        .map(|_| timed_command(redis::cmd("GET").arg("k")))
         .collect();
     let sets: Vec<Duration> = (0..4)
-        .map(|_| timed(&mut con, redis::cmd("SET").arg("k").arg("v")))
+        .map(|_| timed_command(redis::cmd("SET").arg("k").arg("v")))
         .collect();
     dbfault_testkit::assert_held(
         "GETs",

@@ -9,12 +9,11 @@
 )]
 
 use dbfault_testkit::{
-    envoy_1_36_bin, envoy_bin, istiod_ecds, render_ecds, replace_once, repo, sidecar_bootstrap,
-    tls_echo_once, wait_for, wasm_path, Envoy, OutputByDeadline, Redis, RedisConn, TempDir,
-    TlsEchoServer,
+    envoy_1_36_bin, envoy_bin, istiod_ecds, localenv_output, render_ecds, replace_once, repo,
+    sidecar_bootstrap, tls_echo_once, wait_for, wasm_path, Envoy, OutputByDeadline, Redis,
+    RedisConn, TempDir, TlsEchoServer,
 };
 use serde_json::{json, Value};
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,15 +21,6 @@ use std::time::Duration;
 
 fn envoys() -> Vec<PathBuf> {
     vec![envoy_bin(), envoy_1_36_bin()]
-}
-
-/// `python3 scripts/localenv.py ARGS...`, the renderer of the shipped config for local runs.
-fn localenv<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> Output {
-    Command::new("python3")
-        .arg(repo().join("scripts/localenv.py"))
-        .args(args)
-        .output_by_deadline()
-        .unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -72,7 +62,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
     // The local Envoy as scripts/localenv.py renders it for the tests and the demo: free ports,
     // absolute paths (checked from another directory), clusters pointed elsewhere.
     let rendered = dir.path().join("localenv");
-    let out = localenv([
+    let out = localenv_output([
         "envoy-config".as_ref(),
         "--dir".as_ref(),
         rendered.as_os_str(),
@@ -90,7 +80,7 @@ fn every_shipped_envoy_config_passes_validate_mode() {
         dir.path().to_owned(),
     ));
     // A cluster the shipped config lacks is an error that names it, not a silent no-op.
-    let out = localenv([
+    let out = localenv_output([
         "envoy-config".as_ref(),
         "--dir".as_ref(),
         rendered.as_os_str(),

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{psql, psql_try, wait_for, Envoy, Postgres, Redis, RedisConn};
+use dbfault_testkit::{pg_url, psql, psql_try, wait_for, Envoy, Postgres, Redis, RedisConn};
 use std::time::Duration;
 
 fn series(envoy: &Envoy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -42,7 +42,7 @@ fn postgres_statements_errors_and_durations_are_counted() {
     psql(envoy.pg(), "BEGIN; UPDATE plants SET name = 'rose'; COMMIT");
     // The postgres crate: a named prepared statement executed 3 times, and an unnamed one.
     {
-        let url = format!("host=127.0.0.1 port={} user=postgres", envoy.pg());
+        let url = pg_url(envoy.pg());
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let insert = client
             .prepare("INSERT INTO plants VALUES ($1, $2)")

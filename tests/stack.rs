@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+use common::shipped_plugin_config;
 use dbfault::metrics;
 use dbfault_testkit::{
     http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, OutputByDeadline,
@@ -534,15 +536,6 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
     // ...and would refuse a broken one.
     fs::write(&file, "groups:\n  - name: x\n    rules:\n      - record: x:y\n        expr: sum by (upstream (x)\n").unwrap();
     assert!(!run(Command::new("promtool").args(["check", "rules"]).arg(&file)).0);
-}
-
-/// The plugin configuration shipped in envoy/dbfault.yaml, read by the crate's own reader.
-fn shipped_plugin_config() -> String {
-    let path = repo().join("envoy/dbfault.yaml");
-    let found =
-        dbfault::manifest::single_plugin_config("envoy/dbfault.yaml", &fs::read(path).unwrap())
-            .unwrap();
-    String::from_utf8(found.bytes).unwrap()
 }
 
 struct Prometheus {

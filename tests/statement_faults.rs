@@ -9,14 +9,12 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{psql_script, wait_for, Envoy, OutputByDeadline, Postgres};
+use dbfault_testkit::{
+    config, pg_url, psql_script, timed, wait_for, Envoy, OutputByDeadline, Postgres,
+};
 use std::time::Duration;
 
 const PG: &str = r#""match": {"clusters": ["postgres"], "protocol": "postgres""#;
-
-fn config(rules: &str) -> String {
-    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
-}
 
 fn wait_metric(what: &str, mut get: impl FnMut() -> Option<f64>, want: f64) {
     wait_for(what, Duration::from_secs(15), || {
@@ -102,11 +100,7 @@ fn psql_hears_the_injected_sqlstate_and_its_transaction_fails_until_rollback() {
 }
 
 fn connect(envoy: &Envoy) -> Result<postgres::Client, postgres::Error> {
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres connect_timeout=10",
-        envoy.pg()
-    );
-    postgres::Client::connect(&url, postgres::NoTls)
+    postgres::Client::connect(&pg_url(envoy.pg()), postgres::NoTls)
 }
 
 /// The SQLSTATE and severity of a database error.
@@ -246,16 +240,12 @@ fn only_the_listed_commands_are_delayed_and_aborts_never_reach_the_server() {
     client
         .batch_execute("CREATE TABLE plants (id int); INSERT INTO plants VALUES (1)")
         .unwrap();
-    let time = |client: &mut postgres::Client, sql: &str| {
-        let start = std::time::Instant::now();
-        client.simple_query(sql).unwrap();
-        start.elapsed()
-    };
+    let mut time = |sql: &str| timed(|| client.simple_query(sql).unwrap()).1;
     let selects: Vec<Duration> = (0..5)
-        .map(|_| time(&mut client, "SELECT count(*) FROM plants"))
+        .map(|_| time("SELECT count(*) FROM plants"))
         .collect();
     let inserts: Vec<Duration> = (0..5)
-        .map(|i| time(&mut client, &format!("INSERT INTO plants VALUES ({i})")))
+        .map(|i| time(&format!("INSERT INTO plants VALUES ({i})")))
         .collect();
     // Held for the latency (released on a tick: up to 2 ms early at most), and once.
     dbfault_testkit::assert_held(

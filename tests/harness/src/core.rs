@@ -237,6 +237,20 @@ fn unused_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// `python3 scripts/localenv.py ARGS...` (the local environment: servers, rendered Envoy
+/// configurations), whatever its outcome.
+pub fn localenv_output<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new("python3")
+        .arg(repo().join("scripts/localenv.py"))
+        .args(args)
+        .output_by_deadline()
+        .unwrap_or_else(|e| panic!("python3 scripts/localenv.py: {e}"))
+}
+
 /// `python3 scripts/localenv.py ARGS...`: its stdout; panics with its message on failure.
 pub(crate) fn localenv<I, S>(args: I) -> String
 where
@@ -272,6 +286,36 @@ pub fn assert_held(what: &str, samples: &[Duration], latency: Duration, early: D
         m < 2 * latency + Duration::from_millis(50),
         "{what}: median {m:?} for a latency of {latency:?}: held twice? {samples:?}"
     );
+}
+
+/// A plugin configuration with `rules` (the inside of `faults: [...]`) and a 100 ms metrics
+/// interval, so that tests waiting on metrics wait little.
+pub fn config(rules: &str) -> String {
+    format!(r#"{{"metrics": {{"interval": "100ms"}}, "faults": [{rules}]}}"#)
+}
+
+/// What `f` returned and how long it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// A child's standard output, line by line as it comes, each with when it was read (echoed
+/// to stderr as `tag> line`, for the test's log).
+pub fn lines(child: &mut Child, tag: &'static str) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("the child's stdout is piped");
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            eprintln!("{tag}> {line}");
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Median of durations.

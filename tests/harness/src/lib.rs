@@ -22,15 +22,16 @@ pub mod tcp;
 pub mod tls;
 
 pub use crate::core::{
-    assert_held, documented_sidecar_choice, median, output_with_input, python_json, repo, run_ok,
-    start_on_free_port, test_deadline, wait_for, OutputByDeadline, Process, TempDir,
+    assert_held, config, documented_sidecar_choice, lines, localenv_output, median,
+    output_with_input, python_json, repo, run_ok, start_on_free_port, test_deadline, timed,
+    wait_for, OutputByDeadline, Process, TempDir,
 };
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
 pub use firestore::{firestore_emulator_installed, plants_firestore, FirestoreEmulator};
 pub use http::http_get;
 pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
-pub use mariadb::{mariadb, MariaDb};
-pub use postgres::{psql, psql_script, psql_try, Postgres, PsqlSession};
+pub use mariadb::{mariadb, mariadb_command, MariaDb};
+pub use postgres::{pg_url, psql, psql_script, psql_try, Postgres, PsqlSession};
 pub use redis::{resp, resp_bulk, Redis, RedisConn};
 pub use tcp::{read_to_close, stays_silent};
 pub use tls::{tls_echo_once, tls_get, TlsEchoServer, TlsServer, TlsSession};

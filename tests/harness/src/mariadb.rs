@@ -117,12 +117,20 @@ impl MariaDb {
     }
 }
 
+/// The `mariadb` command-line client for the throwaway servers' `root` on `port`, before
+/// the test's own options (TLS, compression, the statement).
+pub fn mariadb_command(port: u16) -> Command {
+    let mut c = Command::new("mariadb");
+    c.args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
+        .args(["-P", &port.to_string()])
+        .arg("--connect-timeout=5");
+    c
+}
+
 /// Runs SQL with the `mariadb` command-line client; returns (success, stdout + stderr).
 pub fn mariadb(port: u16, sql: &str) -> (bool, String) {
-    let out = Command::new("mariadb")
-        .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root"])
-        .args(["-P", &port.to_string()])
-        .args(["--connect-timeout=5", "--skip-ssl", "-e", sql])
+    let out = mariadb_command(port)
+        .args(["--skip-ssl", "-e", sql])
         .output_by_deadline()
         .unwrap_or_else(|e| panic!("mariadb: {e}"));
     let text = format!(

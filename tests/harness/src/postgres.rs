@@ -47,6 +47,12 @@ impl Drop for Postgres {
     }
 }
 
+/// The libpq connection string of the throwaway servers' `postgres` user on `port` (also what
+/// the `postgres` crate reads), with a connect timeout.
+pub fn pg_url(port: u16) -> String {
+    format!("host=127.0.0.1 port={port} user=postgres connect_timeout=10")
+}
+
 fn psql_command(port: u16) -> Command {
     let mut c = Command::new("psql");
     c.args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
