@@ -1,5 +1,10 @@
 //! Helpers the end-to-end tests share that need the crate itself (the harness,
-//! `tests/harness`, knows nothing of it): `mod common;` in a test file.
+//! `tests/harness`, knows nothing of it): `mod common;` in a test file. Each test file uses
+//! some of them.
+#![allow(dead_code)]
+
+pub mod faults;
+pub mod stack;
 
 /// The plugin configuration shipped in envoy/dbfault.yaml, read by the crate's own reader.
 pub fn shipped_plugin_config() -> String {
