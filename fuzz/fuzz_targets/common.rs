@@ -29,6 +29,23 @@ pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
 /// A session's rewriting, as the checks call it: `(session, direction, chunk, now, judge)`.
 pub type Rewrite<'r, S> = &'r dyn Fn(&mut S, Direction, &[u8], u64, &mut Judge<'_>) -> Verdict;
 
+/// The stream `data` in `dir`, in chunks of `size`, as it leaves `session`'s rewriting.
+fn stream<S>(
+    session: &mut S,
+    dir: Direction,
+    data: &[u8],
+    size: usize,
+    judge: &mut Judge<'_>,
+    rewrite: Rewrite<'_, S>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in data.chunks(size) {
+        let v = rewrite(session, dir, chunk, 0, judge);
+        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
+    }
+    out
+}
+
 /// The client stream `data` in chunks of `size` as it leaves a new session's rewriting, under
 /// rules that act (`acting`) or never do.
 fn rewritten<S>(
@@ -39,16 +56,10 @@ fn rewritten<S>(
     new: &dyn Fn() -> S,
     rewrite: Rewrite<'_, S>,
 ) -> Vec<u8> {
-    let mut session = new();
-    let mut out = Vec::new();
     let mut never = |_: Ask<'_>| None;
     let mut acts = |ask: Ask<'_>| judge(ask, reply);
-    for chunk in data.chunks(size) {
-        let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
-        let v = rewrite(&mut session, Direction::ToDatabase, chunk, 0, j);
-        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
-    }
-    out
+    let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
+    stream(&mut new(), Direction::ToDatabase, data, size, j, rewrite)
 }
 
 /// What every protocol session's rewriting must do with arbitrary bytes `data` in chunks of
@@ -103,12 +114,7 @@ fn replies<S>(
     let mut acts = |ask: Ask<'_>| judge(ask, reply);
     let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
     let _ = rewrite(&mut session, Direction::ToDatabase, client, 0, j);
-    let mut out = Vec::new();
-    for chunk in server.chunks(size) {
-        let v = rewrite(&mut session, Direction::ToClient, chunk, 0, j);
-        out.extend(v.replace.unwrap_or_else(|| chunk.to_vec()));
-    }
-    out
+    stream(&mut session, Direction::ToClient, server, size, j, rewrite)
 }
 
 /// What every protocol session's rewriting must do with the server's replies, for an input
