@@ -6,6 +6,7 @@
 mod packet;
 pub mod session;
 mod stand_in;
+mod tracker;
 
 /// What a MySQL/MariaDB error undoes, by errno, as InnoDB does it: `true` for the whole
 /// transaction, `false` for the failed statement only. Errnos not listed undo the statement.

@@ -1,7 +1,10 @@
 //! Unit tests of `session.rs`.
 
+use super::super::packet::packet;
+use super::super::tracker::{CLIENT_DEPRECATE_EOF, COM_PING, COM_STMT_EXECUTE};
 use super::*;
 use crate::flow::Close;
+use crate::protocol::{Act, Ask, ErrorReply};
 use Direction::{ToClient as Down, ToDatabase as Up};
 
 fn greeting() -> Vec<u8> {

@@ -7,6 +7,7 @@ mod place;
 pub mod reader;
 pub mod session;
 mod stand_in;
+mod tracker;
 
 #[cfg(test)]
 mod wire_bytes;

@@ -1,8 +1,10 @@
 //! Unit tests of `session.rs`.
 
+use super::super::stand_in::provoking_startup;
 use super::super::wire_bytes::{msg, startup, startup_version};
 use super::*;
 use crate::flow::Close;
+use crate::protocol::{Act, Ask, ErrorReply, MAX_PENDING};
 
 fn query(text: &str) -> Vec<u8> {
     let mut body = text.as_bytes().to_vec();

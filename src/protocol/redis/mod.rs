@@ -5,3 +5,4 @@
 pub mod commands;
 pub mod resp;
 pub mod session;
+mod tracker;

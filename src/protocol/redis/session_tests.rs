@@ -1,8 +1,10 @@
 //! Unit tests of `session.rs`.
 
+use super::super::tracker::PROVOKING;
 use super::*;
 use crate::flow::Close;
 use crate::protocol::Act;
+use crate::protocol::{Ask, ErrorReply};
 use Direction::{ToClient as Down, ToDatabase as Up};
 
 fn cmd(args: &[&str]) -> Vec<u8> {

@@ -1,0 +1,261 @@
+//! What one Redis connection's commands and replies mean, kept beside the two readers: the
+//! commands pending their replies (pipelines pair by position; pub/sub confirmations and pushes
+//! are not replies), the injections awaiting the provoked errors, and a rule's decisions as
+//! edits. [`super::session`] drives it.
+
+use super::resp::Step;
+use crate::protocol::{edit_for, Ask, Edit, ErrorReply, Event, Judge, Protocol};
+use std::collections::VecDeque;
+
+use crate::protocol::MAX_PENDING;
+
+use super::session::{command, error_code};
+
+/// What replaces a command an error is injected into: a command Redis does not have.
+pub(super) const PROVOKING: &[u8] = b"*1\r\n$16\r\ndbfault-injected\r\n";
+/// How Redis's answer to it is recognised.
+pub(super) const PROVOKED_MARK: &[u8] = b"dbfault-injected";
+
+/// Pub/sub confirmations: the reply kinds of the subscribe family.
+pub(super) const CONFIRMATIONS: [&[u8]; 6] = [
+    b"subscribe",
+    b"psubscribe",
+    b"ssubscribe",
+    b"unsubscribe",
+    b"punsubscribe",
+    b"sunsubscribe",
+];
+
+pub(super) fn is_subscribe_family(command: &str) -> bool {
+    command.ends_with("subscribe")
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) command: &'static str,
+    /// A subscribe-family command (answered by confirmations).
+    pub(super) subscribes: bool,
+    pub(super) since: u64,
+    pub(super) injected: Option<Box<ErrorReply>>,
+    /// Subscribe family: confirmations still expected, and whether the first came.
+    pub(super) confirmations: u64,
+    pub(super) answered: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    pub(super) recognized: Option<Protocol>,
+    /// The last command name looked up and its label (pipelines repeat commands).
+    pub(super) last_name: Vec<u8>,
+    pub(super) last_command: Option<&'static str>,
+    /// When the last answer's command was written and when it was answered.
+    pub(super) last_sample: Option<(u64, u64)>,
+    pub(super) pending: VecDeque<Pending>,
+    /// Subscriptions in force (from the last confirmation's count).
+    pub(super) subscribed: i64,
+    pub(super) injections: usize,
+}
+
+impl Tracker {
+    pub(super) fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+        if self.recognized.is_none() {
+            self.recognized = Some(protocol);
+            event(Event::Recognized(protocol));
+        }
+    }
+
+    pub(super) fn client_step(
+        &mut self,
+        step: Step<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+        judge: Option<(&mut Judge<'_>, &mut Option<u64>)>,
+    ) -> Option<Edit> {
+        match step {
+            Step::Command { name, text, .. } => {
+                self.recognize(Protocol::Redis, event);
+                let command = match self.last_command {
+                    Some(c) if self.last_name == name => c,
+                    _ => {
+                        let c = command(name);
+                        self.last_name.clear();
+                        self.last_name
+                            .extend_from_slice(name.get(..32.min(name.len())).unwrap_or_default());
+                        self.last_command = Some(c);
+                        c
+                    }
+                };
+                event(Event::Request(command));
+                if self.pending.len() >= MAX_PENDING {
+                    return None;
+                }
+                let subscribes = is_subscribe_family(command);
+                let confirmations = if subscribes {
+                    let channels = text.split(|&b| b == b' ').count() as u64 - 1;
+                    if command.ends_with("unsubscribe") && channels == 0 {
+                        u64::try_from(self.subscribed).unwrap_or(0).max(1)
+                    } else {
+                        channels.max(1)
+                    }
+                } else {
+                    0
+                };
+                self.pending.push_back(Pending {
+                    command,
+                    subscribes,
+                    since: now(),
+                    injected: None,
+                    confirmations,
+                    answered: false,
+                });
+                let (judge, hold) = judge?;
+                let act = judge(Ask::Statement { command, text });
+                edit_for(
+                    act,
+                    hold,
+                    |_| PROVOKING.to_vec(),
+                    |reply| {
+                        if let Some(p) = self.pending.back_mut() {
+                            p.injected = Some(Box::new(reply));
+                            self.injections += 1;
+                        }
+                    },
+                )
+            }
+            Step::Unreadable => {
+                self.recognize(Protocol::Unknown, event);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the next reply answers a command a fatal error was injected into.
+    pub(super) fn front_is_fatal(&self) -> bool {
+        self.pending
+            .front()
+            .and_then(|p| p.injected.as_ref())
+            .is_some_and(|r| r.fatal)
+    }
+
+    /// Whether an answer at `now` to a command written at `since` carries a duration sample:
+    /// not when the one before it was written and answered at the same moments (one write,
+    /// one read).
+    pub(super) fn sampled(&mut self, since: u64, now: u64) -> bool {
+        self.last_sample.replace((since, now)) != Some((since, now))
+    }
+
+    /// Finishes the front command (popped), reporting its answer if it had none yet.
+    pub(super) fn answer(
+        &mut self,
+        failed: bool,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Pending> {
+        let done = self.pending.pop_front()?;
+        if !done.answered {
+            let t = now();
+            event(Event::Answered {
+                command: done.command,
+                nanos: t.saturating_sub(done.since),
+                failed,
+                sampled: self.sampled(done.since, t),
+            });
+        }
+        Some(done)
+    }
+
+    pub(super) fn server_step(
+        &mut self,
+        step: Step<'_>,
+        now: &mut dyn FnMut() -> u64,
+        event: &mut dyn FnMut(Event),
+    ) -> Option<Edit> {
+        let (kind, text, number) = match step {
+            Step::Reply {
+                kind, text, number, ..
+            } => (kind, text, number),
+            Step::NestedError(line) => {
+                event(Event::Error(error_code(line)));
+                return None;
+            }
+            Step::Unreadable => {
+                self.recognize(Protocol::Unknown, event);
+                return None;
+            }
+            _ => return None,
+        };
+        if kind == b'|' {
+            // An attribute: the reply follows.
+            return None;
+        }
+        let aggregate = matches!(kind, b'*' | b'>');
+        let confirmation = aggregate && CONFIRMATIONS.iter().any(|c| text.eq_ignore_ascii_case(c));
+        let message = kind == b'>'
+            || (kind == b'*'
+                && self.subscribed > 0
+                && [&b"message"[..], b"pmessage", b"smessage"]
+                    .iter()
+                    .any(|m| text.eq_ignore_ascii_case(m)));
+        if confirmation {
+            if let Some(n) = number {
+                self.subscribed = n;
+            }
+            let front_subscribes = self.pending.front().is_some_and(|p| p.subscribes);
+            if front_subscribes {
+                if let Some(front) = self.pending.front_mut() {
+                    if !front.answered {
+                        front.answered = true;
+                        let (command, since, t) = (front.command, front.since, now());
+                        let sampled = self.last_sample.replace((since, t)) != Some((since, t));
+                        event(Event::Answered {
+                            command,
+                            nanos: t.saturating_sub(since),
+                            failed: false,
+                            sampled,
+                        });
+                    }
+                    front.confirmations = front.confirmations.saturating_sub(1);
+                    if front.confirmations == 0 {
+                        self.pending.pop_front();
+                    }
+                }
+            }
+            return None;
+        }
+        if message {
+            return None;
+        }
+        // A reply: subscribe-family commands still waiting for confirmations are done.
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.subscribes && p.answered)
+        {
+            self.pending.pop_front();
+        }
+        let failed = matches!(kind, b'-' | b'!');
+        let done = self.answer(failed, now, event)?;
+        let mut code = failed.then(|| error_code(text));
+        let mut edit = None;
+        if let Some(reply) = done.injected {
+            self.injections = self.injections.saturating_sub(1);
+            let provoked = failed
+                && text
+                    .windows(PROVOKED_MARK.len())
+                    .any(|w| w == PROVOKED_MARK);
+            if reply.fatal || provoked {
+                let mut bytes = Vec::with_capacity(reply.message.len() + 3);
+                bytes.push(b'-');
+                bytes.extend_from_slice(reply.message.as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+                code = Some(error_code(reply.message.as_bytes()));
+                edit = Some(Edit::for_error(&reply, bytes));
+            }
+        }
+        if let Some(code) = code {
+            event(Event::Error(code));
+        }
+        edit
+    }
+}
