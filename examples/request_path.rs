@@ -7,6 +7,7 @@
 use dbfault::flow::Direction;
 use dbfault::protocol::redis::session::Session;
 use dbfault::protocol::Event;
+use dbfault::protocol::With;
 use std::hint::black_box;
 
 fn main() {
@@ -25,8 +26,24 @@ fn main() {
         }
     };
     for t in 0..(n / 16) as u64 {
-        s.on_data(Direction::ToDatabase, black_box(&up), &mut || t, &mut event);
-        s.on_data(Direction::ToClient, black_box(&down), &mut || t, &mut event);
+        s.on_data(
+            Direction::ToDatabase,
+            black_box(&up),
+            &mut With {
+                now: &mut || t,
+                event: &mut event,
+                judge: None,
+            },
+        );
+        s.on_data(
+            Direction::ToClient,
+            black_box(&down),
+            &mut With {
+                now: &mut || t,
+                event: &mut event,
+                judge: None,
+            },
+        );
     }
     println!("{requests}");
 }

@@ -6,6 +6,7 @@
 
 use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::Session;
+use dbfault::protocol::With;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -77,17 +78,60 @@ fn main() {
         let mut s = Box::new(Session::new());
         let mut now = || 0u64;
         let mut event = |_| {};
-        s.on_data(Direction::ToDatabase, &startup, &mut now, &mut event);
-        s.on_data(Direction::ToClient, &hello, &mut now, &mut event);
-        s.on_data(Direction::ToDatabase, &prepare, &mut now, &mut event);
+        s.on_data(
+            Direction::ToDatabase,
+            &startup,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
+        );
+        s.on_data(
+            Direction::ToClient,
+            &hello,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
+        );
+        s.on_data(
+            Direction::ToDatabase,
+            &prepare,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
+        );
         s.on_data(
             Direction::ToClient,
             &[message(b'1', b""), ready.clone()].concat(),
-            &mut now,
-            &mut event,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
         );
-        s.on_data(Direction::ToDatabase, &query, &mut now, &mut event);
-        s.on_data(Direction::ToClient, &answer, &mut now, &mut event);
+        s.on_data(
+            Direction::ToDatabase,
+            &query,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
+        );
+        s.on_data(
+            Direction::ToClient,
+            &answer,
+            &mut With {
+                now: &mut now,
+                event: &mut event,
+                judge: None,
+            },
+        );
         sessions.push(s);
     }
     let per = (LIVE.load(Ordering::Relaxed) - before - reserved) as f64 / n as f64;

@@ -16,7 +16,8 @@
 //! - [`schedule`]: rule windows, per-connection and per-sidecar draws, jitter, time helpers.
 //! - [`protocol`]: the database wire protocols (PostgreSQL, MySQL/MariaDB, Redis) read and
 //!   rewritten as they pass: readers, lexers, sessions. Pure: it knows nothing of faults or
-//!   metrics; it reports events and asks a judge.
+//!   metrics; it reports and asks through one interface, [`protocol::Callbacks`] (the time, the
+//!   events, the rules).
 //! - [`metrics`]: metric names and the per-upstream series registry, over a
 //!   [`metrics::MetricSink`].
 //! - [`fault`]: fault rules — `rule`, `matching`, `engine` (which rules are active, which one

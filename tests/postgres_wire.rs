@@ -13,6 +13,7 @@ use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{sqlstate, statement_text, Opening, Reader, Step};
 use dbfault::protocol::Protocol;
+use dbfault::protocol::With;
 use dbfault_testkit::postgres::{psql, psql_try, Postgres};
 use dbfault_testkit::{core::wait_for, pg_url};
 use std::io::{Read, Write};
@@ -271,8 +272,24 @@ fn real_sessions_read_back_in_any_chunking() {
                     };
                     // As the filter does: bytes the session need not see are not read at all.
                     let skip = session.skippable(dir).min(chunk.len());
-                    session.skip(dir, skip, &mut || 0, &mut event);
-                    session.on_data(dir, &chunk[skip..], &mut || 0, &mut event);
+                    session.skip(
+                        dir,
+                        skip,
+                        &mut With {
+                            now: &mut || 0,
+                            event: &mut event,
+                            judge: None,
+                        },
+                    );
+                    session.on_data(
+                        dir,
+                        &chunk[skip..],
+                        &mut With {
+                            now: &mut || 0,
+                            event: &mut event,
+                            judge: None,
+                        },
+                    );
                 }
             }
             (requests, answered, errors, session.recognized())

@@ -9,6 +9,7 @@
 
 use dbfault::flow::Direction;
 use dbfault::protocol::mysql::session::Session;
+use dbfault::protocol::With;
 use dbfault::protocol::{Ask, ErrorReply};
 
 mod common;
@@ -37,7 +38,15 @@ fn opened(deprecate: bool) -> Session {
         (Direction::ToDatabase, packet(1, &hello)),
         (Direction::ToClient, packet(2, &[0, 0, 0, 2, 0, 0, 0])),
     ] {
-        s.rewrite(dir, &bytes, &mut || 0, &mut |_| {}, Some(&mut nothing));
+        s.rewrite(
+            dir,
+            &bytes,
+            &mut With {
+                now: &mut || 0,
+                event: &mut |_| {},
+                judge: Some(&mut nothing),
+            },
+        );
     }
     s
 }
@@ -61,9 +70,15 @@ fn events(deprecate: bool, data: &[u8], size: usize) -> Vec<String> {
     let mut s = opened(deprecate);
     let mut out = Vec::new();
     for chunk in data.chunks(size) {
-        s.on_data(Direction::ToDatabase, chunk, &mut || 0, &mut |e| {
-            out.push(format!("{e:?}"))
-        });
+        s.on_data(
+            Direction::ToDatabase,
+            chunk,
+            &mut With {
+                now: &mut || 0,
+                event: &mut |e| out.push(format!("{e:?}")),
+                judge: None,
+            },
+        );
     }
     out
 }
@@ -98,7 +113,17 @@ fuzz_target!(|data: &[u8]| {
         4 + 4097,
         &framed,
         &|| opened(deprecate),
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
     // The server's replies to a client stream, when the input holds both: packets both ways.
     common::check_replies(
@@ -108,6 +133,16 @@ fuzz_target!(|data: &[u8]| {
         0,
         &framed,
         &|| opened(deprecate),
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
 });

@@ -13,6 +13,7 @@ use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
 use dbfault::protocol::ErrorReply;
+use dbfault::protocol::With;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -108,11 +109,19 @@ fuzz_target!(|data: &[u8]| {
         } else {
             Direction::ToClient
         };
-        session.on_data(dir, chunk, &mut || i as u64, &mut |e| match e {
-            Event::Request(_) => requests += 1,
-            Event::Answered { .. } => answered += 1,
-            _ => {}
-        });
+        session.on_data(
+            dir,
+            chunk,
+            &mut With {
+                now: &mut || i as u64,
+                event: &mut |e| match e {
+                    Event::Request(_) => requests += 1,
+                    Event::Answered { .. } => answered += 1,
+                    _ => {}
+                },
+                judge: None,
+            },
+        );
     }
     assert!(answered <= requests);
 
@@ -126,7 +135,17 @@ fuzz_target!(|data: &[u8]| {
         CAPTURE_LIMIT + 8,
         &framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
     // The server's replies to a client stream, when the input holds both.
     common::check_replies(
@@ -136,6 +155,16 @@ fuzz_target!(|data: &[u8]| {
         0,
         &replies_framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
 });

@@ -10,6 +10,7 @@
 use dbfault::protocol::redis::resp::{Resp, Step};
 use dbfault::protocol::redis::session::Session;
 use dbfault::protocol::ErrorReply;
+use dbfault::protocol::With;
 use libfuzzer_sys::fuzz_target;
 
 fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
@@ -181,7 +182,17 @@ fuzz_target!(|data: &[u8]| {
         64 * 1024 + 4096 * 8,
         &framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
     // The server's replies to a client stream, when the input holds both.
     common::check_replies(
@@ -191,6 +202,16 @@ fuzz_target!(|data: &[u8]| {
         0,
         &replies_framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| s.rewrite(dir, chunk, &mut || t, &mut |_| {}, Some(judge)),
+        &|s, dir, chunk, t, judge| {
+            s.rewrite(
+                dir,
+                chunk,
+                &mut With {
+                    now: &mut || t,
+                    event: &mut |_| {},
+                    judge: Some(judge),
+                },
+            )
+        },
     );
 });

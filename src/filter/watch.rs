@@ -11,7 +11,7 @@ use crate::flow::{Direction, Effect};
 use crate::host::{self, HostMetrics};
 use crate::metrics::requests::{Protocol, RequestCounts};
 use crate::metrics::ConnectionStats;
-use crate::protocol::{passing, Act, Ask, Event, Session, Verdict};
+use crate::protocol::{passing, Act, Ask, Callbacks, Event, Session, Verdict};
 use crate::schedule::mix;
 use log::debug;
 
@@ -31,6 +31,50 @@ pub struct Watch {
     opened_in: u64,
     /// Statements judged so far (each gets its own percentage draw).
     draws: u64,
+}
+
+/// What a connection's session reports to and asks of the filter: the host's clock (read at
+/// most once per data event, and only if a request starts or ends), the request metrics, and
+/// (while rules may act) the VM's rules.
+struct Reporting<'a> {
+    time: Option<u64>,
+    protocol: Protocol,
+    counts: Option<&'a RequestCounts>,
+    /// The rules are asked only when this is set.
+    rules: Option<Rules<'a>>,
+}
+
+/// What asking the rules about a connection's request needs.
+struct Rules<'a> {
+    up: &'a UpstreamInfo,
+    stats: Option<&'a ConnectionStats>,
+    seed: u64,
+    opened_in: u64,
+    /// Requests judged so far on the connection (each gets its own percentage draw).
+    draws: &'a mut u64,
+}
+
+impl Callbacks for Reporting<'_> {
+    fn now(&mut self) -> u64 {
+        *self
+            .time
+            .get_or_insert_with(|| host::now_nanos().unwrap_or(0))
+    }
+
+    fn event(&mut self, event: Event) {
+        count(event, self.protocol, self.counts);
+    }
+
+    fn judging(&self) -> bool {
+        self.rules.is_some()
+    }
+
+    fn judge(&mut self, ask: Ask<'_>) -> Option<Act> {
+        let r = self.rules.as_mut()?;
+        *r.draws += 1;
+        let draw = mix(r.seed ^ mix(*r.draws));
+        judge(ask, r.up, r.stats, r.seed, draw, r.opened_in)
+    }
 }
 
 fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
@@ -96,23 +140,24 @@ impl Watch {
         let (start, end) = (range.start, range.end);
         let len = end - start;
         if len > 0 {
-            // The clock is read at most once per event, and only if a statement starts or ends.
-            let mut time = None;
-            let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
-            let protocol = self.protocol;
-            let mut event = |e| count(e, protocol, counts);
+            let mut cb = Reporting {
+                time: None,
+                protocol: self.protocol,
+                counts,
+                rules: None,
+            };
             let skip = self.session.skippable(dir).min(len);
-            self.session.skip(dir, skip, now, &mut event);
+            self.session.skip(dir, skip, &mut cb);
             if skip < len {
                 let from = start + skip;
                 match prefetched.filter(|p| p.len() == size) {
                     Some(bytes) => {
                         let part = bytes.get(from..end).unwrap_or_default();
-                        self.session.on_data(dir, part, now, &mut event);
+                        self.session.on_data(dir, part, &mut cb);
                     }
                     None => {
                         if let Some(bytes) = host::read_data(dir, from, len - skip) {
-                            self.session.on_data(dir, &bytes, now, &mut event);
+                            self.session.on_data(dir, &bytes, &mut cb);
                         }
                     }
                 }
@@ -148,24 +193,21 @@ impl Watch {
             }
         };
         let counts = stats.filter(|_| self.counting).map(|s| &*s.requests);
-        let mut time = None;
-        let now = &mut || *time.get_or_insert_with(|| host::now_nanos().unwrap_or(0));
         // (MySQL's server side is judged too: its greeting, when a rule refuses new sessions.)
         let judging = self.judging && conn.statements_may_act();
-        let (seed, opened_in) = (conn.seed(), self.opened_in);
-        let draws = &mut self.draws;
-        let protocol = self.protocol;
-        let mut judge = |ask: Ask<'_>| -> Option<Act> {
-            *draws += 1;
-            judge(ask, up, stats, seed, mix(seed ^ mix(*draws)), opened_in)
+        let mut cb = Reporting {
+            time: None,
+            protocol: self.protocol,
+            counts,
+            rules: judging.then_some(Rules {
+                up,
+                stats,
+                seed: conn.seed(),
+                opened_in: self.opened_in,
+                draws: &mut self.draws,
+            }),
         };
-        let verdict = self.session.rewrite(
-            dir,
-            fresh,
-            now,
-            &mut |e| count(e, protocol, counts),
-            judging.then_some(&mut judge as &mut _),
-        );
+        let verdict = self.session.rewrite(dir, fresh, &mut cb);
         let size = match &verdict.replace {
             Some(bytes) => {
                 host::replace_data(dir, from, size, bytes);

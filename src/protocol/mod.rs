@@ -186,6 +186,76 @@ pub enum Act {
 /// connection; `None`: nothing happens to it.
 pub type Judge<'a> = dyn FnMut(Ask<'_>) -> Option<Act> + 'a;
 
+/// What a session reports to and asks of the layer above it (the filter, a test, a fuzz
+/// target): the one interface between the pure protocol readers and everything else.
+pub trait Callbacks {
+    /// The time now in nanoseconds, asked only when a request starts or ends (a chunk of
+    /// result rows costs no clock read).
+    fn now(&mut self) -> u64;
+    /// Something happened on the session.
+    fn event(&mut self, event: Event);
+    /// Whether rules may act on new requests: when not, nothing is judged or withheld.
+    fn judging(&self) -> bool;
+    /// What a rule does to a new request (asked only while [`Callbacks::judging`]).
+    fn judge(&mut self, ask: Ask<'_>) -> Option<Act>;
+
+    /// What a rule does to a new request: nothing unless rules may act.
+    fn ask(&mut self, ask: Ask<'_>) -> Option<Act> {
+        if self.judging() {
+            self.judge(ask)
+        } else {
+            None
+        }
+    }
+}
+
+/// [`Callbacks`] made of closures, for tests, fuzz targets and tools; `judge: None` when no
+/// rule may act.
+pub struct With<'a, 'j> {
+    pub now: &'a mut dyn FnMut() -> u64,
+    pub event: &'a mut dyn FnMut(Event),
+    pub judge: Option<&'a mut Judge<'j>>,
+}
+
+impl Callbacks for With<'_, '_> {
+    fn now(&mut self) -> u64 {
+        (self.now)()
+    }
+
+    fn event(&mut self, event: Event) {
+        (self.event)(event)
+    }
+
+    fn judging(&self) -> bool {
+        self.judge.is_some()
+    }
+
+    fn judge(&mut self, ask: Ask<'_>) -> Option<Act> {
+        self.judge.as_deref_mut().and_then(|j| j(ask))
+    }
+}
+
+/// The callbacks of a read-only pass: the caller's time and events, no rule acting.
+pub(crate) struct ReadOnly<'a>(pub(crate) &'a mut dyn Callbacks);
+
+impl Callbacks for ReadOnly<'_> {
+    fn now(&mut self) -> u64 {
+        self.0.now()
+    }
+
+    fn event(&mut self, event: Event) {
+        self.0.event(event)
+    }
+
+    fn judging(&self) -> bool {
+        false
+    }
+
+    fn judge(&mut self, _: Ask<'_>) -> Option<Act> {
+        None
+    }
+}
+
 /// What becomes of one data event's bytes when rules act on statements.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
@@ -286,46 +356,27 @@ impl Session {
     }
 
     /// Passes over `n` bytes (at most [`Session::skippable`]).
-    pub fn skip(
-        &mut self,
-        dir: Direction,
-        n: usize,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) {
+    pub fn skip(&mut self, dir: Direction, n: usize, cb: &mut dyn Callbacks) {
         if let Session::Postgres(s) = self {
-            s.skip(dir, n, now, event);
+            s.skip(dir, n, cb);
         }
     }
 
     /// Bytes of one data event in `dir`, read only.
-    pub fn on_data(
-        &mut self,
-        dir: Direction,
-        bytes: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) {
+    pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
         match self {
-            Session::Postgres(s) => s.on_data(dir, bytes, now, event),
-            Session::Redis(s) => s.on_data(dir, bytes, now, event),
-            Session::Mysql(s) => s.on_data(dir, bytes, now, event),
+            Session::Postgres(s) => s.on_data(dir, bytes, cb),
+            Session::Redis(s) => s.on_data(dir, bytes, cb),
+            Session::Mysql(s) => s.on_data(dir, bytes, cb),
         }
     }
 
     /// Bytes of one data event in `dir`, read and rewritten (see each protocol's session).
-    pub fn rewrite(
-        &mut self,
-        dir: Direction,
-        chunk: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        judge: Option<&mut Judge<'_>>,
-    ) -> Verdict {
+    pub fn rewrite(&mut self, dir: Direction, chunk: &[u8], cb: &mut dyn Callbacks) -> Verdict {
         match self {
-            Session::Postgres(s) => s.rewrite(dir, chunk, now, event, judge),
-            Session::Redis(s) => s.rewrite(dir, chunk, now, event, judge),
-            Session::Mysql(s) => s.rewrite(dir, chunk, now, event, judge),
+            Session::Postgres(s) => s.rewrite(dir, chunk, cb),
+            Session::Redis(s) => s.rewrite(dir, chunk, cb),
+            Session::Mysql(s) => s.rewrite(dir, chunk, cb),
         }
     }
 }

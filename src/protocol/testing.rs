@@ -2,6 +2,7 @@
 //! chunks of a given size, with what reached each side and its events as text.
 
 use crate::flow::{Close, Direction};
+use crate::protocol::With;
 use crate::protocol::{Event, Judge, Session};
 
 /// An event as the tests write it: `redis`, `request get`, `done get`, `error READONLY`.
@@ -19,7 +20,7 @@ pub fn describe(e: Event) -> String {
 }
 
 /// The events, what reached the server and the client, and the first close asked for, when
-/// `steps` pass through `session` in chunks of `size` under `judge`.
+/// `steps` pass through `session` in chunks of `size` under `judge` (`None`: no rule acts).
 pub fn rewrite_all(
     mut session: Session,
     steps: &[(Direction, Vec<u8>)],
@@ -33,9 +34,11 @@ pub fn rewrite_all(
             let v = session.rewrite(
                 *dir,
                 chunk,
-                &mut || 0,
-                &mut |e| events.push(describe(e)),
-                judge.as_deref_mut(),
+                &mut With {
+                    now: &mut || 0,
+                    event: &mut |e| events.push(describe(e)),
+                    judge: judge.as_deref_mut(),
+                },
             );
             let out = v.replace.unwrap_or_else(|| chunk.to_vec());
             match dir {

@@ -32,7 +32,8 @@ use super::greets;
 use super::packet::{Framer, Step, COM_QUERY};
 use super::tracker::{Expect, Tracker, COM_STMT_PREPARE, SERVER_KEEP};
 use crate::flow::Direction;
-use crate::protocol::{place, Event, Judge, Protocol, Read, Splices, Verdict};
+use crate::protocol::{place, Protocol, Read, Splices, Verdict};
+use crate::protocol::{Callbacks, ReadOnly};
 use std::collections::VecDeque;
 
 use crate::protocol::CAPTURE_LIMIT;
@@ -87,34 +88,19 @@ impl Session {
                 && (self.track.injections > 0 || self.track.expect == Expect::Greeting))
     }
 
-    pub fn on_data(
-        &mut self,
-        dir: Direction,
-        bytes: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) {
-        let _ = self.rewrite_inner(dir, bytes, now, event, None, false);
+    pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
+        let _ = self.rewrite_inner(dir, bytes, &mut ReadOnly(cb), false);
     }
 
-    pub fn rewrite(
-        &mut self,
-        dir: Direction,
-        chunk: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        judge: Option<&mut Judge<'_>>,
-    ) -> Verdict {
-        self.rewrite_inner(dir, chunk, now, event, judge, true)
+    pub fn rewrite(&mut self, dir: Direction, chunk: &[u8], cb: &mut dyn Callbacks) -> Verdict {
+        self.rewrite_inner(dir, chunk, cb, true)
     }
 
     fn rewrite_inner(
         &mut self,
         dir: Direction,
         chunk: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        mut judge: Option<&mut Judge<'_>>,
+        cb: &mut dyn Callbacks,
         rewriting: bool,
     ) -> Verdict {
         let Session {
@@ -123,7 +109,7 @@ impl Session {
             track,
             splices,
         } = self;
-        let judging = judge.is_some();
+        let judging = cb.judging();
         let reading = track.reading;
         let verdict = splices
             .of(dir)
@@ -148,13 +134,7 @@ impl Session {
                                     Step::Packet(p) => {
                                         let start = p.at as isize - p.head as isize;
                                         let at = p.at;
-                                        let edit = track.client_packet(
-                                            &p,
-                                            now,
-                                            event,
-                                            judge.as_deref_mut(),
-                                            &mut hold_until,
-                                        );
+                                        let edit = track.client_packet(&p, cb, &mut hold_until);
                                         closes |=
                                             splice.place_request(output, carry, edit, start, at);
                                     }
@@ -174,8 +154,7 @@ impl Session {
                             match step {
                                 Step::Packet(p) => {
                                     let start = p.at as isize - p.head as isize;
-                                    let edit =
-                                        track.server_packet(&p, now, event, judge.as_deref_mut());
+                                    let edit = track.server_packet(&p, cb);
                                     closes |= place(output, carry, splice, edit, start, p.at);
                                 }
                                 Step::End { .. } => {}

@@ -5,6 +5,7 @@ use super::super::tracker::{CLIENT_DEPRECATE_EOF, COM_PING, COM_STMT_EXECUTE};
 use super::*;
 use crate::flow::Close;
 use crate::protocol::{Act, Ask, ErrorReply};
+use crate::protocol::{Judge, With};
 use Direction::{ToClient as Down, ToDatabase as Up};
 
 fn greeting() -> Vec<u8> {
@@ -331,7 +332,15 @@ fn injections_skipped_after_a_real_error_are_forgotten() {
     let mut session = Session::new();
     let mut now = || 0u64;
     for (dir, bytes) in &steps {
-        let _ = session.rewrite(*dir, bytes, &mut now, &mut |_| {}, Some(&mut judge));
+        let _ = session.rewrite(
+            *dir,
+            bytes,
+            &mut With {
+                now: &mut now,
+                event: &mut |_| {},
+                judge: Some(&mut judge),
+            },
+        );
     }
     assert_eq!(session.track.injections, 0);
     assert!(session.track.pending.is_empty());

@@ -3,6 +3,7 @@
 //! back as the real error would), and the ERR that takes the server's answer's place.
 
 use super::packet::{err_packet, packet, COM_QUERY};
+use crate::protocol::Callbacks;
 use crate::protocol::{Code, Edit, ErrorReply, Event};
 
 /// The query that stands in for an acted-on statement after the statements `before` it: one
@@ -29,8 +30,8 @@ pub(super) fn stand_in(before: &[u8], reply: &ErrorReply) -> Vec<u8> {
 
 /// The rule's ERR in place of the server's answer (sequence id `seq`), and the session's end
 /// after it when the error is fatal.
-pub(super) fn injected_err(seq: u8, reply: &ErrorReply, event: &mut dyn FnMut(Event)) -> Edit {
-    event(Event::Error(Code::class(class_of(reply))));
+pub(super) fn injected_err(seq: u8, reply: &ErrorReply, cb: &mut dyn Callbacks) -> Edit {
+    cb.event(Event::Error(Code::class(class_of(reply))));
     Edit::for_error(reply, err_packet(seq, reply, reply_errno(reply)))
 }
 

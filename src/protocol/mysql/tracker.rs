@@ -8,7 +8,8 @@ use super::packet::{
 };
 use super::stand_in::{class_of, injected_err, reply_errno, rolls_back, stand_in};
 use crate::protocol::sql::{statements, Command, Dialect};
-use crate::protocol::{edit_for, Act, Ask, Code, Edit, ErrorReply, Event, Judge, Protocol};
+use crate::protocol::Callbacks;
+use crate::protocol::{edit_for, Act, Ask, Code, Edit, ErrorReply, Event, Protocol};
 use std::collections::VecDeque;
 
 use crate::protocol::{CAPTURE_LIMIT, MAX_PENDING, MAX_PREPARED, MAX_PREPARED_TEXT};
@@ -92,29 +93,24 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    pub(super) fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+    pub(super) fn recognize(&mut self, protocol: Protocol, cb: &mut dyn Callbacks) {
         if self.recognized.is_none() {
             self.recognized = Some(protocol);
-            event(Event::Recognized(protocol));
+            cb.event(Event::Recognized(protocol));
         }
         if protocol != Protocol::Mysql {
             self.reading = false;
         }
     }
 
-    pub(super) fn push(
-        &mut self,
-        command: &'static str,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) -> bool {
-        event(Event::Request(command));
+    pub(super) fn push(&mut self, command: &'static str, cb: &mut dyn Callbacks) -> bool {
+        cb.event(Event::Request(command));
         if self.pending.len() >= MAX_PENDING {
             return false;
         }
         self.pending.push_back(Pending {
             command,
-            since: now(),
+            since: cb.now(),
             injected: None,
             prepare: None,
             more: 0,
@@ -136,15 +132,13 @@ impl Tracker {
     pub(super) fn client_packet(
         &mut self,
         p: &Packet<'_>,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        judge: Option<&mut Judge<'_>>,
+        cb: &mut dyn Callbacks,
         hold: &mut Option<u64>,
     ) -> Option<Edit> {
         match self.expect {
             Expect::Greeting => {
                 // The client speaks first: not MySQL.
-                self.recognize(Protocol::Unknown, event);
+                self.recognize(Protocol::Unknown, cb);
                 return None;
             }
             Expect::Auth => {
@@ -157,14 +151,14 @@ impl Tracker {
                         p.payload.get(3).copied().unwrap_or(0),
                     ]);
                     if caps & CLIENT_SSL != 0 {
-                        self.recognize(Protocol::MysqlTls, event);
+                        self.recognize(Protocol::MysqlTls, cb);
                     } else {
                         self.deprecate_eof = caps & CLIENT_DEPRECATE_EOF != 0;
                         if caps & CLIENT_COMPRESS != 0 {
                             // Compressed once authenticated: nothing after it is readable.
-                            self.recognize(Protocol::MysqlCompressed, event);
+                            self.recognize(Protocol::MysqlCompressed, cb);
                         } else {
-                            self.recognize(Protocol::Mysql, event);
+                            self.recognize(Protocol::Mysql, cb);
                         }
                     }
                 }
@@ -198,10 +192,9 @@ impl Tracker {
                 let parts = statements(text, dialect);
                 let count = parts.len().max(1);
                 let mut edit = None;
-                let mut judge = judge;
                 for (i, statement) in parts.iter().enumerate() {
                     let command = Command::of(statement, dialect).name();
-                    if !self.push(command, now, event) {
+                    if !self.push(command, cb) {
                         continue;
                     }
                     if let Some(last) = self.pending.back_mut() {
@@ -210,11 +203,9 @@ impl Tracker {
                     if edit.is_some() {
                         continue;
                     }
-                    let act = judge.as_deref_mut().and_then(|j| {
-                        j(Ask::Statement {
-                            command,
-                            text: statement,
-                        })
+                    let act = cb.ask(Ask::Statement {
+                        command,
+                        text: statement,
                     });
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
@@ -223,7 +214,7 @@ impl Tracker {
                 }
                 if parts.is_empty() {
                     // An empty query is still answered (with an error).
-                    self.push(Command::OTHER.name(), now, event);
+                    self.push(Command::OTHER.name(), cb);
                 }
                 edit
             }
@@ -234,7 +225,7 @@ impl Tracker {
                 if self.pending.len() < MAX_PENDING {
                     self.pending.push_back(Pending {
                         command: "prepare",
-                        since: now(),
+                        since: cb.now(),
                         injected: None,
                         prepare: Some((command, text)),
                         more: 0,
@@ -253,14 +244,12 @@ impl Tracker {
                     Some(s) => (s.command, s.text.clone()),
                     None => (Command::OTHER.name(), Box::default()),
                 };
-                if !self.push(command, now, event) {
+                if !self.push(command, cb) {
                     return None;
                 }
-                let act = judge.and_then(|j| {
-                    j(Ask::Statement {
-                        command,
-                        text: &text,
-                    })
+                let act = cb.ask(Ask::Statement {
+                    command,
+                    text: &text,
                 });
                 self.act(act, hold, |reply| {
                     if rolls_back(reply) {
@@ -293,30 +282,28 @@ impl Tracker {
             }
             COM_STMT_SEND_LONG_DATA => None,
             COM_QUIT => {
-                event(Event::Request("quit"));
+                cb.event(Event::Request("quit"));
                 None
             }
             COM_CHANGE_USER => {
                 // Authentication again.
-                self.push(Command::OTHER.name(), now, event);
+                self.push(Command::OTHER.name(), cb);
                 self.expect = Expect::Auth;
                 None
             }
             COM_PING => {
-                let pushed = self.push("ping", now, event);
+                let pushed = self.push("ping", cb);
                 if !pushed {
                     return None;
                 }
-                let act = judge.and_then(|j| {
-                    j(Ask::Statement {
-                        command: "ping",
-                        text: b"ping",
-                    })
+                let act = cb.ask(Ask::Statement {
+                    command: "ping",
+                    text: b"ping",
                 });
                 self.act(act, hold, |reply| stand_in(b"", reply))
             }
             _ => {
-                self.push(Command::OTHER.name(), now, event);
+                self.push(Command::OTHER.name(), cb);
                 None
             }
         }
@@ -345,8 +332,7 @@ impl Tracker {
         &mut self,
         failed: bool,
         more: bool,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
+        cb: &mut dyn Callbacks,
     ) -> Option<Pending> {
         self.expect = Expect::Response;
         if self.continuing {
@@ -358,9 +344,10 @@ impl Tracker {
         self.injections = self
             .injections
             .saturating_sub(usize::from(done.injected.is_some()));
-        event(Event::Answered {
+        let nanos = cb.now().saturating_sub(done.since);
+        cb.event(Event::Answered {
             command: done.command,
-            nanos: now().saturating_sub(done.since),
+            nanos,
             failed,
             sampled: true,
         });
@@ -379,13 +366,7 @@ impl Tracker {
         Some(done)
     }
 
-    pub(super) fn server_packet(
-        &mut self,
-        p: &Packet<'_>,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        judge: Option<&mut Judge<'_>>,
-    ) -> Option<Edit> {
+    pub(super) fn server_packet(&mut self, p: &Packet<'_>, cb: &mut dyn Callbacks) -> Option<Edit> {
         if p.continuation {
             return None;
         }
@@ -393,23 +374,23 @@ impl Tracker {
         match self.expect {
             Expect::Greeting => {
                 if p.seq != 0 || !matches!(first, Some(0x0a | 0xff)) {
-                    self.recognize(Protocol::Unknown, event);
+                    self.recognize(Protocol::Unknown, cb);
                     return None;
                 }
                 if first == Some(0xff) {
                     // The server refused the connection itself.
-                    self.recognize(Protocol::Mysql, event);
+                    self.recognize(Protocol::Mysql, cb);
                     let (_, class, _) = err_fields(p.payload);
-                    event(Event::Error(Code::class(class)));
+                    cb.event(Event::Error(Code::class(class)));
                     self.reading = false;
                     return None;
                 }
                 self.expect = Expect::Auth;
                 // A connection-level error: the ERR in place of the greeting.
-                let act = judge.and_then(|j| j(Ask::Startup));
+                let act = cb.ask(Ask::Startup);
                 if let Some(Act::Error(reply)) = act {
-                    self.recognize(Protocol::Mysql, event);
-                    event(Event::Error(Code::class(class_of(&reply))));
+                    self.recognize(Protocol::Mysql, cb);
+                    cb.event(Event::Error(Code::class(class_of(&reply))));
                     return Some(Edit::ReplaceThenEnd(err_packet(
                         0,
                         &reply,
@@ -426,7 +407,7 @@ impl Tracker {
                     }
                     Some(0xff) => {
                         let (_, class, _) = err_fields(p.payload);
-                        event(Event::Error(Code::class(class)));
+                        cb.event(Event::Error(Code::class(class)));
                     }
                     _ => {}
                 }
@@ -443,27 +424,22 @@ impl Tracker {
             }
             Expect::Rows => {
                 if first == Some(0xff) {
-                    return self.final_packet(p, now, event);
+                    return self.final_packet(p, cb);
                 }
                 if ends_rows(p.payload, p.len) {
                     let flags = status_flags(p.payload);
                     self.observe_status(flags);
                     let more = flags & SERVER_MORE_RESULTS_EXISTS != 0;
-                    self.answer(false, more, now, event);
+                    self.answer(false, more, cb);
                 }
                 None
             }
-            Expect::Response => self.final_packet(p, now, event),
+            Expect::Response => self.final_packet(p, cb),
         }
     }
 
     /// A packet that starts a response (or an ERR inside a result set).
-    pub(super) fn final_packet(
-        &mut self,
-        p: &Packet<'_>,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) -> Option<Edit> {
+    pub(super) fn final_packet(&mut self, p: &Packet<'_>, cb: &mut dyn Callbacks) -> Option<Edit> {
         let first = p.payload.first().copied();
         let front_prepare = self
             .pending
@@ -473,7 +449,7 @@ impl Tracker {
         match first {
             Some(0xff) => {
                 let (errno, class, message) = err_fields(p.payload);
-                let done = self.answer(true, false, now, event)?;
+                let done = self.answer(true, false, cb)?;
                 if let Some(reply) = done.injected {
                     // A `ROLLBACK` stand-in that fails is the server's own error.
                     let provoked = !rolls_back(&reply)
@@ -481,10 +457,10 @@ impl Tracker {
                             && message.windows(7).any(|w| w == b"dbfault"))
                             || errno == ER_UNKNOWN_STMT_HANDLER);
                     if provoked || reply.fatal {
-                        return Some(injected_err(p.seq, &reply, event));
+                        return Some(injected_err(p.seq, &reply, cb));
                     }
                 }
-                event(Event::Error(Code::class(class)));
+                cb.event(Event::Error(Code::class(class)));
                 None
             }
             Some(0x00) if front_prepare => {
@@ -531,9 +507,9 @@ impl Tracker {
                         .front()
                         .and_then(|f| f.injected.as_deref())
                         .is_some_and(rolls_back);
-                let done = self.answer(stand_in_ok, more, now, event)?;
+                let done = self.answer(stand_in_ok, more, cb)?;
                 let reply = done.injected.filter(|_| stand_in_ok)?;
-                Some(injected_err(p.seq, &reply, event))
+                Some(injected_err(p.seq, &reply, cb))
             }
             Some(0xfb) => {
                 // LOCAL INFILE: the client sends the file, then the server answers.

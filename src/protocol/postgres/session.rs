@@ -37,9 +37,10 @@ use super::reader::{Opening, Reader, Step};
 use super::tracker::{Rewrites, ServerAfter, Tracker};
 use crate::flow::Direction;
 pub use crate::protocol::Event;
-use crate::protocol::{Judge, Protocol, Read, Splices, Verdict};
+use crate::protocol::{Callbacks, ReadOnly};
+use crate::protocol::{Protocol, Read, Splices, Verdict};
 
-pub use super::tracker::{Clock, MAX_GROUPS};
+pub use super::tracker::MAX_GROUPS;
 
 /// How bytes reach a reader: read, or passed over.
 type Drive<'a> = dyn FnMut(&mut Reader, &mut dyn FnMut(Step<'_>)) + 'a;
@@ -100,49 +101,33 @@ impl Session {
     }
 
     /// Passes over `n` bytes in `dir` (at most [`Session::skippable`]) without reading them.
-    pub fn skip(
-        &mut self,
-        dir: Direction,
-        n: usize,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-    ) {
-        self.feed(dir, now, event, &mut |reader, _| reader.skip(n));
+    pub fn skip(&mut self, dir: Direction, n: usize, cb: &mut dyn Callbacks) {
+        self.feed(dir, cb, &mut |reader, _| reader.skip(n));
     }
 
-    /// Bytes of one data event in `dir` at `now` (nanoseconds), read only.
-    pub fn on_data(
-        &mut self,
-        dir: Direction,
-        bytes: &[u8],
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-    ) {
-        self.feed(dir, now, event, &mut |reader, step| {
+    /// Bytes of one data event in `dir`, read only (no rule is asked).
+    pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
+        self.feed(dir, cb, &mut |reader, step| {
             reader.read(bytes, step);
         });
     }
 
-    fn feed(
-        &mut self,
-        dir: Direction,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-        drive: &mut Drive<'_>,
-    ) {
+    fn feed(&mut self, dir: Direction, cb: &mut dyn Callbacks, drive: &mut Drive<'_>) {
+        // Read only: no rule acts on what is passed over or only read.
+        let cb = &mut ReadOnly(cb);
         let Session {
             client,
             server,
             track,
             ..
         } = self;
-        if !track.first_contact(dir, client, server, event) {
+        if !track.first_contact(dir, client, server, cb) {
             return;
         }
         match dir {
             Direction::ToDatabase if client.reading() => {
                 drive(client, &mut |step| {
-                    track.client_step(step, server, now, event, None, &mut Rewrites::default());
+                    track.client_step(step, server, cb, &mut Rewrites::default());
                 });
                 if track.cancel || track.recognized == Some(Protocol::Unknown) {
                     server.stop();
@@ -151,7 +136,7 @@ impl Session {
             Direction::ToClient if server.reading() => {
                 let mut after = ServerAfter::default();
                 drive(server, &mut |step| {
-                    track.server_step(step, now, event, &mut after);
+                    track.server_step(step, cb, &mut after);
                 });
                 after.apply(client, server);
             }
@@ -159,28 +144,21 @@ impl Session {
         }
     }
 
-    /// Bytes of one data event in `dir` at `now`, read and rewritten as `judge` (asked for
-    /// each new statement, and for a new session's start) and earlier decisions require.
-    /// `judge` is `None` when no rule may act on new statements.
-    pub fn rewrite(
-        &mut self,
-        dir: Direction,
-        chunk: &[u8],
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-        mut judge: Option<&mut Judge<'_>>,
-    ) -> Verdict {
+    /// Bytes of one data event in `dir`, read and rewritten as the rules (asked through `cb`
+    /// for each new statement, and for a new session's start, while they may act) and earlier
+    /// decisions require.
+    pub fn rewrite(&mut self, dir: Direction, chunk: &[u8], cb: &mut dyn Callbacks) -> Verdict {
         let Session {
             client,
             server,
             track,
             splices,
         } = self;
-        let judging = judge.is_some();
+        let judging = cb.judging();
         let splice = splices.of(dir);
         // After the stream ended nothing is read, and the first contact is not counted.
         let reading = !splice.ended
-            && track.first_contact(dir, client, server, event)
+            && track.first_contact(dir, client, server, cb)
             && match dir {
                 Direction::ToDatabase => client.reading(),
                 Direction::ToClient => server.reading(),
@@ -214,14 +192,7 @@ impl Session {
                         // step).
                         let startup = matches!(step, Step::Opened(Opening::Startup { .. }));
                         unreadable |= matches!(step, Step::Unreadable);
-                        let edit = track.client_step(
-                            step,
-                            server,
-                            now,
-                            event,
-                            judge.as_deref_mut(),
-                            &mut rewrites,
-                        );
+                        let edit = track.client_step(step, server, cb, &mut rewrites);
                         if !startup {
                             place.edit(edit, reported);
                         }
@@ -234,7 +205,7 @@ impl Session {
                         }
                         let reported = Reported::of(&step);
                         unreadable |= matches!(step, Step::Unreadable);
-                        let edit = track.server_step(step, now, event, &mut after);
+                        let edit = track.server_step(step, cb, &mut after);
                         place.edit(edit, reported);
                     });
                 }

@@ -4,6 +4,7 @@ use super::super::stand_in::provoking_startup;
 use super::super::wire_bytes::{msg, startup, startup_version};
 use super::*;
 use crate::flow::Close;
+use crate::protocol::With;
 use crate::protocol::{Act, Ask, ErrorReply, MAX_PENDING};
 
 fn query(text: &str) -> Vec<u8> {
@@ -30,24 +31,32 @@ fn run(steps: &[(Direction, Vec<u8>, u64)]) -> Vec<String> {
     let mut out = Vec::new();
     for (dir, bytes, ms) in steps {
         let t = ms * 1_000_000;
-        s.on_data(*dir, bytes, &mut || t, &mut |e| {
-            out.push(match e {
-                Event::Recognized(k) => format!("{k:?}"),
-                Event::Request(c) => format!("request {c}"),
-                Event::Answered {
-                    command,
-                    nanos,
-                    failed,
-                    ..
-                } => format!(
-                    "{} {} {}ms",
-                    if failed { "failed" } else { "done" },
-                    command,
-                    nanos / 1_000_000
-                ),
-                Event::Error(c) => format!("error {}", c.label()),
-            })
-        });
+        s.on_data(
+            *dir,
+            bytes,
+            &mut With {
+                now: &mut || t,
+                event: &mut |e| {
+                    out.push(match e {
+                        Event::Recognized(k) => format!("{k:?}"),
+                        Event::Request(c) => format!("request {c}"),
+                        Event::Answered {
+                            command,
+                            nanos,
+                            failed,
+                            ..
+                        } => format!(
+                            "{} {} {}ms",
+                            if failed { "failed" } else { "done" },
+                            command,
+                            nanos / 1_000_000
+                        ),
+                        Event::Error(c) => format!("error {}", c.label()),
+                    })
+                },
+                judge: None,
+            },
+        );
     }
     out
 }
@@ -192,16 +201,30 @@ fn encryption_cancel_and_other_protocols() {
         (Down, b"S".to_vec()),
         (Up, vec![0x16, 3, 1, 0, 5]),
     ] {
-        s.on_data(dir, &bytes, &mut || 0, &mut |e| kinds.push(e));
+        s.on_data(
+            dir,
+            &bytes,
+            &mut With {
+                now: &mut || 0,
+                event: &mut |e| kinds.push(e),
+                judge: None,
+            },
+        );
     }
     assert_eq!(kinds, [Event::Recognized(Protocol::PostgresTls)]);
     assert!(!s.reading());
     // Redis: unknown, nothing more is read.
     let mut s = Session::new();
     let mut kinds = Vec::new();
-    s.on_data(Up, b"*1\r\n$4\r\nPING\r\n", &mut || 0, &mut |e| {
-        kinds.push(e)
-    });
+    s.on_data(
+        Up,
+        b"*1\r\n$4\r\nPING\r\n",
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| kinds.push(e),
+            judge: None,
+        },
+    );
     assert_eq!(kinds, [Event::Recognized(Protocol::Unknown)]);
     assert!(!s.reading());
     // MySQL: the server speaks first.
@@ -210,8 +233,11 @@ fn encryption_cancel_and_other_protocols() {
     s.on_data(
         Down,
         b"\x4a\0\0\0\x0a11.4.5-MariaDB\0",
-        &mut || 0,
-        &mut |e| kinds.push(e),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| kinds.push(e),
+            judge: None,
+        },
     );
     assert_eq!(kinds, [Event::Recognized(Protocol::Unknown)]);
     assert!(!s.reading());
@@ -334,14 +360,46 @@ fn strings_are_split_as_standard_conforming_strings_says() {
 #[test]
 fn pending_groups_are_bounded_and_stay_in_order() {
     let mut s = Session::new();
-    s.on_data(Up, &startup(), &mut || 0, &mut |_| {});
-    s.on_data(Down, &hello(), &mut || 0, &mut |_| {});
+    s.on_data(
+        Up,
+        &startup(),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
+    s.on_data(
+        Down,
+        &hello(),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
     let syncs = msg(b'S', b"").repeat(MAX_GROUPS * 3);
-    s.on_data(Up, &syncs, &mut || 0, &mut |_| {});
+    s.on_data(
+        Up,
+        &syncs,
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
     assert_eq!(s.track.groups.len(), MAX_GROUPS);
     assert_eq!(s.track.untracked, MAX_GROUPS * 2);
     // A query behind them is counted but not tracked; all are answered in order.
-    s.on_data(Up, &query("SELECT 1"), &mut || 0, &mut |_| {});
+    s.on_data(
+        Up,
+        &query("SELECT 1"),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
     let mut answered = 0;
     let answers = [
         ready(b'I').repeat(MAX_GROUPS * 3),
@@ -349,23 +407,42 @@ fn pending_groups_are_bounded_and_stay_in_order() {
         ready(b'I'),
     ]
     .concat();
-    s.on_data(Down, &answers, &mut || 0, &mut |e| {
-        if let Event::Answered { .. } = e {
-            answered += 1
-        }
-    });
+    s.on_data(
+        Down,
+        &answers,
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| {
+                if let Event::Answered { .. } = e {
+                    answered += 1
+                }
+            },
+            judge: None,
+        },
+    );
     assert_eq!(answered, 0);
     assert!(s.track.groups.is_empty() && s.track.untracked == 0);
     // Tracked again from here.
-    s.on_data(Up, &query("SELECT 1"), &mut || 0, &mut |_| {});
+    s.on_data(
+        Up,
+        &query("SELECT 1"),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
     s.on_data(
         Down,
         &[complete("SELECT 1"), ready(b'I')].concat(),
-        &mut || 0,
-        &mut |e| {
-            if let Event::Answered { .. } = e {
-                answered += 1
-            }
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| {
+                if let Event::Answered { .. } = e {
+                    answered += 1
+                }
+            },
+            judge: None,
         },
     );
     assert_eq!(answered, 1);
@@ -374,14 +451,30 @@ fn pending_groups_are_bounded_and_stay_in_order() {
 #[test]
 fn pending_statements_are_bounded() {
     let mut s = Session::new();
-    s.on_data(Up, &startup(), &mut || 0, &mut |_| {});
+    s.on_data(
+        Up,
+        &startup(),
+        &mut With {
+            now: &mut || 0,
+            event: &mut |_| {},
+            judge: None,
+        },
+    );
     let many = query(&"SELECT 1;".repeat(MAX_PENDING + 10));
     let mut requests = 0;
-    s.on_data(Up, &many, &mut || 0, &mut |e| {
-        if let Event::Request(_) = e {
-            requests += 1
-        }
-    });
+    s.on_data(
+        Up,
+        &many,
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| {
+                if let Event::Request(_) = e {
+                    requests += 1
+                }
+            },
+            judge: None,
+        },
+    );
     assert!(requests <= MAX_PENDING + 10 && requests > 400, "{requests}");
     assert!(s.track.pending_count <= MAX_PENDING);
 }
@@ -440,20 +533,22 @@ fn rewrite(
             let v = s.rewrite(
                 *dir,
                 chunk,
-                &mut || 0,
-                &mut |e| {
-                    events.push(match e {
-                        Event::Request(c) => format!("request {c}"),
-                        Event::Error(c) => format!("error {}", c.label()),
-                        Event::Answered {
-                            command, failed, ..
-                        } => {
-                            format!("{} {}", if failed { "failed" } else { "done" }, command)
-                        }
-                        Event::Recognized(k) => format!("{k:?}"),
-                    })
+                &mut With {
+                    now: &mut || 0,
+                    event: &mut |e| {
+                        events.push(match e {
+                            Event::Request(c) => format!("request {c}"),
+                            Event::Error(c) => format!("error {}", c.label()),
+                            Event::Answered {
+                                command, failed, ..
+                            } => {
+                                format!("{} {}", if failed { "failed" } else { "done" }, command)
+                            }
+                            Event::Recognized(k) => format!("{k:?}"),
+                        })
+                    },
+                    judge: Some(&mut *judge),
                 },
-                Some(&mut *judge),
             );
             let out = v.replace.unwrap_or_else(|| chunk.to_vec());
             match dir {

@@ -11,8 +11,9 @@ use super::stand_in::{
 };
 use crate::flow::Direction;
 use crate::protocol::sql::{statements, Command, Dialect};
+use crate::protocol::Callbacks;
 pub use crate::protocol::Event;
-use crate::protocol::{edit_for, Act, Ask, Code, Edit, ErrorReply, Judge, Protocol};
+use crate::protocol::{edit_for, Act, Ask, Code, Edit, ErrorReply, Protocol};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -21,10 +22,6 @@ use crate::protocol::MAX_PENDING;
 /// Groups (Queries, Syncs) awaiting their ReadyForQuery, tracked one by one; those beyond are
 /// only counted.
 pub const MAX_GROUPS: usize = 1024;
-
-/// The time in nanoseconds, asked only when a statement starts or ends (a chunk of result rows
-/// or COPY data costs no clock read).
-pub type Clock<'a> = dyn FnMut() -> u64 + 'a;
 
 /// The newest minor protocol version read: 3.2 differs from 3.0 only in messages read by
 /// their length (BackendKeyData's key, CancelRequest's).
@@ -115,12 +112,12 @@ impl Tracker {
         dir: Direction,
         client: &mut Reader,
         server: &mut Reader,
-        event: &mut dyn FnMut(Event),
+        cb: &mut dyn Callbacks,
     ) -> bool {
         if dir == Direction::ToDatabase {
             self.client_spoke = true;
         } else if !self.client_spoke && self.recognized.is_none() {
-            self.recognize(Protocol::Unknown, event);
+            self.recognize(Protocol::Unknown, cb);
             client.stop();
             server.stop();
             return false;
@@ -129,28 +126,27 @@ impl Tracker {
     }
 
     /// Reports what the connection speaks, once (encryption agreed later overrides it).
-    pub(super) fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+    pub(super) fn recognize(&mut self, protocol: Protocol, cb: &mut dyn Callbacks) {
         if self.recognized.is_none() || protocol == Protocol::PostgresTls {
             self.recognized = Some(protocol);
-            event(Event::Recognized(protocol));
+            cb.event(Event::Recognized(protocol));
         }
     }
 
     pub(super) fn server_step(
         &mut self,
         step: Step<'_>,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
+        cb: &mut dyn Callbacks,
         after: &mut ServerAfter,
     ) -> Option<Edit> {
         match step {
             Step::Encryption(true) => {
-                self.recognize(Protocol::PostgresTls, event);
+                self.recognize(Protocol::PostgresTls, cb);
                 after.stop_client = true;
             }
             Step::Encryption(false) => after.reopen_client = true,
             Step::Unreadable => {
-                self.recognize(Protocol::Unknown, event);
+                self.recognize(Protocol::Unknown, cb);
                 after.stop_client = true;
             }
             Step::Message(m) => {
@@ -173,7 +169,7 @@ impl Tracker {
                     _ => {}
                 }
                 let code = (m.tag == b'E').then(|| sqlstate(m.body)).flatten();
-                return self.server_message(m.tag, code, now, event);
+                return self.server_message(m.tag, code, cb);
             }
             Step::Opened(_) => {}
         }
@@ -193,14 +189,12 @@ impl Tracker {
         &mut self,
         step: Step<'_>,
         server: &mut Reader,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-        judge: Option<&mut Judge<'_>>,
+        cb: &mut dyn Callbacks,
         rewrites: &mut Rewrites,
     ) -> Option<Edit> {
         match step {
             Step::Opened(Opening::Startup { minor }) => {
-                self.recognize(Protocol::Postgres, event);
+                self.recognize(Protocol::Postgres, cb);
                 self.newer_version = minor > NEWEST_MINOR;
                 // The startup is answered by the first ReadyForQuery: a group of its own.
                 self.extended_open = false;
@@ -210,12 +204,12 @@ impl Tracker {
             Step::Opened(Opening::Cancel) => {
                 // A cancel request is PostgreSQL too, though not a session.
                 self.cancel = true;
-                self.recognize(Protocol::Postgres, event);
+                self.recognize(Protocol::Postgres, cb);
             }
-            Step::Unreadable => self.recognize(Protocol::Unknown, event),
+            Step::Unreadable => self.recognize(Protocol::Unknown, cb),
             Step::Message(m) if m.tag == 0 => {
                 // The startup message's contents: a new session may be refused here.
-                let act = judge.and_then(|j| j(Ask::Startup));
+                let act = cb.ask(Ask::Startup);
                 if let Some(Act::Error(mut reply)) = act {
                     reply.fatal = true;
                     if let Some(group) = self.groups.back_mut() {
@@ -228,9 +222,7 @@ impl Tracker {
                     }
                 }
             }
-            Step::Message(m) => {
-                return self.client_message(m.tag, m.body, now, event, judge, rewrites)
-            }
+            Step::Message(m) => return self.client_message(m.tag, m.body, cb, rewrites),
             Step::Encryption(_) => {}
         }
         None
@@ -238,13 +230,8 @@ impl Tracker {
 
     /// Counts a statement; returns whether it awaits an answer (a statement beyond the
     /// pending bound is only counted).
-    pub(super) fn push(
-        &mut self,
-        command: Command,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-    ) -> bool {
-        event(Event::Request(command.name()));
+    pub(super) fn push(&mut self, command: Command, cb: &mut dyn Callbacks) -> bool {
+        cb.event(Event::Request(command.name()));
         if self.pending_count >= MAX_PENDING || self.untracked > 0 {
             return false;
         }
@@ -253,7 +240,7 @@ impl Tracker {
         };
         group.pending.push_back(Pending {
             command,
-            since: now(),
+            since: cb.now(),
             injected: None,
         });
         self.pending_count += 1;
@@ -296,16 +283,10 @@ impl Tracker {
     }
 
     /// What a rule does to a statement that awaits its answer (`None`: nothing).
-    pub(super) fn judge(
-        judge: &mut Option<&mut Judge<'_>>,
-        command: Command,
-        text: &[u8],
-    ) -> Option<Act> {
-        judge.as_deref_mut().and_then(|j| {
-            j(Ask::Statement {
-                command: command.name(),
-                text,
-            })
+    pub(super) fn judge(cb: &mut dyn Callbacks, command: Command, text: &[u8]) -> Option<Act> {
+        cb.ask(Ask::Statement {
+            command: command.name(),
+            text,
         })
     }
 
@@ -313,9 +294,7 @@ impl Tracker {
         &mut self,
         tag: u8,
         body: &[u8],
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
-        mut judge: Option<&mut Judge<'_>>,
+        cb: &mut dyn Callbacks,
         rewrites: &mut Rewrites,
     ) -> Option<Edit> {
         match tag {
@@ -327,11 +306,11 @@ impl Tracker {
                 let mut edit = None;
                 for statement in statements(text, dialect) {
                     let command = Command::of(statement, dialect);
-                    let waits = self.push(command, now, event);
+                    let waits = self.push(command, cb);
                     if !waits || edit.is_some() {
                         continue;
                     }
-                    let act = Self::judge(&mut judge, command, statement);
+                    let act = Self::judge(cb, command, statement);
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
                     let before = text.get(..offset).unwrap_or_default();
@@ -363,9 +342,9 @@ impl Tracker {
                 let (portal, _) = cstr(body);
                 let prepared = self.portals.get(portal).map(Rc::clone);
                 let command = prepared.as_ref().map_or(Command::OTHER, |p| p.command);
-                if self.push(command, now, event) {
+                if self.push(command, cb) {
                     let text = prepared.as_ref().map_or(&[][..], |p| &p.text);
-                    let act = Self::judge(&mut judge, command, text);
+                    let act = Self::judge(cb, command, text);
                     return self.act(act, rewrites, provoking_execute);
                 }
             }
@@ -412,8 +391,7 @@ impl Tracker {
         &mut self,
         tag: u8,
         code: Option<&[u8]>,
-        now: &mut Clock<'_>,
-        event: &mut dyn FnMut(Event),
+        cb: &mut dyn Callbacks,
     ) -> Option<Edit> {
         match tag {
             b'C' | b'I' | b's' | b'E' => {
@@ -443,7 +421,7 @@ impl Tracker {
                     }
                 }
                 if failed {
-                    event(Event::Error(Code::class(class.unwrap_or(*b"XX"))));
+                    cb.event(Event::Error(Code::class(class.unwrap_or(*b"XX"))));
                 }
                 let group = self.groups.front_mut()?;
                 if group.failed {
@@ -451,9 +429,10 @@ impl Tracker {
                 }
                 if let Some(done) = group.pending.pop_front() {
                     self.pending_count -= 1;
-                    event(Event::Answered {
+                    let nanos = cb.now().saturating_sub(done.since);
+                    cb.event(Event::Answered {
                         command: done.command.name(),
-                        nanos: now().saturating_sub(done.since),
+                        nanos,
                         failed,
                         sampled: true,
                     });

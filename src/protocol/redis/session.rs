@@ -23,7 +23,8 @@ use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
 use super::tracker::Tracker;
 use crate::flow::Direction;
-use crate::protocol::{place, Code, Event, Judge, Protocol, Read, Splices, Verdict};
+use crate::protocol::Callbacks;
+use crate::protocol::{place, Code, Protocol, Read, Splices, Verdict};
 
 /// The error codes counted by name (the `code` label); others are `other`.
 pub const ERROR_CODES: [&str; 24] = [
@@ -119,13 +120,7 @@ impl Session {
     }
 
     /// Bytes of one data event in `dir`, read only.
-    pub fn on_data(
-        &mut self,
-        dir: Direction,
-        bytes: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) {
+    pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
         let Session {
             client,
             server,
@@ -134,10 +129,10 @@ impl Session {
         } = self;
         match dir {
             Direction::ToDatabase => client.read(bytes, &mut |step| {
-                track.client_step(step, now, event, None);
+                track.client_step(step, cb, None);
             }),
             Direction::ToClient => server.read(bytes, &mut |step| {
-                track.server_step(step, now, event);
+                track.server_step(step, cb);
             }),
         }
         self.after_read();
@@ -150,16 +145,9 @@ impl Session {
         }
     }
 
-    /// Bytes of one data event in `dir`, read and rewritten as `judge` (asked for each new
-    /// command; `None` when no rule may act) and earlier decisions require.
-    pub fn rewrite(
-        &mut self,
-        dir: Direction,
-        chunk: &[u8],
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        mut judge: Option<&mut Judge<'_>>,
-    ) -> Verdict {
+    /// Bytes of one data event in `dir`, read and rewritten as the rules (asked through `cb`
+    /// for each new command while they may act) and earlier decisions require.
+    pub fn rewrite(&mut self, dir: Direction, chunk: &[u8], cb: &mut dyn Callbacks) -> Verdict {
         let Session {
             client,
             server,
@@ -170,7 +158,7 @@ impl Session {
             Direction::ToDatabase => client.reading(),
             Direction::ToClient => server.reading(),
         };
-        let judging = judge.is_some();
+        let judging = cb.judging();
         let verdict = splices
             .of(dir)
             .rewrite(chunk, reading, |splice, output, carry| {
@@ -187,12 +175,7 @@ impl Session {
                                 Step::Command { at, head, .. } => {
                                     let start = at as isize - head as isize;
                                     let mut rewrites = None;
-                                    let edit = track.client_step(
-                                        step,
-                                        now,
-                                        event,
-                                        judge.as_deref_mut().map(|j| (j, &mut rewrites)),
-                                    );
+                                    let edit = track.client_step(step, cb, Some(&mut rewrites));
                                     if let Some(until) = rewrites {
                                         hold_until =
                                             Some(hold_until.map_or(until, |t: u64| t.max(until)));
@@ -207,7 +190,7 @@ impl Session {
                                 }
                                 other => {
                                     unreadable |= matches!(other, Step::Unreadable);
-                                    track.client_step(other, now, event, None);
+                                    track.client_step(other, cb, None);
                                     place(output, carry, splice, None, 0, 0);
                                 }
                             }
@@ -228,7 +211,7 @@ impl Session {
                                 _ => None,
                             };
                             unreadable |= matches!(step, Step::Unreadable);
-                            let edit = track.server_step(step, now, event);
+                            let edit = track.server_step(step, cb);
                             match at_head {
                                 Some((start, at)) => {
                                     closes |= place(output, carry, splice, edit, start, at);

@@ -5,6 +5,7 @@ use super::*;
 use crate::flow::Close;
 use crate::protocol::Act;
 use crate::protocol::{Ask, ErrorReply};
+use crate::protocol::{Event, Judge, With};
 use Direction::{ToClient as Down, ToDatabase as Up};
 
 fn cmd(args: &[&str]) -> Vec<u8> {
@@ -215,9 +216,15 @@ fn inline_commands_and_other_protocols() {
     // Bytes that are not RESP stop the reading once.
     let mut s = Session::new();
     let mut events = Vec::new();
-    s.on_data(Up, b"*2\r\n:12\r\n", &mut || 0, &mut |e| {
-        events.push(describe(e))
-    });
+    s.on_data(
+        Up,
+        b"*2\r\n:12\r\n",
+        &mut With {
+            now: &mut || 0,
+            event: &mut |e| events.push(describe(e)),
+            judge: None,
+        },
+    );
     assert_eq!(events, ["unknown"]);
     assert!(!s.reading());
 }
@@ -227,11 +234,19 @@ fn one_duration_sample_per_round_trip() {
     let mut s = Session::new();
     let mut samples = Vec::new();
     let mut step = |dir, bytes: &[u8], t: u64, s: &mut Session| {
-        s.on_data(dir, bytes, &mut || t, &mut |e| {
-            if let Event::Answered { nanos, sampled, .. } = e {
-                samples.push((nanos, sampled));
-            }
-        })
+        s.on_data(
+            dir,
+            bytes,
+            &mut With {
+                now: &mut || t,
+                event: &mut |e| {
+                    if let Event::Answered { nanos, sampled, .. } = e {
+                        samples.push((nanos, sampled));
+                    }
+                },
+                judge: None,
+            },
+        )
     };
     // Three commands in one write, answered in one read: one sample.
     step(

@@ -4,7 +4,8 @@
 //! edits. [`super::session`] drives it.
 
 use super::resp::Step;
-use crate::protocol::{edit_for, Ask, Edit, ErrorReply, Event, Judge, Protocol};
+use crate::protocol::Callbacks;
+use crate::protocol::{edit_for, Ask, Edit, ErrorReply, Event, Protocol};
 use std::collections::VecDeque;
 
 use crate::protocol::MAX_PENDING;
@@ -57,23 +58,22 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    pub(super) fn recognize(&mut self, protocol: Protocol, event: &mut dyn FnMut(Event)) {
+    pub(super) fn recognize(&mut self, protocol: Protocol, cb: &mut dyn Callbacks) {
         if self.recognized.is_none() {
             self.recognized = Some(protocol);
-            event(Event::Recognized(protocol));
+            cb.event(Event::Recognized(protocol));
         }
     }
 
     pub(super) fn client_step(
         &mut self,
         step: Step<'_>,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-        judge: Option<(&mut Judge<'_>, &mut Option<u64>)>,
+        cb: &mut dyn Callbacks,
+        hold: Option<&mut Option<u64>>,
     ) -> Option<Edit> {
         match step {
             Step::Command { name, text, .. } => {
-                self.recognize(Protocol::Redis, event);
+                self.recognize(Protocol::Redis, cb);
                 let command = match self.last_command {
                     Some(c) if self.last_name == name => c,
                     _ => {
@@ -85,7 +85,7 @@ impl Tracker {
                         c
                     }
                 };
-                event(Event::Request(command));
+                cb.event(Event::Request(command));
                 if self.pending.len() >= MAX_PENDING {
                     return None;
                 }
@@ -103,13 +103,13 @@ impl Tracker {
                 self.pending.push_back(Pending {
                     command,
                     subscribes,
-                    since: now(),
+                    since: cb.now(),
                     injected: None,
                     confirmations,
                     answered: false,
                 });
-                let (judge, hold) = judge?;
-                let act = judge(Ask::Statement { command, text });
+                let hold = hold?;
+                let act = cb.ask(Ask::Statement { command, text });
                 edit_for(
                     act,
                     hold,
@@ -123,7 +123,7 @@ impl Tracker {
                 )
             }
             Step::Unreadable => {
-                self.recognize(Protocol::Unknown, event);
+                self.recognize(Protocol::Unknown, cb);
                 None
             }
             _ => None,
@@ -146,16 +146,11 @@ impl Tracker {
     }
 
     /// Finishes the front command (popped), reporting its answer if it had none yet.
-    pub(super) fn answer(
-        &mut self,
-        failed: bool,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) -> Option<Pending> {
+    pub(super) fn answer(&mut self, failed: bool, cb: &mut dyn Callbacks) -> Option<Pending> {
         let done = self.pending.pop_front()?;
         if !done.answered {
-            let t = now();
-            event(Event::Answered {
+            let t = cb.now();
+            cb.event(Event::Answered {
                 command: done.command,
                 nanos: t.saturating_sub(done.since),
                 failed,
@@ -165,22 +160,17 @@ impl Tracker {
         Some(done)
     }
 
-    pub(super) fn server_step(
-        &mut self,
-        step: Step<'_>,
-        now: &mut dyn FnMut() -> u64,
-        event: &mut dyn FnMut(Event),
-    ) -> Option<Edit> {
+    pub(super) fn server_step(&mut self, step: Step<'_>, cb: &mut dyn Callbacks) -> Option<Edit> {
         let (kind, text, number) = match step {
             Step::Reply {
                 kind, text, number, ..
             } => (kind, text, number),
             Step::NestedError(line) => {
-                event(Event::Error(error_code(line)));
+                cb.event(Event::Error(error_code(line)));
                 return None;
             }
             Step::Unreadable => {
-                self.recognize(Protocol::Unknown, event);
+                self.recognize(Protocol::Unknown, cb);
                 return None;
             }
             _ => return None,
@@ -206,9 +196,9 @@ impl Tracker {
                 if let Some(front) = self.pending.front_mut() {
                     if !front.answered {
                         front.answered = true;
-                        let (command, since, t) = (front.command, front.since, now());
+                        let (command, since, t) = (front.command, front.since, cb.now());
                         let sampled = self.last_sample.replace((since, t)) != Some((since, t));
-                        event(Event::Answered {
+                        cb.event(Event::Answered {
                             command,
                             nanos: t.saturating_sub(since),
                             failed: false,
@@ -235,7 +225,7 @@ impl Tracker {
             self.pending.pop_front();
         }
         let failed = matches!(kind, b'-' | b'!');
-        let done = self.answer(failed, now, event)?;
+        let done = self.answer(failed, cb)?;
         let mut code = failed.then(|| error_code(text));
         let mut edit = None;
         if let Some(reply) = done.injected {
@@ -254,7 +244,7 @@ impl Tracker {
             }
         }
         if let Some(code) = code {
-            event(Event::Error(code));
+            cb.event(Event::Error(code));
         }
         edit
     }
