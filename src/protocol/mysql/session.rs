@@ -24,8 +24,8 @@
 //! gets the ERR in place of the greeting.
 //!
 //! Bounds: the first [`CAPTURE_LIMIT`] bytes of a command (its text), 256 bytes of a response
-//! packet; [`MAX_PENDING`] commands awaiting responses; [`MAX_PREPARED`] statements and
-//! [`MAX_PREPARED_TEXT`] bytes of their text (oldest forgotten first).
+//! packet; [`MAX_PENDING`](crate::protocol::MAX_PENDING) commands awaiting responses; [`MAX_PREPARED`](crate::protocol::MAX_PREPARED) statements and
+//! [`MAX_PREPARED_TEXT`](crate::protocol::MAX_PREPARED_TEXT) bytes of their text (oldest forgotten first).
 
 #[cfg(test)]
 use super::greets;

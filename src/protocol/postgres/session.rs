@@ -26,9 +26,9 @@
 //! minor version is not read past its startup. Statement text is split as the server says it
 //! quotes (`standard_conforming_strings` in ParameterStatus).
 //!
-//! Bounds: at most [`MAX_PENDING`] statements and as many groups awaiting answers (a longer
-//! pipeline is counted but not timed, and rules do not act on it), [`MAX_PREPARED`] named statements and portals
-//! and [`MAX_PREPARED_TEXT`] bytes of their text (the oldest is forgotten first: its
+//! Bounds: at most [`MAX_PENDING`](crate::protocol::MAX_PENDING) statements and as many groups awaiting answers (a longer
+//! pipeline is counted but not timed, and rules do not act on it), [`MAX_PREPARED`](crate::protocol::MAX_PREPARED) named statements and portals
+//! and [`MAX_PREPARED_TEXT`](crate::protocol::MAX_PREPARED_TEXT) bytes of their text (the oldest is forgotten first: its
 //! executions count as `other`), and while rules act, the start of one message per direction
 //! ([`super::CAPTURE_LIMIT`] bytes and its header) withheld until it is decided.
 

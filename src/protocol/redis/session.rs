@@ -14,7 +14,7 @@
 //! and that error is rewritten to the rule's (`-READONLY ...`). Only that provoked error is
 //! rewritten.
 //!
-//! Bounds: at most [`MAX_PENDING`] commands awaiting replies (a longer pipeline is counted but
+//! Bounds: at most [`MAX_PENDING`](crate::protocol::MAX_PENDING) commands awaiting replies (a longer pipeline is counted but
 //! not timed, and rules do not act on it); while rules act, the start of one command (its
 //! first 4 KiB of text and their framing, or an inline command of up to 64 KiB) withheld until
 //! it is decided, and the start of one error reply while an injected error is awaited.
