@@ -3,7 +3,7 @@
 //! closes.
 
 /// Direction of a data event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Client → database (`on_downstream_data`).
     ToDatabase,

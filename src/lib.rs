@@ -24,10 +24,13 @@
 //!   decides), `connection` (a connection's byte ledger), one module per kind.
 //! - [`plugin`]: the whole plugin configuration, [`plugin::Config`].
 //! - `manifest`, `cli` (native only): reading and editing files for the `dbfault` command.
-//! - `host` (Wasm only): the one place that calls `proxy_wasm::hostcalls`.
-//! - `filter` (Wasm only): the root and stream contexts, a thin layer over the above.
+//! - [`host`]: the seam, [`host::Host`]: every host call the filter makes. Its real one (Wasm
+//!   only, `ProxyWasm`) is the one place that calls `proxy_wasm::hostcalls`.
+//! - [`filter`]: the root and stream contexts over the seam, a thin layer over the above; only
+//!   their proxy-wasm trait impls (`filter/contexts.rs`) are Wasm only.
 //!
-//! Everything but `host` and `filter` is plain Rust, unit-tested natively with `cargo test`; time
+//! Everything but the real host is plain Rust, unit-tested natively with `cargo test` (the
+//! filter through a fake host, `filter/tests.rs`); time
 //! and randomness are arguments.
 //!
 //! # Layers
@@ -65,10 +68,8 @@ pub mod schedule;
 pub mod throughput;
 pub mod upstream;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
-#[cfg(target_arch = "wasm32")]
-mod host;
+pub mod filter;
+pub mod host;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

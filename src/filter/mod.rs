@@ -1,23 +1,26 @@
 //! The proxy-wasm contexts: they translate host callbacks into calls on the pure core.
 //!
-//! State that must outlive one plugin configuration lives in [`VmState`], one per Wasm VM (one
+//! State that must outlive one plugin configuration lives in `VmState`, one per Wasm VM (one
 //! VM per Envoy worker): an ECDS update creates a new root context in the same VM, while the
 //! connections opened under the old one keep their stream contexts. When an update brings a new
 //! VM instead (the module changed), the old VM learns of the new configuration through Envoy's
 //! process-wide shared data, which every root context polls on its tick.
 
+#[cfg(target_arch = "wasm32")]
+mod contexts;
 mod root;
 mod stream;
 mod watch;
 
 pub use root::Root;
+pub use stream::Stream;
 
 use crate::config::MetricsConfig;
 use crate::fault::connection::Connection;
 use crate::fault::engine::{Change, Engine};
 use crate::fault::matching::UpstreamInfo;
 use crate::fault::TickAction;
-use crate::host::HostMetrics;
+use crate::host::Host;
 use crate::metrics::{ConnectionStats, Telemetry};
 use crate::plugin::Config;
 use crate::schedule::nanos;
@@ -182,22 +185,29 @@ fn decode_shared(value: &[u8]) -> Option<(u64, &[u8])> {
 
 impl VmState {
     /// Makes `config` the running configuration, loaded at `loaded_at`.
-    fn adopt(&mut self, config: Config, bytes: Vec<u8>, loaded_at: u64, now: u64) {
+    fn adopt(
+        &mut self,
+        host: &mut dyn Host,
+        config: Config,
+        bytes: Vec<u8>,
+        loaded_at: u64,
+        now: u64,
+    ) {
         let metrics_on = config.metrics.enabled;
         if !metrics_on {
-            self.telemetry.withdraw(&mut HostMetrics);
+            self.telemetry.withdraw(host.metrics());
         }
         let changes = self.engine.load(config.faults, loaded_at, now);
         self.telemetry
-            .config_info(&mut HostMetrics, &crate::config::digest::config_id(&bytes));
+            .config_info(host.metrics(), &crate::config::digest::config_id(&bytes));
         self.metrics = config.metrics;
         self.config_bytes = bytes;
-        self.report(&changes);
+        self.report(host, &changes);
         self.reevaluate = true;
     }
 
     /// Logs rule switches and sets the `fault_active` gauges.
-    fn report(&mut self, changes: &[Change]) {
+    fn report(&mut self, host: &mut dyn Host, changes: &[Change]) {
         for change in changes {
             let state = match (change.removed, change.active) {
                 (true, _) => "removed",
@@ -207,33 +217,35 @@ impl VmState {
             info!("dbfault: fault {} {state}", &*change.name);
             if self.metrics.enabled {
                 self.telemetry
-                    .fault_active(&mut HostMetrics, &change.name, change.active);
+                    .fault_active(host.metrics(), &change.name, change.active);
             }
         }
     }
 
     /// Accepts a configuration from `on_configure`: shares it with the other VMs, or takes the
     /// load time from shared data when another worker already loaded the same bytes.
-    fn configure(&mut self, config: Config, bytes: Vec<u8>, now: u64) {
+    fn configure(&mut self, host: &mut dyn Host, config: Config, bytes: Vec<u8>, now: u64) {
         if !self.sidecar_known {
             // Envoy's node id: Istio sets it per pod (`sidecar~<ip>~<pod>.<ns>~<ns>.svc...`).
             // `xds.node` is the attribute (verified on Envoy 1.40: `node.id` answers nothing).
-            let node = crate::host::property(&["xds", "node", "id"]).unwrap_or_default();
+            let node = host.property(&["xds", "node", "id"]).unwrap_or_default();
             self.engine.set_sidecar(&node);
             self.sidecar_known = true;
         }
-        let shared = crate::host::shared_data(SHARED_CONFIG_KEY).map(|(value, _cas)| value);
+        let shared = host
+            .shared_data(SHARED_CONFIG_KEY)
+            .map(|(value, _cas)| value);
         let (loaded_at, first) = match shared.as_deref().and_then(decode_shared) {
             Some((at, shared_bytes)) if shared_bytes == bytes.as_slice() => (at, false),
             _ => {
-                crate::host::set_shared_data(SHARED_CONFIG_KEY, &encode_shared(now, &bytes));
+                host.set_shared_data(SHARED_CONFIG_KEY, &encode_shared(now, &bytes));
                 (now, true)
             }
         };
         if self.seeds == 0 {
             self.seeds = crate::schedule::mix(now);
         }
-        self.adopt(config, bytes, loaded_at, now);
+        self.adopt(host, config, bytes, loaded_at, now);
         if first {
             // The first VM to load these bytes says which rules this sidecar takes part in (the
             // others decide the same).
@@ -251,7 +263,7 @@ impl VmState {
                 }
             }
         }
-        self.telemetry.config_loaded(&mut HostMetrics);
+        self.telemetry.config_loaded(host.metrics());
     }
 
     /// Picks up a configuration another VM accepted (a module update creates new VMs; the old
@@ -260,12 +272,12 @@ impl VmState {
     /// Polled about once per `interval` (the base tick), however fast the VM ticks: a
     /// configuration can be up to 1 MiB, and the host copies it out on every read. (Three
     /// quarters of it: base ticks arrive with jitter, and each should poll.)
-    fn poll_shared_config(&mut self, now: u64, interval: u64) {
+    fn poll_shared_config(&mut self, host: &mut dyn Host, now: u64, interval: u64) {
         if now.saturating_sub(self.last_shared_poll) < interval / 4 * 3 {
             return;
         }
         self.last_shared_poll = now;
-        let Some((value, cas)) = crate::host::shared_data(SHARED_CONFIG_KEY) else {
+        let Some((value, cas)) = host.shared_data(SHARED_CONFIG_KEY) else {
             return;
         };
         if self.shared_cas.replace(cas) == Some(cas) {
@@ -280,8 +292,8 @@ impl VmState {
         match Config::parse(bytes) {
             Ok(config) => {
                 info!("dbfault: configuration updated from another VM");
-                self.adopt(config, bytes.to_vec(), loaded_at, now);
-                self.telemetry.config_loaded(&mut HostMetrics);
+                self.adopt(host, config, bytes.to_vec(), loaded_at, now);
+                self.telemetry.config_loaded(host.metrics());
             }
             Err(err) => {
                 // Another module version may know keys this one does not: keep the current rules.
@@ -295,7 +307,7 @@ impl VmState {
     /// connections that are due, flushes metrics. Returns the host actions to carry out (the
     /// `actions` buffer, to be handed back), whether the next tick must be fast, and the
     /// metrics interval.
-    fn tick(&mut self, now: u64) -> (Vec<(u32, TickAction)>, bool, Duration) {
+    fn tick(&mut self, host: &mut dyn Host, now: u64) -> (Vec<(u32, TickAction)>, bool, Duration) {
         // Ticks arrive with some granularity (about 4 ms in Envoy 1.40 even at a 1 ms period):
         // act on what is due by the middle of the next gap, so that releases and closes land on
         // the nearest tick instead of always the one after; never more than MAX_EARLY ahead, so
@@ -303,10 +315,10 @@ impl VmState {
         let gap = self.last_tick.map_or(0, |last| now.saturating_sub(last));
         self.last_tick = Some(now);
         let due_by = now.saturating_add((gap / 2).min(nanos(MAX_EARLY)));
-        self.poll_shared_config(now, nanos(BASE_TICK));
+        self.poll_shared_config(host, now, nanos(BASE_TICK));
         let changes = self.engine.update(now);
         if !changes.is_empty() {
-            self.report(&changes);
+            self.report(host, &changes);
             self.reevaluate = true;
         }
         let mut ids = std::mem::take(&mut self.due);
@@ -318,7 +330,7 @@ impl VmState {
                     continue;
                 };
                 if let Ok(mut entry) = entry.try_borrow_mut() {
-                    self.reevaluate_entry(id, &mut entry, now);
+                    self.reevaluate_entry(host, id, &mut entry, now);
                 };
             }
         }
@@ -345,7 +357,7 @@ impl VmState {
             }
             if entry.conn.open_to(self.engine.last_episode()) {
                 // Released from an ended delay while rules changed: they get their look now.
-                self.decide(id, &mut entry, now, false);
+                self.decide(host, id, &mut entry, now, false);
             }
             soonest = soonest.min(entry.conn.next_wake().unwrap_or(u64::MAX));
             self.track(id, &entry.conn);
@@ -354,7 +366,7 @@ impl VmState {
         let metrics = &self.metrics;
         if metrics.enabled {
             let interval = nanos(metrics.interval);
-            self.telemetry.flush_if_due(&mut HostMetrics, now, interval);
+            self.telemetry.flush_if_due(host.metrics(), now, interval);
         }
         self.fast = soonest < now.saturating_add(nanos(BASE_TICK));
         (actions, self.fast, self.metrics.interval)
@@ -362,7 +374,7 @@ impl VmState {
 
     /// Applies the current rules to an open connection: ends a fault whose rule is no longer
     /// active, and lets newly active `applyTo: all` rules act on it.
-    fn reevaluate_entry(&mut self, id: u32, entry: &mut Entry, now: u64) {
+    fn reevaluate_entry(&mut self, host: &mut dyn Host, id: u32, entry: &mut Entry, now: u64) {
         if let Some(watch) = entry.watch.as_mut() {
             watch.judging = self.engine.judging(&entry.upstream);
         }
@@ -373,7 +385,7 @@ impl VmState {
             }
         }
         if entry.conn.open_to(self.engine.last_episode()) {
-            self.decide(id, entry, now, false);
+            self.decide(host, id, entry, now, false);
         } else {
             self.track(id, &entry.conn);
         }
@@ -383,7 +395,14 @@ impl VmState {
     /// first event is being handled now (rules with `applyTo: new` apply only then).
     /// Returns whether the connection now needs ticks that no root gives it (see
     /// [`VmState::track`]).
-    fn decide(&mut self, id: u32, entry: &mut Entry, now: u64, identifying: bool) -> bool {
+    fn decide(
+        &mut self,
+        host: &mut dyn Host,
+        id: u32,
+        entry: &mut Entry,
+        now: u64,
+        identifying: bool,
+    ) -> bool {
         if let Some(d) = self
             .engine
             .decide(&entry.upstream, entry.conn.seed(), identifying)
@@ -402,8 +421,7 @@ impl VmState {
                     .conn
                     .apply(rule, Rc::clone(&name), d.episode, now, identifying);
                 if let Some(stats) = entry.stats.as_ref() {
-                    self.telemetry
-                        .fault_injected(&mut HostMetrics, stats, &name);
+                    self.telemetry.fault_injected(host.metrics(), stats, &name);
                 }
             }
         }
@@ -438,3 +456,6 @@ impl VmState {
         at.map(|at| self.hurried.swap_remove(at)).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,8 @@
-use super::stream::Stream;
 use super::with_vm;
 use crate::fault::TickAction;
-use crate::host::{self, HostMetrics};
+use crate::host::Host;
 use crate::plugin::Config;
 use log::{error, info};
-use proxy_wasm::traits::{Context, RootContext, StreamContext};
-use proxy_wasm::types::ContextType;
 use std::time::Duration;
 
 use super::{BASE_TICK, FAST_TICK};
@@ -27,9 +24,9 @@ impl Root {
         }
     }
 
-    fn set_tick(&mut self, period: Duration) {
+    fn set_tick(&mut self, host: &mut dyn Host, period: Duration) {
         if self.tick != Some(period) {
-            host::set_tick_period(period);
+            host.set_tick_period(period);
             self.tick = Some(period);
         }
     }
@@ -59,8 +56,9 @@ fn summary(config: &Config) -> String {
     text
 }
 
-impl Context for Root {
-    fn on_done(&mut self) -> bool {
+impl Root {
+    /// The host is done with this root (its configuration was replaced or the VM ends).
+    pub fn done(&mut self, host: &mut dyn Host) {
         if self.live {
             self.live = false;
             with_vm(|vm| {
@@ -68,50 +66,50 @@ impl Context for Root {
                 if vm.live_roots == 0 {
                     // The last configuration of this VM is going away: its share of the
                     // bytes-per-second gauges must not stay behind in Envoy's stats.
-                    vm.telemetry.withdraw(&mut HostMetrics);
+                    vm.telemetry.withdraw(host.metrics());
                 }
             });
         }
-        true
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        host::sync_log_level();
-        let bytes = host::plugin_configuration(plugin_configuration_size);
+    /// A plugin configuration of `size` bytes: accepted (true) or refused, the previous one
+    /// staying in force.
+    pub fn configure(&mut self, host: &mut dyn Host, size: usize) -> bool {
+        host.sync_log_level();
+        let bytes = host.plugin_configuration(size);
         let config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(err) => {
                 error!("dbfault: invalid configuration: {err}");
-                with_vm(|vm| vm.telemetry.config_rejected(&mut HostMetrics));
+                with_vm(|vm| vm.telemetry.config_rejected(host.metrics()));
                 return false;
             }
         };
         info!("dbfault: configuration loaded: {}", summary(&config));
-        let now = host::now_nanos().unwrap_or(0);
+        let now = host.now_nanos().unwrap_or(0);
         let was_live = std::mem::replace(&mut self.live, true);
         let tick = BASE_TICK.min(config.metrics.interval);
         with_vm(|vm| {
             if !was_live {
                 vm.live_roots += 1;
             }
-            vm.configure(config, bytes, now);
+            vm.configure(host, config, bytes, now);
         });
-        self.set_tick(tick);
+        self.set_tick(host, tick);
         // Open connections meet the new rules now rather than at the next tick (up to a base
         // tick later: that wait showed in `applyTo: all` on a loaded machine).
-        self.on_tick();
+        self.tick(host);
         true
     }
 
-    fn on_tick(&mut self) {
-        let Some(now) = host::now_nanos() else {
+    /// A tick: the VM's rules and connections at this time, and the host actions they need.
+    pub fn tick(&mut self, host: &mut dyn Host) {
+        let Some(now) = host.now_nanos() else {
             return;
         };
         let id = self.context_id;
         let Some((actions, fast, interval, hurried)) = with_vm(|vm| {
-            let (actions, fast, interval) = vm.tick(now);
+            let (actions, fast, interval) = vm.tick(host, now);
             (actions, fast, interval, vm.hurried(id))
         }) else {
             return;
@@ -122,30 +120,29 @@ impl RootContext for Root {
         // Host actions run outside the VM state borrow: a close calls back into the stream
         // context (`on_downstream_close`, `on_log`), which needs the state.
         for (id, action) in &actions {
-            if host::set_effective_context(*id) {
+            if host.set_effective_context(*id) {
                 match action {
-                    TickAction::Close => host::close_connection(),
-                    TickAction::Resume => host::resume_downstream(),
+                    TickAction::Close => host.close_connection(),
+                    TickAction::Resume => host.resume_downstream(),
                 }
             }
         }
         if !actions.is_empty() {
-            host::set_effective_context(self.context_id);
+            host.set_effective_context(self.context_id);
         }
         // The buffer goes back for the next tick (no allocation per tick).
         with_vm(|vm| vm.actions = actions);
-        self.set_tick(if fast {
-            FAST_TICK
-        } else {
-            BASE_TICK.min(interval)
-        });
+        self.set_tick(
+            host,
+            if fast {
+                FAST_TICK
+            } else {
+                BASE_TICK.min(interval)
+            },
+        );
     }
 
-    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(Stream::new(context_id, self.context_id)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::StreamContext)
+    pub fn context_id(&self) -> u32 {
+        self.context_id
     }
 }

@@ -3,14 +3,13 @@ use super::{with_vm, Entry};
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
 use crate::flow::{Close, Direction, Effect};
-use crate::host::{self, HostMetrics};
+use crate::host::Host;
 use crate::protocol::Protocol;
 use crate::schedule::mix;
 use crate::throughput::Traffic;
 use crate::upstream::{self, ConnectionFacts};
 use log::debug;
-use proxy_wasm::traits::{Context, StreamContext};
-use proxy_wasm::types::{Action, PeerType};
+use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -46,11 +45,11 @@ impl Stream {
 
     /// Resolves the upstream once, counts the connection and lets the first active matching
     /// rule decide. `first`: the event that identifies it and its size (`None`: a close).
-    fn identify(&mut self, first: Option<(Direction, usize)>) {
+    fn identify(&mut self, host: &mut dyn Host, first: Option<(Direction, usize)>) {
         // Property lookups are the expensive part of a new connection (each costs about 5% of
         // Envoy's connection rate, measured): ask only for what the identity or the current
         // rules need.
-        let cluster = host::property(&["xds", "cluster_name"]);
+        let cluster = host.property(&["xds", "cluster_name"]);
         let (uses_hosts, uses_ports, reads) = with_vm(|vm| {
             let m = &vm.metrics;
             (
@@ -65,10 +64,10 @@ impl Stream {
         // speaks first).
         match first {
             Some((Direction::ToDatabase, size)) if uses_hosts || reads => {
-                self.first_chunk = host::read_data(Direction::ToDatabase, 0, size);
+                self.first_chunk = host.read_data(Direction::ToDatabase, 0, size);
             }
             Some((Direction::ToClient, size)) if reads => {
-                self.first_chunk = host::read_data(Direction::ToClient, 0, size);
+                self.first_chunk = host.read_data(Direction::ToClient, 0, size);
             }
             _ => {}
         }
@@ -83,18 +82,18 @@ impl Stream {
         let wants_sni = upstream::needs_sni(cluster.as_deref())
             || (uses_hosts && upstream::starts_tls(first_byte));
         let sni = if wants_sni {
-            host::property(&["connection", "requested_server_name"])
+            host.property(&["connection", "requested_server_name"])
         } else {
             None
         };
         let destination = if upstream::needs_destination(cluster.as_deref(), sni.as_deref()) {
-            host::property(&["destination", "address"])
+            host.property(&["destination", "address"])
         } else {
             None
         };
         let upstream_address = if uses_ports && upstream::cluster_port(cluster.as_deref()).is_none()
         {
-            host::property(&["upstream", "address"])
+            host.property(&["upstream", "address"])
         } else {
             None
         };
@@ -127,14 +126,14 @@ impl Stream {
             sni.as_deref().unwrap_or("-")
         );
         let id = self.id;
-        let now = host::now_nanos().unwrap_or(0);
+        let now = host.now_nanos().unwrap_or(0);
         let entry = with_vm(|vm| {
             vm.seeds = vm.seeds.wrapping_add(1);
             let seed = mix(vm.seeds ^ mix(u64::from(id)));
             let metrics = &vm.metrics;
             let stats = metrics.enabled.then(|| {
                 vm.telemetry
-                    .open(&mut HostMetrics, &label, metrics.max_upstreams)
+                    .open(host.metrics(), &label, metrics.max_upstreams)
             });
             let traffic = stats
                 .as_ref()
@@ -166,14 +165,14 @@ impl Stream {
                 stats,
                 watch,
             };
-            let hurry = vm.decide(id, &mut entry, now, true);
+            let hurry = vm.decide(host, id, &mut entry, now, true);
             let entry = Rc::new(RefCell::new(entry));
             vm.connections.insert(id, Rc::clone(&entry));
             (entry, hurry)
         });
         let entry = entry.map(|(entry, hurry)| {
             if hurry {
-                self.hurry_root();
+                self.hurry_root(host);
             }
             entry
         });
@@ -189,9 +188,10 @@ impl Stream {
         self.phase = Phase::Open(entry);
     }
 
-    fn on_data(&mut self, dir: Direction, size: usize) -> Action {
+    /// A data event of `size` bytes in `dir` (Envoy's whole buffer): what Envoy does with it.
+    pub fn on_data(&mut self, host: &mut dyn Host, dir: Direction, size: usize) -> Action {
         if let Phase::Unidentified = self.phase {
-            self.identify(Some((dir, size)));
+            self.identify(host, Some((dir, size)));
         }
         let Phase::Open(entry) = &self.phase else {
             return Action::Continue;
@@ -215,6 +215,7 @@ impl Stream {
         // Rules on statements decide before the bytes go anywhere.
         if let Some(w) = watch.as_mut().filter(|w| w.rewrites(dir, conn)) {
             match w.rewrite(
+                host,
                 dir,
                 size,
                 conn,
@@ -235,7 +236,7 @@ impl Stream {
                 None => *watch = None,
             }
         }
-        let outcome = conn.on_data(dir, counted, &mut || host::now_nanos().unwrap_or(0));
+        let outcome = conn.on_data(dir, counted, &mut || host.now_nanos().unwrap_or(0));
         let mut close_now = outcome.close == Some(Close::Now);
         match rewritten {
             Some(close) => {
@@ -255,6 +256,7 @@ impl Stream {
                 // Read before a drop changes Envoy's buffer.
                 if let Some(w) = watch.as_mut() {
                     if !w.on_data(
+                        host,
                         dir,
                         size,
                         outcome.effect,
@@ -272,35 +274,36 @@ impl Stream {
         };
         drop(entry);
         if hurry {
-            self.hurry_root();
+            self.hurry_root(host);
         }
         let action = match outcome.effect {
             Effect::Forward => Action::Continue,
             Effect::Hold => Action::Pause,
             Effect::Drop { keep } => {
-                host::drop_data(dir, buffer, keep);
+                host.drop_data(dir, buffer, keep);
                 Action::Continue
             }
         };
         if close_now {
-            host::close_connection();
+            host.close_connection();
         }
         action
     }
 
     /// Switches the root to the fast tick now: this connection holds data (or is otherwise due)
     /// while the roots tick slowly, and waiting for the next base tick would release it late.
-    fn hurry_root(&self) {
-        if host::set_effective_context(self.root) {
-            host::set_tick_period(super::FAST_TICK);
+    fn hurry_root(&self, host: &mut dyn Host) {
+        if host.set_effective_context(self.root) {
+            host.set_tick_period(super::FAST_TICK);
             with_vm(|vm| vm.hurry(self.root));
-            host::set_effective_context(self.id);
+            host.set_effective_context(self.id);
         }
     }
 
-    fn finish(&mut self) {
+    /// The connection is done (logged, or its context ends).
+    pub fn finish(&mut self, host: &mut dyn Host) {
         if let Phase::Unidentified = self.phase {
-            self.identify(None);
+            self.identify(host, None);
         }
         let Phase::Open(entry) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return;
@@ -323,35 +326,11 @@ impl Stream {
     }
 }
 
-impl Context for Stream {
-    fn on_done(&mut self) -> bool {
-        self.finish();
-        true
-    }
-}
-
-impl StreamContext for Stream {
-    fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        self.on_data(Direction::ToDatabase, data_size)
-    }
-
-    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        self.on_data(Direction::ToClient, data_size)
-    }
-
-    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+impl Stream {
+    /// Either side closed: a connection that carried no byte is identified now.
+    pub fn closed(&mut self, host: &mut dyn Host) {
         if let Phase::Unidentified = self.phase {
-            self.identify(None);
+            self.identify(host, None);
         }
-    }
-
-    fn on_upstream_close(&mut self, _peer_type: PeerType) {
-        if let Phase::Unidentified = self.phase {
-            self.identify(None);
-        }
-    }
-
-    fn on_log(&mut self) {
-        self.finish();
     }
 }

@@ -8,7 +8,7 @@ use super::with_vm;
 use crate::fault::connection::Connection;
 use crate::fault::matching::UpstreamInfo;
 use crate::flow::{Direction, Effect};
-use crate::host::{self, HostMetrics};
+use crate::host::Host;
 use crate::metrics::requests::{Protocol, RequestCounts};
 use crate::metrics::ConnectionStats;
 use crate::protocol::{passing, Act, Ask, Callbacks, Event, Session, Verdict};
@@ -37,6 +37,7 @@ pub struct Watch {
 /// most once per data event, and only if a request starts or ends), the request metrics, and
 /// (while rules may act) the VM's rules.
 struct Reporting<'a> {
+    host: &'a mut dyn Host,
     time: Option<u64>,
     protocol: Protocol,
     counts: Option<&'a RequestCounts>,
@@ -56,13 +57,14 @@ struct Rules<'a> {
 
 impl Callbacks for Reporting<'_> {
     fn now(&mut self) -> u64 {
+        let host = &mut *self.host;
         *self
             .time
-            .get_or_insert_with(|| host::now_nanos().unwrap_or(0))
+            .get_or_insert_with(|| host.now_nanos().unwrap_or(0))
     }
 
     fn event(&mut self, event: Event) {
-        count(event, self.protocol, self.counts);
+        count(self.host, event, self.protocol, self.counts);
     }
 
     fn judging(&self) -> bool {
@@ -73,11 +75,11 @@ impl Callbacks for Reporting<'_> {
         let r = self.rules.as_mut()?;
         *r.draws += 1;
         let draw = mix(r.seed ^ mix(*r.draws));
-        judge(ask, r.up, r.stats, r.seed, draw, r.opened_in)
+        judge(self.host, ask, r.up, r.stats, r.seed, draw, r.opened_in)
     }
 }
 
-fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
+fn count(host: &mut dyn Host, event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
     let Some(counts) = counts else {
         return;
     };
@@ -88,7 +90,7 @@ fn count(event: Event, protocol: Protocol, counts: Option<&RequestCounts>) {
             nanos,
             sampled: true,
             ..
-        } => counts.duration(&mut HostMetrics, protocol, nanos / 1_000),
+        } => counts.duration(host.metrics(), protocol, nanos / 1_000),
         Event::Answered { .. } => {}
         Event::Error(code) => counts.error(protocol, code),
     }
@@ -128,6 +130,7 @@ impl Watch {
     /// connection is still read (when not, the watch can go).
     pub fn on_data(
         &mut self,
+        host: &mut dyn Host,
         dir: Direction,
         size: usize,
         effect: Effect,
@@ -140,23 +143,31 @@ impl Watch {
         let (start, end) = (range.start, range.end);
         let len = end - start;
         if len > 0 {
+            let skip = self.session.skippable(dir).min(len);
+            let from = start + skip;
+            // Copied out of Envoy's buffer only when not read already, and before the
+            // callbacks take the host.
+            let read = if skip < len && prefetched.filter(|p| p.len() == size).is_none() {
+                host.read_data(dir, from, len - skip)
+            } else {
+                None
+            };
             let mut cb = Reporting {
+                host,
                 time: None,
                 protocol: self.protocol,
                 counts,
                 rules: None,
             };
-            let skip = self.session.skippable(dir).min(len);
             self.session.skip(dir, skip, &mut cb);
             if skip < len {
-                let from = start + skip;
                 match prefetched.filter(|p| p.len() == size) {
                     Some(bytes) => {
                         let part = bytes.get(from..end).unwrap_or_default();
                         self.session.on_data(dir, part, &mut cb);
                     }
                     None => {
-                        if let Some(bytes) = host::read_data(dir, from, len - skip) {
+                        if let Some(bytes) = read {
                             self.session.on_data(dir, &bytes, &mut cb);
                         }
                     }
@@ -169,8 +180,11 @@ impl Watch {
     /// A data event of `size` bytes read, judged and rewritten before it goes anywhere; Envoy's
     /// buffer is rewritten here when the verdict says so. `None`: the bytes could not be read
     /// (the event passes untouched and the connection is no longer read).
+    // The event, the host, and the connection's parts (borrowed apart from its entry).
+    #[allow(clippy::too_many_arguments)]
     pub fn rewrite(
         &mut self,
+        host: &mut dyn Host,
         dir: Direction,
         size: usize,
         conn: &Connection,
@@ -188,7 +202,7 @@ impl Watch {
         let fresh: &[u8] = match prefetched.filter(|p| p.len() == size && from == 0) {
             Some(bytes) => bytes,
             None => {
-                read = host::read_data(dir, from, size - from)?;
+                read = host.read_data(dir, from, size - from)?;
                 &read
             }
         };
@@ -196,6 +210,7 @@ impl Watch {
         // (MySQL's server side is judged too: its greeting, when a rule refuses new sessions.)
         let judging = self.judging && conn.statements_may_act();
         let mut cb = Reporting {
+            host: &mut *host,
             time: None,
             protocol: self.protocol,
             counts,
@@ -210,7 +225,7 @@ impl Watch {
         let verdict = self.session.rewrite(dir, fresh, &mut cb);
         let size = match &verdict.replace {
             Some(bytes) => {
-                host::replace_data(dir, from, size, bytes);
+                host.replace_data(dir, from, size, bytes);
                 from + bytes.len()
             }
             None => size,
@@ -242,6 +257,7 @@ impl Watch {
 /// Asks the VM's rules about a statement (or a session's start) of a connection to `up`;
 /// counts and logs what a rule does (dry runs included), and returns it unless it is a dry run.
 fn judge(
+    host: &mut dyn Host,
     ask: Ask<'_>,
     up: &UpstreamInfo,
     stats: Option<&ConnectionStats>,
@@ -250,8 +266,8 @@ fn judge(
     opened_in: u64,
 ) -> Option<Act> {
     // The clock is read only for a delay's release time.
-    let now = &mut || host::now_nanos().unwrap_or(0);
     with_vm(|vm| {
+        let now = &mut || host.now_nanos().unwrap_or(0);
         let (slot, act) = vm.engine.judge(up, ask, seed, draw, opened_in, now)?;
         let act = act?;
         debug!(
@@ -266,7 +282,7 @@ fn judge(
         );
         if let Some(stats) = stats {
             vm.telemetry
-                .fault_injected(&mut HostMetrics, stats, &slot.name);
+                .fault_injected(host.metrics(), stats, &slot.name);
         }
         (!slot.rule.dry_run).then_some(act)
     })
