@@ -10,7 +10,7 @@
 use dbfault::flow::Direction;
 use dbfault::protocol::mysql::session::Session;
 use dbfault::protocol::With;
-use dbfault::protocol::{Ask, ErrorReply};
+use dbfault::protocol::{Ask, ErrorReply, Judge};
 
 mod common;
 use libfuzzer_sys::fuzz_target;
@@ -104,6 +104,18 @@ fuzz_target!(|data: &[u8]| {
         events(deprecate, rest, rest.len().max(1)),
         events(deprecate, rest, size)
     );
+    // A session's rewriting as the checks call it: a chunk at time `t` under `judge`.
+    let rewrite = |s: &mut Session, dir, chunk: &[u8], t, judge: &mut Judge<'_>| {
+        s.rewrite(
+            dir,
+            chunk,
+            &mut With {
+                now: &mut || t,
+                event: &mut |_| {},
+                judge: Some(judge),
+            },
+        )
+    };
     // Withheld: at most a packet header and a statement's first 4 KiB (and its command byte).
     common::check_rewriting(
         rest,
@@ -113,17 +125,7 @@ fuzz_target!(|data: &[u8]| {
         4 + 4097,
         &framed,
         &|| opened(deprecate),
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
     // The server's replies to a client stream, when the input holds both: packets both ways.
     common::check_replies(
@@ -133,16 +135,6 @@ fuzz_target!(|data: &[u8]| {
         0,
         &framed,
         &|| opened(deprecate),
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
 });

@@ -13,7 +13,7 @@ use dbfault::flow::Direction;
 use dbfault::protocol::postgres::session::{Event, Session};
 use dbfault::protocol::postgres::{Reader, Step, CAPTURE_LIMIT};
 use dbfault::protocol::ErrorReply;
-use dbfault::protocol::With;
+use dbfault::protocol::{Judge, With};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -124,6 +124,18 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(answered <= requests);
+    // A session's rewriting as the checks call it: a chunk at time `t` under `judge`.
+    let rewrite = |s: &mut Session, dir, chunk: &[u8], t, judge: &mut Judge<'_>| {
+        s.rewrite(
+            dir,
+            chunk,
+            &mut With {
+                now: &mut || t,
+                event: &mut |_| {},
+                judge: Some(judge),
+            },
+        )
+    };
 
     // Rewriting: withheld bytes at the end of a stream stay within a message's header and
     // capture.
@@ -135,17 +147,7 @@ fuzz_target!(|data: &[u8]| {
         CAPTURE_LIMIT + 8,
         &framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
     // The server's replies to a client stream, when the input holds both.
     common::check_replies(
@@ -155,16 +157,6 @@ fuzz_target!(|data: &[u8]| {
         0,
         &replies_framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
 });

@@ -10,7 +10,7 @@
 use dbfault::protocol::redis::resp::{Resp, Step};
 use dbfault::protocol::redis::session::Session;
 use dbfault::protocol::ErrorReply;
-use dbfault::protocol::With;
+use dbfault::protocol::{Judge, With};
 use libfuzzer_sys::fuzz_target;
 
 fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
@@ -171,6 +171,18 @@ fuzz_target!(|data: &[u8]| {
     let chunked = steps(&mut new(), rest, size);
     assert_eq!(whole, chunked);
     assert!(whole.iter().filter(|s| *s == "Unreadable").count() <= 1);
+    // A session's rewriting as the checks call it: a chunk at time `t` under `judge`.
+    let rewrite = |s: &mut Session, dir, chunk: &[u8], t, judge: &mut Judge<'_>| {
+        s.rewrite(
+            dir,
+            chunk,
+            &mut With {
+                now: &mut || t,
+                event: &mut |_| {},
+                judge: Some(judge),
+            },
+        )
+    };
 
     // Withheld: at most an inline command (64 KiB) or a command's first 4 KiB of text with
     // its framing.
@@ -182,17 +194,7 @@ fuzz_target!(|data: &[u8]| {
         64 * 1024 + 4096 * 8,
         &framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
     // The server's replies to a client stream, when the input holds both.
     common::check_replies(
@@ -202,16 +204,6 @@ fuzz_target!(|data: &[u8]| {
         0,
         &replies_framed,
         &Session::new,
-        &|s, dir, chunk, t, judge| {
-            s.rewrite(
-                dir,
-                chunk,
-                &mut With {
-                    now: &mut || t,
-                    event: &mut |_| {},
-                    judge: Some(judge),
-                },
-            )
-        },
+        &rewrite,
     );
 });
