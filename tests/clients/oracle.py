@@ -892,7 +892,10 @@ def run(args):
                         violation(i, f"logged {entry!r} where the Execute's stand-in belongs")
                     acted[i] = (0, hit[1][2])
                     continue
-                ran = kind == "extended" and db.same(text, numbered(m["text"]))
+                # Refused before it ran (no execute line): its log line, if one matches, is a
+                # later Execute's of the same text (psycopg re-prepares after a 26000).
+                refused = bool(reply) and reply[0][0] == "error" and reply[0][1] in REFUSED
+                ran = not refused and kind == "extended" and db.same(text, numbered(m["text"]))
                 if not ran and entry is not None:
                     cursor[s] -= 1
                 # A server that refuses the statement before it runs (a failed transaction's
@@ -977,6 +980,11 @@ def run(args):
         "statements": statements, "acted": len(acted), "aborted": len(aborted),
         "compared": compared, "sessions": len(sessions), "violations": violations,
     }
+
+
+# SQLSTATEs with which PostgreSQL refuses an Execute before running it (it logs no execute line):
+# no such prepared statement or portal, a failed transaction.
+REFUSED = {"26000", "34000", "25P02"}
 
 
 def main():

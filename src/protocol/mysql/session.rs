@@ -60,7 +60,6 @@ impl Session {
             server: Framer::default(),
             track: Tracker {
                 recognized: None,
-                reading: true,
                 expect: Expect::Greeting,
                 deprecate_eof: false,
                 backslash_escapes: true,
@@ -75,7 +74,7 @@ impl Session {
     }
 
     pub fn reading(&self) -> bool {
-        self.track.reading
+        self.track.reading()
     }
 
     pub fn recognized(&self) -> Option<Protocol> {
@@ -110,7 +109,7 @@ impl Session {
             splices,
         } = self;
         let judging = cb.judging();
-        let reading = track.reading;
+        let reading = track.reading();
         let verdict = splices
             .of(dir)
             .rewrite(chunk, reading, |splice, output, carry| {
@@ -127,7 +126,7 @@ impl Session {
                                 _ => 64,
                             },
                             &mut |step| {
-                                if splice.ended || !track.reading {
+                                if splice.ended || !track.reading() {
                                     return;
                                 }
                                 match step {
@@ -148,7 +147,7 @@ impl Session {
                     }
                     Direction::ToClient => {
                         server.read(chunk, &mut |_| SERVER_KEEP, &mut |step| {
-                            if splice.ended || !track.reading {
+                            if splice.ended || !track.reading() {
                                 return;
                             }
                             match step {
@@ -168,7 +167,7 @@ impl Session {
                 };
                 let undecided = framer
                     .unreported()
-                    .filter(|_| rewriting && track.reading)
+                    .filter(|_| rewriting && track.reading())
                     .filter(|_| match dir {
                         Direction::ToDatabase => judging && track.expect != Expect::Infile,
                         Direction::ToClient => {

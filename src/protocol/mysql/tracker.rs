@@ -61,6 +61,8 @@ pub(super) enum Expect {
     Rows,
     /// LOCAL INFILE: the client sends the file; the server answers when it ends.
     Infile,
+    /// Not read any more, either way: not MySQL, encrypted, compressed, or refused.
+    NotRead,
 }
 
 #[derive(Debug)]
@@ -77,7 +79,7 @@ pub(super) struct Pending {
 #[derive(Debug)]
 pub(super) struct Tracker {
     pub(super) recognized: Option<Protocol>,
-    pub(super) reading: bool,
+    /// Where the session stands: what the server's next packets are, or not read any more.
     pub(super) expect: Expect,
     /// The client's capability flags (from its handshake response).
     pub(super) deprecate_eof: bool,
@@ -93,13 +95,18 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
+    /// Whether the session is still read.
+    pub(super) fn reading(&self) -> bool {
+        self.expect != Expect::NotRead
+    }
+
     pub(super) fn recognize(&mut self, protocol: Protocol, cb: &mut dyn Callbacks) {
         if self.recognized.is_none() {
             self.recognized = Some(protocol);
             cb.event(Event::Recognized(protocol));
         }
         if protocol != Protocol::Mysql {
-            self.reading = false;
+            self.expect = Expect::NotRead;
         }
     }
 
@@ -382,7 +389,7 @@ impl Tracker {
                     self.recognize(Protocol::Mysql, cb);
                     let (_, class, _) = err_fields(p.payload);
                     cb.event(Event::Error(Code::class(class)));
-                    self.reading = false;
+                    self.expect = Expect::NotRead;
                     return None;
                 }
                 self.expect = Expect::Auth;
@@ -413,7 +420,7 @@ impl Tracker {
                 }
                 None
             }
-            Expect::Infile => None,
+            Expect::Infile | Expect::NotRead => None,
             Expect::Skip { left, rows } => {
                 self.expect = match (left.saturating_sub(1), rows) {
                     (0, true) => Expect::Rows,
