@@ -8,6 +8,7 @@ use crate::flow::Direction::{self, ToClient as Down, ToDatabase as Up};
 use crate::host::Host;
 use crate::metrics::fake_sink::RecordingSink;
 use crate::metrics::MetricSink;
+use crate::protocol::postgres::wire_bytes::{hello, msg, query, startup};
 use proxy_wasm::types::Action;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -159,30 +160,6 @@ fn tick(host: &mut Fake, root: &mut Root, conns: &mut [&mut Conn]) {
             c.to_server.extend(held);
         }
     }
-}
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn startup() -> Vec<u8> {
-    let params = b"user\0postgres\0database\0postgres\0\0";
-    let mut out = ((params.len() + 8) as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&196_608u32.to_be_bytes());
-    out.extend_from_slice(params);
-    out
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    msg(b'Q', &[sql.as_bytes(), b"\0"].concat())
-}
-
-/// The server's answer to a startup: authenticated, ready.
-fn hello() -> Vec<u8> {
-    [msg(b'R', &[0; 4]), msg(b'Z', b"I")].concat()
 }
 
 fn rules(rules: &str) -> String {

@@ -10,7 +10,7 @@ mod stand_in;
 mod tracker;
 
 #[cfg(test)]
-mod wire_bytes;
+pub(crate) mod wire_bytes;
 
 pub use reader::{
     opens_connection, sqlstate, statement_text, Message, Opening, Reader, Step, CAPTURE_LIMIT,

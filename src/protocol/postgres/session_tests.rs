@@ -1,17 +1,11 @@
 //! Unit tests of `session.rs`.
 
 use super::super::stand_in::provoking_startup;
-use super::super::wire_bytes::{msg, startup, startup_version};
+use super::super::wire_bytes::{hello, msg, query, startup, startup_version};
 use super::*;
 use crate::flow::Close;
 use crate::protocol::With;
 use crate::protocol::{Act, Ask, ErrorReply, MAX_PENDING};
-
-fn query(text: &str) -> Vec<u8> {
-    let mut body = text.as_bytes().to_vec();
-    body.push(0);
-    msg(b'Q', &body)
-}
 
 fn error(code: &str) -> Vec<u8> {
     msg(b'E', format!("SERROR\0C{code}\0Mboom\0\0").as_bytes())
@@ -567,10 +561,6 @@ fn error_with(code: &str, message: &str, severity: &str) -> Vec<u8> {
         b'E',
         format!("S{severity}\0V{severity}\0C{code}\0M{message}\0\0").as_bytes(),
     )
-}
-
-fn hello() -> Vec<u8> {
-    [msg(b'R', &[0; 4]), ready(b'I')].concat()
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Protocol bytes as clients and servers write them, for the unit tests.
+//! PostgreSQL protocol bytes as clients and servers write them, for the unit tests (the
+//! session's and the filter's).
 
 /// A tagged message.
 pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -20,4 +21,14 @@ pub fn startup_version(minor: u16) -> Vec<u8> {
     out.extend_from_slice(&(3u32 << 16 | u32::from(minor)).to_be_bytes());
     out.extend_from_slice(params);
     out
+}
+
+/// A simple Query.
+pub fn query(sql: &str) -> Vec<u8> {
+    msg(b'Q', &[sql.as_bytes(), b"\0"].concat())
+}
+
+/// The server's answer to a startup: authenticated, ready (idle).
+pub fn hello() -> Vec<u8> {
+    [msg(b'R', &[0; 4]), msg(b'Z', b"I")].concat()
 }
