@@ -171,6 +171,10 @@ impl Resp {
                         return;
                     };
                     self.begin_value(kind);
+                    if self.state == State::Line(0) && kind == b'\n' {
+                        // An inline line that is only its LF: empty, as Redis reads it.
+                        self.end_line(0, &[], at + 1, step);
+                    }
                     1
                 }
                 State::Line(kind) => match rest.iter().position(|&b| b == b'\n') {
@@ -555,6 +559,22 @@ mod tests {
             assert_eq!(
                 commands(Resp::server(), data, size),
                 whole,
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_lf_is_an_empty_inline_line() {
+        // Found by the fuzzer: a bare LF where a command starts was kept as the first byte of
+        // an inline line, which then ran into the next command. Redis 7 answers
+        // `PING\r\n\n*2\r\n$4\r\nECHO\r\n$1\r\n^\r\n` with `+PONG` and `$1 ^`: the LF is an
+        // empty line, skipped.
+        let data = b"PING\r\n\n*2\r\n$4\r\nECHO\r\n$1\r\n^\r\n\n\nGET k\n";
+        for size in [1, 2, 3, data.len()] {
+            assert_eq!(
+                commands(Resp::client(), data, size),
+                ["PING", "ECHO ^", "GET k"],
                 "chunks of {size}"
             );
         }
