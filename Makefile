@@ -26,7 +26,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: release-check safety build binaryen bench soak noop-filter check-config cli install release push cargo-fuzz fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: release-check safety build binaryen bench soak noop-filter check-config cli install release push fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~17% off what rustc leaves. -O3 rather than -Oz: -Oz's
 # one extra pass (merge-similar-functions) saves 3 KB but makes V8 (which Envoy runs with
@@ -154,9 +154,10 @@ fault-on fault-off: cli
 	@test -f $(LIVE_ECDS) || { echo "no \`make run\` is running ($(LIVE_ECDS) is missing)"; exit 2; }
 	@$(DBFAULT_BIN) $(subst fault-,,$@) $(RULE) $(LIVE_ECDS) --in-place
 
-# Fuzzing (libFuzzer through cargo fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its
-# sanitizer flags): the configuration parser, the upstream identity and the three protocol
-# sessions. `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each for 60 s.
+# Fuzzing (libFuzzer, built by fuzz/build.sh with cargo fuzz's flags but without cargo-fuzz;
+# RUSTC_BOOTSTRAP lets the stable toolchain take its sanitizer flags): the configuration parser,
+# the upstream identity and the three protocol sessions. `make fuzz` runs each target
+# FUZZ_SECONDS; `make test` runs each for FUZZ_SHORT_SECONDS.
 FUZZ_SECONDS ?= 300
 # Past every bound a session keeps (a statement's 4 KiB capture, a 64 KiB inline Redis command,
 # 1,024 pending statements of a few bytes each); libFuzzer's default is 4 KiB, which is the
@@ -167,20 +168,20 @@ FUZZ_SECONDS ?= 300
 FUZZ_MAX_LEN ?= 131072
 FUZZ_TARGETS := config upstream postgres redis mysql
 
-cargo-fuzz:
-	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-
 # Two targets at a time on the 2-core machines this runs on: each still has a core to itself.
 FUZZ_JOBS ?= 2
-fuzz: cargo-fuzz
+fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_MAX_LEN) $(FUZZ_JOBS) $(FUZZ_TARGETS)
 
+# Enough for the kept corpus to be replayed and mutated for a while on every run; the long runs
+# are `make fuzz`.
+FUZZ_SHORT_SECONDS ?= 40
 fuzz-short:
-	$(MAKE) fuzz FUZZ_SECONDS=60
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SHORT_SECONDS)
 
-fuzz-merge: cargo-fuzz
-	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t corpus-min/$$t && \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus-min/$$t corpus/$$t seeds/$$t -- -merge=1 -max_len=$(FUZZ_MAX_LEN) 2>&1 \
+fuzz-merge:
+	cd fuzz && bin=$$(./build.sh) && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t corpus-min/$$t && \
+	  $$bin/$$t -merge=1 -max_len=$(FUZZ_MAX_LEN) corpus-min/$$t corpus/$$t seeds/$$t 2>&1 \
 	  | grep -E '^MERGE-OUTER: [0-9]+ new' ; test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 # The safety oracle (issue 19) at length: SAFETY_STATEMENTS per protocol for each of SAFETY_SEEDS

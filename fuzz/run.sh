@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS, JOBS at a time (each target still gets its full time on a
-# core of its own): builds them once with cargo-fuzz, then runs the binaries from the kept
+# core of its own): builds them once (fuzz/build.sh), then runs the binaries from the kept
 # corpus (corpus-min) and the seeds, new finds going to the untracked corpus/.
 #   fuzz/run.sh SECONDS MAX_LEN JOBS TARGET...
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=$1 max_len=$2 jobs=$3
 shift 3
-if ! built=$(RUSTC_BOOTSTRAP=1 cargo fuzz build 2>&1); then echo "$built"; exit 1; fi
-bin=target/$(rustc -vV | sed -n 's/^host: //p')/release
+bin=$(./build.sh)
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 run() {
