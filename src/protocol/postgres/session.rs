@@ -34,7 +34,7 @@
 
 use super::place::{Place, Reported};
 use super::reader::{Opening, Reader, Step};
-use super::tracker::{Rewrites, ServerAfter, Tracker};
+use super::tracker::{Rewrites, Tracker};
 use crate::flow::Direction;
 pub use crate::protocol::Event;
 use crate::protocol::{Callbacks, ReadOnly};
@@ -129,19 +129,15 @@ impl Session {
                 drive(client, &mut |step| {
                     track.client_step(step, server, cb, &mut Rewrites::default());
                 });
-                if track.cancel || track.recognized == Some(Protocol::Unknown) {
-                    server.stop();
-                }
             }
             Direction::ToClient if server.reading() => {
-                let mut after = ServerAfter::default();
                 drive(server, &mut |step| {
-                    track.server_step(step, cb, &mut after);
+                    track.server_step(step, cb, client);
                 });
-                after.apply(client, server);
             }
             _ => {}
         }
+        track.settle(client, server);
     }
 
     /// Bytes of one data event in `dir`, read and rewritten as the rules (asked through `cb`
@@ -173,7 +169,6 @@ impl Session {
             }
             let mut rewrites = Rewrites::default();
             let mut unreadable = false;
-            let mut after = ServerAfter::default();
             let mut place = Place {
                 output,
                 carry,
@@ -205,18 +200,13 @@ impl Session {
                         }
                         let reported = Reported::of(&step);
                         unreadable |= matches!(step, Step::Unreadable);
-                        let edit = track.server_step(step, cb, &mut after);
+                        let edit = track.server_step(step, cb, client);
                         place.edit(edit, reported);
                     });
                 }
             }
             let closes = place.closes;
-            if dir == Direction::ToClient {
-                after.apply(client, server);
-            }
-            if track.cancel || track.recognized == Some(Protocol::Unknown) {
-                server.stop();
-            }
+            track.settle(client, server);
             let reader = match dir {
                 Direction::ToDatabase => &*client,
                 Direction::ToClient => &*server,

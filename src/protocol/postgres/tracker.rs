@@ -50,22 +50,36 @@ pub(super) struct Group {
     pub(super) injected: Option<Box<Injected>>,
 }
 
+/// Where the connection stands, as a whole (each reader keeps only its framing).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Nothing read yet: a PostgreSQL client speaks first (a server speaking first is not
+    /// PostgreSQL).
+    #[default]
+    Silent,
+    /// The client's opening message (again after an encryption request answered `N`).
+    Opening,
+    /// A plaintext session whose client asked for a minor version newer than
+    /// [`NEWEST_MINOR`], until the server says it runs an older one (its first
+    /// ReadyForQuery or authentication request without that ends the reading).
+    Newer,
+    /// A plaintext session, read in sync with both sides.
+    Session,
+    /// A CancelRequest (PostgreSQL, but no session), encryption, bytes that are not
+    /// PostgreSQL, or a server this session cannot vouch for: nothing more is read.
+    NotRead,
+}
+
 /// Everything but the two readers (so that a reader's steps can act on it while the reader is
 /// still reading: no step is copied or buffered).
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    /// What the connection turned out to speak, once known.
+    pub(super) stage: Stage,
+    /// What the connection was reported to speak, once known.
     pub(super) recognized: Option<Protocol>,
-    /// It was a CancelRequest: PostgreSQL, but no session (nothing more is read).
-    pub(super) cancel: bool,
-    /// The client has sent something (a server speaking first is not PostgreSQL).
-    pub(super) client_spoke: bool,
     pub(super) groups: VecDeque<Group>,
     /// Groups after the tracked ones (beyond [`MAX_GROUPS`]), answered after them.
     pub(super) untracked: usize,
-    /// The client asked for a minor version newer than [`NEWEST_MINOR`] and the server has not
-    /// said it runs an older one.
-    pub(super) newer_version: bool,
     /// The server reported `standard_conforming_strings = off`.
     pub(super) backslash_strings: bool,
     /// Extended-protocol messages since the last Sync belong to the last group.
@@ -83,27 +97,6 @@ pub(super) struct Rewrites {
     pub(super) hold_until: Option<u64>,
 }
 
-/// What server steps ask of the client reader once the server's bytes are read.
-#[derive(Default)]
-pub(super) struct ServerAfter {
-    pub(super) stop_client: bool,
-    pub(super) reopen_client: bool,
-    pub(super) stop_server: bool,
-}
-
-impl ServerAfter {
-    pub(super) fn apply(self, client: &mut Reader, server: &mut Reader) {
-        if self.stop_server {
-            server.stop();
-        }
-        if self.stop_client || self.stop_server {
-            client.stop();
-        } else if self.reopen_client {
-            client.expect_opening();
-        }
-    }
-}
-
 impl Tracker {
     /// The first bytes of a connection: a PostgreSQL server never speaks first (MySQL's
     /// does). Returns whether the session is still read.
@@ -114,10 +107,20 @@ impl Tracker {
         server: &mut Reader,
         cb: &mut dyn Callbacks,
     ) -> bool {
-        if dir == Direction::ToDatabase {
-            self.client_spoke = true;
-        } else if !self.client_spoke && self.recognized.is_none() {
-            self.recognize(Protocol::Unknown, cb);
+        match (self.stage, dir) {
+            (Stage::Silent, Direction::ToDatabase) => self.stage = Stage::Opening,
+            (Stage::Silent, Direction::ToClient) => {
+                self.recognize(Protocol::Unknown, cb);
+                self.stage = Stage::NotRead;
+            }
+            _ => {}
+        }
+        self.settle(client, server)
+    }
+
+    /// Stops both readers once nothing more is read; returns whether the session is still read.
+    pub(super) fn settle(&self, client: &mut Reader, server: &mut Reader) -> bool {
+        if self.stage == Stage::NotRead {
             client.stop();
             server.stop();
             return false;
@@ -137,17 +140,21 @@ impl Tracker {
         &mut self,
         step: Step<'_>,
         cb: &mut dyn Callbacks,
-        after: &mut ServerAfter,
+        client: &mut Reader,
     ) -> Option<Edit> {
         match step {
             Step::Encryption(true) => {
                 self.recognize(Protocol::PostgresTls, cb);
-                after.stop_client = true;
+                self.stage = Stage::NotRead;
             }
-            Step::Encryption(false) => after.reopen_client = true,
+            Step::Encryption(false) => {
+                // The client's StartupMessage comes next, in plaintext.
+                self.stage = Stage::Opening;
+                client.expect_opening();
+            }
             Step::Unreadable => {
                 self.recognize(Protocol::Unknown, cb);
-                after.stop_client = true;
+                self.stage = Stage::NotRead;
             }
             Step::Message(m) => {
                 match m.tag {
@@ -155,15 +162,16 @@ impl Tracker {
                     b'v' => {
                         // NegotiateProtocolVersion: the newest minor version the server runs.
                         let newest = m.body.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-                        if newest.is_some_and(|b| u32::from_be_bytes(b) <= u32::from(NEWEST_MINOR))
+                        if self.stage == Stage::Newer
+                            && newest
+                                .is_some_and(|b| u32::from_be_bytes(b) <= u32::from(NEWEST_MINOR))
                         {
-                            self.newer_version = false;
+                            self.stage = Stage::Session;
                         }
                     }
-                    b'R' | b'Z' if self.newer_version => {
+                    b'R' | b'Z' if self.stage == Stage::Newer => {
                         // The server runs a minor version this session cannot vouch for.
-                        after.stop_client = true;
-                        after.stop_server = true;
+                        self.stage = Stage::NotRead;
                         return None;
                     }
                     _ => {}
@@ -195,7 +203,11 @@ impl Tracker {
         match step {
             Step::Opened(Opening::Startup { minor }) => {
                 self.recognize(Protocol::Postgres, cb);
-                self.newer_version = minor > NEWEST_MINOR;
+                self.stage = if minor > NEWEST_MINOR {
+                    Stage::Newer
+                } else {
+                    Stage::Session
+                };
                 // The startup is answered by the first ReadyForQuery: a group of its own.
                 self.extended_open = false;
                 self.open_group();
@@ -203,10 +215,13 @@ impl Tracker {
             Step::Opened(Opening::EncryptionRequest) => server.expect_encryption_answer(),
             Step::Opened(Opening::Cancel) => {
                 // A cancel request is PostgreSQL too, though not a session.
-                self.cancel = true;
                 self.recognize(Protocol::Postgres, cb);
+                self.stage = Stage::NotRead;
             }
-            Step::Unreadable => self.recognize(Protocol::Unknown, cb),
+            Step::Unreadable => {
+                self.recognize(Protocol::Unknown, cb);
+                self.stage = Stage::NotRead;
+            }
             Step::Message(m) if m.tag == 0 => {
                 // The startup message's contents: a new session may be refused here.
                 let act = cb.ask(Ask::Startup);

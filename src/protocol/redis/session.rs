@@ -21,7 +21,7 @@
 
 use super::commands::COMMANDS;
 use super::resp::{Resp, Step};
-use super::tracker::Tracker;
+use super::tracker::{Stage, Tracker};
 use crate::flow::Direction;
 use crate::protocol::Callbacks;
 use crate::protocol::{place, Code, Protocol, Read, Splices, Verdict};
@@ -107,7 +107,7 @@ impl Session {
     }
 
     pub fn reading(&self) -> bool {
-        self.client.reading() || self.server.reading()
+        self.track.stage != Stage::NotRead
     }
 
     pub fn recognized(&self) -> Option<Protocol> {
@@ -139,7 +139,7 @@ impl Session {
     }
 
     fn after_read(&mut self) {
-        if !self.client.reading() || !self.server.reading() {
+        if self.track.stage == Stage::NotRead {
             self.client.stop();
             self.server.stop();
         }

@@ -43,8 +43,23 @@ pub(super) struct Pending {
     pub(super) answered: bool,
 }
 
+/// Where the connection stands, as a whole (each reader keeps only its framing).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// No command read yet.
+    #[default]
+    Start,
+    /// Commands and their replies, read in step (a RESP2 subscriber too: its pushes are
+    /// told from replies by `subscribed`).
+    Commands,
+    /// Either side was not RESP: nothing more is read, from either.
+    NotRead,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
+    pub(super) stage: Stage,
+    /// What the connection was reported to speak, once known.
     pub(super) recognized: Option<Protocol>,
     /// The last command name looked up and its label (pipelines repeat commands).
     pub(super) last_name: Vec<u8>,
@@ -73,7 +88,10 @@ impl Tracker {
     ) -> Option<Edit> {
         match step {
             Step::Command { name, text, .. } => {
-                self.recognize(Protocol::Redis, cb);
+                if self.stage == Stage::Start {
+                    self.stage = Stage::Commands;
+                    self.recognize(Protocol::Redis, cb);
+                }
                 let command = match self.last_command {
                     Some(c) if self.last_name == name => c,
                     _ => {
@@ -124,6 +142,7 @@ impl Tracker {
             }
             Step::Unreadable => {
                 self.recognize(Protocol::Unknown, cb);
+                self.stage = Stage::NotRead;
                 None
             }
             _ => None,
@@ -171,6 +190,7 @@ impl Tracker {
             }
             Step::Unreadable => {
                 self.recognize(Protocol::Unknown, cb);
+                self.stage = Stage::NotRead;
                 return None;
             }
             _ => return None,
