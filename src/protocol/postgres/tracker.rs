@@ -142,6 +142,10 @@ impl Tracker {
         cb: &mut dyn Callbacks,
         client: &mut Reader,
     ) -> Option<Edit> {
+        if self.stage == Stage::NotRead {
+            // Decided earlier in the same chunk: the rest of it is not read either.
+            return None;
+        }
         match step {
             Step::Encryption(true) => {
                 self.recognize(Protocol::PostgresTls, cb);
@@ -200,6 +204,10 @@ impl Tracker {
         cb: &mut dyn Callbacks,
         rewrites: &mut Rewrites,
     ) -> Option<Edit> {
+        if self.stage == Stage::NotRead {
+            // Decided earlier in the same chunk: the rest of it is not read either.
+            return None;
+        }
         match step {
             Step::Opened(Opening::Startup { minor }) => {
                 self.recognize(Protocol::Postgres, cb);
@@ -298,7 +306,17 @@ impl Tracker {
     }
 
     /// What a rule does to a statement that awaits its answer (`None`: nothing).
-    pub(super) fn judge(cb: &mut dyn Callbacks, command: Command, text: &[u8]) -> Option<Act> {
+    /// Not before the server has said it speaks the session's version (a client that sends
+    /// statements early gets them passed untouched).
+    pub(super) fn judge(
+        &self,
+        cb: &mut dyn Callbacks,
+        command: Command,
+        text: &[u8],
+    ) -> Option<Act> {
+        if self.stage != Stage::Session {
+            return None;
+        }
         cb.ask(Ask::Statement {
             command: command.name(),
             text,
@@ -325,7 +343,7 @@ impl Tracker {
                     if !waits || edit.is_some() {
                         continue;
                     }
-                    let act = Self::judge(cb, command, statement);
+                    let act = self.judge(cb, command, statement);
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
                     let before = text.get(..offset).unwrap_or_default();
@@ -359,7 +377,7 @@ impl Tracker {
                 let command = prepared.as_ref().map_or(Command::OTHER, |p| p.command);
                 if self.push(command, cb) {
                     let text = prepared.as_ref().map_or(&[][..], |p| &p.text);
-                    let act = Self::judge(cb, command, text);
+                    let act = self.judge(cb, command, text);
                     return self.act(act, rewrites, provoking_execute);
                 }
             }
