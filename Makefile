@@ -26,7 +26,7 @@ IMAGE ?= registry.example.com/dbfault:$(VERSION)
 # apt-get as root, through sudo otherwise.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: release-check safety build binaryen bench soak noop-filter check-config cli install release push fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
+.PHONY: release-check safety build binaryen bench bench-cpu bench-host-calls soak noop-filter check-config cli install release push fuzz fuzz-short fuzz-merge plants demo lint unit e2e test run wasm-target envoy packages faults fault-on fault-off oci image clean
 
 # Binaryen's optimizer takes a further ~17% off what rustc leaves. -O3 rather than -Oz: -Oz's
 # one extra pass (merge-similar-functions) saves 3 KB but makes V8 (which Envoy runs with
@@ -206,9 +206,22 @@ check-config:
 	@cargo run --quiet --bin dbfault -- check $(FILE)
 
 # The side-by-side benchmark against plain Envoy (results in bench/results/, table in docs/performance.md).
+# The headline first: Envoy CPU per request in one Envoy whose filter configuration alternates
+# between the modes compared (scripts/cpu_bench.py, bench/results/cpu.md); then the throughput,
+# latency and memory comparisons of separate Envoys (scripts/bench.py, bench/results/latest.md).
 bench: build noop-filter envoy packages
 	cargo build --release --example loadgen --example hotpath
+	python3 scripts/cpu_bench.py --envoy $(abspath $(ENVOY)) $(CPU_BENCH_ARGS)
 	python3 scripts/bench.py --envoy $(abspath $(ENVOY)) $(BENCH_ARGS)
+
+# Envoy CPU per request only; `make bench-host-calls` times each kind of host call in Envoy.
+bench-cpu: build noop-filter envoy packages
+	cargo build --release --example loadgen
+	python3 scripts/cpu_bench.py --envoy $(abspath $(ENVOY)) $(CPU_BENCH_ARGS)
+
+bench-host-calls: noop-filter envoy packages
+	cargo build --release --example loadgen
+	python3 scripts/cpu_bench.py --envoy $(abspath $(ENVOY)) --host-calls 20 $(CPU_BENCH_ARGS)
 
 # The Istio image as an OCI image layout, without Docker. Prints the command that pushes it to
 # IMAGE and the `url` and `sha256` that pin it in a WasmPlugin (`make oci IMAGE=reg/dbfault:TAG`).

@@ -6,6 +6,7 @@
 //! loadgen connrate ADDR THREADS SECS [RATE] connect, 64-byte exchange, close, in a loop
 //! loadgen latency ADDR RATE SECS            64-byte ping-pong on one connection at RATE/s
 //! loadgen idle ADDR N                       open N connections, exchange once, hold until stdin closes
+//! loadgen pings ADDR N                      N connections one after another: Redis PING, +PONG, close
 //! ```
 //! Results are printed as one JSON object.
 
@@ -153,6 +154,31 @@ fn idle(addr: &str, n: usize) {
     drop(conns);
 }
 
+/// `n` connections one after another, each sending a Redis `PING` and reading its `+PONG`
+/// (within 5 s) before closing: what one connection costs a proxy in front of Redis.
+fn pings(addr: &str, n: u64) {
+    let (mut done, mut failed) = (0u64, 0u64);
+    let start = Instant::now();
+    for _ in 0..n {
+        let ok = TcpStream::connect(addr).and_then(|mut s| {
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf)?;
+            Ok(&buf == b"+PONG\r\n")
+        });
+        match ok {
+            Ok(true) => done += 1,
+            _ => failed += 1,
+        }
+    }
+    println!(
+        "{{\"connections\": {done}, \"failed\": {failed}, \"seconds\": {:.3}}}",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
@@ -162,6 +188,7 @@ fn main() {
         "connrate" => connrate(arg(2), num(3) as usize, num(4), num(5)),
         "latency" => latency(arg(2), num(3), num(4)),
         "idle" => idle(arg(2), num(3) as usize),
-        _ => eprintln!("usage: loadgen echo PORT | connrate ADDR THREADS SECS | latency ADDR RATE SECS | idle ADDR N"),
+        "pings" => pings(arg(2), num(3) as u64),
+        _ => eprintln!("usage: loadgen echo PORT | connrate ADDR THREADS SECS | latency ADDR RATE SECS | idle ADDR N | pings ADDR N"),
     }
 }

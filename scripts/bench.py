@@ -238,8 +238,11 @@ def mariadb_start(tmp):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
+        # mariadb-slap runs its queries in the schema `mysqlslap`; without it, it fails to connect
+        # and still exits 0.
         if subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "root",
-                           "--skip-ssl", "-e", "SELECT 1"], capture_output=True).returncode == 0:
+                           "--skip-ssl", "-e", "CREATE DATABASE IF NOT EXISTS mysqlslap"],
+                          capture_output=True).returncode == 0:
             return port, proc
         time.sleep(0.2)
     raise RuntimeError("MariaDB did not start")
@@ -251,6 +254,8 @@ def mysql_slap(port, queries):
         "mariadb-slap", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "--skip-ssl",
         "--concurrency=4", f"--number-of-queries={queries}", "--query=SELECT 1", "--iterations=1"]),
         capture_output=True, text=True, timeout=300)
+    if "Error" in out.stderr:
+        raise RuntimeError("mariadb-slap: " + out.stderr[-300:])
     for line in out.stdout.splitlines():
         if "Average number of seconds to run all queries" in line:
             return queries / float(line.split(":")[1].split()[0])
