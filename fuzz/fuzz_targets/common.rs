@@ -2,7 +2,7 @@
 //! client stream passed through a session's rewriting.
 
 use dbfault::flow::Direction;
-use dbfault::protocol::{Act, Ask, ErrorReply, Judge, Verdict};
+use dbfault::protocol::{Act, Ask, ErrorReply, Event, Judge, Protocol, Session, Verdict, With};
 
 /// Acts on requests by their text: `!` fails them with `reply`, `~` fatally, `^` aborts, `@`
 /// delays.
@@ -165,4 +165,56 @@ fn direction(i: usize, side: u8) -> Direction {
     } else {
         Direction::ToClient
     }
+}
+
+/// The events of a read-only session of `protocol` over the input's client stream and (after
+/// [`SERVER`]) the server's replies, fed in chunks of `size`; with `skipping`, as the filter
+/// feeds a large event: whatever the session says it can skip is passed over unread, and the
+/// rest fed `size` bytes at a time.
+fn read_events(protocol: Protocol, data: &[u8], size: usize, skipping: bool) -> Vec<String> {
+    let Some(mut session) = Session::new(protocol) else {
+        return Vec::new();
+    };
+    let at = data.windows(SERVER.len()).position(|w| w == SERVER);
+    let (client, server) = match at {
+        Some(at) => (&data[..at], &data[at + SERVER.len()..]),
+        None => (data, &[][..]),
+    };
+    let mut events = Vec::new();
+    for (dir, stream) in [(Direction::ToDatabase, client), (Direction::ToClient, server)] {
+        // Skipping: events of 4 pieces, so that skips also start inside an event.
+        for chunk in stream.chunks(if skipping { size * 4 } else { size }) {
+            let mut event = |e: Event| events.push(format!("{e:?}"));
+            let mut cb = With {
+                now: &mut || 0,
+                event: &mut event,
+                judge: None,
+            };
+            let mut at = 0;
+            while at < chunk.len() {
+                let skip = if skipping {
+                    session.skippable(dir).min(chunk.len() - at)
+                } else {
+                    0
+                };
+                if skip > 0 {
+                    session.skip(dir, skip, &mut cb);
+                    at += skip;
+                    continue;
+                }
+                let take = if skipping { size } else { chunk.len() - at }.min(chunk.len() - at);
+                session.on_data(dir, &chunk[at..at + take], &mut cb);
+                at += take;
+            }
+        }
+    }
+    events
+}
+
+/// Skipping what a session says it can skip changes nothing it reports.
+pub fn check_skipping(protocol: Protocol, data: &[u8], size: usize) {
+    assert_eq!(
+        read_events(protocol, data, data.len().max(1), false),
+        read_events(protocol, data, size, true)
+    );
 }

@@ -128,6 +128,7 @@ fuzz_target!(|data: &[u8]| {
         &rewrite,
     );
     // The server's replies to a client stream, when the input holds both: packets both ways.
+    common::check_skipping(dbfault::protocol::Protocol::Mysql, rest, size);
     common::check_replies(
         rest,
         size,

@@ -29,14 +29,21 @@ struct Fake {
     closed: Vec<u32>,
     resumed: Vec<u32>,
     sink: RecordingSink,
+    /// Bytes copied out of the buffers by `read_data`, and the calls.
+    copied: usize,
+    reads: usize,
+    clock_reads: usize,
+    properties_read: usize,
 }
 
 impl Host for Fake {
     fn property(&mut self, path: &[&str]) -> Option<String> {
+        self.properties_read += 1;
         self.properties.get(path.join(".").as_str()).cloned()
     }
 
     fn now_nanos(&mut self) -> Option<u64> {
+        self.clock_reads += 1;
         Some(self.now)
     }
 
@@ -52,8 +59,10 @@ impl Host for Fake {
 
     fn read_data(&mut self, dir: Direction, start: usize, len: usize) -> Option<Vec<u8>> {
         let buf = self.buffers.get(&(self.effective, dir))?;
-        buf.get(start..(start + len).min(buf.len()))
-            .map(<[u8]>::to_vec)
+        let bytes = buf.get(start..(start + len).min(buf.len()))?;
+        self.copied += bytes.len();
+        self.reads += 1;
+        Some(bytes.to_vec())
     }
 
     fn drop_data(&mut self, dir: Direction, _size: usize, keep: usize) {
@@ -354,4 +363,122 @@ fn requests_are_counted_once_however_their_bytes_are_chunked() {
         "{:?}",
         host.sink.violations
     );
+}
+
+#[test]
+fn large_values_pass_without_being_copied_out_of_envoy() {
+    let mut host = Fake {
+        now: 1_000 * MS,
+        ..Fake::default()
+    };
+    let mut root = configured(&mut host, &rules(""));
+    let mut c = Conn::new(40);
+    let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    let value = vec![b'v'; 300_000];
+    let reply = [format!("${}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat();
+    // One event of 300 KB, then the same reply in events of 70 KB: a head is read, the rest
+    // of the value is passed over.
+    for size in [reply.len(), 70_000] {
+        host.now += MS;
+        c.send(&mut host, Up, get);
+        host.now += MS;
+        let (copied, reads) = (host.copied, host.reads);
+        for chunk in reply.chunks(size) {
+            c.send(&mut host, Down, chunk);
+        }
+        assert!(
+            host.copied - copied <= 2 * super::watch::PEEK,
+            "{}",
+            host.copied - copied
+        );
+        assert!(host.reads - reads <= 2, "{}", host.reads - reads);
+    }
+    // Then a pipeline of small replies in one event is read whole, once.
+    c.send(&mut host, Up, &get.repeat(3));
+    host.now += MS;
+    let reads = host.reads;
+    c.send(&mut host, Down, &b"$1\r\nv\r\n".repeat(3));
+    assert_eq!(host.reads - reads, 1);
+    assert_eq!(c.to_client.len(), 2 * reply.len() + 3 * 7);
+    host.now += 200 * MS;
+    tick(&mut host, &mut root, &mut []);
+    let labels = [
+        ("upstream", "pg.db.svc.cluster.local"),
+        ("protocol", "redis"),
+        ("command", "get"),
+    ];
+    assert_eq!(
+        series(&host, &labels, "dbfault_upstream_requests_total"),
+        Some(5)
+    );
+    // Every reply was paired with its GET: a sample per round trip (the pipeline's one).
+    let labels = [labels[0], labels[1]];
+    assert_eq!(
+        series(&host, &labels, "dbfault_upstream_request_duration_us"),
+        Some(3)
+    );
+    assert!(
+        host.sink.violations.is_empty(),
+        "{:?}",
+        host.sink.violations
+    );
+}
+
+/// Host calls (buffer reads, clock reads, metric calls) of `n` round trips on `c` once it is
+/// past its start: what `steps` (one request and its answer) cost, each direction one event.
+fn host_calls(host: &mut Fake, c: &mut Conn, up: &[u8], down: &[u8], n: usize) -> [usize; 3] {
+    let before = [host.reads, host.clock_reads, host.sink.calls];
+    for _ in 0..n {
+        host.now += MS;
+        c.send(host, Up, up);
+        host.now += MS;
+        c.send(host, Down, down);
+    }
+    let after = [host.reads, host.clock_reads, host.sink.calls];
+    [0, 1, 2].map(|i| (after[i] - before[i]) / n)
+}
+
+#[test]
+fn an_observed_round_trip_costs_the_host_calls_it_needs_and_no_more() {
+    // Envoy CPU is spent mostly per host call (make bench-host-calls): an observed request
+    // and its answer read each direction's bytes once, the clock once per event (the request's
+    // start, the answer's end) and record one duration sample; counters wait for the tick.
+    for (config, want) in [
+        (r#"{"metrics": {"interval": "1s"}}"#, [2, 2, 1]),
+        (
+            r#"{"metrics": {"interval": "1s", "requests": false}}"#,
+            [0, 0, 0],
+        ),
+        (
+            &rules(
+                r#"{"name": "none", "match": {"hosts": ["pg.db.svc.cluster.local"], "protocol": "postgres", "queryContains": ["no_such_table"]}, "error": {"sqlstate": "40001", "message": "m"}}"#,
+            ) as &str,
+            [2, 2, 1],
+        ),
+    ] {
+        let mut host = Fake {
+            now: 1_000 * MS,
+            ..Fake::default()
+        };
+        let _root = configured(&mut host, config);
+        let mut c = Conn::new(50);
+        c.send(&mut host, Up, &startup());
+        c.send(&mut host, Down, &hello());
+        let select = query("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+        let answer = [
+            msg(
+                b'T',
+                b"\0\x01abalance\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+            ),
+            msg(b'D', b"\0\x01\0\0\0\x010"),
+            msg(b'C', b"SELECT 1\0"),
+            msg(b'Z', b"I"),
+        ]
+        .concat();
+        assert_eq!(
+            host_calls(&mut host, &mut c, &select, &answer, 10),
+            want,
+            "{config}"
+        );
+    }
 }

@@ -349,16 +349,17 @@ impl Session {
     pub fn skippable(&self, dir: Direction) -> usize {
         match self {
             Session::Postgres(s) => s.skippable(dir),
-            Session::Redis(s) if !s.reading() => usize::MAX,
-            Session::Mysql(s) if !s.reading() => usize::MAX,
-            Session::Redis(_) | Session::Mysql(_) => 0,
+            Session::Redis(s) => s.skippable(dir),
+            Session::Mysql(s) => s.skippable(dir),
         }
     }
 
     /// Passes over `n` bytes (at most [`Session::skippable`]).
     pub fn skip(&mut self, dir: Direction, n: usize, cb: &mut dyn Callbacks) {
-        if let Session::Postgres(s) = self {
-            s.skip(dir, n, cb);
+        match self {
+            Session::Postgres(s) => s.skip(dir, n, cb),
+            Session::Redis(s) => s.skip(dir, n),
+            Session::Mysql(s) => s.skip(dir, n),
         }
     }
 

@@ -136,6 +136,31 @@ impl Framer {
         self.continuation = self.len == CONTINUED;
     }
 
+    /// How many of the next bytes need not be seen: the rest of a packet whose kept bytes were
+    /// reported (a row's body, a long value).
+    pub(super) fn skippable(&self) -> usize {
+        match self.left {
+            Some(left) if self.reported => left,
+            _ => 0,
+        }
+    }
+
+    /// Passes over `n` bytes (at most [`Framer::skippable`]) without seeing them; a packet
+    /// that ends there ends as [`Framer::read`] ends it (its `End` step aside: the server
+    /// side, the only one skipped, has no use for it).
+    pub(super) fn skip(&mut self, n: usize) {
+        let n = n.min(self.skippable());
+        if let Some(left) = self.left {
+            self.read += n;
+            self.left = Some(left - n);
+            if left == n {
+                self.left = None;
+                self.read = 0;
+                self.continuation = self.len == CONTINUED;
+            }
+        }
+    }
+
     /// The packet under way and not reported yet: bytes of it read.
     pub(super) fn unreported(&self) -> Option<usize> {
         match self.left {

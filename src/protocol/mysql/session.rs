@@ -87,6 +87,24 @@ impl Session {
                 && (self.track.injections > 0 || self.track.expect == Expect::Greeting))
     }
 
+    /// How many of the next bytes in `dir` need not be read: the rest of a server packet
+    /// whose first bytes were read (result rows are only counted past); everything once the
+    /// session is not read any more.
+    pub fn skippable(&self, dir: Direction) -> usize {
+        match dir {
+            _ if !self.track.reading() => usize::MAX,
+            Direction::ToClient => self.server.skippable(),
+            Direction::ToDatabase => 0,
+        }
+    }
+
+    /// Passes over `n` bytes in `dir` (at most [`Session::skippable`]) without reading them.
+    pub fn skip(&mut self, dir: Direction, n: usize) {
+        if dir == Direction::ToClient {
+            self.server.skip(n);
+        }
+    }
+
     pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
         let _ = self.rewrite_inner(dir, bytes, &mut ReadOnly(cb), false);
     }

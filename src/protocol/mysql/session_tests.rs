@@ -397,3 +397,56 @@ fn tls_and_compression_are_not_read() {
     // checks them with `greets`).
     assert!(greets(&greeting()) && !greets(b"+OK\r\n") && !greets(b"HTTP/1.1 200 OK\r\n"));
 }
+
+#[test]
+fn a_long_row_is_passed_over_unread_and_nothing_reported_changes() {
+    let value = vec![b'x'; 100_000];
+    let mut row = vec![0xfd];
+    row.extend_from_slice(&(value.len() as u32).to_le_bytes()[..3]);
+    row.extend_from_slice(&value);
+    let mut rows = packet(1, &[1]);
+    rows.extend(packet(
+        2,
+        b"\x03def\0\0\0\x011\0\x0c\x3f\0\x01\0\0\0\x08\x81\0\0\0\0",
+    ));
+    rows.extend(packet(3, &[0xfe, 0, 0, 2, 0]));
+    rows.extend(packet(4, &row));
+    rows.extend(packet(5, &[0xfe, 0, 0, 2, 0]));
+    let steps = [session_start(), vec![(Up, query("SELECT v FROM t"))]].concat();
+    // Read as the filter reads a large event: what can be skipped is, the rest read in
+    // pieces of 1,000 bytes.
+    let read = |skipping: bool| {
+        let mut s = crate::protocol::Session::Mysql(Session::new());
+        let mut events = Vec::new();
+        let mut seen = 0;
+        let mut event = |e| events.push(crate::protocol::testing::describe(e));
+        let mut cb = With {
+            now: &mut || 0,
+            event: &mut event,
+            judge: None,
+        };
+        for (dir, bytes) in steps.iter().chain([(Down, rows.clone())].iter()) {
+            let mut at = 0;
+            while at < bytes.len() {
+                let skip = if skipping { s.skippable(*dir) } else { 0 };
+                if skip > 0 {
+                    let n = skip.min(bytes.len() - at);
+                    s.skip(*dir, n, &mut cb);
+                    at += n;
+                    continue;
+                }
+                let n = 1_000.min(bytes.len() - at);
+                s.on_data(*dir, &bytes[at..at + n], &mut cb);
+                seen += n;
+                at += n;
+            }
+        }
+        let _ = cb;
+        (events, seen)
+    };
+    let (all, _) = read(false);
+    let (skipped, seen) = read(true);
+    assert!(all.contains(&"done select".to_owned()), "{all:?}");
+    assert_eq!(skipped, all);
+    assert!(seen < 3_000, "{seen} bytes read");
+}

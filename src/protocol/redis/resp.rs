@@ -150,6 +150,31 @@ impl Resp {
         self.line = Vec::new();
     }
 
+    /// How many of the next bytes need not be seen: the rest of a bulk string nothing keeps
+    /// (a value read by `GET`; a command's argument past its reported text).
+    pub fn skippable(&self) -> usize {
+        match self.state {
+            State::Bulk(left) if self.bulk_keep == 0 && (!self.client || self.reported) => {
+                usize::try_from(left).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Passes over `n` bytes (at most [`Resp::skippable`]) without seeing them.
+    pub fn skip(&mut self, n: usize) {
+        let n = n.min(self.skippable());
+        if let State::Bulk(left) = self.state {
+            let left = left - n as u64;
+            self.value_bytes += n as u64;
+            self.state = if left == 0 {
+                State::Crlf(2)
+            } else {
+                State::Bulk(left)
+            };
+        }
+    }
+
     /// The top-level value being read, if one is under way and (for a client command) not
     /// reported yet: its type byte and the bytes of it read so far.
     pub fn unreported(&self) -> Option<(u8, u64)> {

@@ -119,6 +119,24 @@ impl Session {
         self.splices.busy(dir) || (dir == Direction::ToClient && self.track.injections > 0)
     }
 
+    /// How many of the next bytes in `dir` need not be read (see [`Resp::skippable`]);
+    /// everything once the session is not read any more.
+    pub fn skippable(&self, dir: Direction) -> usize {
+        match dir {
+            _ if self.track.stage == Stage::NotRead => usize::MAX,
+            Direction::ToDatabase => self.client.skippable(),
+            Direction::ToClient => self.server.skippable(),
+        }
+    }
+
+    /// Passes over `n` bytes in `dir` (at most [`Session::skippable`]) without reading them.
+    pub fn skip(&mut self, dir: Direction, n: usize) {
+        match dir {
+            Direction::ToDatabase => self.client.skip(n),
+            Direction::ToClient => self.server.skip(n),
+        }
+    }
+
     /// Bytes of one data event in `dir`, read only.
     pub fn on_data(&mut self, dir: Direction, bytes: &[u8], cb: &mut dyn Callbacks) {
         let Session {
