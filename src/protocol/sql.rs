@@ -205,10 +205,66 @@ fn executable_opener(text: &[u8], at: usize) -> Option<usize> {
     Some(bang + digits)
 }
 
+/// A few values kept inline, more on the heap: a query's statements and separators are
+/// almost always one or two, and reading every query costs no allocation for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Few<T: Copy + Default> {
+    Inline([T; 2], usize),
+    Heap(Vec<T>),
+}
+
+impl<T: Copy + Default> Default for Few<T> {
+    fn default() -> Self {
+        Few::Inline([T::default(); 2], 0)
+    }
+}
+
+impl<T: Copy + Default> Few<T> {
+    pub fn push(&mut self, value: T) {
+        match self {
+            Few::Inline(values, len) => match values.get_mut(*len) {
+                Some(slot) => {
+                    *slot = value;
+                    *len += 1;
+                }
+                None => {
+                    let mut all = values.to_vec();
+                    all.push(value);
+                    *self = Few::Heap(all);
+                }
+            },
+            Few::Heap(values) => values.push(value),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            Few::Inline(values, len) => values.get(..*len).unwrap_or_default(),
+            Few::Heap(values) => values,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
+    }
+
+    fn clear(&mut self) {
+        *self = Few::default();
+    }
+}
+
 /// Where the statement separators (top-level semicolons) of `text` are under one reading.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Cuts {
-    at: Vec<usize>,
+    at: Few<usize>,
     /// MySQL: a `"` section with a backslash in it was met (under `ANSI_QUOTES` it would end
     /// at another place), or an executable comment (it may be a comment) — the points where
     /// the readings part. Text with neither reads the same every way.
@@ -228,6 +284,23 @@ fn cuts(text: &[u8], reading: Reading) -> Cuts {
         Dialect::Mysql { backslash_escapes } => (true, backslash_escapes),
     };
     while let Some(&b) = text.get(i) {
+        if !matches!(
+            b,
+            b';' | b'\'' | b'"' | b'`' | b'-' | b'#' | b'*' | b'/' | b'$'
+        ) {
+            // Most of a statement is none of these: passed over in a tight loop.
+            let rest = text.get(i..).unwrap_or_default();
+            i += rest
+                .iter()
+                .position(|b| {
+                    matches!(
+                        b,
+                        b';' | b'\'' | b'"' | b'`' | b'-' | b'#' | b'*' | b'/' | b'$'
+                    )
+                })
+                .unwrap_or(rest.len());
+            continue;
+        }
         match b {
             b';' => {
                 out.at.push(i);
@@ -281,13 +354,13 @@ fn cuts(text: &[u8], reading: Reading) -> Cuts {
 }
 
 /// The statements between `cuts`, without the empty ones.
-fn ranges(text: &[u8], cuts: &[usize], dialect: Dialect) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::with_capacity(cuts.len() + 1);
+fn statements_between<'a>(text: &'a [u8], cuts: &[usize], dialect: Dialect) -> Few<&'a [u8]> {
+    let mut out = Few::default();
     let mut start = 0;
     for end in cuts.iter().copied().chain([text.len()]) {
         let statement = text.get(start..end).unwrap_or_default();
         if !skip_blanks(statement, dialect).is_empty() {
-            out.push(start..end);
+            out.push(statement);
         }
         start = end + 1;
     }
@@ -350,7 +423,7 @@ fn skip_dollar_quoted(text: &[u8], at: usize) -> usize {
 
 /// The statements of a query's text, in order, without the empty ones (`SELECT 1;;` has
 /// one). A statement cut off by the capture limit is the last one.
-pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
+pub fn statements(text: &[u8], dialect: Dialect) -> Few<&[u8]> {
     let first = Reading {
         dialect,
         ansi_quotes: false,
@@ -361,14 +434,11 @@ pub fn statements(text: &[u8], dialect: Dialect) -> Vec<&[u8]> {
     // most queries read the same every way and are lexed once).
     let mode_may_change = cut.backslash && contains_ignoring_case(text, b"sql_mode");
     if (cut.ambiguous || mode_may_change)
-        && !other_readings_agree(text, &cut.at, first, mode_may_change)
+        && !other_readings_agree(text, cut.at.as_slice(), first, mode_may_change)
     {
         cut.at.clear();
     }
-    ranges(text, &cut.at, dialect)
-        .into_iter()
-        .map(|r| text.get(r).unwrap_or_default())
-        .collect()
+    statements_between(text, cut.at.as_slice(), dialect)
 }
 
 /// Whether the other readings of MySQL text (`ANSI_QUOTES` on, executable comments taken as
@@ -396,7 +466,7 @@ fn other_readings_agree(text: &[u8], at: &[usize], first: Reading, flip_escapes:
                     ansi_quotes,
                     executable,
                 };
-                reading == first || cuts(text, reading).at == at
+                reading == first || cuts(text, reading).at.as_slice() == at
             })
     })
 }

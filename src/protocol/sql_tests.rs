@@ -17,6 +17,11 @@ fn split_in(text: &str, dialect: Dialect) -> Vec<String> {
 fn statements_split_only_at_top_level_semicolons() {
     assert_eq!(split("SELECT 1; SELECT 2"), ["SELECT 1", "SELECT 2"]);
     assert_eq!(split("SELECT 1;;  ; "), ["SELECT 1"]);
+    // Past the two kept inline, the rest spill over in order.
+    assert_eq!(
+        split("SELECT 1; SELECT 2; SELECT 3;; SELECT 4; SELECT 5"),
+        ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4", "SELECT 5"]
+    );
     assert_eq!(split(""), Vec::<String>::new());
     assert_eq!(
         split("SELECT ';'; SELECT 'it''s;'"),

@@ -199,7 +199,7 @@ impl Tracker {
                 let parts = statements(text, dialect);
                 let count = parts.len().max(1);
                 let mut edit = None;
-                for (i, statement) in parts.iter().enumerate() {
+                for (i, &statement) in parts.iter().enumerate() {
                     let command = Command::of(statement, dialect).name();
                     if !self.push(command, cb) {
                         continue;

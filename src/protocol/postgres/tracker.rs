@@ -89,6 +89,8 @@ pub(super) struct Tracker {
     pub(super) injections: usize,
     pub(super) statements: Names,
     pub(super) portals: Names,
+    /// The emptied queue of the last group answered, for the next group.
+    pub(super) spare: Option<VecDeque<Pending>>,
 }
 
 /// What the steps of one rewritten event add up to.
@@ -285,7 +287,11 @@ impl Tracker {
     /// before it are answered, so that answers stay in order).
     pub(super) fn open_group(&mut self) {
         if self.untracked == 0 && self.groups.len() < MAX_GROUPS {
-            self.groups.push_back(Group::default());
+            let pending = self.spare.take().unwrap_or_default();
+            self.groups.push_back(Group {
+                pending,
+                ..Group::default()
+            });
         } else {
             self.untracked += 1;
         }
@@ -337,7 +343,7 @@ impl Tracker {
                 let text = statement_text(b'Q', body);
                 let dialect = self.dialect();
                 let mut edit = None;
-                for statement in statements(text, dialect) {
+                for &statement in statements(text, dialect).iter() {
                     let command = Command::of(statement, dialect);
                     let waits = self.push(command, cb);
                     if !waits || edit.is_some() {
@@ -477,17 +483,24 @@ impl Tracker {
                 if self.groups.is_empty() {
                     self.untracked = self.untracked.saturating_sub(1);
                 }
-                if let Some(group) = self.groups.pop_front() {
+                if let Some(mut group) = self.groups.pop_front() {
                     self.pending_count -= group.pending.len();
                     // Injections whose statements got no answer (skipped after another error).
-                    let mut unanswered = group.pending.into_iter().filter_map(|p| p.injected);
-                    let fatal = unanswered
-                        .by_ref()
-                        .chain(group.injected)
-                        .fold(None, |fatal, i| {
-                            self.injections -= 1;
-                            fatal.or(i.reply.fatal.then_some(i))
-                        });
+                    let mut unanswered = group.pending.drain(..).filter_map(|p| p.injected);
+                    let fatal =
+                        unanswered
+                            .by_ref()
+                            .chain(group.injected.take())
+                            .fold(None, |fatal, i| {
+                                self.injections -= 1;
+                                fatal.or(i.reply.fatal.then_some(i))
+                            });
+                    drop(unanswered);
+                    // The next group reuses its queue (no allocation per query), unless a long
+                    // pipeline grew it: an idle session keeps a few bytes, not a pipeline's.
+                    if group.pending.capacity() <= 8 {
+                        self.spare = Some(group.pending);
+                    }
                     if let Some(injected) = fatal {
                         // Skipped by the server, but the session must still end.
                         return Some(Edit::ReplaceThenEnd(error_response(&injected.reply)));
