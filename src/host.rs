@@ -40,7 +40,7 @@ pub trait Host {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use proxy::ProxyWasm;
+pub use proxy::{log_critical, ProxyWasm};
 
 #[cfg(target_arch = "wasm32")]
 mod proxy {
@@ -54,6 +54,12 @@ mod proxy {
 
     /// Envoy, through proxy-wasm.
     pub struct ProxyWasm;
+
+    /// Logs at critical level without going through `log` (the panic hook: nothing there may
+    /// panic again, and the SDK's own hook unwraps its log call).
+    pub fn log_critical(message: &str) {
+        let _ = hostcalls::log(proxy_wasm::types::LogLevel::Critical, message);
+    }
 
     /// Envoy's stats, through `define_metric` / `increment_metric`.
     impl MetricSink for ProxyWasm {

@@ -75,12 +75,7 @@ pub mod host;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
     // Replace the SDK's hook (which unwraps its own log call) with one that cannot panic again.
-    std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(
-            proxy_wasm::types::LogLevel::Critical,
-            &format!("dbfault: panic: {info}"),
-        );
-    }));
+    std::panic::set_hook(Box::new(|info| host::log_critical(&format!("dbfault: panic: {info}"))));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(filter::Root::new(context_id))
     });
