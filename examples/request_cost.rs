@@ -5,6 +5,8 @@
 //! `request_cost PROTOCOL N [CONFIG]`: N round trips of pgbench -S's query (`postgres`), a
 //! mariadb-slap `SELECT 1` (`mysql`) or redis-benchmark's GET (`redis`) and their answers, one
 //! data event each way, under the plugin configuration CONFIG (default: dbfault's defaults).
+//! `connect` instead: N connections, each a Redis `PING` and its `+PONG`, then closed (as
+//! `loadgen pings` makes them).
 
 use dbfault::filter::{Root, Stream};
 use dbfault::flow::Direction;
@@ -157,6 +159,27 @@ fn main() {
     if !root.configure(&mut host, size) {
         eprintln!("configuration refused");
         std::process::exit(2);
+    }
+    if protocol == "connect" {
+        for id in 0..n {
+            let mut stream = Stream::new(10 + id as u32, 1);
+            for (dir, bytes) in [
+                (Direction::ToDatabase, &b"PING\r\n"[..]),
+                (Direction::ToClient, b"+PONG\r\n"),
+            ] {
+                host.buffer.clear();
+                host.buffer.extend_from_slice(bytes);
+                std::hint::black_box(stream.on_data(&mut host, dir, bytes.len()));
+            }
+            stream.closed(&mut host);
+            stream.finish(&mut host);
+            if id % 1000 == 999 {
+                host.now += 1_000_000_000;
+                root.tick(&mut host);
+            }
+        }
+        println!("{n} connections");
+        return;
     }
     let mut stream = Stream::new(2, 1);
     let (start, request, answer) = streams(protocol);
