@@ -459,6 +459,16 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def save(out, name, data, md):
+    """Writes OUT/NAME.json and OUT/NAME.md; returns the markdown."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(md)
+    return md
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
@@ -492,13 +502,7 @@ def main():
                                             "mariadb": servers["mariadb"]})
             if args.host_calls:
                 result = host_calls(envoy, servers, args)
-                os.makedirs(args.out, exist_ok=True)
-                with open(os.path.join(args.out, "host-calls.json"), "w") as f:
-                    json.dump(result, f, indent=2)
-                md = host_calls_markdown(result)
-                with open(os.path.join(args.out, "host-calls.md"), "w") as f:
-                    f.write(md)
-                print(md)
+                print(save(args.out, "host-calls", result, host_calls_markdown(result)))
                 return 0
             plan = [(w, [m for m in WORKLOADS[w] if m in args.modes]) for w in args.workloads]
             print(f"warm-up, then {args.reps} interleaved repetitions", flush=True)
@@ -523,12 +527,7 @@ def main():
             localenv.postgres_stop(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
         summary = summarize(runs, args, version)
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "cpu.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        md = markdown(summary)
-        with open(os.path.join(args.out, "cpu.md"), "w") as f:
-            f.write(md)
+        md = save(args.out, "cpu", summary, markdown(summary))
     print(md)
 
 
