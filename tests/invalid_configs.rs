@@ -310,6 +310,20 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "faults[0].match.protocol: \"oracle\" is not a protocol dbfault reads",
     );
     add(
+        "unknown access",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["r"], "protocol": "redis", "access": "writes"}, "error": {"message": "READONLY x"}"#,
+        ),
+        "faults[0].match.access: \"writes\" is not an access",
+    );
+    add(
+        "access on a protocol not classified",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "protocol": "postgres", "access": "write"}, "error": {"sqlstate": "25006", "message": "x"}"#,
+        ),
+        "faults[0].match.access: needs match.protocol \"redis\"",
+    );
+    add(
         "cut on a statement rule",
         bare_rule(
             r#""name": "r", "match": {"hosts": ["pg"], "commands": ["SELECT"]}, "cut": {"afterBytes": 1}"#,

@@ -442,3 +442,125 @@ print(json.dumps({"readonly": readonly, "ok": sum(x is True for x in out), "writ
         readonly as f64,
     );
 }
+
+/// The reply to `args` on `con`, as text (an error as its code and message), so that two
+/// servers' answers compare.
+fn answer(con: &mut redis::Connection, args: &[&str]) -> String {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    match c.query::<Value>(con) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("-{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
+    }
+}
+
+#[test]
+fn access_write_answers_each_command_as_a_read_only_replica_does() {
+    // The reference is a real replica of the same primary: dbfault's answer to each command
+    // through Envoy (to the primary) must be the replica's, writes refused, reads answered.
+    let rule = format!(
+        r#"{{"name": "replica", {REDIS}, "access": "write"}}, "error": {{"message": "{READONLY}"}}}}"#
+    );
+    let (primary, envoy) = start(&rule);
+    let replica = Redis::start();
+    let mut direct = connect(primary.port);
+    for args in [
+        &["SET", "k", "v"][..],
+        &["RPUSH", "l", "b", "a"],
+        &["HSET", "h", "f", "v"],
+        &["SADD", "s", "m"],
+        &["ZADD", "z", "1", "m"],
+        &["XADD", "st", "1-1", "f", "v"],
+        &["SET", "n", "1"],
+    ] {
+        answer(&mut direct, args);
+    }
+    let mut on_replica = connect(replica.port);
+    answer(
+        &mut on_replica,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    wait_for(
+        "the replica to hold the primary's data",
+        Duration::from_secs(30),
+        || (answer(&mut on_replica, &["XLEN", "st"]) == "int(1)").then_some(()),
+    );
+    let keys_before = answer(&mut direct, &["DBSIZE"]);
+    let k_before = answer(&mut direct, &["GET", "k"]);
+    let mut through = connect(envoy.redis());
+    let writes: [&[&str]; 20] = [
+        &["SET", "k2", "v"],
+        &["DEL", "k"],
+        &["INCR", "n"],
+        &["LPUSH", "l", "x"],
+        &["RPOP", "l"],
+        &["HSET", "h", "f2", "v"],
+        &["SADD", "s", "m2"],
+        &["ZADD", "z", "2", "m2"],
+        &["EXPIRE", "k", "100"],
+        &["RENAME", "k", "k3"],
+        &["APPEND", "k", "x"],
+        &["GETDEL", "k"],
+        &["MSET", "a", "1", "b", "2"],
+        &["PFADD", "hll", "a"],
+        &["COPY", "k", "k4"],
+        &["SETEX", "k", "10", "v"],
+        &["XADD", "st", "*", "a", "b"],
+        &["XGROUP", "CREATE", "st", "g", "$"],
+        &["SORT", "l", "ALPHA"],
+        &["FLUSHDB"],
+    ];
+    let reads: [&[&str]; 14] = [
+        &["GET", "k"],
+        &["MGET", "k", "n"],
+        &["LRANGE", "l", "0", "-1"],
+        &["HGETALL", "h"],
+        &["SMEMBERS", "s"],
+        &["ZRANGE", "z", "0", "-1"],
+        &["EXISTS", "k"],
+        &["TYPE", "l"],
+        &["XLEN", "st"],
+        &["STRLEN", "k"],
+        &["SORT_RO", "l", "ALPHA"],
+        &["PING"],
+        &["ECHO", "hi"],
+        &["PUBLISH", "channel", "m"],
+    ];
+    for args in writes.iter().chain(reads.iter()) {
+        let want = answer(&mut on_replica, args);
+        assert_eq!(answer(&mut through, args), want, "{args:?}");
+    }
+    // Every write was refused by the replica (the reference is not vacuous) and none reached
+    // the primary.
+    for args in writes {
+        assert!(
+            answer(&mut on_replica, args).starts_with("-READONLY"),
+            "{args:?}"
+        );
+    }
+    assert!(!answer(&mut on_replica, reads[0]).starts_with('-'));
+    assert_eq!(answer(&mut direct, &["DBSIZE"]), keys_before);
+    assert_eq!(
+        answer(&mut direct, &["GET", "k"]),
+        answer(&mut on_replica, &["GET", "k"])
+    );
+    assert_eq!(
+        answer(&mut direct, &["GET", "k2"]),
+        answer(&mut direct, &["GET", "no-such-key"])
+    );
+    // Inside MULTI the refusal is queued as the replica's is: EXEC then fails.
+    let mut pipe = redis::pipe();
+    pipe.cmd("MULTI")
+        .cmd("SET")
+        .arg("k")
+        .arg("w")
+        .cmd("GET")
+        .arg("k")
+        .cmd("EXEC");
+    let via = replies(&mut through, &pipe, 4);
+    let reference = replies(&mut on_replica, &pipe, 4);
+    assert_eq!(format!("{via:?}"), format!("{reference:?}"));
+    assert_eq!(answer(&mut direct, &["GET", "k"]), k_before);
+}

@@ -26,6 +26,11 @@ fn statements(m: &Match) -> String {
     } else {
         format!("{} {noun}", commands.join("/"))
     };
+    match m.writes {
+        Some(true) => what = format!("write {what} (as a read-only replica refuses them)"),
+        Some(false) => what = format!("read {what} (those a read-only replica runs)"),
+        None => {}
+    }
     if !m.query_contains.is_empty() {
         let quoted: Vec<String> = m.query_contains.iter().map(|c| format!("'{c}'")).collect();
         what.push_str(" containing ");

@@ -4,7 +4,7 @@
 
 use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
-use crate::protocol::redis::commands::COMMANDS as REDIS_COMMANDS;
+use crate::protocol::redis::commands::{self as redis_commands, COMMANDS as REDIS_COMMANDS};
 use crate::protocol::sql::COMMANDS as SQL_COMMANDS;
 use crate::protocol::Protocol;
 
@@ -95,6 +95,9 @@ pub struct Match {
     pub commands: Vec<&'static str>,
     /// Lowercased substrings, one of which the statement must contain (empty: any).
     pub query_contains: Vec<String>,
+    /// Only writes (`Some(true)`) or only reads (`Some(false)`), as a read-only server tells
+    /// them (`access`).
+    pub writes: Option<bool>,
 }
 
 impl Match {
@@ -105,11 +108,12 @@ impl Match {
         "protocol",
         "commands",
         "queryContains",
+        "access",
     ];
 
     /// Whether the rule acts on statements rather than connections.
     pub fn is_statement_rule(&self) -> bool {
-        !self.commands.is_empty() || !self.query_contains.is_empty()
+        !self.commands.is_empty() || !self.query_contains.is_empty() || self.writes.is_some()
     }
 
     /// Whether a statement (its command and the start of its text) is one the rule names: its
@@ -117,6 +121,9 @@ impl Match {
     /// (when `queryContains` is given), ignoring ASCII case.
     pub fn statement(&self, command: &str, text: &[u8]) -> bool {
         (self.commands.is_empty() || self.commands.contains(&command))
+            && self
+                .writes
+                .is_none_or(|w| w == redis_commands::writes(command, text))
             && (self.query_contains.is_empty()
                 || self
                     .query_contains
@@ -258,6 +265,27 @@ impl Match {
                     );
                 }
                 self.query_contains.push(text.to_ascii_lowercase());
+            }
+        }
+        match raw.str("access")? {
+            None => {}
+            Some(access @ ("read" | "write")) if self.protocol == Some(Protocol::Redis) => {
+                self.writes = Some(access == "write");
+            }
+            Some("read" | "write") => {
+                return err(
+                    &raw.path("access"),
+                    "needs match.protocol \"redis\": PostgreSQL and MySQL statements are not classified as reads and writes yet (name them with match.commands)".into(),
+                );
+            }
+            Some(other) => {
+                return err(
+                    &raw.path("access"),
+                    format!(
+                        "{} is not an access (expected one of: \"read\", \"write\")",
+                        quote(other)
+                    ),
+                );
             }
         }
         Ok(())

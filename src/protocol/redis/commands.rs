@@ -254,3 +254,157 @@ pub const COMMANDS: [&str; 250] = [
     "zunion",
     "zunionstore",
 ];
+
+/// The commands a Redis replica refuses (`-READONLY`): those Redis 7.0.15's own command table
+/// flags `write` (`redis-cli --json COMMAND`), sorted. Among them `sort` and `georadius`, whose
+/// optional `STORE` writes (their `_ro` forms do not). Container commands are flagged per
+/// subcommand: see [`WRITE_SUBCOMMANDS`].
+pub const WRITES: [&str; 99] = [
+    "append",
+    "bitfield",
+    "bitop",
+    "blmove",
+    "blmpop",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "bzmpop",
+    "bzpopmax",
+    "bzpopmin",
+    "copy",
+    "decr",
+    "decrby",
+    "del",
+    "expire",
+    "expireat",
+    "flushall",
+    "flushdb",
+    "geoadd",
+    "georadius",
+    "georadiusbymember",
+    "geosearchstore",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hmset",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "linsert",
+    "lmove",
+    "lmpop",
+    "lpop",
+    "lpush",
+    "lpushx",
+    "lrem",
+    "lset",
+    "ltrim",
+    "migrate",
+    "move",
+    "mset",
+    "msetnx",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pfadd",
+    "pfdebug",
+    "pfmerge",
+    "psetex",
+    "rename",
+    "renamenx",
+    "restore",
+    "restore-asking",
+    "rpop",
+    "rpoplpush",
+    "rpush",
+    "rpushx",
+    "sadd",
+    "sdiffstore",
+    "set",
+    "setbit",
+    "setex",
+    "setnx",
+    "setrange",
+    "sinterstore",
+    "smove",
+    "sort",
+    "spop",
+    "srem",
+    "sunionstore",
+    "swapdb",
+    "unlink",
+    "xack",
+    "xadd",
+    "xautoclaim",
+    "xclaim",
+    "xdel",
+    "xreadgroup",
+    "xsetid",
+    "xtrim",
+    "zadd",
+    "zdiffstore",
+    "zincrby",
+    "zinterstore",
+    "zmpop",
+    "zpopmax",
+    "zpopmin",
+    "zrangestore",
+    "zrem",
+    "zremrangebylex",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zunionstore",
+];
+
+/// Container commands whose subcommands named here are flagged `write`.
+pub const WRITE_SUBCOMMANDS: [(&str, &[&str]); 2] = [
+    ("function", &["delete", "flush", "load", "restore"]),
+    (
+        "xgroup",
+        &[
+            "create",
+            "createconsumer",
+            "delconsumer",
+            "destroy",
+            "setid",
+        ],
+    ),
+];
+
+/// Whether a command (its `command` label and its text, name first) is one a read-only replica
+/// refuses as a write. What a script or a function does (`EVAL`, `FCALL`) cannot be told from
+/// its text: they are not writes here.
+pub fn writes(command: &str, text: &[u8]) -> bool {
+    if WRITES.binary_search(&command).is_ok() {
+        return true;
+    }
+    let Some((_, subs)) = WRITE_SUBCOMMANDS.iter().find(|(c, _)| *c == command) else {
+        return false;
+    };
+    let sub = text
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .nth(1)
+        .unwrap_or_default();
+    subs.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_lists_are_sorted_real_commands() {
+        assert!(WRITES.windows(2).all(|w| w[0] < w[1]));
+        assert!(WRITES.iter().all(|w| COMMANDS.binary_search(w).is_ok()));
+        assert!(writes("set", b"SET k v") && writes("del", b"DEL k"));
+        assert!(!writes("get", b"GET k") && !writes("publish", b"PUBLISH c m"));
+        assert!(writes("xgroup", b"XGROUP CREATE s g $") && !writes("xgroup", b"xgroup help"));
+        assert!(!writes("eval", b"EVAL \"redis.call('set','k','v')\" 0"));
+    }
+}

@@ -25,6 +25,10 @@ impl Redis {
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--logfile"])
                 .arg(&log)
+                // Its own directory: a replica's full sync writes an RDB there, which a server
+                // started in the same directory later would load (and the checkout stays clean).
+                .arg("--dir")
+                .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
