@@ -2,7 +2,7 @@
 //! client stream passed through a session's rewriting.
 
 use dbfault::flow::Direction;
-use dbfault::protocol::{Act, Ask, ErrorReply, Event, Judge, Protocol, Session, Verdict, With};
+use dbfault::protocol::{Act, Ask, ErrorReply, Event, Judge, Session, Verdict, With};
 
 /// Acts on requests by their text: `!` fails them with `reply`, `~` fatally, `^` aborts, `@`
 /// delays.
@@ -26,17 +26,32 @@ pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
     }
 }
 
-/// A session's rewriting, as the checks call it: `(session, direction, chunk, now, judge)`.
-pub type Rewrite<'r, S> = &'r dyn Fn(&mut S, Direction, &[u8], u64, &mut Judge<'_>) -> Verdict;
+/// A session's rewriting of one chunk at time `now` under `judge`, as every check calls it.
+fn rewrite(
+    session: &mut Session,
+    dir: Direction,
+    chunk: &[u8],
+    now: u64,
+    judge: &mut Judge<'_>,
+) -> Verdict {
+    session.rewrite(
+        dir,
+        chunk,
+        &mut With {
+            now: &mut || now,
+            event: &mut |_| {},
+            judge: Some(judge),
+        },
+    )
+}
 
 /// The stream `data` in `dir`, in chunks of `size`, as it leaves `session`'s rewriting.
-fn stream<S>(
-    session: &mut S,
+fn stream(
+    session: &mut Session,
     dir: Direction,
     data: &[u8],
     size: usize,
     judge: &mut Judge<'_>,
-    rewrite: Rewrite<'_, S>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     for chunk in data.chunks(size) {
@@ -48,18 +63,17 @@ fn stream<S>(
 
 /// The client stream `data` in chunks of `size` as it leaves a new session's rewriting, under
 /// rules that act (`acting`) or never do.
-fn rewritten<S>(
+fn rewritten(
     data: &[u8],
     size: usize,
     acting: bool,
     reply: &ErrorReply,
-    new: &dyn Fn() -> S,
-    rewrite: Rewrite<'_, S>,
+    new: &dyn Fn() -> Session,
 ) -> Vec<u8> {
     let mut never = |_: Ask<'_>| None;
     let mut acts = |ask: Ask<'_>| judge(ask, reply);
     let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
-    stream(&mut new(), Direction::ToDatabase, data, size, j, rewrite)
+    stream(&mut new(), Direction::ToDatabase, data, size, j)
 }
 
 /// What every protocol session's rewriting must do with arbitrary bytes `data` in chunks of
@@ -69,22 +83,21 @@ fn rewritten<S>(
 /// for at most `withheld` bytes not out yet at its end (an unfinished request); and with both
 /// directions alternating (`side` picks the first) under acting rules, it never panics.
 #[allow(clippy::too_many_arguments)]
-pub fn check_rewriting<S>(
+pub fn check_rewriting(
     data: &[u8],
     size: usize,
     side: u8,
     reply: &ErrorReply,
     withheld: usize,
     framed: &dyn Fn(&[u8]) -> bool,
-    new: &dyn Fn() -> S,
-    rewrite: Rewrite<'_, S>,
+    new: &dyn Fn() -> Session,
 ) {
-    let whole = rewritten(data, data.len().max(1), true, reply, new, rewrite);
-    assert_eq!(whole, rewritten(data, size, true, reply, new, rewrite));
+    let whole = rewritten(data, data.len().max(1), true, reply, new);
+    assert_eq!(whole, rewritten(data, size, true, reply, new));
     if framed(data) {
         assert!(framed(&whole), "a well-framed stream came out ill-framed");
     }
-    let untouched = rewritten(data, size, false, reply, new, rewrite);
+    let untouched = rewritten(data, size, false, reply, new);
     assert!(data.starts_with(&untouched));
     assert!(data.len() - untouched.len() <= withheld);
     let mut session = new();
@@ -100,21 +113,20 @@ pub const SERVER: &[u8] = b"\xffdbfault-server\xff";
 /// The server stream `server`, in chunks of `size`, as it leaves a session that has rewritten
 /// the client stream `client` (whole) under rules that act (`acting`) or never do.
 #[allow(clippy::too_many_arguments)]
-fn replies<S>(
+fn replies(
     client: &[u8],
     server: &[u8],
     size: usize,
     acting: bool,
     reply: &ErrorReply,
-    new: &dyn Fn() -> S,
-    rewrite: Rewrite<'_, S>,
+    new: &dyn Fn() -> Session,
 ) -> Vec<u8> {
     let mut session = new();
     let mut never = |_: Ask<'_>| None;
     let mut acts = |ask: Ask<'_>| judge(ask, reply);
     let j: &mut Judge<'_> = if acting { &mut acts } else { &mut never };
     let _ = rewrite(&mut session, Direction::ToDatabase, client, 0, j);
-    stream(&mut session, Direction::ToClient, server, size, j, rewrite)
+    stream(&mut session, Direction::ToClient, server, size, j)
 }
 
 /// What every protocol session's rewriting must do with the server's replies, for an input
@@ -124,64 +136,53 @@ fn replies<S>(
 /// come out as whole, well-framed messages — the injected errors are what clients read; when
 /// no rule acts, untouched but for at most `withheld` bytes not out yet at the end.
 #[allow(clippy::too_many_arguments)]
-pub fn check_replies<S>(
+pub fn check_replies(
     data: &[u8],
     size: usize,
     reply: &ErrorReply,
     withheld: usize,
     framed: &dyn Fn(&[u8]) -> bool,
-    new: &dyn Fn() -> S,
-    rewrite: Rewrite<'_, S>,
+    new: &dyn Fn() -> Session,
 ) {
     let Some(at) = data.windows(SERVER.len()).position(|w| w == SERVER) else {
         return;
     };
     let (client, server) = (&data[..at], &data[at + SERVER.len()..]);
-    let whole = replies(
-        client,
-        server,
-        server.len().max(1),
-        true,
-        reply,
-        new,
-        rewrite,
-    );
-    assert_eq!(
-        whole,
-        replies(client, server, size, true, reply, new, rewrite)
-    );
+    let whole = replies(client, server, server.len().max(1), true, reply, new);
+    assert_eq!(whole, replies(client, server, size, true, reply, new));
     if framed(server) {
         assert!(framed(&whole), "well-framed replies came out ill-framed");
     }
-    let untouched = replies(client, server, size, false, reply, new, rewrite);
+    let untouched = replies(client, server, size, false, reply, new);
     assert!(server.starts_with(&untouched));
     assert!(server.len() - untouched.len() <= withheld);
 }
 
 /// The direction of the `i`th chunk when both alternate (`side` picks the first).
 fn direction(i: usize, side: u8) -> Direction {
-    if (i + usize::from(side)) % 2 == 0 {
+    if (i + usize::from(side)).is_multiple_of(2) {
         Direction::ToDatabase
     } else {
         Direction::ToClient
     }
 }
 
-/// The events of a read-only session of `protocol` over the input's client stream and (after
+/// The events of a read-only session (`new`) over the input's client stream and (after
 /// [`SERVER`]) the server's replies, fed in chunks of `size`; with `skipping`, as the filter
 /// feeds a large event: whatever the session says it can skip is passed over unread, and the
 /// rest fed `size` bytes at a time.
-fn read_events(protocol: Protocol, data: &[u8], size: usize, skipping: bool) -> Vec<String> {
-    let Some(mut session) = Session::new(protocol) else {
-        return Vec::new();
-    };
+fn read_events(new: &dyn Fn() -> Session, data: &[u8], size: usize, skipping: bool) -> Vec<String> {
+    let mut session = new();
     let at = data.windows(SERVER.len()).position(|w| w == SERVER);
     let (client, server) = match at {
         Some(at) => (&data[..at], &data[at + SERVER.len()..]),
         None => (data, &[][..]),
     };
     let mut events = Vec::new();
-    for (dir, stream) in [(Direction::ToDatabase, client), (Direction::ToClient, server)] {
+    for (dir, stream) in [
+        (Direction::ToDatabase, client),
+        (Direction::ToClient, server),
+    ] {
         // Skipping: events of 4 pieces, so that skips also start inside an event.
         for chunk in stream.chunks(if skipping { size * 4 } else { size }) {
             let mut event = |e: Event| events.push(format!("{e:?}"));
@@ -212,9 +213,9 @@ fn read_events(protocol: Protocol, data: &[u8], size: usize, skipping: bool) -> 
 }
 
 /// Skipping what a session says it can skip changes nothing it reports.
-pub fn check_skipping(protocol: Protocol, data: &[u8], size: usize) {
+pub fn check_skipping(new: &dyn Fn() -> Session, data: &[u8], size: usize) {
     assert_eq!(
-        read_events(protocol, data, data.len().max(1), false),
-        read_events(protocol, data, size, true)
+        read_events(new, data, data.len().max(1), false),
+        read_events(new, data, size, true)
     );
 }

@@ -10,7 +10,6 @@
 use dbfault::protocol::redis::resp::{Resp, Step};
 use dbfault::protocol::redis::session::Session;
 use dbfault::protocol::ErrorReply;
-use dbfault::protocol::{Judge, With};
 use libfuzzer_sys::fuzz_target;
 
 fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
@@ -45,6 +44,9 @@ fn steps(reader: &mut Resp, data: &[u8], size: usize) -> Vec<String> {
 }
 
 mod common;
+
+/// The crate's session of any protocol: the shared checks drive that one type.
+use dbfault::protocol::Session as AnySession;
 
 /// Whether `data` is whole commands — RESP arrays of bulk strings, or inline lines — nothing
 /// left over.
@@ -171,18 +173,6 @@ fuzz_target!(|data: &[u8]| {
     let chunked = steps(&mut new(), rest, size);
     assert_eq!(whole, chunked);
     assert!(whole.iter().filter(|s| *s == "Unreadable").count() <= 1);
-    // A session's rewriting as the checks call it: a chunk at time `t` under `judge`.
-    let rewrite = |s: &mut Session, dir, chunk: &[u8], t, judge: &mut Judge<'_>| {
-        s.rewrite(
-            dir,
-            chunk,
-            &mut With {
-                now: &mut || t,
-                event: &mut |_| {},
-                judge: Some(judge),
-            },
-        )
-    };
 
     // Withheld: at most an inline command (64 KiB) or a command's first 4 KiB of text with
     // its framing.
@@ -193,18 +183,11 @@ fuzz_target!(|data: &[u8]| {
         &reply(),
         64 * 1024 + 4096 * 8,
         &framed,
-        &Session::new,
-        &rewrite,
+        &|| AnySession::Redis(Session::new()),
     );
     // The server's replies to a client stream, when the input holds both.
-    common::check_skipping(dbfault::protocol::Protocol::Redis, rest, size);
-    common::check_replies(
-        rest,
-        size,
-        &reply(),
-        0,
-        &replies_framed,
-        &Session::new,
-        &rewrite,
-    );
+    common::check_skipping(&|| AnySession::Redis(Session::new()), rest, size);
+    common::check_replies(rest, size, &reply(), 0, &replies_framed, &|| {
+        AnySession::Redis(Session::new())
+    });
 });
