@@ -65,12 +65,13 @@ impl Host for Minimal {
     }
 }
 
-fn pg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
+// The protocol bytes the unit tests build, from the one place each is written.
+#[path = "../src/protocol/mysql/wire_bytes.rs"]
+mod mysql_bytes;
+#[path = "../src/protocol/postgres/wire_bytes.rs"]
+#[allow(dead_code)]
+mod pg_bytes;
+use pg_bytes::{complete, hello, msg as pg, query, ready, startup};
 
 fn mysql(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
@@ -83,40 +84,20 @@ fn mysql(seq: u8, payload: &[u8]) -> Vec<u8> {
 fn streams(protocol: &str) -> (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) {
     match protocol {
         "postgres" => {
-            let params = b"user\0postgres\0database\0postgres\0\0";
-            let mut startup = ((params.len() + 8) as u32).to_be_bytes().to_vec();
-            startup.extend_from_slice(&(3u32 << 16).to_be_bytes());
-            startup.extend_from_slice(params);
-            let hello = [pg(b'R', &[0; 4]), pg(b'Z', b"I")].concat();
-            let query = pg(
-                b'Q',
-                b"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;\0",
-            );
+            let query = query("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;");
             let answer = [
                 pg(
                     b'T',
                     b"\0\x01abalance\0\0\0@\x04\0\x03\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
                 ),
                 pg(b'D', b"\0\x01\0\0\0\x010"),
-                pg(b'C', b"SELECT 1\0"),
-                pg(b'Z', b"I"),
+                complete("SELECT 1"),
+                ready(b'I'),
             ]
             .concat();
-            (vec![startup, hello], query, answer)
+            (vec![startup(), hello()], query, answer)
         }
         "mysql" => {
-            let mut g = vec![0x0a];
-            g.extend_from_slice(b"11.8.3-MariaDB\0");
-            g.extend_from_slice(&[1, 0, 0, 0]);
-            g.extend_from_slice(b"abcdefgh\0");
-            g.extend_from_slice(&[
-                0xff, 0xf7, 8, 2, 0, 0xff, 0x81, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
-            g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
-            let mut h = 0x000a_a205u32.to_le_bytes().to_vec();
-            h.extend_from_slice(&[0, 0, 0, 1, 33]);
-            h.extend_from_slice(&[0; 23]);
-            h.extend_from_slice(b"root\0\0");
             let ok = mysql(2, &[0, 0, 0, 2, 0, 0, 0]);
             let query = mysql(0, b"\x03SELECT 1");
             let answer = [
@@ -130,7 +111,15 @@ fn streams(protocol: &str) -> (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) {
                 mysql(5, &[0xfe, 0, 0, 2, 0]),
             ]
             .concat();
-            (vec![mysql(0, &g), mysql(1, &h), ok], query, answer)
+            (
+                vec![
+                    mysql(0, &mysql_bytes::greeting_payload()),
+                    mysql(1, &mysql_bytes::handshake_payload(0x000a_a205)),
+                    ok,
+                ],
+                query,
+                answer,
+            )
         }
         _ => (
             Vec::new(),

@@ -29,12 +29,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
+// The PostgreSQL bytes the unit tests build, from the one place they are written.
+#[path = "../src/protocol/postgres/wire_bytes.rs"]
+#[allow(dead_code)]
+mod wire_bytes;
+use wire_bytes::{complete, msg as message, ready};
 
 fn main() {
     let n: usize = std::env::args()
@@ -45,7 +44,7 @@ fn main() {
     let mut startup = ((params.len() + 8) as u32).to_be_bytes().to_vec();
     startup.extend_from_slice(&196_608u32.to_be_bytes());
     startup.extend_from_slice(params);
-    let ready = message(b'Z', b"I");
+    let ready = ready(b'I');
     let hello = [
         message(b'R', &[0; 4]),
         message(b'S', b"server_version\x0015.4\0"),
@@ -67,7 +66,7 @@ fn main() {
             b"\0\x01count\0\0\0\0\0\0\0\0\0\x14\0\x08\xff\xff\xff\xff\0\0",
         ),
         message(b'D', b"\0\x01\0\0\0\x0242"),
-        message(b'C', b"SELECT 1\0"),
+        complete("SELECT 1"),
         ready.clone(),
     ]
     .concat();
@@ -76,62 +75,25 @@ fn main() {
     let reserved = LIVE.load(Ordering::Relaxed) - before;
     for _ in 0..n {
         let mut s = Box::new(Session::new());
-        let mut now = || 0u64;
-        let mut event = |_| {};
-        s.on_data(
-            Direction::ToDatabase,
-            &startup,
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
-        s.on_data(
-            Direction::ToClient,
-            &hello,
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
-        s.on_data(
-            Direction::ToDatabase,
-            &prepare,
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
-        s.on_data(
-            Direction::ToClient,
-            &[message(b'1', b""), ready.clone()].concat(),
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
-        s.on_data(
-            Direction::ToDatabase,
-            &query,
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
-        s.on_data(
-            Direction::ToClient,
-            &answer,
-            &mut With {
-                now: &mut now,
-                event: &mut event,
-                judge: None,
-            },
-        );
+        let prepared = [message(b'1', b""), ready.clone()].concat();
+        for (dir, bytes) in [
+            (Direction::ToDatabase, &startup),
+            (Direction::ToClient, &hello),
+            (Direction::ToDatabase, &prepare),
+            (Direction::ToClient, &prepared),
+            (Direction::ToDatabase, &query),
+            (Direction::ToClient, &answer),
+        ] {
+            s.on_data(
+                dir,
+                bytes,
+                &mut With {
+                    now: &mut || 0,
+                    event: &mut |_| {},
+                    judge: None,
+                },
+            );
+        }
         sessions.push(s);
     }
     let per = (LIVE.load(Ordering::Relaxed) - before - reserved) as f64 / n as f64;

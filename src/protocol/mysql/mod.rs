@@ -7,6 +7,8 @@ mod packet;
 pub mod session;
 mod stand_in;
 mod tracker;
+#[cfg(test)]
+mod wire_bytes;
 
 /// What a MySQL/MariaDB error undoes, by errno, as InnoDB does it: `true` for the whole
 /// transaction, `false` for the failed statement only. Errnos not listed undo the statement.

@@ -2,6 +2,7 @@
 
 use super::super::packet::packet;
 use super::super::tracker::{CLIENT_DEPRECATE_EOF, COM_PING, COM_STMT_EXECUTE};
+use super::super::wire_bytes::{greeting_payload, handshake_payload};
 use super::*;
 use crate::flow::Close;
 use crate::protocol::{Act, Ask, ErrorReply};
@@ -9,23 +10,11 @@ use crate::protocol::{Judge, With};
 use Direction::{ToClient as Down, ToDatabase as Up};
 
 fn greeting() -> Vec<u8> {
-    let mut g = vec![0x0a];
-    g.extend_from_slice(b"11.8.3-MariaDB\0");
-    g.extend_from_slice(&[1, 0, 0, 0]);
-    g.extend_from_slice(b"abcdefgh\0");
-    g.extend_from_slice(&[
-        0xff, 0xf7, 8, 2, 0, 0xff, 0x81, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
-    packet(0, &g)
+    packet(0, &greeting_payload())
 }
 
 fn handshake(caps: u32) -> Vec<u8> {
-    let mut h = caps.to_le_bytes().to_vec();
-    h.extend_from_slice(&[0, 0, 0, 1, 33]);
-    h.extend_from_slice(&[0; 23]);
-    h.extend_from_slice(b"root\0\0");
-    packet(1, &h)
+    packet(1, &handshake_payload(caps))
 }
 
 const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];

@@ -234,3 +234,7 @@ impl Session {
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "session_rewrite_tests.rs"]
+mod rewrite_tests;
