@@ -486,16 +486,15 @@ impl Tracker {
                 if let Some(mut group) = self.groups.pop_front() {
                     self.pending_count -= group.pending.len();
                     // Injections whose statements got no answer (skipped after another error).
-                    let mut unanswered = group.pending.drain(..).filter_map(|p| p.injected);
-                    let fatal =
-                        unanswered
-                            .by_ref()
-                            .chain(group.injected.take())
-                            .fold(None, |fatal, i| {
-                                self.injections -= 1;
-                                fatal.or(i.reply.fatal.then_some(i))
-                            });
-                    drop(unanswered);
+                    let fatal = group
+                        .pending
+                        .drain(..)
+                        .filter_map(|p| p.injected)
+                        .chain(group.injected.take())
+                        .fold(None, |fatal, i| {
+                            self.injections -= 1;
+                            fatal.or(i.reply.fatal.then_some(i))
+                        });
                     // The next group reuses its queue (no allocation per query), unless a long
                     // pipeline grew it: an idle session keeps a few bytes, not a pipeline's.
                     if group.pending.capacity() <= 8 {
