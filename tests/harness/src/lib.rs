@@ -31,7 +31,7 @@ pub use firestore::{firestore_emulator_installed, plants_firestore, FirestoreEmu
 pub use http::http_get;
 pub use istio::{istiod_ecds, replace_once, sidecar_bootstrap};
 pub use mariadb::{mariadb, mariadb_command, MariaDb};
-pub use postgres::{pg_url, psql, psql_script, psql_try, Postgres, PsqlSession};
+pub use postgres::{pg_url, psql, psql_script, psql_try, PgMessage, Postgres, PsqlSession, RawPg};
 pub use redis::{resp, resp_bulk, Redis, RedisConn};
 pub use tcp::{read_to_close, stays_silent};
 pub use tls::{tls_echo_once, tls_get, TlsEchoServer, TlsServer, TlsSession};

@@ -139,3 +139,117 @@ impl Drop for PsqlSession {
         let _ = self.0.wait();
     }
 }
+
+/// A PostgreSQL session spoken byte by byte (protocol 3.0, trust auth, user `postgres`): what
+/// arrived is read whole, a FATAL followed at once by the server's close included. Client
+/// libraries may report only the close then (the `postgres` crate's blocking client sees its
+/// connection end before it reads the error already received).
+pub struct RawPg(std::net::TcpStream);
+
+/// One backend message: its type byte and, for an ErrorResponse, its fields by code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgMessage {
+    pub tag: u8,
+    pub fields: Vec<(u8, String)>,
+}
+
+impl PgMessage {
+    /// An ErrorResponse's field (`b'S'` severity, `b'C'` SQLSTATE, `b'M'` message).
+    pub fn field(&self, code: u8) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawPg {
+    /// Connects and starts a session; the messages the server answered the startup with
+    /// (up to its first ReadyForQuery, or its close).
+    pub fn connect(port: u16) -> (RawPg, Vec<PgMessage>) {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        for part in ["user", "postgres", "database", "postgres", ""] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+        let mut msg = (body.len() as u32 + 4).to_be_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        let mut raw = RawPg(s);
+        raw.write(&msg);
+        let answer = raw.read_answer();
+        (raw, answer)
+    }
+
+    /// Sends a simple Query and reads its answer (up to ReadyForQuery, or the server's close).
+    pub fn query(&mut self, sql: &str) -> Vec<PgMessage> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        msg.extend_from_slice(&body);
+        self.write(&msg);
+        self.read_answer()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).unwrap();
+    }
+
+    /// Messages up to and including a ReadyForQuery, or all of them up to the peer's close;
+    /// each read has a 10 s deadline.
+    fn read_answer(&mut self) -> Vec<PgMessage> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < 1 + len {
+                    break;
+                }
+                let tag = buf[0];
+                let body: Vec<u8> = buf.drain(..1 + len).skip(5).collect();
+                let mut fields = Vec::new();
+                if tag == b'E' || tag == b'N' {
+                    for f in body.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+                        fields.push((f[0], String::from_utf8_lossy(&f[1..]).into_owned()));
+                    }
+                }
+                out.push(PgMessage { tag, fields });
+                if tag == b'Z' {
+                    return out;
+                }
+            }
+            self.0
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            match self.0.read(&mut chunk) {
+                Ok(0) => {
+                    assert!(
+                        buf.is_empty(),
+                        "the server closed inside a message: {buf:?}"
+                    );
+                    return out;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("reading the answer: {e} (after {out:?})"),
+            }
+        }
+    }
+
+    /// Whether the server has closed the session (a read returns end of stream within 10 s).
+    pub fn closed(&mut self) -> bool {
+        use std::io::Read;
+        self.0
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        match self.0.read(&mut b) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
