@@ -532,6 +532,23 @@ def postgres_start(directory, port=None, prefix=(), attempts=8):
     raise LocalEnvError(f"PostgreSQL could not bind a free port in {attempts} attempts (see {log})")
 
 
+def postgres_standby(directory, primary_port):
+    """A hot standby of the throwaway PostgreSQL on `primary_port`, in `directory` (base backup with
+    `-R`: it streams from the primary and refuses writes as a read replica does); returns its port."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres")
+    data = postgres_data(directory)
+    if not os.path.exists(os.path.join(data, "PG_VERSION")):
+        out = subprocess.run(_as_db_user([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary_port),
+                                          "-U", "postgres", "-D", data, "-R", "-X", "stream", "--no-sync"]),
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise LocalEnvError(f"pg_basebackup failed:\n{out.stdout}{out.stderr}")
+    return postgres_start(directory)
+
+
 def postgres_stop(directory):
     """Stops the PostgreSQL of `directory` (immediate shutdown); nothing to do if it is not running."""
     data = postgres_data(directory)
@@ -568,6 +585,9 @@ def main(argv=None):
     p = sub.add_parser("postgres-start", help="start a throwaway PostgreSQL 15; prints its port")
     p.add_argument("--dir", required=True)
     p.add_argument("--port", type=int, help="a fixed port (no retry)")
+    p = sub.add_parser("postgres-standby", help="start a hot standby of a postgres-start server; prints its port")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--primary-port", type=int, required=True)
     p = sub.add_parser("postgres-stop", help="stop it")
     p.add_argument("--dir", required=True)
     args = parser.parse_args(argv)
@@ -581,6 +601,8 @@ def main(argv=None):
             sys.stdout.write(render_ecds(args.module, args.plugin_config))
         elif args.command == "postgres-start":
             print(postgres_start(args.dir, args.port), flush=True)
+        elif args.command == "postgres-standby":
+            print(postgres_standby(args.dir, args.primary_port), flush=True)
         else:
             postgres_stop(args.dir)
     except (LocalEnvError, OSError) as err:

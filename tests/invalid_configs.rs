@@ -317,11 +317,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "faults[0].match.access: \"writes\" is not an access",
     );
     add(
-        "access on a protocol not classified",
+        "access without a protocol",
         bare_rule(
-            r#""name": "r", "match": {"hosts": ["pg"], "protocol": "postgres", "access": "write"}, "error": {"sqlstate": "25006", "message": "x"}"#,
+            r#""name": "r", "match": {"hosts": ["pg"], "access": "write"}, "error": {"sqlstate": "25006", "message": "x"}"#,
         ),
-        "faults[0].match.access: needs match.protocol \"redis\"",
+        "faults[0].match.access: needs match.protocol",
     );
     add(
         "cut on a statement rule",

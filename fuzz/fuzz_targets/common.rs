@@ -2,14 +2,21 @@
 //! client stream passed through a session's rewriting.
 
 use dbfault::flow::Direction;
+use dbfault::protocol::access;
 use dbfault::protocol::{Act, Ask, ErrorReply, Event, Judge, Session, Verdict, With};
 
-/// Acts on requests by their text: `!` fails them with `reply`, `~` fatally, `^` aborts, `@`
+/// Acts on requests by their text (and runs the read-only classifiers on it): `!` fails them with `reply`, `~` fatally, `^` aborts, `@`
 /// delays.
 pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
     let Ask::Statement { text, .. } = ask else {
         return None;
     };
+    // The read-only classifiers read every statement the targets produce (no panic; a
+    // PostgreSQL write is always named).
+    if let Some(write) = access::postgres(text) {
+        assert!(!write.command.is_empty() && write.command.is_ascii(), "{write:?}");
+    }
+    let _ = access::mysql(text);
     if text.contains(&b'!') {
         Some(Act::Error(reply.clone()))
     } else if text.contains(&b'~') {

@@ -7,6 +7,7 @@
 
 use super::matching::UpstreamInfo;
 use super::{ApplyTo, FaultKind, Rule};
+use crate::protocol::access;
 use crate::protocol::Protocol;
 use crate::protocol::{Act, Ask};
 use crate::schedule::{mix, selected, Rng};
@@ -277,6 +278,12 @@ impl Engine {
             let act = chosen.then(|| match &rule.kind {
                 FaultKind::Error(e) => {
                     let mut reply = e.reply.clone();
+                    if let Ask::Statement { command, text } = ask {
+                        if e.names_command {
+                            reply.message =
+                                name_command(&reply.message, command, text, up.protocol);
+                        }
+                    }
                     // Refusing a PostgreSQL session, or ending an open one, is always fatal.
                     reply.fatal |= !statement_rule && up.protocol != Some(Protocol::Redis);
                     Act::Error(reply)
@@ -313,6 +320,50 @@ impl Engine {
     pub fn uses_ports(&self) -> bool {
         self.uses_ports
     }
+}
+
+/// `message` with `{command}` replaced by the statement's command as its server names it in
+/// its own errors: PostgreSQL's name for a statement a read-only server refuses (`SELECT FOR
+/// UPDATE`, `CREATE TABLE AS`), else the command in upper case (`INSERT`, Redis's `SET`; an
+/// unlisted command's first word).
+fn name_command(message: &str, command: &str, text: &[u8], protocol: Option<Protocol>) -> Rc<str> {
+    let named = match protocol {
+        Some(Protocol::Postgres) => access::postgres(text).map(|w| w.command),
+        _ => None,
+    };
+    let name = named.unwrap_or_else(|| {
+        let word = if command == "other" {
+            let start = text
+                .iter()
+                .position(u8::is_ascii_alphabetic)
+                .unwrap_or(text.len());
+            let rest = text.get(start..).unwrap_or_default();
+            let len = rest
+                .iter()
+                .position(|b| !b.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            rest.get(..len).unwrap_or_default()
+        } else {
+            command.as_bytes()
+        };
+        word.iter()
+            .map(|b| char::from(b.to_ascii_uppercase()))
+            .collect()
+    });
+    // By bytes: the placeholder is ASCII, so the result is as valid UTF-8 as `message`.
+    let (message, placeholder) = (message.as_bytes(), b"{command}");
+    let mut out = Vec::with_capacity(message.len() + name.len());
+    let mut at = 0;
+    while let Some(rest) = message.get(at..).filter(|r| !r.is_empty()) {
+        if rest.starts_with(placeholder) {
+            out.extend_from_slice(name.as_bytes());
+            at += placeholder.len();
+        } else {
+            out.extend_from_slice(rest.get(..1).unwrap_or_default());
+            at += 1;
+        }
+    }
+    String::from_utf8(out).map_or_else(|_| Rc::from(""), Rc::from)
 }
 
 #[cfg(test)]

@@ -168,6 +168,7 @@ fn protocol_rules_judge_statements_and_session_starts() {
     use crate::protocol::ErrorReply;
     let error = |fatal| {
         FaultKind::Error(Error {
+            names_command: false,
             reply: ErrorReply {
                 errno: None,
                 code: Some(*b"40001"),

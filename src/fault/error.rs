@@ -31,9 +31,15 @@ use crate::protocol::ErrorReply;
 
 pub const MAX_MESSAGE: usize = 512;
 
+/// Replaced in `message` by each statement's command (see `engine::name_command`).
+const PLACEHOLDER: &[u8] = b"{command}";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub reply: ErrorReply,
+    /// `message` holds `{command}`: replaced, for each statement, by its command as the
+    /// server names it.
+    pub names_command: bool,
 }
 
 impl Kind for Error {
@@ -91,6 +97,10 @@ impl Kind for Error {
             ));
         }
         Ok(Error {
+            names_command: message
+                .as_bytes()
+                .windows(PLACEHOLDER.len())
+                .any(|w| w == PLACEHOLDER),
             reply: ErrorReply {
                 code,
                 errno,

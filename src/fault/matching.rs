@@ -4,6 +4,7 @@
 
 use crate::config::fields::{as_str, as_u64, push_list, Fields};
 use crate::config::{quote, ConfigError};
+use crate::protocol::access;
 use crate::protocol::redis::commands::{self as redis_commands, COMMANDS as REDIS_COMMANDS};
 use crate::protocol::sql::COMMANDS as SQL_COMMANDS;
 use crate::protocol::Protocol;
@@ -121,9 +122,13 @@ impl Match {
     /// (when `queryContains` is given), ignoring ASCII case.
     pub fn statement(&self, command: &str, text: &[u8]) -> bool {
         (self.commands.is_empty() || self.commands.contains(&command))
-            && self
-                .writes
-                .is_none_or(|w| w == redis_commands::writes(command, text))
+            && self.writes.is_none_or(|w| {
+                w == match self.protocol {
+                    Some(Protocol::Postgres) => access::postgres(text).is_some(),
+                    Some(Protocol::Mysql) => access::mysql(text),
+                    _ => redis_commands::writes(command, text),
+                }
+            })
             && (self.query_contains.is_empty()
                 || self
                     .query_contains
@@ -269,13 +274,13 @@ impl Match {
         }
         match raw.str("access")? {
             None => {}
-            Some(access @ ("read" | "write")) if self.protocol == Some(Protocol::Redis) => {
+            Some(access @ ("read" | "write")) if self.protocol.is_some() => {
                 self.writes = Some(access == "write");
             }
             Some("read" | "write") => {
                 return err(
                     &raw.path("access"),
-                    "needs match.protocol \"redis\": PostgreSQL and MySQL statements are not classified as reads and writes yet (name them with match.commands)".into(),
+                    "needs match.protocol: reads and writes are told apart by each protocol's own rules".into(),
                 );
             }
             Some(other) => {

@@ -1,5 +1,6 @@
 //! Database wire protocols, read as they pass: pure, incremental, bounded in memory.
 
+pub mod access;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -28,6 +28,24 @@ impl Postgres {
         Postgres { port, dir }
     }
 
+    /// A hot standby of `primary` (`pg_basebackup -R`: it streams the primary's changes and
+    /// refuses writes as a read replica does).
+    pub fn standby_of(primary: &Postgres) -> Postgres {
+        let dir = TempDir::new("pg-standby");
+        let out = localenv([
+            OsStr::new("postgres-standby"),
+            OsStr::new("--dir"),
+            dir.path().as_os_str(),
+            OsStr::new("--primary-port"),
+            OsStr::new(&primary.port.to_string()),
+        ]);
+        let port = out
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("postgres-standby printed {out:?}, not a port"));
+        Postgres { port, dir }
+    }
+
     /// The server's log (its stderr, as `pg_ctl -l` writes it).
     pub fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().join("postgres.log")
