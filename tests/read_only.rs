@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{config, pg_url, psql, wait_for, Envoy, Postgres};
+use dbfault_testkit::{config, mariadb, pg_url, psql, wait_for, Envoy, MariaDb, Postgres};
 use std::time::Duration;
 
 const PG: &str = r#""match": {"clusters": ["postgres"], "protocol": "postgres""#;
@@ -187,4 +187,107 @@ fn access_write_answers_each_statement_as_a_postgres_hot_standby_does() {
         "SELECT count(*) FROM pg_roles WHERE rolname IN ('r1', 'u1')",
     );
     assert_eq!(roles, "0");
+}
+
+const MYSQL: &str = r#""match": {"clusters": ["mariadb"], "protocol": "mysql""#;
+
+/// What MariaDB 10.11 answers a write under `read_only`.
+const READ_ONLY_1290: &str = r#""errno": 1290, "sqlstate": "HY000", "message": "The MariaDB server is running with the --read-only option so it cannot execute this statement""#;
+
+const MARIADB_SCHEMA: &str = "CREATE TABLE shop.t (id int primary key, v text);
+    INSERT INTO shop.t VALUES (1, 'a');";
+
+/// Statements a MariaDB with `read_only` refuses to `app` and reads it runs.
+const MYSQL_STATEMENTS: &[&str] = &[
+    "SELECT * FROM t",
+    "INSERT INTO t VALUES (2, 'b')",
+    "INSERT INTO t VALUES (1, 'b') ON DUPLICATE KEY UPDATE v = 'c'",
+    "update t set v = 'x'",
+    "# a comment\nDELETE FROM t",
+    "/*!40101 DELETE FROM t */",
+    "REPLACE INTO t VALUES (1, 'r')",
+    "SELECT * FROM t FOR UPDATE",
+    "SELECT * FROM t LOCK IN SHARE MODE",
+    "SELECT 'for update', `insert` FROM (SELECT 1 AS `insert`) s",
+    "CREATE TABLE t3 (id int)",
+    "CREATE TEMPORARY TABLE t4 (id int)",
+    "CREATE INDEX i ON t (id)",
+    "CREATE VIEW v1 AS SELECT 1",
+    "ALTER TABLE t ADD COLUMN w int",
+    "DROP TABLE t",
+    "TRUNCATE TABLE t",
+    "RENAME TABLE t TO t9",
+    "ANALYZE TABLE t",
+    "OPTIMIZE TABLE t",
+    "LOCK TABLES t WRITE",
+    "LOCK TABLES t READ",
+    "SET @x = 1",
+    "START TRANSACTION",
+    "DO 1",
+    "SHOW TABLES",
+    "SELECT 1; INSERT INTO t VALUES (8, 'h'); SELECT 2",
+];
+
+/// What a statement got as `app` in `shop`: `ok`, or the server's errno and message (a fresh
+/// connection each time).
+fn mysql_outcome(port: u16, sql: &str) -> String {
+    use mysql::prelude::Queryable;
+    let deadline = Some(Duration::from_secs(20));
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some("app"))
+        .db_name(Some("shop"))
+        .prefer_socket(false)
+        .tcp_connect_timeout(deadline)
+        .read_timeout(deadline)
+        .write_timeout(deadline);
+    let mut conn = mysql::Conn::new(opts).unwrap();
+    let result = conn.query_iter(sql).and_then(|mut r| {
+        while let Some(set) = r.iter() {
+            for row in set {
+                row?;
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => "ok".into(),
+        Err(mysql::Error::MySqlError(e)) => format!("{} {} {}", e.code, e.state, e.message),
+        Err(e) => format!("not a server error: {e}"),
+    }
+}
+
+#[test]
+fn access_write_answers_each_statement_as_a_read_only_mariadb_does() {
+    let reference = MariaDb::read_only();
+    reference.as_root_by_socket(MARIADB_SCHEMA);
+    let rule = format!(
+        r#"{{"name": "read-only", {MYSQL}, "access": "write"}}, "error": {{{READ_ONLY_1290}}}}}"#
+    );
+    let (db, envoy) = MariaDb::behind_envoy(&config(&rule));
+    let (ok, out) = mariadb(db.port, &format!("CREATE DATABASE shop; {MARIADB_SCHEMA}"));
+    assert!(ok, "{out}");
+    let mut differ = Vec::new();
+    for sql in MYSQL_STATEMENTS {
+        let want = mysql_outcome(reference.port, sql);
+        let got = mysql_outcome(envoy.mariadb(), sql);
+        if got != want {
+            differ.push(format!(
+                "{sql}\n  read-only server: {want}\n  dbfault: {got}"
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // No refused write landed: the table is as it was (the reads ran on the server).
+    let (ok, out) = mariadb(
+        db.port,
+        "SELECT group_concat(id, v) FROM shop.t; SHOW TABLES FROM shop",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["group_concat(id,", "v)", "1a", "Tables_in_shop", "t"],
+        "{out}"
+    );
 }

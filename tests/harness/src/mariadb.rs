@@ -32,6 +32,35 @@ impl MariaDb {
 
     /// With `tls`, the server offers TLS (a self-signed certificate made with `openssl`).
     pub fn start_with(tls: bool) -> MariaDb {
+        MariaDb::launch(tls, false)
+    }
+
+    /// A server that refuses writes as a read replica does: `--read-only`, with grant tables, so
+    /// that the user `app` (all privileges on the database `shop`, and not the privilege that
+    /// bypasses `read_only`, which `root` has) is refused them. `root` has no password.
+    pub fn read_only() -> MariaDb {
+        let db = MariaDb::launch(false, true);
+        db.as_root_by_socket(
+            "CREATE DATABASE shop; CREATE USER app@'%'; GRANT ALL ON shop.* TO app@'%';",
+        );
+        db
+    }
+
+    /// Runs SQL as `root` over the server's Unix socket (with grant tables, `root` may log in
+    /// only there); panics unless it succeeds.
+    pub fn as_root_by_socket(&self, sql: &str) {
+        run_ok(
+            Command::new("mariadb")
+                .args(["--no-defaults", "-u", "root"])
+                .arg(format!(
+                    "--socket={}",
+                    self._dir.path().join("sock").display()
+                ))
+                .args(["-e", sql]),
+        );
+    }
+
+    fn launch(tls: bool, read_only: bool) -> MariaDb {
         let dir = TempDir::new("mariadb");
         let mut tls_args = Vec::new();
         if tls {
@@ -78,11 +107,12 @@ impl MariaDb {
                 .arg(format!("--port={port}"))
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-                .args([
-                    "--bind-address=127.0.0.1",
-                    "--skip-grant-tables",
-                    "--skip-log-bin",
-                ])
+                .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
+                .arg(if read_only {
+                    "--read-only"
+                } else {
+                    "--skip-grant-tables"
+                })
                 .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
                 .args(&tls_args);
             if is_root() {
