@@ -15,7 +15,10 @@ PSYCOPG_VERSION ?= 3.3.9
 REDIS_PY_VERSION ?= 5.2.1
 PYMYSQL_VERSION ?= 1.1.1
 FIRESTORE_PY_VERSION ?= 2.20.1
-PY_CLIENTS_STAMP := $(VENV)/.clients-psycopg-$(PSYCOPG_VERSION)-redis-$(REDIS_PY_VERSION)-pymysql-$(PYMYSQL_VERSION)-firestore-$(FIRESTORE_PY_VERSION)
+# Connection pools (the idle-drop tests): psycopg's pool and SQLAlchemy's.
+PSYCOPG_POOL_VERSION ?= 3.3.3
+SQLALCHEMY_VERSION ?= 2.0.45
+PY_CLIENTS_STAMP := $(VENV)/.clients-psycopg-$(PSYCOPG_VERSION)-redis-$(REDIS_PY_VERSION)-pymysql-$(PYMYSQL_VERSION)-firestore-$(FIRESTORE_PY_VERSION)-pool-$(PSYCOPG_POOL_VERSION)-sqlalchemy-$(SQLALCHEMY_VERSION)
 # The older Envoy (an older Istio's proxy) the Istio-shaped test also runs on.
 ENVOY_OLD_VERSION ?= 1.36.4
 VENV_OLD := .venv-1.36
@@ -73,7 +76,8 @@ $(FIRESTORE_STAMP): $(ENVOY_STAMP)
 
 $(PY_CLIENTS_STAMP): $(ENVOY_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'psycopg[binary]==$(PSYCOPG_VERSION)' \
-	  'redis==$(REDIS_PY_VERSION)' 'PyMySQL==$(PYMYSQL_VERSION)' 'google-cloud-firestore==$(FIRESTORE_PY_VERSION)'
+	  'redis==$(REDIS_PY_VERSION)' 'PyMySQL==$(PYMYSQL_VERSION)' 'google-cloud-firestore==$(FIRESTORE_PY_VERSION)' \
+	  'psycopg-pool==$(PSYCOPG_POOL_VERSION)' 'SQLAlchemy==$(SQLALCHEMY_VERSION)'
 	touch $@
 
 $(ENVOY_STAMP):

@@ -95,6 +95,11 @@ pub fn rule(r: &Rule) -> String {
             }
             format!("cut after {}", parts.join(" or "))
         }
+        FaultKind::Idle(i) => format!(
+            "{} connections silent for {}",
+            if i.close { "close" } else { "blackhole" },
+            ms(i.after)
+        ),
         FaultKind::Error(e) => {
             let reply = &e.reply;
             if let Some(errno) = reply.errno {

@@ -18,6 +18,10 @@ pub struct Ledger {
     forwarded: u64,
     /// Client → database bytes held in Envoy's buffer (a paused stream).
     held: usize,
+    /// When the latest data event came (the tick clock: as old as the last tick), and how
+    /// long the connection was silent before it (for `idle`).
+    last: u64,
+    quiet: u64,
 }
 
 impl Ledger {
@@ -94,6 +98,16 @@ impl Ledger {
     pub fn held(&self) -> usize {
         self.held
     }
+
+    /// When the latest data event came (the connection's identification, before any).
+    pub fn last_activity(&self) -> u64 {
+        self.last
+    }
+
+    /// How long the connection carried nothing before the current data event.
+    pub fn quiet(&self) -> u64 {
+        self.quiet
+    }
 }
 
 /// Where a connection stands with respect to the rules. Each state excludes the others: a
@@ -142,6 +156,8 @@ impl Connection {
                 traffic,
                 forwarded: 0,
                 held: 0,
+                last: opened_at,
+                quiet: 0,
             },
             evaluated: 0,
             phase: Phase::Clean,
@@ -169,6 +185,7 @@ impl Connection {
                     now,
                     opened_at: self.opened_at,
                     forwarded: self.ledger.forwarded,
+                    last_activity: self.ledger.last,
                     seed: self.seed,
                     identifying,
                 }),
@@ -236,6 +253,13 @@ impl Connection {
 
     /// A data event of `size` bytes (for a paused stream: everything buffered so far). `now`
     /// is asked only when a decision needs the time.
+    /// A data event is coming at `at` (the tick clock, read without a host call): it ends the
+    /// silence `idle` measures.
+    pub fn touch(&mut self, at: u64) {
+        self.ledger.quiet = at.saturating_sub(self.ledger.last);
+        self.ledger.last = self.ledger.last.max(at);
+    }
+
     pub fn on_data(
         &mut self,
         dir: Direction,

@@ -8,7 +8,7 @@
 //! - [`connection`]: one connection's byte ledger and the dispatch to the fault acting on it.
 //! - one module per fault kind, each owning its parameters (parsing and validation), its
 //!   per-connection state and its behaviour: [`abort`], [`blackhole`], [`delay`], [`cut`],
-//!   [`error`] (whose work is done by the protocol layer).
+//!   [`error`] (whose work is done by the protocol layer), [`idle`].
 //!   A new kind is a new module implementing [`Kind`] and [`Behaviour`], plus one line in the
 //!   `kinds!` list below.
 
@@ -19,6 +19,7 @@ pub mod cut;
 pub mod delay;
 pub mod engine;
 pub mod error;
+pub mod idle;
 pub mod matching;
 pub mod rule;
 
@@ -70,6 +71,8 @@ pub struct Start {
     pub opened_at: u64,
     /// Bytes forwarded so far, both directions.
     pub forwarded: u64,
+    /// When it last carried a byte (its identification, if it carried none since).
+    pub last_activity: u64,
     /// The connection's random seed (for jitter).
     pub seed: u64,
     /// The fault starts while the event that identified the upstream is handled (that event
@@ -199,6 +202,7 @@ kinds! {
     Delay => delay,
     Cut => cut,
     Error => error,
+    Idle => idle,
 }
 
 fn parse_kind<K: Kind>(rule: &Fields<'_>) -> Result<K, ConfigError> {

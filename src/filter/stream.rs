@@ -127,6 +127,7 @@ impl Stream {
         );
         let id = self.id;
         let now = host.now_nanos().unwrap_or(0);
+        super::advance_tick_clock(now);
         let entry = with_vm(|vm| {
             vm.seeds = vm.seeds.wrapping_add(1);
             let seed = mix(vm.seeds ^ mix(u64::from(id)));
@@ -236,6 +237,7 @@ impl Stream {
                 None => *watch = None,
             }
         }
+        conn.touch(super::tick_clock());
         let outcome = conn.on_data(dir, counted, &mut || host.now_nanos().unwrap_or(0));
         let mut close_now = outcome.close == Some(Close::Now);
         match rewritten {
