@@ -260,7 +260,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "faults[1].name: duplicate rule name \"x\"",
     );
     // Fault kinds.
-    add("two fault kinds", rule(r#""abort": {}, "blackhole": {}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut, error, idle (found: abort, blackhole)");
+    add("two fault kinds", rule(r#""abort": {}, "blackhole": {}"#), "faults[0]: needs exactly one fault kind of abort, blackhole, delay, cut, error, idle, miss (found: abort, blackhole)");
     add("no fault kind", rule(r#""enabled": true"#), "(found: none)");
     add(
         "delay without latency",

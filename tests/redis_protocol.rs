@@ -9,7 +9,8 @@
 )]
 
 use dbfault_testkit::{
-    config, output_with_input, python_json, run_ok, timed, wait_for, Envoy, OutputByDeadline, Redis,
+    config, output_with_input, python_json, run_ok, timed, wait_for, Envoy, OutputByDeadline,
+    Redis, RedisConn,
 };
 use redis::{ConnectionLike, Value};
 use std::process::Command;
@@ -563,4 +564,122 @@ fn access_write_answers_each_command_as_a_read_only_replica_does() {
     let reference = replies(&mut on_replica, &pipe, 4);
     assert_eq!(format!("{via:?}"), format!("{reference:?}"));
     assert_eq!(answer(&mut direct, &["GET", "k"]), k_before);
+}
+
+/// Each command a `miss` rule may name, with its arguments after the key, and the type of the
+/// key it reads (created under `present:<command>` so that, executed, it would return data).
+const MISS_READS: &[(&str, &[&str], &str)] = &[
+    ("EXISTS", &[], "string"),
+    ("GET", &[], "string"),
+    ("GETDEL", &[], "string"),
+    ("GETEX", &["PERSIST"], "string"),
+    ("GETRANGE", &["0", "-1"], "string"),
+    ("STRLEN", &[], "string"),
+    ("TTL", &[], "string"),
+    ("PTTL", &[], "string"),
+    ("TYPE", &[], "string"),
+    ("MGET", &["present:get", "x y"], "string"),
+    ("HEXISTS", &["f"], "hash"),
+    ("HGET", &["f"], "hash"),
+    ("HGETALL", &[], "hash"),
+    ("HKEYS", &[], "hash"),
+    ("HLEN", &[], "hash"),
+    ("HMGET", &["f", "g", "h"], "hash"),
+    ("HVALS", &[], "hash"),
+    ("LINDEX", &["0"], "list"),
+    ("LLEN", &[], "list"),
+    ("LRANGE", &["0", "-1"], "list"),
+    ("SCARD", &[], "set"),
+    ("SISMEMBER", &["m"], "set"),
+    ("SMEMBERS", &[], "set"),
+    ("SMISMEMBER", &["m", "n"], "set"),
+    ("ZCARD", &[], "zset"),
+    ("ZRANGE", &["0", "-1"], "zset"),
+    ("ZRANGEBYSCORE", &["-inf", "+inf"], "zset"),
+    ("ZRANK", &["m"], "zset"),
+    ("ZREVRANGE", &["0", "-1"], "zset"),
+    ("ZSCORE", &["m"], "zset"),
+];
+
+#[test]
+fn miss_answers_each_read_as_redis_answers_a_missing_key_in_resp2_and_resp3() {
+    let rule = format!(
+        r#"{{"name": "cold-cache", {REDIS}, "queryContains": ["present:"]}}, "miss": {{}}}}"#
+    );
+    let (redis, envoy) = start(&rule);
+    let mut direct = RedisConn::connect(redis.port);
+    for (command, _, kind) in MISS_READS {
+        let key = format!("present:{}", command.to_ascii_lowercase());
+        let k = key.as_bytes();
+        match *kind {
+            "string" => direct.cmd(&[b"SET", k, b"v", b"EX", b"1000"]),
+            "hash" => direct.cmd(&[b"HSET", k, b"f", b"1", b"g", b"2"]),
+            "list" => direct.cmd(&[b"RPUSH", k, b"a", b"b"]),
+            "set" => direct.cmd(&[b"SADD", k, b"m", b"n"]),
+            _ => direct.cmd(&[b"ZADD", k, b"1", b"m"]),
+        };
+    }
+    direct.cmd(&[b"CONFIG", b"RESETSTAT"]);
+    // The reference answers come from another server, where the keys do not exist.
+    let reference = Redis::start();
+    for version in ["2", "3"] {
+        let mut real = RedisConn::connect(reference.port);
+        let mut faulted = RedisConn::connect(envoy.redis());
+        for c in [&mut real, &mut faulted] {
+            let hello = c.cmd(&[b"HELLO", version.as_bytes()]);
+            assert!(
+                !hello.starts_with(b"-"),
+                "{}",
+                String::from_utf8_lossy(&hello)
+            );
+        }
+        for (command, rest, _) in MISS_READS {
+            let ask = |key: &str| {
+                let mut args = vec![command.to_string(), key.to_owned()];
+                args.extend(rest.iter().map(|a| {
+                    a.replace("present:", &format!("{}:", key.split(':').next().unwrap()))
+                }));
+                args
+            };
+            let present = ask(&format!("present:{}", command.to_ascii_lowercase()));
+            let absent = ask("absent:key");
+            let bytes = |v: &[String]| v.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+            let (p, a) = (bytes(&present), bytes(&absent));
+            let want = real.cmd(&a.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            let got = faulted.cmd(&p.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "RESP{version} {present:?}"
+            );
+        }
+    }
+    // None of them executed on the server (its own per-command counts), and the keys are
+    // still there; a read in MULTI is not acted on (answered at EXEC, with the data).
+    let stats = String::from_utf8(direct.cmd(&[b"INFO", b"commandstats"])).unwrap();
+    for (command, _, _) in MISS_READS {
+        let stat = format!("cmdstat_{}:", command.to_ascii_lowercase());
+        assert!(!stats.contains(&stat), "{command} executed: {stats}");
+    }
+    assert_eq!(direct.cmd(&[b"EXISTS", b"present:getdel"]), b":1\r\n");
+    let mut faulted = RedisConn::connect(envoy.redis());
+    assert_eq!(faulted.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(faulted.cmd(&[b"GET", b"present:get"]), b"+QUEUED\r\n");
+    assert_eq!(faulted.cmd(&[b"EXEC"]), b"*1\r\n$1\r\nv\r\n");
+    // A key the rule does not name is read for real.
+    direct.cmd(&[b"SET", b"other", b"w"]);
+    assert_eq!(faulted.cmd(&[b"GET", b"other"]), b"$1\r\nw\r\n");
+    // A client library sees a cache miss, not an error.
+    let mut con = connect(envoy.redis());
+    let got: (Option<String>, Vec<Option<String>>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg("present:get")
+        .cmd("MGET")
+        .arg("present:get")
+        .arg("other")
+        .cmd("EXISTS")
+        .arg("present:get")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, (None, vec![None, None], 0));
 }

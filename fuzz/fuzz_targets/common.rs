@@ -5,8 +5,8 @@ use dbfault::flow::Direction;
 use dbfault::protocol::access;
 use dbfault::protocol::{Act, Ask, ErrorReply, Event, Judge, Session, Verdict, With};
 
-/// Acts on requests by their text (and runs the read-only classifiers on it): `!` fails them with `reply`, `~` fatally, `^` aborts, `@`
-/// delays.
+/// Acts on requests by their text (and runs the read-only classifiers on it): `!` fails them
+/// with `reply`, `~` fatally, `^` aborts, `@` delays, `?` answers as a cache miss (Redis).
 pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
     let Ask::Statement { text, .. } = ask else {
         return None;
@@ -28,6 +28,8 @@ pub fn judge(ask: Ask<'_>, reply: &ErrorReply) -> Option<Act> {
         Some(Act::Abort)
     } else if text.contains(&b'@') {
         Some(Act::Delay(5))
+    } else if text.contains(&b'?') {
+        Some(Act::Miss)
     } else {
         None
     }

@@ -95,6 +95,10 @@ pub fn rule(r: &Rule) -> String {
             }
             format!("cut after {}", parts.join(" or "))
         }
+        FaultKind::Miss(_) => format!(
+            "answer {} as if the keys did not exist (the commands do not execute)",
+            r.matcher.commands.join(", ").to_ascii_uppercase()
+        ),
         FaultKind::Idle(i) => format!(
             "{} connections silent for {}",
             if i.close { "close" } else { "blackhole" },

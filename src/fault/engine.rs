@@ -251,8 +251,14 @@ impl Engine {
                 // A session's start: connection-level errors only.
                 Ask::Startup if statement_rule => return None,
                 Ask::Startup => selected(seed, episode, rule.percentage_bp),
-                Ask::Statement { command, text } if statement_rule => {
-                    if !rule.matcher.statement(command, text)
+                Ask::Statement {
+                    command,
+                    text,
+                    queued,
+                } if statement_rule => {
+                    // A missing key's answer cannot stand in for a queued command's `QUEUED`.
+                    if (queued && matches!(rule.kind, FaultKind::Miss(_)))
+                        || !rule.matcher.statement(command, text)
                         || (rule.apply_to == ApplyTo::New && episode > opened_in)
                     {
                         return None;
@@ -278,7 +284,7 @@ impl Engine {
             let act = chosen.then(|| match &rule.kind {
                 FaultKind::Error(e) => {
                     let mut reply = e.reply.clone();
-                    if let Ask::Statement { command, text } = ask {
+                    if let Ask::Statement { command, text, .. } = ask {
                         if e.names_command {
                             reply.message =
                                 name_command(&reply.message, command, text, up.protocol);
@@ -289,6 +295,7 @@ impl Engine {
                     Act::Error(reply)
                 }
                 FaultKind::Delay(d) => Act::Delay(d.release_at(now(), &mut Rng::new(mix(draw)))),
+                FaultKind::Miss(_) => Act::Miss,
                 _ => Act::Abort,
             });
             Some((slot, act))

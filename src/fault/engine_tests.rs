@@ -192,6 +192,7 @@ fn protocol_rules_judge_statements_and_session_starts() {
     let insert = Ask::Statement {
         command: "insert",
         text: b"INSERT INTO t VALUES (1)",
+        queued: false,
     };
     let hits = (0..4000u64)
         .filter(|&draw| {
@@ -208,6 +209,7 @@ fn protocol_rules_judge_statements_and_session_starts() {
     let select = Ask::Statement {
         command: "select",
         text: b"SELECT 1",
+        queued: false,
     };
     assert!(e.judge(&up("pg"), select, 1, 2, 0, &mut || 0).is_none());
     let (slot, act) = e

@@ -8,7 +8,7 @@
 //! - [`connection`]: one connection's byte ledger and the dispatch to the fault acting on it.
 //! - one module per fault kind, each owning its parameters (parsing and validation), its
 //!   per-connection state and its behaviour: [`abort`], [`blackhole`], [`delay`], [`cut`],
-//!   [`error`] (whose work is done by the protocol layer), [`idle`].
+//!   [`error`] and [`miss`] (whose work is done by the protocol layer), [`idle`].
 //!   A new kind is a new module implementing [`Kind`] and [`Behaviour`], plus one line in the
 //!   `kinds!` list below.
 
@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod idle;
 pub mod matching;
+pub mod miss;
 pub mod rule;
 
 use crate::config::fields::Fields;
@@ -203,6 +204,7 @@ kinds! {
     Cut => cut,
     Error => error,
     Idle => idle,
+    Miss => miss,
 }
 
 fn parse_kind<K: Kind>(rule: &Fields<'_>) -> Result<K, ConfigError> {

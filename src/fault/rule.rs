@@ -6,6 +6,7 @@ use super::matching::Match;
 use super::{FaultKind, KIND_KEYS};
 use crate::config::fields::{number_text, push_list, Fields};
 use crate::config::{quote, ConfigError};
+use crate::protocol::redis::miss as redis_miss;
 use crate::protocol::Protocol;
 use crate::schedule::Window;
 use std::time::Duration;
@@ -129,6 +130,10 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
         Some(w) => Some(parse_window(&w)?),
     };
     let kind = parse_kind(raw)?;
+    let mut matcher = matcher;
+    if let FaultKind::Miss(_) = kind {
+        check_miss(raw, &mut matcher)?;
+    }
     check_protocol_kind(raw, &matcher, &kind)?;
     Ok(Rule {
         name,
@@ -157,6 +162,37 @@ fn share(raw: &Fields<'_>, key: &str) -> Result<u32, ConfigError> {
             _ => err(&raw.path(key), "not a number"),
         },
     }
+}
+
+/// `miss`: a Redis rule whose commands all have a "missing" answer (all such commands when it
+/// names none).
+fn check_miss(raw: &Fields<'_>, matcher: &mut Match) -> Result<(), ConfigError> {
+    if matcher.protocol != Some(Protocol::Redis) {
+        return err(
+            &raw.path("miss"),
+            "needs match.protocol \"redis\" (a cache miss is answered in Redis's protocol)",
+        );
+    }
+    if matcher.writes.is_some() {
+        return err(
+            &raw.path("match.access"),
+            "not with miss (it acts on reads of keys, named by match.commands)",
+        );
+    }
+    if let Some(c) = matcher.commands.iter().find(|c| !redis_miss::has_answer(c)) {
+        return err(
+            &raw.path("match.commands"),
+            format!(
+                "{} has no answer for a missing key (miss acts on: {})",
+                quote(c),
+                redis_miss::commands().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    if matcher.commands.is_empty() {
+        matcher.commands = redis_miss::commands().collect();
+    }
+    Ok(())
 }
 
 /// Kinds that need a protocol, and the kinds a statement rule can have.
@@ -209,7 +245,7 @@ fn check_protocol_kind(
     }
     if matcher.is_statement_rule() {
         match kind {
-            FaultKind::Error(_) | FaultKind::Abort(_) => {}
+            FaultKind::Error(_) | FaultKind::Abort(_) | FaultKind::Miss(_) => {}
             FaultKind::Delay(d) if !d.first_only => {}
             FaultKind::Delay(_) => {
                 return err(
@@ -235,7 +271,8 @@ impl Rule {
     /// Whether the protocol layer carries the rule out (a statement rule, or an `error`),
     /// rather than the byte-level faults.
     pub fn is_protocol_rule(&self) -> bool {
-        self.matcher.is_statement_rule() || matches!(self.kind, FaultKind::Error(_))
+        self.matcher.is_statement_rule()
+            || matches!(self.kind, FaultKind::Error(_) | FaultKind::Miss(_))
     }
 }
 

@@ -169,6 +169,8 @@ pub enum Ask<'a> {
     Statement {
         command: &'static str,
         text: &'a [u8],
+        /// Redis: the command is queued in a `MULTI` (answered only at `EXEC`).
+        queued: bool,
     },
 }
 
@@ -181,6 +183,9 @@ pub enum Act {
     Delay(u64),
     /// It does not reach the server; the connection is closed.
     Abort,
+    /// Redis: it does not execute; the client receives what Redis answers when the keys it
+    /// reads do not exist.
+    Miss,
 }
 
 /// Asked once per statement (and once at a session's start) while rules may act on a

@@ -39,6 +39,8 @@ pub(crate) fn edit_for(
             None
         }
         Act::Abort => Some(Edit::End),
+        // Answered by the Redis session itself (the only protocol with `miss` rules).
+        Act::Miss => None,
     }
 }
 

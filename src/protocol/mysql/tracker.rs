@@ -213,6 +213,7 @@ impl Tracker {
                     let act = cb.ask(Ask::Statement {
                         command,
                         text: statement,
+                        queued: false,
                     });
                     let offset =
                         (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
@@ -257,6 +258,7 @@ impl Tracker {
                 let act = cb.ask(Ask::Statement {
                     command,
                     text: &text,
+                    queued: false,
                 });
                 self.act(act, hold, |reply| {
                     if rolls_back(reply) {
@@ -306,6 +308,7 @@ impl Tracker {
                 let act = cb.ask(Ask::Statement {
                     command: "ping",
                     text: b"ping",
+                    queued: false,
                 });
                 self.act(act, hold, |reply| stand_in(b"", reply))
             }

@@ -326,6 +326,7 @@ impl Tracker {
         cb.ask(Ask::Statement {
             command: command.name(),
             text,
+            queued: false,
         })
     }
 

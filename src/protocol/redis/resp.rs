@@ -43,6 +43,8 @@ pub enum Step<'a> {
     Command {
         name: &'a [u8],
         text: &'a [u8],
+        /// How many arguments follow the name (as the array's header declares them).
+        args: u64,
         at: usize,
         head: usize,
     },
@@ -101,6 +103,8 @@ pub struct Resp {
     text: Vec<u8>,
     name_len: usize,
     elements: u64,
+    /// Client: the top-level array's declared length (an inline command's word count).
+    declared: u64,
     reported: bool,
     /// Server: the top-level value's type, capture and last integer.
     kind: u8,
@@ -130,6 +134,7 @@ impl Resp {
             text: Vec::new(),
             name_len: 0,
             elements: 0,
+            declared: 0,
             reported: false,
             kind: 0,
             capture: Vec::new(),
@@ -297,6 +302,7 @@ impl Resp {
             self.text.clear();
             self.name_len = 0;
             self.elements = 0;
+            self.declared = 0;
             self.reported = false;
         }
         self.value_bytes += 1;
@@ -335,8 +341,10 @@ impl Resp {
                     self.text.clear();
                     self.push_text(name);
                     self.name_len = self.text.len();
+                    self.declared = 1;
                     for w in words {
                         self.push_text(w);
+                        self.declared += 1;
                     }
                     self.report_command(at, step);
                     step(Step::CommandEnd { at });
@@ -386,6 +394,9 @@ impl Resp {
                 }
                 if depth >= MAX_DEPTH {
                     return self.give_up(step);
+                }
+                if self.client {
+                    self.declared = count;
                 }
                 self.stack.push(Frame {
                     left: count,
@@ -524,6 +535,7 @@ impl Resp {
         step(Step::Command {
             name: self.text.get(..name_len).unwrap_or_default(),
             text: &self.text,
+            args: self.declared.saturating_sub(1),
             at,
             head: usize::try_from(self.value_bytes).unwrap_or(usize::MAX),
         });

@@ -266,3 +266,83 @@ fn one_duration_sample_per_round_trip() {
         [(5, true), (5, false), (5, false), (2, true), (3, true)]
     );
 }
+
+#[test]
+fn a_miss_answers_as_for_missing_keys_in_the_session_s_protocol() {
+    let provoked = b"-ERR unknown command 'dbfault-injected', with args beginning with: \r\n";
+    let hello3 = b"%1\r\n$6\r\nserver\r\n$5\r\nredis\r\n";
+    // RESP2, then HELLO 3 (answered: RESP3 from then on), a queued MGET in MULTI (not acted
+    // on), and the EXEC's answer passing untouched.
+    let up = [
+        cmd(&["MGET", "a", "b c", "d"]),
+        cmd(&["HELLO", "3"]),
+        cmd(&["HGETALL", "h"]),
+        cmd(&["MULTI"]),
+        cmd(&["GET", "q"]),
+        cmd(&["EXEC"]),
+        cmd(&["SET", "k", "v"]),
+    ]
+    .concat();
+    let down = [
+        &provoked[..],
+        hello3,
+        provoked,
+        b"+OK\r\n",
+        b"+QUEUED\r\n",
+        b"*1\r\n$1\r\nv\r\n",
+        b"+OK\r\n",
+    ]
+    .concat();
+    for size in [1, 2, 5, 1000] {
+        let mut asked = Vec::new();
+        let mut miss = |ask: Ask<'_>| match ask {
+            Ask::Statement {
+                command: "mget" | "hgetall" | "get",
+                queued,
+                ..
+            } => {
+                asked.push(queued);
+                (!queued).then_some(Act::Miss)
+            }
+            _ => None,
+        };
+        let (events, up_out, down_out, close) = run(
+            &[(Up, up.clone()), (Down, down.clone())],
+            size,
+            Some(&mut miss),
+        );
+        assert_eq!(asked, [false, false, true], "chunks of {size}");
+        assert_eq!(
+            up_out,
+            [
+                PROVOKING.to_vec(),
+                cmd(&["HELLO", "3"]),
+                PROVOKING.to_vec(),
+                cmd(&["MULTI"]),
+                cmd(&["GET", "q"]),
+                cmd(&["EXEC"]),
+                cmd(&["SET", "k", "v"]),
+            ]
+            .concat(),
+            "chunks of {size}"
+        );
+        assert_eq!(
+            down_out,
+            [
+                &b"*3\r\n$-1\r\n$-1\r\n$-1\r\n"[..],
+                hello3,
+                b"%0\r\n",
+                b"+OK\r\n",
+                b"+QUEUED\r\n",
+                b"*1\r\n$1\r\nv\r\n",
+                b"+OK\r\n",
+            ]
+            .concat(),
+            "chunks of {size}"
+        );
+        // Answered, not failed: a miss is no error to the app.
+        assert!(events.contains(&"done mget".to_owned()), "{events:?}");
+        assert!(!events.iter().any(|e| e.starts_with("error")), "{events:?}");
+        assert_eq!(close, None);
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::resp::Step;
 use crate::protocol::Callbacks;
-use crate::protocol::{edit_for, Ask, Edit, ErrorReply, Event, Protocol};
+use crate::protocol::{edit_for, Act, Ask, Edit, ErrorReply, Event, Protocol};
 use std::collections::VecDeque;
 
 use crate::protocol::MAX_PENDING;
@@ -31,13 +31,25 @@ pub(super) fn is_subscribe_family(command: &str) -> bool {
     command.ends_with("subscribe")
 }
 
+/// What takes the place of Redis's answer to the provoking command.
+#[derive(Debug)]
+pub(super) enum Injected {
+    /// A rule's error.
+    Error(ErrorReply),
+    /// Redis's answer when the keys read are missing (`miss`), built when it is due (in the
+    /// protocol then in force: a pipelined `HELLO 3` ahead of it changes it).
+    Miss { command: &'static str, args: u64 },
+}
+
 #[derive(Debug)]
 pub(super) struct Pending {
     pub(super) command: &'static str,
     /// A subscribe-family command (answered by confirmations).
     pub(super) subscribes: bool,
     pub(super) since: u64,
-    pub(super) injected: Option<Box<ErrorReply>>,
+    pub(super) injected: Option<Box<Injected>>,
+    /// `HELLO`: the protocol version it asks for (2 or 3), taken on at its answer.
+    pub(super) hello: Option<bool>,
     /// Subscribe family: confirmations still expected, and whether the first came.
     pub(super) confirmations: u64,
     pub(super) answered: bool,
@@ -70,6 +82,10 @@ pub(super) struct Tracker {
     /// Subscriptions in force (from the last confirmation's count).
     pub(super) subscribed: i64,
     pub(super) injections: usize,
+    /// Commands are being queued by `MULTI` until `EXEC` or `DISCARD`.
+    pub(super) queuing: bool,
+    /// The session speaks RESP3 (`HELLO 3` was answered).
+    pub(super) resp3: bool,
 }
 
 impl Tracker {
@@ -87,7 +103,9 @@ impl Tracker {
         hold: Option<&mut Option<u64>>,
     ) -> Option<Edit> {
         match step {
-            Step::Command { name, text, .. } => {
+            Step::Command {
+                name, text, args, ..
+            } => {
                 if self.stage == Stage::Start {
                     self.stage = Stage::Commands;
                     self.recognize(Protocol::Redis, cb);
@@ -118,23 +136,48 @@ impl Tracker {
                 } else {
                     0
                 };
+                let hello = (command == "hello").then(|| {
+                    let version = text.split(|&b| b == b' ').nth(1);
+                    version == Some(b"3")
+                });
                 self.pending.push_back(Pending {
                     command,
                     subscribes,
                     since: cb.now(),
                     injected: None,
+                    hello: hello.filter(|_| args > 0),
                     confirmations,
                     answered: false,
                 });
+                let queued = self.queuing;
+                match command {
+                    "multi" => self.queuing = true,
+                    "exec" | "discard" => self.queuing = false,
+                    _ => {}
+                }
                 let hold = hold?;
-                let act = cb.ask(Ask::Statement { command, text });
+                let act = cb.ask(Ask::Statement {
+                    command,
+                    text,
+                    queued,
+                });
+                if let Some(Act::Miss) = act {
+                    // The command does not execute; its answer is a missing key's.
+                    if !super::miss::answers(command, args) {
+                        return None;
+                    }
+                    let p = self.pending.back_mut()?;
+                    p.injected = Some(Box::new(Injected::Miss { command, args }));
+                    self.injections += 1;
+                    return Some(Edit::Replace(PROVOKING.to_vec()));
+                }
                 edit_for(
                     act,
                     hold,
                     |_| PROVOKING.to_vec(),
                     |reply| {
                         if let Some(p) = self.pending.back_mut() {
-                            p.injected = Some(Box::new(reply));
+                            p.injected = Some(Box::new(Injected::Error(reply)));
                             self.injections += 1;
                         }
                     },
@@ -153,8 +196,8 @@ impl Tracker {
     pub(super) fn front_is_fatal(&self) -> bool {
         self.pending
             .front()
-            .and_then(|p| p.injected.as_ref())
-            .is_some_and(|r| r.fatal)
+            .and_then(|p| p.injected.as_deref())
+            .is_some_and(|i| matches!(i, Injected::Error(r) if r.fatal))
     }
 
     /// Whether an answer at `now` to a command written at `since` carries a duration sample:
@@ -245,22 +288,39 @@ impl Tracker {
             self.pending.pop_front();
         }
         let failed = matches!(kind, b'-' | b'!');
-        let done = self.answer(failed, cb)?;
+        let provoked = failed
+            && text
+                .windows(PROVOKED_MARK.len())
+                .any(|w| w == PROVOKED_MARK);
+        // A missing key's answer is no failure, as the app sees it.
+        let missed = provoked
+            && self
+                .pending
+                .front()
+                .and_then(|p| p.injected.as_deref())
+                .is_some_and(|i| matches!(i, Injected::Miss { .. }));
+        let done = self.answer(failed && !missed, cb)?;
+        if let Some(resp3) = done.hello.filter(|_| !failed) {
+            self.resp3 = resp3;
+        }
         let mut code = failed.then(|| error_code(text));
         let mut edit = None;
-        if let Some(reply) = done.injected {
+        if let Some(injected) = done.injected {
             self.injections = self.injections.saturating_sub(1);
-            let provoked = failed
-                && text
-                    .windows(PROVOKED_MARK.len())
-                    .any(|w| w == PROVOKED_MARK);
-            if reply.fatal || provoked {
-                let mut bytes = Vec::with_capacity(reply.message.len() + 3);
-                bytes.push(b'-');
-                bytes.extend_from_slice(reply.message.as_bytes());
-                bytes.extend_from_slice(b"\r\n");
-                code = Some(error_code(reply.message.as_bytes()));
-                edit = Some(Edit::for_error(&reply, bytes));
+            match *injected {
+                Injected::Error(reply) if reply.fatal || provoked => {
+                    let mut bytes = Vec::with_capacity(reply.message.len() + 3);
+                    bytes.push(b'-');
+                    bytes.extend_from_slice(reply.message.as_bytes());
+                    bytes.extend_from_slice(b"\r\n");
+                    code = Some(error_code(reply.message.as_bytes()));
+                    edit = Some(Edit::for_error(&reply, bytes));
+                }
+                Injected::Miss { command, args } if provoked => {
+                    code = None;
+                    edit = super::miss::answer(command, args, self.resp3).map(Edit::Replace);
+                }
+                _ => {}
             }
         }
         if let Some(code) = code {

@@ -116,22 +116,53 @@ impl RedisConn {
         }
     }
 
-    /// One reply: a status, error or integer line, or a bulk string with its body.
+    /// One reply, whole, in RESP2 or RESP3: a line (status, error, integer, null, boolean,
+    /// double, big number), a bulk value with its body (string, verbatim string, blob error),
+    /// or an aggregate with its elements (array, set, push; map and attribute by pairs).
     fn read_reply(&mut self) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_line(&mut out)?;
-        if out.first() == Some(&b'$') {
-            let n: i64 = std::str::from_utf8(&out[1..out.len() - 2])
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| std::io::Error::other("a bulk length that is not a number"))?;
-            if let Ok(n) = usize::try_from(n) {
+        self.read_value(&mut out)?;
+        Ok(out)
+    }
+
+    fn read_value(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = out.len();
+        self.read_line(out)?;
+        let kind = out[start];
+        let n: i64 = match kind {
+            b'$' | b'=' | b'!' | b'*' | b'~' | b'>' | b'%' | b'|' => {
+                std::str::from_utf8(&out[start + 1..out.len() - 2])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("a length that is not a number"))?
+            }
+            _ => return Ok(()),
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Ok(());
+        };
+        match kind {
+            b'$' | b'=' | b'!' => {
                 let mut body = vec![0u8; n + 2];
                 self.0.read_exact(&mut body)?;
                 out.extend_from_slice(&body);
             }
+            _ => {
+                let elements = if matches!(kind, b'%' | b'|') {
+                    2 * n
+                } else {
+                    n
+                };
+                for _ in 0..elements {
+                    self.read_value(out)?;
+                }
+                if kind == b'|' {
+                    // An attribute precedes the reply it describes.
+                    self.read_value(out)?;
+                }
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads until the peer closes; returns everything received. Panics after `timeout`.
