@@ -310,6 +310,25 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         "faults[0].match.protocol: \"oracle\" is not a protocol dbfault reads",
     );
     add(
+        "miss without redis",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["pg"], "protocol": "postgres", "commands": ["SELECT"]}, "miss": {}"#,
+        ),
+        "faults[0].miss: needs match.protocol \"redis\"",
+    );
+    add(
+        "miss on a command without a missing answer",
+        bare_rule(
+            r#""name": "r", "match": {"hosts": ["r"], "protocol": "redis", "commands": ["GET", "INCR"]}, "miss": {}"#,
+        ),
+        "faults[0].match.commands: \"incr\" has no answer for a missing key",
+    );
+    add(
+        "idle without after",
+        bare_rule(r#""name": "r", "match": {"hosts": ["r"]}, "idle": {"mode": "close"}"#),
+        "faults[0].idle.after: missing",
+    );
+    add(
         "unknown access",
         bare_rule(
             r#""name": "r", "match": {"hosts": ["r"], "protocol": "redis", "access": "writes"}, "error": {"message": "READONLY x"}"#,
