@@ -261,6 +261,8 @@ fn dashboard_queries_are_valid_promql_over_metrics_that_exist() {
         metrics::UPSTREAM_DROPPED_BYTES_TOTAL,
         metrics::FAULTS_INJECTED_TOTAL,
         metrics::FAULT_ACTIVE,
+        metrics::FAULT_FAILED_REQUESTS_TOTAL,
+        metrics::FAULT_RECOVERY_MS,
         metrics::CONFIG_LOADED_TOTAL,
         metrics::CONFIG_INFO,
         metrics::CONFIG_REJECTED_TOTAL,

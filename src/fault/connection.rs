@@ -168,6 +168,11 @@ impl Connection {
         self.seed
     }
 
+    /// When its upstream was identified (its first byte).
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at
+    }
+
     /// Puts `rule`'s fault (or its dry run) on the connection at `now`, in the rule's activation
     /// `episode`. `identifying`: while handling the event that identified the upstream (that
     /// event comes next); otherwise the connection was already open.

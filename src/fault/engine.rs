@@ -5,7 +5,7 @@
 //! never re-rolls, and a rule carried unchanged across a configuration update keeps its episode
 //! (connections it spared stay spared).
 
-use super::matching::UpstreamInfo;
+use super::matching::{Match, UpstreamInfo};
 use super::{ApplyTo, FaultKind, Rule};
 use crate::protocol::access;
 use crate::protocol::Protocol;
@@ -30,6 +30,9 @@ pub struct Change {
     pub name: Rc<str>,
     pub active: bool,
     pub removed: bool,
+    /// The rule acted (it was active, not a dry run) and stopped: what it matched, for the
+    /// app's recovery to be measured on those upstreams.
+    pub ended: Option<Match>,
 }
 
 /// The rule that decides for a connection.
@@ -122,10 +125,14 @@ impl Engine {
             let name: Rc<str> =
                 previous.map_or_else(|| Rc::from(rule.name.as_str()), |p| Rc::clone(&p.name));
             if was_active != episode.is_some() || previous.is_none() {
+                let ended = previous
+                    .filter(|p| was_active && episode.is_none() && !p.rule.dry_run)
+                    .map(|p| p.rule.matcher.clone());
                 changes.push(Change {
                     name: Rc::clone(&name),
                     active: episode.is_some(),
                     removed: false,
+                    ended,
                 });
             } else if let (Some(p), Some(e)) = (previous, episode) {
                 if p.episode != Some(e) {
@@ -134,6 +141,7 @@ impl Engine {
                         name: Rc::clone(&name),
                         active: true,
                         removed: false,
+                        ended: None,
                     });
                 }
             }
@@ -152,6 +160,8 @@ impl Engine {
                 name: Rc::clone(&gone.name),
                 active: false,
                 removed: true,
+                ended: (gone.episode.is_some() && !gone.rule.dry_run)
+                    .then(|| gone.rule.matcher.clone()),
             });
         }
         changes
@@ -179,6 +189,7 @@ impl Engine {
                     name: Rc::clone(&slot.name),
                     active,
                     removed: false,
+                    ended: (!active && !slot.rule.dry_run).then(|| slot.rule.matcher.clone()),
                 });
             }
         }

@@ -99,7 +99,8 @@ fn windows_switch_rules_and_start_episodes() {
         vec![Change {
             name: "w".into(),
             active: false,
-            removed: false
+            removed: false,
+            ended: None
         }]
     );
     assert!(e.decide(&up("pg"), 1, true).is_none());
@@ -108,7 +109,10 @@ fn windows_switch_rules_and_start_episodes() {
     assert!(on[0].active);
     let first = e.decide(&up("pg"), 1, true).unwrap().episode;
     assert!(e.update(loaded + 14 * SEC).is_empty());
-    assert!(!e.update(loaded + 15 * SEC)[0].active);
+    let off = e.update(loaded + 15 * SEC);
+    assert!(!off[0].active);
+    // The rule acted and stopped: what it matched comes with the change (recovery).
+    assert_eq!(off[0].ended.as_ref().map(|m| m.hosts.len()), Some(1));
     assert!(!e.episode_running(first));
     assert!(e.update(loaded + 30 * SEC)[0].active);
     let second = e.decide(&up("pg"), 1, true).unwrap().episode;
@@ -131,13 +135,15 @@ fn unchanged_rules_keep_their_episode_across_reloads() {
         vec![Change {
             name: "b".into(),
             active: true,
-            removed: false
+            removed: false,
+            ended: None
         }]
     );
     assert!(e.episode_running(a) && !e.episode_running(b));
 
     let changes = e.load(vec![], 2 * SEC, 2 * SEC);
     assert_eq!(changes.len(), 2);
+    assert!(changes.iter().all(|c| c.removed && c.ended.is_some()));
     assert!(changes.iter().all(|c| c.removed && !c.active));
     assert!(e.decide(&up("pg"), 1, true).is_none());
 }

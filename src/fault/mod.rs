@@ -22,6 +22,7 @@ pub mod error;
 pub mod idle;
 pub mod matching;
 pub mod miss;
+pub mod recovery;
 pub mod rule;
 
 use crate::config::fields::Fields;

@@ -19,7 +19,8 @@ use crate::config::MetricsConfig;
 use crate::fault::connection::Connection;
 use crate::fault::engine::{Change, Engine};
 use crate::fault::matching::UpstreamInfo;
-use crate::fault::TickAction;
+use crate::fault::recovery::Recovery;
+use crate::fault::{FaultKind, TickAction};
 use crate::host::Host;
 use crate::metrics::{ConnectionStats, Telemetry};
 use crate::plugin::Config;
@@ -89,6 +90,8 @@ struct VmState {
     /// Roots that a stream switched to the fast tick since their last tick (the root's own
     /// record of its period is stale then).
     hurried: Vec<u32>,
+    /// Rules that stopped acting, waiting for the app's first success (its recovery).
+    recovery: Recovery,
 }
 
 impl VmState {
@@ -113,6 +116,7 @@ impl VmState {
             sidecar_known: false,
             fast: false,
             hurried: Vec::new(),
+            recovery: Recovery::new(),
         }
     }
 }
@@ -123,7 +127,23 @@ thread_local! {
     /// last tick, 50 ms at most when the worker is not overloaded). Data events read it to
     /// stamp a connection's last byte without a host call.
     static TICK_CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// A rule that stopped waits for the app's recovery: successful requests are reported to
+    /// the VM (a data event reads this instead of borrowing the VM).
+    static OUTCOMES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+
+/// Whether requests' outcomes matter now (see `OUTCOMES`).
+fn outcomes_watched() -> bool {
+    OUTCOMES.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// Shared-data key prefix under which the first VM to see an upstream recover after a rule
+/// stopped records it (8 bytes: the end, as that VM saw it), so that one value is reported per
+/// sidecar.
+const SHARED_RECOVERY_PREFIX: &str = "dbfault.recovery.v1.";
+
+/// Ends seen by two VMs within this much of each other are the same end.
+const SAME_END: u64 = 10_000_000_000;
 
 /// The tick clock (see `TICK_CLOCK`).
 fn tick_clock() -> u64 {
@@ -216,13 +236,67 @@ impl VmState {
             .config_info(host.metrics(), &crate::config::digest::config_id(&bytes));
         self.metrics = config.metrics;
         self.config_bytes = bytes;
-        self.report(host, &changes);
+        // Rules a configuration removed or switched off stopped when it was loaded (one time
+        // for every VM of the sidecar, however late a VM learns of it).
+        self.report(host, &changes, loaded_at);
+        self.watch_outcomes();
         self.reevaluate = true;
     }
 
+    /// Keeps `OUTCOMES` in step with the recoveries waited for.
+    fn watch_outcomes(&self) {
+        let watched = self.recovery.waiting();
+        let _ = OUTCOMES.try_with(|o| o.set(watched));
+    }
+
+    /// A request on a connection to `up` was answered without an error, or (`opened_at`) a
+    /// connection opened then carried bytes both ways: it ends the wait for the app's recovery
+    /// after rules that named `up` stopped.
+    fn succeeded(
+        &mut self,
+        host: &mut dyn Host,
+        up: &UpstreamInfo,
+        stats: Option<&ConnectionStats>,
+        opened_at: Option<u64>,
+        now: u64,
+    ) {
+        if !self.recovery.waiting() {
+            return;
+        }
+        let slot = stats.map_or(usize::MAX, ConnectionStats::slot);
+        for r in self.recovery.succeeded(up, slot, opened_at, now) {
+            // The first VM of the sidecar to see it reports it.
+            let key = format!("{SHARED_RECOVERY_PREFIX}{}.{}", r.rule, up.host);
+            let seen = host
+                .shared_data(&key)
+                .and_then(|(v, _)| v.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()))
+                .map(u64::from_le_bytes);
+            if seen.is_some_and(|t| t.abs_diff(r.ended_at) < SAME_END) {
+                continue;
+            }
+            host.set_shared_data(&key, &r.ended_at.to_le_bytes());
+            info!(
+                "dbfault: fault {} stopped {} ms before the first successful request to {}",
+                r.rule, r.millis, up.host
+            );
+            if let (Some(stats), true) = (stats, self.metrics.enabled) {
+                self.telemetry
+                    .fault_recovery(host.metrics(), stats, &r.rule, r.millis);
+            }
+        }
+    }
+
     /// Logs rule switches and sets the `fault_active` gauges.
-    fn report(&mut self, host: &mut dyn Host, changes: &[Change]) {
+    /// Logs and gauges what switched; a rule that stopped acting at `ended_at` starts the wait
+    /// for the app's recovery.
+    fn report(&mut self, host: &mut dyn Host, changes: &[Change], ended_at: u64) {
         for change in changes {
+            if change.active {
+                self.recovery.started(&change.name);
+            } else if let Some(matcher) = &change.ended {
+                self.recovery
+                    .ended(Rc::clone(&change.name), matcher.clone(), ended_at);
+            }
             let state = match (change.removed, change.active) {
                 (true, _) => "removed",
                 (false, true) => "active",
@@ -333,9 +407,11 @@ impl VmState {
         self.poll_shared_config(host, now, nanos(BASE_TICK));
         let changes = self.engine.update(now);
         if !changes.is_empty() {
-            self.report(host, &changes);
+            self.report(host, &changes, now);
             self.reevaluate = true;
         }
+        self.recovery.expire(now);
+        self.watch_outcomes();
         let mut ids = std::mem::take(&mut self.due);
         if std::mem::take(&mut self.reevaluate) {
             ids.clear();
@@ -435,8 +511,15 @@ impl VmState {
                 entry
                     .conn
                     .apply(rule, Rc::clone(&name), d.episode, now, identifying);
+                // Closed or hung: a request of the app's fails.
+                let refused = !rule.dry_run
+                    && matches!(rule.kind, FaultKind::Abort(_) | FaultKind::Blackhole(_));
                 if let Some(stats) = entry.stats.as_ref() {
                     self.telemetry.fault_injected(host.metrics(), stats, &name);
+                    if refused && self.metrics.enabled {
+                        self.telemetry
+                            .fault_failed_request(host.metrics(), stats, &name);
+                    }
                 }
             }
         }

@@ -31,6 +31,9 @@ pub struct Stream {
     /// The identifying client chunk, when identification had to read it (the TLS check, the
     /// protocol): handed to the request metrics so that it is copied out of Envoy only once.
     first_chunk: Option<Vec<u8>>,
+    /// Directions that carried forwarded bytes (bit 0 to the database, bit 1 to the client),
+    /// noted while outcomes are watched; bit 2 once reported.
+    ways: u8,
 }
 
 impl Stream {
@@ -40,6 +43,7 @@ impl Stream {
             root,
             phase: Phase::Unidentified,
             first_chunk: None,
+            ways: 0,
         }
     }
 
@@ -262,12 +266,27 @@ impl Stream {
                         dir,
                         size,
                         outcome.effect,
+                        upstream,
                         stats.as_ref(),
                         prefetched.as_deref(),
                     ) {
                         *watch = None;
                     }
                 }
+            }
+        }
+        // A connection whose protocol is not read succeeds when it carries bytes both ways
+        // (the app's recovery after a rule stopped).
+        if watch.is_none() && outcome.effect == Effect::Forward && super::outcomes_watched() {
+            self.ways |= match dir {
+                Direction::ToDatabase => 1,
+                Direction::ToClient => 2,
+            };
+            if self.ways == 3 {
+                self.ways |= 4;
+                let now = host.now_nanos().unwrap_or(0);
+                let opened_at = conn.opened_at();
+                with_vm(|vm| vm.succeeded(host, upstream, stats.as_ref(), Some(opened_at), now));
             }
         }
         let hurry = conn.next_wake().is_some() != timed && {

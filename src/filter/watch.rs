@@ -48,6 +48,10 @@ struct Reporting<'a> {
     time: &'a mut Option<u64>,
     protocol: Protocol,
     counts: Option<&'a RequestCounts>,
+    /// The connection's upstream and series (answers count against the rules acting there,
+    /// or end the wait for the app's recovery).
+    up: &'a UpstreamInfo,
+    stats: Option<&'a ConnectionStats>,
     /// The rules are asked only when this is set.
     rules: Option<Rules<'a>>,
 }
@@ -71,6 +75,13 @@ impl Callbacks for Reporting<'_> {
     }
 
     fn event(&mut self, event: Event) {
+        if let Event::Answered { failed: false, .. } = event {
+            if super::outcomes_watched() {
+                let now = self.now();
+                let (up, stats, host) = (self.up, self.stats, &mut *self.host);
+                with_vm(|vm| vm.succeeded(host, up, stats, None, now));
+            }
+        }
         count(self.host, event, self.protocol, self.counts);
     }
 
@@ -135,12 +146,15 @@ impl Watch {
     /// A data event of `size` bytes (Envoy's whole buffer) whose bytes meet `effect`;
     /// `prefetched`: the buffer's bytes when they were read already. Returns whether the
     /// connection is still read (when not, the watch can go).
+    // The event, the host, and the connection's parts (borrowed apart from its entry).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_data(
         &mut self,
         host: &mut dyn Host,
         dir: Direction,
         size: usize,
         effect: Effect,
+        up: &UpstreamInfo,
         stats: Option<&ConnectionStats>,
         prefetched: Option<&[u8]>,
     ) -> bool {
@@ -157,7 +171,7 @@ impl Watch {
         while at < end {
             let skip = self.session.skippable(dir).min(end - at);
             if skip > 0 {
-                let mut cb = self.reporting(host, &mut time, counts);
+                let mut cb = self.reporting(host, &mut time, counts, up, stats);
                 self.session.skip(dir, skip, &mut cb);
                 at += skip;
                 // A peek that let a long body pass unread pays for another.
@@ -182,7 +196,7 @@ impl Watch {
                     None => return false,
                 },
             };
-            let mut cb = self.reporting(host, &mut time, counts);
+            let mut cb = self.reporting(host, &mut time, counts, up, stats);
             self.session.on_data(dir, bytes, &mut cb);
             at += take;
         }
@@ -194,12 +208,16 @@ impl Watch {
         host: &'a mut dyn Host,
         time: &'a mut Option<u64>,
         counts: Option<&'a RequestCounts>,
+        up: &'a UpstreamInfo,
+        stats: Option<&'a ConnectionStats>,
     ) -> Reporting<'a> {
         Reporting {
             host,
             time,
             protocol: self.protocol,
             counts,
+            up,
+            stats,
             rules: None,
         }
     }
@@ -242,6 +260,8 @@ impl Watch {
             time: &mut time,
             protocol: self.protocol,
             counts,
+            up,
+            stats,
             rules: judging.then_some(Rules {
                 up,
                 stats,
@@ -311,6 +331,13 @@ fn judge(
         if let Some(stats) = stats {
             vm.telemetry
                 .fault_injected(host.metrics(), stats, &slot.name);
+            // A request the rule fails: an error instead of its answer (a refused session
+            // included), or its connection closed.
+            let fails = matches!(act, Act::Error(_) | Act::Abort);
+            if fails && !slot.rule.dry_run && vm.metrics.enabled {
+                vm.telemetry
+                    .fault_failed_request(host.metrics(), stats, &slot.name);
+            }
         }
         (!slot.rule.dry_run).then_some(act)
     })

@@ -20,6 +20,8 @@ pub const UPSTREAM_RX_BYTES_PER_SECOND: &str = "dbfault_upstream_rx_bytes_per_se
 pub const UPSTREAM_DROPPED_BYTES_TOTAL: &str = "dbfault_upstream_dropped_bytes_total";
 pub const FAULTS_INJECTED_TOTAL: &str = "dbfault_faults_injected_total";
 pub const FAULT_ACTIVE: &str = "dbfault_fault_active";
+pub const FAULT_FAILED_REQUESTS_TOTAL: &str = "dbfault_fault_failed_requests_total";
+pub const FAULT_RECOVERY_MS: &str = "dbfault_fault_recovery_ms";
 /// Configurations a VM started running: accepted in `on_configure`, or taken over from another
 /// VM through shared data (an older VM after a module change, or a worker whose plugin for an
 /// identical earlier configuration Envoy reused). A rollout signal: it rises on every VM.
@@ -151,6 +153,13 @@ pub struct ConnectionStats {
     pub requests: Rc<RequestCounts>,
 }
 
+impl ConnectionStats {
+    /// Its upstream's series slot (the upstream, as the metrics name it).
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
 /// This VM's upstream series: defined once per upstream, cached, flushed once per interval.
 ///
 /// Every counter and `cx_active` is at most one interval stale, whether connections are open
@@ -166,8 +175,11 @@ pub struct Telemetry {
     /// Distinct upstreams with their own series (`other` not included).
     named: usize,
     last_flush_nanos: Option<u64>,
-    /// `faults_injected_total` per (upstream series, fault name): few per upstream.
+    /// `faults_injected_total`, `fault_failed_requests_total` and `fault_recovery_ms` per
+    /// (upstream series, fault name): few per upstream.
     injected: Vec<(usize, String, Option<MetricId>)>,
+    failed: Vec<(usize, String, Option<MetricId>)>,
+    recovery: Vec<(usize, String, Option<MetricId>)>,
     /// `fault_active` per fault name (at most 256 rules).
     active: Vec<(String, Option<MetricId>)>,
     /// `config_loaded_total`, once defined (`Some(None)`: Envoy refused it).
@@ -191,6 +203,8 @@ impl Telemetry {
             named: 0,
             last_flush_nanos: None,
             injected: Vec::new(),
+            failed: Vec::new(),
+            recovery: Vec::new(),
             active: Vec::new(),
             config_loaded: None,
             config_info: None,
@@ -278,24 +292,67 @@ impl Telemetry {
         conn: &ConnectionStats,
         fault: &str,
     ) {
-        let known = self
-            .injected
-            .iter()
-            .find(|(slot, name, _)| *slot == conn.slot && name == fault);
-        let id = match known {
-            Some((_, _, id)) => *id,
-            None => {
-                let upstream = self.label(conn).to_owned();
-                let name = tagged(
-                    FAULTS_INJECTED_TOTAL,
-                    &[("upstream", &upstream), ("fault", fault)],
-                );
-                let id = sink.define(MetricKind::Counter, &name);
-                self.injected.push((conn.slot, fault.to_owned(), id));
-                id
-            }
-        };
+        let id = self.fault_series(sink, conn, fault, FAULTS_INJECTED_TOTAL);
         add_nonzero(sink, id, 1);
+    }
+
+    /// Counts a request answered with an error (or a connection refused) on `conn`'s upstream
+    /// while `fault` acted there.
+    pub fn fault_failed_request(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        conn: &ConnectionStats,
+        fault: &str,
+    ) {
+        let id = self.fault_series(sink, conn, fault, FAULT_FAILED_REQUESTS_TOTAL);
+        add_nonzero(sink, id, 1);
+    }
+
+    /// Sets `fault_recovery_ms{upstream,fault}`: the app's first success on the upstream came
+    /// `millis` after the fault stopped acting.
+    pub fn fault_recovery(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        conn: &ConnectionStats,
+        fault: &str,
+        millis: u64,
+    ) {
+        if let Some(id) = self.fault_series(sink, conn, fault, FAULT_RECOVERY_MS) {
+            sink.record(id, millis);
+        }
+    }
+
+    /// The `metric{upstream,fault}` series of `conn`'s upstream, defined at first use.
+    fn fault_series(
+        &mut self,
+        sink: &mut dyn MetricSink,
+        conn: &ConnectionStats,
+        fault: &str,
+        metric: &str,
+    ) -> Option<MetricId> {
+        let (cache, kind) = match metric {
+            FAULT_FAILED_REQUESTS_TOTAL => (&self.failed, MetricKind::Counter),
+            FAULT_RECOVERY_MS => (&self.recovery, MetricKind::Gauge),
+            _ => (&self.injected, MetricKind::Counter),
+        };
+        if let Some((_, _, id)) = cache
+            .iter()
+            .find(|(slot, name, _)| *slot == conn.slot && name == fault)
+        {
+            return *id;
+        }
+        let upstream = self.label(conn).to_owned();
+        let id = sink.define(
+            kind,
+            &tagged(metric, &[("upstream", &upstream), ("fault", fault)]),
+        );
+        let cache = match metric {
+            FAULT_FAILED_REQUESTS_TOTAL => &mut self.failed,
+            FAULT_RECOVERY_MS => &mut self.recovery,
+            _ => &mut self.injected,
+        };
+        cache.push((conn.slot, fault.to_owned(), id));
+        id
     }
 
     /// Sets `dbfault_fault_active{fault}` to 1 or 0.

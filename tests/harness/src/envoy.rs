@@ -420,15 +420,20 @@ impl Envoy {
 
     /// `dbfault_faults_injected_total{upstream, fault}` (0 when the series does not exist).
     pub fn injected(&self, upstream: &str, fault: &str) -> f64 {
+        self.fault_series("dbfault_faults_injected_total", upstream, fault)
+            .unwrap_or(0.0)
+    }
+
+    /// A `metric{upstream,fault}` series (`None`: it does not exist).
+    pub fn fault_series(&self, metric: &str, upstream: &str, fault: &str) -> Option<f64> {
         let prom = self.prometheus();
         // Envoy orders labels by tag extraction; accept either order.
         [
-            format!("dbfault_faults_injected_total{{upstream=\"{upstream}\",fault=\"{fault}\"}}"),
-            format!("dbfault_faults_injected_total{{fault=\"{fault}\",upstream=\"{upstream}\"}}"),
+            format!("{metric}{{upstream=\"{upstream}\",fault=\"{fault}\"}}"),
+            format!("{metric}{{fault=\"{fault}\",upstream=\"{upstream}\"}}"),
         ]
         .iter()
         .find_map(|k| prom.get(k).copied())
-        .unwrap_or(0.0)
     }
 
     /// `dbfault_fault_active{fault}`.
