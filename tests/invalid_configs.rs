@@ -409,7 +409,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
     add(
         "applyTo value",
         rule(r#""abort": {}, "applyTo": "old""#),
-        "faults[0].applyTo: \"old\" is not one of \"all\", \"new\"",
+        "faults[0].applyTo: \"old\" is not one of \"all\", \"new\", \"open\"",
     );
     // Bytes that are not a JSON document.
     add(

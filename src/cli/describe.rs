@@ -118,6 +118,10 @@ pub fn rule(r: &Rule) -> String {
                             " (the statement does not execute)"
                         }
                     )
+                } else if r.apply_to == ApplyTo::Open {
+                    format!(
+                        "end the sessions open when it starts with {err} at their next statement"
+                    )
                 } else {
                     format!(
                         "refuse new sessions with {err} instead of the greeting{}",
@@ -142,10 +146,10 @@ pub fn rule(r: &Rule) -> String {
                     ),
                     None => format!(
                         "answer every command of {} with -{}{}",
-                        if r.apply_to == ApplyTo::All {
-                            "open and new connections"
-                        } else {
-                            "new connections"
+                        match r.apply_to {
+                            ApplyTo::All => "open and new connections",
+                            ApplyTo::New => "new connections",
+                            ApplyTo::Open => "the connections open when it starts",
                         },
                         reply.message,
                         if reply.fatal {
@@ -166,6 +170,11 @@ pub fn rule(r: &Rule) -> String {
                                 } else {
                                     " (the statement does not execute)"
                                 }
+                            )
+                        } else if r.apply_to == ApplyTo::Open {
+                            format!(
+                                "end the sessions open when it starts with FATAL {code} \"{}\" at their next statement",
+                                reply.message
                             )
                         } else {
                             format!(
@@ -240,6 +249,7 @@ pub fn rule(r: &Rule) -> String {
     let apply = match r.apply_to {
         ApplyTo::All => "open and new connections",
         ApplyTo::New => "new connections only",
+        ApplyTo::Open => "connections open when it starts",
     };
     if r.matcher.is_statement_rule() {
         let action = match &r.kind {

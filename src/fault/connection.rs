@@ -237,6 +237,11 @@ impl Connection {
         matches!(self.phase, Phase::Clean) && self.evaluated < last_episode
     }
 
+    /// The newest rule episode considered for it.
+    pub fn considered_up_to(&self) -> u64 {
+        self.evaluated
+    }
+
     /// Rule episodes up to `last_episode` have been considered.
     pub fn considered(&mut self, last_episode: u64) {
         self.evaluated = last_episode;

@@ -200,12 +200,28 @@ impl Engine {
     /// not about bytes: see [`Engine::judge`]). `identifying`: the upstream is being
     /// identified now (rules with `applyTo: new` apply only then).
     pub fn decide(&self, up: &UpstreamInfo, seed: u64, identifying: bool) -> Option<Decision<'_>> {
+        self.decide_with(up, seed, (!identifying).then_some(0))
+    }
+
+    /// [`Engine::decide`] for a connection: `open` is `None` while it is identified, else the
+    /// newest episode it was considered for already (`applyTo: open` rules act only on
+    /// connections open before their episode began).
+    pub fn decide_with(
+        &self,
+        up: &UpstreamInfo,
+        seed: u64,
+        open: Option<u64>,
+    ) -> Option<Decision<'_>> {
         self.rules.iter().find_map(|slot| {
             let episode = slot.episode?;
             if slot.rule.is_protocol_rule() {
                 return None;
             }
-            let applies = identifying || slot.rule.apply_to == ApplyTo::All;
+            let applies = match (slot.rule.apply_to, open) {
+                (ApplyTo::New, Some(_)) | (ApplyTo::Open, None) => false,
+                (ApplyTo::Open, Some(considered)) => episode > considered,
+                _ => true,
+            };
             (applies && slot.rule.matcher.matches(up)).then(|| Decision {
                 slot,
                 episode,
@@ -260,7 +276,7 @@ impl Engine {
             let statement_rule = rule.matcher.is_statement_rule();
             let chosen = match ask {
                 // A session's start: connection-level errors only.
-                Ask::Startup if statement_rule => return None,
+                Ask::Startup if statement_rule || rule.apply_to == ApplyTo::Open => return None,
                 Ask::Startup => selected(seed, episode, rule.percentage_bp),
                 Ask::Statement {
                     command,
@@ -270,7 +286,7 @@ impl Engine {
                     // A missing key's answer cannot stand in for a queued command's `QUEUED`.
                     if (queued && matches!(rule.kind, FaultKind::Miss(_)))
                         || !rule.matcher.statement(command, text)
-                        || (rule.apply_to == ApplyTo::New && episode > opened_in)
+                        || !rule.apply_to.reaches(episode, opened_in)
                     {
                         return None;
                     }
@@ -280,14 +296,17 @@ impl Engine {
                 // (of sessions opened during the episode, with `applyTo: new`), drawn per
                 // connection.
                 Ask::Statement { .. } if up.protocol == Some(Protocol::Redis) => {
-                    if rule.apply_to == ApplyTo::New && episode > opened_in {
+                    if !rule.apply_to.reaches(episode, opened_in) {
                         return None;
                     }
                     selected(seed, episode, rule.percentage_bp)
                 }
                 // A connection-level error reaches open PostgreSQL sessions at their next
                 // statement (with the connection's own draw, as at startup).
-                Ask::Statement { .. } if rule.apply_to == ApplyTo::All => {
+                Ask::Statement { .. }
+                    if rule.apply_to != ApplyTo::New
+                        && rule.apply_to.reaches(episode, opened_in) =>
+                {
                     selected(seed, episode, rule.percentage_bp)
                 }
                 Ask::Statement { .. } => return None,

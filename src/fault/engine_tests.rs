@@ -272,3 +272,21 @@ fn expired_rules_are_inactive_and_absolute_windows_ignore_the_load() {
     );
     assert!(!e.update(105 * SEC)[0].active);
 }
+
+#[test]
+fn apply_to_open_reaches_only_connections_open_before_the_episode() {
+    let mut e = Engine::default();
+    let mut gone = rule("gone", "pg");
+    gone.apply_to = ApplyTo::Open;
+    e.load(vec![gone], 0, 0);
+    let episode = e.last_episode();
+    // A connection identified now, or considered during the episode: untouched.
+    assert!(e.decide_with(&up("pg"), 1, None).is_none());
+    assert!(e.decide_with(&up("pg"), 1, Some(episode)).is_none());
+    // One open before it: closed.
+    assert!(e.decide_with(&up("pg"), 1, Some(episode - 1)).is_some());
+    assert!(
+        ApplyTo::Open.reaches(episode, episode - 1) && !ApplyTo::Open.reaches(episode, episode)
+    );
+    assert!(ApplyTo::New.reaches(episode, episode) && !ApplyTo::New.reaches(episode, episode - 1));
+}

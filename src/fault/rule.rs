@@ -54,6 +54,21 @@ pub enum ApplyTo {
     All,
     /// Only connections whose upstream is identified while the rule is active.
     New,
+    /// Only connections already open when the rule became active (a server going away ends
+    /// the sessions it has; new ones meet another rule, or none).
+    Open,
+}
+
+impl ApplyTo {
+    /// Whether a rule whose episode is `episode` reaches a session identified when the newest
+    /// episode was `opened_in` (so opened during the episode when `opened_in >= episode`).
+    pub fn reaches(self, episode: u64, opened_in: u64) -> bool {
+        match self {
+            ApplyTo::All => true,
+            ApplyTo::New => opened_in >= episode,
+            ApplyTo::Open => opened_in < episode,
+        }
+    }
 }
 
 fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
@@ -118,10 +133,11 @@ fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {
     let apply_to = match raw.str("applyTo")? {
         None | Some("all") => ApplyTo::All,
         Some("new") => ApplyTo::New,
+        Some("open") => ApplyTo::Open,
         Some(other) => {
             return err(
                 &raw.path("applyTo"),
-                format!("{} is not one of \"all\", \"new\"", quote(other)),
+                format!("{} is not one of \"all\", \"new\", \"open\"", quote(other)),
             )
         }
     };

@@ -494,10 +494,11 @@ impl VmState {
         now: u64,
         identifying: bool,
     ) -> bool {
-        if let Some(d) = self
-            .engine
-            .decide(&entry.upstream, entry.conn.seed(), identifying)
-        {
+        if let Some(d) = self.engine.decide_with(
+            &entry.upstream,
+            entry.conn.seed(),
+            (!identifying).then(|| entry.conn.considered_up_to()),
+        ) {
             if d.selected {
                 let rule = &d.slot.rule;
                 debug!(
