@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod describe;
+pub mod drill;
 pub mod toggle;
 pub mod yaml;
 

@@ -27,15 +27,17 @@ pub enum ToggleError {
 }
 
 /// Where a configuration sits in a file: directly in it, or as the string of an ECDS resource.
-struct Site<'a> {
-    origin: String,
-    config: Option<&'a Node>,
+pub(super) struct Site<'a> {
+    pub(super) origin: String,
+    pub(super) config: Option<&'a Node>,
     /// The enclosing scalar (ECDS `configuration.value`) and the column its block would indent to.
-    holder: Option<(&'a Node, usize)>,
+    pub(super) holder: Option<(&'a Node, usize)>,
+    /// A WasmPlugin: where its `pluginConfig` key starts (a drill rewrites the block after it).
+    pub(super) key: Option<usize>,
 }
 
 /// The configurations in the documents of `text`, in the order [`plugin_configs`] reports them.
-fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
+pub(super) fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
     let mut out = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
         let at = if docs.len() > 1 {
@@ -49,10 +51,15 @@ fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
                 .and_then(|m| m.get("name"))
                 .and_then(Node::as_str)
                 .unwrap_or("?");
+            let entry = doc.get("spec").and_then(|s| s.entry("pluginConfig"));
             out.push(Site {
                 origin: format!("{at}: WasmPlugin {plugin}"),
-                config: doc.get("spec").and_then(|s| s.get("pluginConfig")),
+                config: entry.map(|(_, v)| v),
                 holder: None,
+                key: match entry {
+                    Some((Node::Scalar { start, .. }, _)) => Some(*start),
+                    _ => None,
+                },
             });
         } else if let Some(resources) = doc.get("resources") {
             for r in resources.items() {
@@ -65,6 +72,7 @@ fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
                 out.push(Site {
                     origin: format!("{at}: ECDS resource {rname}"),
                     config: None,
+                    key: None,
                     holder: value.map(|(k, v)| {
                         let indent = match k {
                             Node::Scalar { start, .. } => yaml::column(text, *start),
@@ -77,6 +85,7 @@ fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
         } else if !is_other_object(doc) {
             out.push(Site {
                 origin: at,
+                key: None,
                 config: Some(doc),
                 holder: None,
             });

@@ -1,0 +1,694 @@
+//! `dbfault drill NAME`: a realistic incident as rules the module already understands — each
+//! phase a rule (or two) named `drill-<drill>-<phase>`, with an absolute `window.start` shared
+//! by every sidecar and an `expiresAt` at its end — printed as a plugin configuration, or merged
+//! into the configurations of a file (a plain configuration, a WasmPlugin manifest, an ECDS
+//! file) ahead of their own rules, replacing that drill's rules from an earlier run.
+
+use super::toggle::{sites, Site};
+use super::yaml::{self, Edit, Node};
+use crate::config::{parse_duration, time};
+use crate::manifest::plugin_configs;
+use crate::plugin::Config;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// A drill: its name, the incident it imitates, what it tests in the app, its phases.
+pub struct Drill {
+    pub name: &'static str,
+    pub imitates: &'static str,
+    pub tests: &'static str,
+    pub phases: &'static str,
+}
+
+pub const DRILLS: [Drill; 6] = [
+    Drill {
+        name: "failover",
+        imitates: "a primary database failing over to a replica (RDS/Aurora, Patroni, Sentinel)",
+        tests: "reconnecting after the primary ends its sessions, riding out refused connections, \
+                handling read-only errors from a stale primary, and the time back to normal",
+        phases: "down (--down, 30s): open sessions end as the server ends them (PostgreSQL: FATAL 57P01 at their \
+                 next statement; MySQL, Redis: closed at once), new ones are refused (57P03 / 1053 / -LOADING); \
+                 read-only (--read-only, 2m): writes get the read-only server's error (25006 / 1290 / -READONLY)",
+    },
+    Drill {
+        name: "connection-storm",
+        imitates: "the database's connection limit reached (a pool misconfigured, a deploy that doubled the pods)",
+        tests: "what the app does when new connections are refused: back-off, pool limits, error handling",
+        phases: "storm (--for, 5m): new sessions refused with the connection-limit error \
+                 (53300 / 1040 / -ERR max number of clients reached); open sessions go on",
+    },
+    Drill {
+        name: "idle-drop",
+        imitates: "a NAT gateway, load balancer or firewall forgetting idle connections",
+        tests: "the pool's connection checks and the app's timeouts on connections that sat idle",
+        phases: "drop (--for, 5m): connections silent for --after (30s) are blackholed, or closed with --mode close",
+    },
+    Drill {
+        name: "cache-miss",
+        imitates: "a cold or flushed cache (Redis restarted empty, keys evicted)",
+        tests: "the load a miss storm puts on the database behind the cache",
+        phases: "miss (--for, 5m): Redis reads answered as for missing keys, for --share (100%) of them",
+    },
+    Drill {
+        name: "slow-queries",
+        imitates: "a slow database (lock contention, a noisy neighbour, a bad plan)",
+        tests: "timeouts, retries and latency budgets",
+        phases: "slow (--for, 5m): --share (10%) of statements or commands held --latency (500ms)",
+    },
+    Drill {
+        name: "partition",
+        imitates: "a network partition between the app and the database",
+        tests: "connect and read timeouts: nothing answers, nothing closes",
+        phases: "partition (--for, 5m): everything blackholed; when it ends the connections are closed",
+    },
+];
+
+/// What a drill is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub drill: String,
+    pub hosts: Vec<String>,
+    pub protocol: Option<String>,
+    /// When it starts (ns since the epoch).
+    pub start: u64,
+    pub down: Duration,
+    pub read_only: Duration,
+    pub duration: Duration,
+    pub after: Duration,
+    pub close: bool,
+    pub latency: Duration,
+    pub share: f64,
+}
+
+impl Options {
+    pub fn new(drill: &str, now: u64) -> Options {
+        Options {
+            drill: drill.to_owned(),
+            hosts: Vec::new(),
+            protocol: None,
+            start: now + 60_000_000_000,
+            down: Duration::from_secs(30),
+            read_only: Duration::from_secs(120),
+            duration: Duration::from_secs(300),
+            after: Duration::from_secs(30),
+            close: false,
+            latency: Duration::from_millis(500),
+            share: -1.0,
+        }
+    }
+}
+
+/// `--start`: RFC 3339, or `+<duration>` from `now`.
+pub fn parse_start(text: &str, now: u64) -> Result<u64, String> {
+    if let Some(rest) = text.strip_prefix('+') {
+        let d = parse_duration("--start", rest).map_err(|e| e.to_string())?;
+        return Ok(now.saturating_add(d.as_nanos() as u64));
+    }
+    time::parse(text)
+        .ok_or_else(|| format!("--start {text}: not RFC 3339 (2026-12-07T10:00:00Z) or +DURATION"))
+}
+
+/// A duration as the configuration writes it (whole seconds or milliseconds).
+fn written(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The prefix of a drill's rule names.
+fn prefix(drill: &str) -> String {
+    format!("drill-{drill}-")
+}
+
+/// The rules of the drill, in the order they must be consulted.
+pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
+    if !DRILLS.iter().any(|d| d.name == o.drill) {
+        return Err(format!(
+            "unknown drill {:?} (one of: {})",
+            o.drill,
+            DRILLS.map(|d| d.name).join(", ")
+        ));
+    }
+    if o.hosts.is_empty() {
+        return Err(
+            "needs --host (the database's host name as the sidecar sees it; repeatable)".into(),
+        );
+    }
+    let protocol = o.protocol.as_deref();
+    let needs_protocol = matches!(
+        o.drill.as_str(),
+        "failover" | "connection-storm" | "slow-queries"
+    );
+    match protocol {
+        None if needs_protocol => {
+            return Err(format!(
+                "drill {} needs --protocol postgres|mysql|redis",
+                o.drill
+            ))
+        }
+        Some(p) if !matches!(p, "postgres" | "mysql" | "redis") => {
+            return Err(format!("--protocol {p}: one of postgres, mysql, redis"))
+        }
+        Some(p) if o.drill == "cache-miss" && p != "redis" => {
+            return Err("drill cache-miss is for Redis (--protocol redis)".into())
+        }
+        _ => {}
+    }
+    let protocol = if o.drill == "cache-miss" {
+        Some("redis")
+    } else {
+        protocol
+    };
+    let mut matching = json!({ "hosts": o.hosts });
+    if let (Some(p), Some(m)) = (protocol, matching.as_object_mut()) {
+        m.insert("protocol".into(), json!(p));
+    }
+    let mut out = Vec::new();
+    let mut at = o.start;
+    // One phase: its rules, each `(suffix, extra match keys, the rest)`.
+    let mut phase = |name: &str, length: Duration, rules: Vec<(&str, Value, Value)>| {
+        let end = at.saturating_add(length.as_nanos() as u64);
+        for (suffix, extra, body) in rules {
+            let mut m = matching.clone();
+            if let (Some(m), Value::Object(extra)) = (m.as_object_mut(), extra) {
+                m.extend(extra);
+            }
+            let mut rule = json!({
+                "name": format!("{}{name}{suffix}", prefix(&o.drill)),
+                "match": m,
+                "window": {"start": time::format(at), "for": written(length)},
+                "expiresAt": time::format(end),
+            });
+            if let (Some(r), Value::Object(body)) = (rule.as_object_mut(), body) {
+                r.extend(body);
+            }
+            out.push(rule);
+        }
+        at = end;
+    };
+    let none = Value::Object(Map::new());
+    let share = |default: f64| if o.share < 0.0 { default } else { o.share };
+    match (o.drill.as_str(), protocol) {
+        ("failover", Some(p)) => {
+            let (refuse, end_open) = match p {
+                "postgres" => (
+                    json!({"sqlstate": "57P03", "message": "the database system is starting up"}),
+                    json!({"applyTo": "open", "error": {"sqlstate": "57P01",
+                        "message": "terminating connection due to administrator command", "fatal": true}}),
+                ),
+                "mysql" => (
+                    json!({"errno": 1053, "sqlstate": "08S01", "message": "Server shutdown in progress"}),
+                    json!({"applyTo": "open", "abort": {}}),
+                ),
+                _ => (
+                    json!({"message": "LOADING Redis is loading the dataset in memory"}),
+                    json!({"applyTo": "open", "abort": {}}),
+                ),
+            };
+            // New sessions meet the refusal first; open ones the end of their session.
+            phase(
+                "down",
+                o.down,
+                vec![
+                    (
+                        "-new",
+                        none.clone(),
+                        json!({"applyTo": "new", "error": refuse}),
+                    ),
+                    ("", none.clone(), end_open),
+                ],
+            );
+            let write = json!({"access": "write"});
+            let read_only = match p {
+                "postgres" => vec![
+                    (
+                        "-recovery",
+                        json!({"access": "write", "commands":
+                            ["copy", "vacuum", "analyze", "cluster", "reindex", "listen", "notify", "lock", "prepare"]}),
+                        json!({"error": {"sqlstate": "25006", "message": "cannot execute {command} during recovery"}}),
+                    ),
+                    (
+                        "",
+                        write,
+                        json!({"error": {"sqlstate": "25006",
+                            "message": "cannot execute {command} in a read-only transaction"}}),
+                    ),
+                ],
+                "mysql" => vec![(
+                    "",
+                    write,
+                    json!({"error": {"errno": 1290, "sqlstate": "HY000", "message":
+                        "The MariaDB server is running with the --read-only option so it cannot execute this statement"}}),
+                )],
+                _ => vec![(
+                    "",
+                    write,
+                    json!({"error": {"message": "READONLY You can't write against a read only replica."}}),
+                )],
+            };
+            phase("read-only", o.read_only, read_only);
+        }
+        ("connection-storm", Some(p)) => {
+            let error = match p {
+                "postgres" => {
+                    json!({"sqlstate": "53300", "message": "sorry, too many clients already"})
+                }
+                "mysql" => {
+                    json!({"errno": 1040, "sqlstate": "08004", "message": "Too many connections"})
+                }
+                _ => json!({"message": "ERR max number of clients reached"}),
+            };
+            phase(
+                "storm",
+                o.duration,
+                vec![("", none, json!({"applyTo": "new", "error": error}))],
+            );
+        }
+        ("idle-drop", _) => {
+            let mode = if o.close { "close" } else { "blackhole" };
+            phase(
+                "drop",
+                o.duration,
+                vec![(
+                    "",
+                    none,
+                    json!({"idle": {"after": written(o.after), "mode": mode}}),
+                )],
+            );
+        }
+        ("cache-miss", _) => {
+            phase(
+                "miss",
+                o.duration,
+                vec![("", none, json!({"percentage": share(100.0), "miss": {}}))],
+            );
+        }
+        ("slow-queries", Some(p)) => {
+            let commands = if p == "redis" {
+                json!(["get", "set", "mget", "hget", "hgetall", "hset", "incr", "del"])
+            } else {
+                json!(["select", "insert", "update", "delete"])
+            };
+            phase(
+                "slow",
+                o.duration,
+                vec![(
+                    "",
+                    json!({"commands": commands}),
+                    json!({"percentage": share(10.0), "delay": {"latency": written(o.latency)}}),
+                )],
+            );
+        }
+        _ => {
+            // partition: hang everything; the blackhole's end closes what it held.
+            phase(
+                "partition",
+                o.duration,
+                vec![("", none, json!({"blackhole": {}}))],
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `config` with the drill's `rules` first and any earlier rules of the same drill gone.
+pub fn merged(config: &Value, drill: &str, rules: &[Value]) -> Value {
+    let mut out = match config {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let old = out
+        .get("faults")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mine = prefix(drill);
+    let kept = old.into_iter().filter(|r| {
+        !r.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with(&mine))
+    });
+    out.insert(
+        "faults".into(),
+        Value::Array(rules.iter().cloned().chain(kept).collect()),
+    );
+    Value::Object(out)
+}
+
+/// `value` as block YAML at `indent` (strings JSON-quoted: always valid YAML).
+pub fn to_yaml(value: &Value, indent: usize) -> String {
+    let mut out = String::new();
+    block(value, indent, &mut out);
+    out
+}
+
+fn inline(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(m) if m.is_empty() => Some("{}".into()),
+        Value::Array(a) if a.is_empty() => Some("[]".into()),
+        Value::Object(_) | Value::Array(_) => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn block(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(m) => {
+            // A rule's name first, as people write them.
+            let named = m.get_key_value("name").into_iter();
+            for (k, v) in named.chain(m.iter().filter(|(k, _)| *k != "name")) {
+                let simple = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                let key = if simple {
+                    k.clone()
+                } else {
+                    serde_json::to_string(k).unwrap_or_default()
+                };
+                match inline(v) {
+                    Some(s) => out.push_str(&format!("{pad}{key}: {s}\n")),
+                    None => {
+                        out.push_str(&format!("{pad}{key}:\n"));
+                        block(v, indent + 2, out);
+                    }
+                }
+            }
+        }
+        Value::Array(a) => {
+            for v in a {
+                match inline(v) {
+                    Some(s) => out.push_str(&format!("{pad}- {s}\n")),
+                    None => {
+                        // The item's block, its first line after the dash.
+                        let mut item = String::new();
+                        block(v, indent + 2, &mut item);
+                        out.push_str(&format!(
+                            "{pad}- {}",
+                            item.get(indent + 2..).unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{other}\n")),
+    }
+}
+
+/// The file `name` (contents `text`) with the drill merged into each of its configurations,
+/// verified by reading it back: every configuration valid, the drill's rules first.
+pub fn merge_into(name: &str, text: &str, drill: &str, rules: &[Value]) -> Result<String, String> {
+    let trimmed = text.trim_start();
+    let out = if trimmed.starts_with('{')
+        && serde_json::from_str::<Value>(text)
+            .is_ok_and(|v| v.get("kind").is_none() && v.get("resources").is_none())
+    {
+        // A plain configuration in JSON: written whole.
+        let config: Value = serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+        let mut s = serde_json::to_string_pretty(&merged(&config, drill, rules))
+            .map_err(|e| e.to_string())?;
+        s.push('\n');
+        s
+    } else {
+        let docs = yaml::documents(text).map_err(|e| format!("{name}: {e}"))?;
+        let mut edits = Vec::new();
+        let found = sites(name, text, &docs);
+        if found.is_empty() {
+            return Err(format!("{name}: no dbfault configuration found"));
+        }
+        for site in &found {
+            edits.push(site_edit(name, text, site, drill, rules)?);
+        }
+        yaml::apply(text, &edits)?
+    };
+    // Read back: each configuration valid, the drill first.
+    let configs = plugin_configs(name, out.as_bytes())?;
+    for c in &configs {
+        let parsed = Config::parse(&c.bytes).map_err(|e| format!("{}: {e}", c.origin))?;
+        let first: Vec<&str> = parsed
+            .faults
+            .iter()
+            .take(rules.len())
+            .map(|r| r.name.as_str())
+            .collect();
+        let want: Vec<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
+        if first != want {
+            return Err(format!("{}: the merged rules did not read back", c.origin));
+        }
+    }
+    Ok(out)
+}
+
+/// The edit that puts the drill into one configuration of a YAML file.
+fn site_edit(
+    name: &str,
+    text: &str,
+    site: &Site<'_>,
+    drill: &str,
+    rules: &[Value],
+) -> Result<Edit, String> {
+    let to_value = |node: &Node, inner: &str| -> Result<Value, String> {
+        let mut bytes = Vec::new();
+        let _ = inner;
+        node_json(node, &mut bytes);
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", site.origin))
+    };
+    match (site.config, site.holder) {
+        (
+            _,
+            Some((
+                Node::Scalar {
+                    value,
+                    style,
+                    start,
+                    end,
+                },
+                indent,
+            )),
+        ) => {
+            let config: Value = if value.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(value).map_err(|e| format!("{}: {e}", site.origin))?
+            };
+            let merged = merged(&config, drill, rules);
+            let json = if *style == saphyr_parser::ScalarStyle::Literal {
+                serde_json::to_string_pretty(&merged)
+            } else {
+                serde_json::to_string(&merged)
+            }
+            .map_err(|e| e.to_string())?;
+            Ok(Edit {
+                start: *start,
+                end: *end,
+                text: yaml::scalar(&json, *style, indent + 2),
+            })
+        }
+        (Some(config), _) => {
+            let merged = merged(&to_value(config, text)?, drill, rules);
+            let (start, end, indent) = block_range(text, site).ok_or_else(|| {
+                format!(
+                    "{name}: {}: cannot find where pluginConfig ends",
+                    site.origin
+                )
+            })?;
+            Ok(Edit {
+                start,
+                end,
+                text: format!("\n{}", to_yaml(&merged, indent)),
+            })
+        }
+        _ => Err(format!("{}: no configuration to merge into", site.origin)),
+    }
+}
+
+/// A YAML node as JSON (scalars typed as YAML's core schema reads them).
+fn node_json(node: &Node, out: &mut Vec<u8>) {
+    match node {
+        Node::Scalar { value, style, .. } => {
+            let plain = *style == saphyr_parser::ScalarStyle::Plain;
+            let typed = plain
+                && (matches!(value.as_str(), "true" | "false" | "null" | "~")
+                    || value.parse::<f64>().is_ok());
+            if typed {
+                out.extend_from_slice(if value == "~" {
+                    b"null"
+                } else {
+                    value.as_bytes()
+                });
+            } else {
+                out.extend_from_slice(serde_json::to_string(value).unwrap_or_default().as_bytes());
+            }
+        }
+        Node::Seq { items } => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                node_json(item, out);
+            }
+            out.push(b']');
+        }
+        Node::Map { entries, .. } => {
+            out.push(b'{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(
+                    serde_json::to_string(k.as_str().unwrap_or(""))
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+                out.push(b':');
+                node_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Node::Alias => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A WasmPlugin's `spec.pluginConfig` value in the text: from just after `pluginConfig:` to
+/// the first line indented no deeper than the key (or a document marker, or the end), and the
+/// indentation its block takes.
+fn block_range(text: &str, site: &Site<'_>) -> Option<(usize, usize, usize)> {
+    let key_start = site.key?;
+    let col = yaml::column(text, key_start);
+    let colon = key_start + text.get(key_start..)?.find(':')? + 1;
+    let line_end = colon + text.get(colon..)?.find('\n').unwrap_or(text.len() - colon);
+    let mut at = line_end;
+    let mut end = text.len();
+    while at < text.len() {
+        let line_start = at + 1;
+        let rest = text.get(line_start..)?;
+        let line = rest.split('\n').next().unwrap_or("");
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        if !body.is_empty()
+            && !body.starts_with('#')
+            && (indent <= col || body.starts_with("---") || body.starts_with("..."))
+        {
+            end = line_start.saturating_sub(1);
+            break;
+        }
+        at = line_start + line.len();
+    }
+    Some((colon, end.max(colon), col + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_796_000_000_000_000_000;
+
+    fn opts(drill: &str, protocol: Option<&str>) -> Options {
+        let mut o = Options::new(drill, NOW);
+        o.hosts = vec!["pg.db.svc".into()];
+        o.protocol = protocol.map(str::to_owned);
+        o
+    }
+
+    #[test]
+    fn every_drill_is_a_valid_configuration_for_each_protocol() {
+        for d in DRILLS {
+            for p in ["postgres", "mysql", "redis"] {
+                if d.name == "cache-miss" && p != "redis" {
+                    continue;
+                }
+                let rules = rules(&opts(d.name, Some(p))).unwrap();
+                let config = json!({"faults": rules}).to_string();
+                let parsed = Config::parse(config.as_bytes())
+                    .unwrap_or_else(|e| panic!("{} {p}: {e}", d.name));
+                assert!(parsed
+                    .faults
+                    .iter()
+                    .all(|r| r.name.starts_with(&format!("drill-{}-", d.name))));
+                assert!(parsed.faults.iter().all(|r| r.expires_at.is_some()));
+            }
+        }
+    }
+
+    #[test]
+    fn failover_phases_follow_each_other_from_the_start() {
+        let mut o = opts("failover", Some("postgres"));
+        o.start = time::parse("2026-12-07T10:00:00Z").unwrap();
+        let r = rules(&o).unwrap();
+        let names: Vec<&str> = r.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "drill-failover-down-new",
+                "drill-failover-down",
+                "drill-failover-read-only-recovery",
+                "drill-failover-read-only"
+            ]
+        );
+        assert_eq!(
+            r[0]["window"],
+            json!({"start": "2026-12-07T10:00:00Z", "for": "30s"})
+        );
+        assert_eq!(r[1]["expiresAt"], "2026-12-07T10:00:30Z");
+        assert_eq!(
+            r[3]["window"],
+            json!({"start": "2026-12-07T10:00:30Z", "for": "120s"})
+        );
+        assert_eq!(r[3]["expiresAt"], "2026-12-07T10:02:30Z");
+    }
+
+    #[test]
+    fn a_drill_run_again_replaces_its_own_rules_and_keeps_the_others() {
+        let first = rules(&opts("partition", None)).unwrap();
+        let config =
+            json!({"metrics": {"interval": "1s"}, "faults": [{"name": "mine"}, first[0].clone()]});
+        let again = rules(&opts("partition", None)).unwrap();
+        let m = merged(&config, "partition", &again);
+        let names: Vec<&str> = m["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["drill-partition-partition", "mine"]);
+        assert_eq!(m["metrics"]["interval"], "1s");
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(rules(&opts("failover", None))
+            .unwrap_err()
+            .contains("--protocol"));
+        assert!(rules(&opts("flood", None))
+            .unwrap_err()
+            .contains("unknown drill"));
+        assert!(rules(&opts("cache-miss", Some("postgres")))
+            .unwrap_err()
+            .contains("Redis"));
+        let mut o = opts("partition", None);
+        o.hosts.clear();
+        assert!(rules(&o).unwrap_err().contains("--host"));
+        assert_eq!(parse_start("+90s", NOW), Ok(NOW + 90_000_000_000));
+        assert!(parse_start("tomorrow", NOW).is_err());
+    }
+
+    #[test]
+    fn merging_keeps_the_rest_of_a_manifest() {
+        let manifest = "# the plants team's plugin\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: dbfault # keep\nspec:\n  type: NETWORK\n  pluginConfig:\n    faults:\n      - name: mine\n        match: {hosts: [pg]}\n        abort: {}\n  url: oci://x/dbfault:1\n";
+        let rules = rules(&opts("partition", None)).unwrap();
+        let out = merge_into("m.yaml", manifest, "partition", &rules).unwrap();
+        assert!(out.starts_with("# the plants team's plugin\n"), "{out}");
+        assert!(out.contains("name: dbfault # keep"), "{out}");
+        assert!(out.contains("  url: oci://x/dbfault:1\n"), "{out}");
+        let configs = plugin_configs("m.yaml", out.as_bytes()).unwrap();
+        let parsed = Config::parse(&configs[0].bytes).unwrap();
+        let names: Vec<&str> = parsed.faults.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["drill-partition-partition", "mine"]);
+        // Again: replaced, not added.
+        let twice = merge_into("m.yaml", &out, "partition", &rules).unwrap();
+        assert_eq!(twice, out);
+    }
+}
