@@ -27,7 +27,8 @@ pub const DRILLS: [Drill; 6] = [
         tests: "reconnecting after the primary ends its sessions, riding out refused connections, \
                 handling read-only errors from a stale primary, and the time back to normal",
         phases: "down (--down, 30s): open sessions end as the server ends them (PostgreSQL: FATAL 57P01 at their \
-                 next statement; MySQL, Redis: closed at once), new ones are refused (57P03 / 1053 / -LOADING); \
+                 next statement; MySQL, Redis: closed at once), new ones are refused (PostgreSQL 57P03, MySQL: \
+                 closed at connect, Redis -LOADING); \
                  read-only (--read-only, 2m): writes get the read-only server's error (25006 / 1290 / -READONLY)",
     },
     Drill {
@@ -192,34 +193,38 @@ pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
     let share = |default: f64| if o.share < 0.0 { default } else { o.share };
     match (o.drill.as_str(), protocol) {
         ("failover", Some(p)) => {
-            let (refuse, end_open) = match p {
-                "postgres" => (
-                    json!({"sqlstate": "57P03", "message": "the database system is starting up"}),
-                    json!({"applyTo": "open", "error": {"sqlstate": "57P01",
-                        "message": "terminating connection due to administrator command", "fatal": true}}),
-                ),
-                "mysql" => (
-                    json!({"errno": 1053, "sqlstate": "08S01", "message": "Server shutdown in progress"}),
-                    json!({"applyTo": "open", "abort": {}}),
-                ),
-                _ => (
-                    json!({"message": "LOADING Redis is loading the dataset in memory"}),
-                    json!({"applyTo": "open", "abort": {}}),
-                ),
-            };
-            // New sessions meet the refusal first; open ones the end of their session.
-            phase(
-                "down",
-                o.down,
-                vec![
+            // PostgreSQL ends open sessions with FATAL 57P01 and a server starting up refuses
+            // new ones with 57P03; Redis closes its connections, and a restarted replica
+            // answers -LOADING until its data is in memory; MySQL closes its connections and
+            // refuses new ones while it is down (no listener: the client's connect fails).
+            let down = match p {
+                "postgres" => vec![
                     (
                         "-new",
                         none.clone(),
-                        json!({"applyTo": "new", "error": refuse}),
+                        json!({"applyTo": "new", "error": {"sqlstate": "57P03",
+                            "message": "the database system is starting up"}}),
                     ),
-                    ("", none.clone(), end_open),
+                    (
+                        "",
+                        none.clone(),
+                        json!({"applyTo": "open", "error": {"sqlstate": "57P01",
+                            "message": "terminating connection due to administrator command", "fatal": true}}),
+                    ),
                 ],
-            );
+                "mysql" => vec![("", none.clone(), json!({"applyTo": "all", "abort": {}}))],
+                _ => vec![
+                    (
+                        "-new",
+                        none.clone(),
+                        json!({"applyTo": "new", "error":
+                            {"message": "LOADING Redis is loading the dataset in memory"}}),
+                    ),
+                    ("", none.clone(), json!({"applyTo": "open", "abort": {}})),
+                ],
+            };
+            // New sessions meet their refusal first; open ones the end of their session.
+            phase("down", o.down, down);
             let write = json!({"access": "write"});
             let read_only = match p {
                 "postgres" => vec![

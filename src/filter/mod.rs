@@ -243,6 +243,17 @@ impl VmState {
         self.reevaluate = true;
     }
 
+    /// Switches the rules whose windows or expiry passed since the last tick (the next tick
+    /// reconsiders open connections).
+    fn catch_up(&mut self, host: &mut dyn Host, now: u64) {
+        let changes = self.engine.update(now);
+        if !changes.is_empty() {
+            self.report(host, &changes, now);
+            self.watch_outcomes();
+            self.reevaluate = true;
+        }
+    }
+
     /// Keeps `OUTCOMES` in step with the recoveries waited for.
     fn watch_outcomes(&self) {
         let watched = self.recovery.waiting();

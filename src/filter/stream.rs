@@ -170,6 +170,9 @@ impl Stream {
                 stats,
                 watch,
             };
+            // Rules switch at each worker's tick: one due since is switched now, so that a
+            // window's start or end holds for new connections to the moment, on every worker.
+            vm.catch_up(host, now);
             let hurry = vm.decide(host, id, &mut entry, now, true);
             let entry = Rc::new(RefCell::new(entry));
             vm.connections.insert(id, Rc::clone(&entry));
