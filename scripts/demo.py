@@ -10,10 +10,13 @@ app on one pooled connection. Beside the app's lines, a live view of what dbfaul
 an outage switched on through the ECDS file (the app fails, on its open connection too),
 switched off (the app recovers), for PostgreSQL a statement rule (the app's INSERTs fail with a
 real serialization failure, SQLSTATE 40001, and it retries: the status line shows the errors per
-second), a delay rule (writes slow down by the configured latency), and a summary.
+second), a delay rule (writes slow down by the configured latency), then a failover drill
+(`dbfault drill failover`: the primary ends the app's session with FATAL 57P01 and refuses new ones
+with 57P03, then answers writes as a read-only standby, 25006), and a summary with the app's
+recovery as dbfault measured it (`dbfault_fault_recovery_ms`) and the requests each phase failed.
 
   demo.py [--db firestore|postgres] [--healthy S] [--outage S] [--recover S] [--conflicts S]
-          [--delay S] [--latency 300ms]
+          [--delay S] [--latency 300ms] [--down S] [--read-only S]
   demo.py --interactive        toggle rules yourself: on NAME / off NAME / list / quit
 
 Ctrl-C stops and removes everything the demo started.
@@ -318,8 +321,35 @@ class Demo:
             if not self.wait(seconds):
                 return
         self.toggle(slow, False)
+        if conflict and a.down > 0:
+            if not self.failover():
+                return
         self.wait(1.5)
         self.summary()
+
+    def failover(self):
+        """The failover drill, merged into the ECDS file: down, read-only, then back."""
+        a = self.args
+        # Windows start on a whole second: the drill starts at the next one.
+        start = int(time.time()) + 1
+        try:
+            localenv.run_drill(self.ecds, "failover", "--host", self.story["upstream"], "--protocol", "postgres",
+                               "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                               "--down", f"{a.down:g}s", "--read-only", f"{a.read_only:g}s")
+        except localenv.LocalEnvError as e:
+            self.screen.line(f"demo: {e}")
+            return False
+        self.screen.line("demo: ▶ dbfault drill failover merged into the ECDS file (its rules: dbfault list)")
+        if not self.wait(max(0.0, start - time.time())):
+            return False
+        self.enter("down", "the primary goes away: FATAL 57P01 ends the app's session, new ones get 57P03")
+        if not self.wait(a.down):
+            return False
+        self.enter("read-only", "the old primary answers writes as a standby: 25006 read-only transaction")
+        if not self.wait(a.read_only):
+            return False
+        self.enter("after", "the drill is over: the app writes again")
+        return self.wait(a.recover)
 
     def interactive(self):
         self.enter("live", "type: on NAME | off NAME | list | quit")
@@ -360,6 +390,13 @@ class Demo:
             injected = {re.search(r'fault="([^"]+)"', k).group(1): v for k, v in m.items()
                         if k.startswith("dbfault_faults_injected_total") and f'upstream="{upstream}"' in k}
             out.append("    faults injected: " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(injected.items())) or "none"))
+            by_fault = lambda prefix: {re.search(r'fault="([^"]+)"', k).group(1): v for k, v in m.items()
+                                       if k.startswith(prefix) and f'upstream="{upstream}"' in k}
+            failed, recovery = by_fault("dbfault_fault_failed_requests_total"), by_fault("dbfault_fault_recovery_ms")
+            for name in sorted(set(failed) | set(recovery)):
+                back = f"the app's first success {recovery[name] / 1000:.1f} s after it stopped" \
+                    if name in recovery else "no success since it stopped"
+                out.append(f"    {name}: {failed.get(name, 0):.0f} requests failed; {back}")
         except OSError as err:
             out.append(f"  (metrics unavailable: {err})")
         print("\n".join(out), flush=True)
@@ -398,6 +435,8 @@ def main():
     parser.add_argument("--conflicts", type=float, default=8)
     parser.add_argument("--delay", type=float, default=8)
     parser.add_argument("--latency", default="300ms")
+    parser.add_argument("--down", type=float, default=4, help="failover drill: seconds down (0: no drill)")
+    parser.add_argument("--read-only", type=float, default=4, help="failover drill: seconds read-only")
     parser.add_argument("--interactive", action="store_true")
     parser.add_argument("--envoy", default=os.path.join(ROOT, ".venv", "bin", "envoy"))
     parser.add_argument("--plants", default=os.path.join(ROOT, "target", "release", "examples", "plants"))

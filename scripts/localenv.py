@@ -444,6 +444,11 @@ def switch_rule(path, name, on):
     dbfault("on" if on else "off", name, path, "--in-place")
 
 
+def run_drill(path, drill, *args):
+    """Merges `dbfault drill DRILL ARGS` into the ECDS file `path` in place (Envoy reloads it)."""
+    dbfault("drill", drill, *args, path, "--in-place")
+
+
 def read_plugin_config(path):
     """The plugin configuration in `path` (ECDS file, WasmPlugin or JSON), as the crate reads it."""
     out = dbfault("show", path)

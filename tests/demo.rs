@@ -99,6 +99,10 @@ fn the_scripted_timeline_tells_the_story() {
         "3",
         "--latency",
         "200ms",
+        "--down",
+        "3",
+        "--read-only",
+        "3",
     ]));
 
     healthy_then_outage(&text);
@@ -143,6 +147,31 @@ fn the_scripted_timeline_tells_the_story() {
         "{text}"
     );
     assert!(text.contains("dbfault metrics for upstream=\"postgres\""));
+    // The failover drill: the app's writes fail while the primary is down and read-only
+    // (refused sessions, 25006), then succeed; dbfault tells the recovery and the failures.
+    let (_, failed, _) = phase_row(&text, "down");
+    assert!(failed >= 2, "down: {failed} failed\n{text}");
+    assert!(
+        text.contains("(SQLSTATE 57P01)") || text.contains("(SQLSTATE 57P03)"),
+        "{text}"
+    );
+    let (ok, failed, _) = phase_row(&text, "read-only");
+    assert!(ok == 0 && failed >= 2, "read-only: {ok} ok, {failed} failed\n{text}");
+    // (The app creates its table when it connects: a standby refuses that too.)
+    assert!(
+        text.contains("in a read-only transaction (SQLSTATE 25006)"),
+        "{text}"
+    );
+    let (ok, _, _) = phase_row(&text, "after");
+    assert!(ok >= 2, "after: {ok} ok\n{text}");
+    let recovered = text
+        .lines()
+        .find(|l| l.contains("drill-failover-read-only:"))
+        .unwrap_or_else(|| panic!("no recovery line\n{text}"));
+    assert!(
+        recovered.contains("requests failed; the app's first success"),
+        "{recovered}"
+    );
 
     let removed = text
         .lines()
