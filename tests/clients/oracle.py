@@ -195,9 +195,20 @@ def rules(protocol, seed):
         if not keys or r.random() < 0.4:
             keys.append('"queryContains": ["%s"]' % r.choice(["zz1", "zz2", "it", "sp1"] if protocol != "redis" else ["zz1", "zz2", "k1"]))
         kind = r.random()
-        if kind < 0.7:
+        if protocol == "redis" and kind < 0.15:
+            # A cache-miss storm on some keys (k1, k10-k12): their GETs answered as for a
+            # missing key. First, so that it decides for them.
+            out.insert(0, '{"name": "%s", "match": {%s, "commands": ["GET"], "queryContains": ["k1"]}, "miss": {}}'
+                       % (name, match))
+            continue
+        if kind < 0.3:
+            # A read-only server: writes answered with its error, reads run.
+            out.append('{"name": "%s", "match": {%s, "access": "write"}, "percentage": %d, "error": {%s}}'
+                       % (name, match, r.choice([30, 100]), r.choice(errors) % name))
+            continue
+        if kind < 0.75:
             act = '"error": {%s}' % (r.choice(errors) % name)
-        elif kind < 0.85:
+        elif kind < 0.88:
             act = '"delay": {"latency": "2ms"}'
         else:
             act = '"abort": {}'
@@ -206,15 +217,28 @@ def rules(protocol, seed):
     return '{"metrics": {"interval": "100ms"}, "faults": [%s]}' % ", ".join(out)
 
 
-def first_rule(faults, command, text):
+# The writes among the generator's requests, as a read-only server refuses them: SQL's
+# INSERT, UPDATE and DELETE (its other statements read or control transactions); Redis's
+# commands flagged `write` in its command table (`COMMAND INFO` on Redis 7.0: SET, INCR, DEL,
+# HSET, LPUSH; EVAL is not flagged; GET, EXISTS, HGET, LRANGE, ECHO and PING read).
+WRITES = {"insert", "update", "delete", "set", "incr", "del", "hset", "lpush"}
+
+
+def first_rule(faults, command, text, queued=False):
     """The rule that decides for a request (`command` label, `text` as matched): the first
-    whose `commands` and `queryContains` both match, ignoring case — dbfault's documented
-    matching, computed here on the generator's own statements."""
+    whose `commands`, `queryContains` and `access` all match, ignoring case — dbfault's
+    documented matching, computed here on the generator's own statements."""
     low = text.lower()
     for rule in faults:
         m = rule["match"]
         commands = [c.lower() for c in m.get("commands", [])]
         contains = [q.lower() for q in m.get("queryContains", [])]
+        access = m.get("access")
+        if access is not None and (access == "write") != (command in WRITES):
+            continue
+        # A miss does not stand in for a command queued in MULTI: the next rule decides.
+        if queued and "miss" in rule:
+            continue
         if (not commands or command in commands) and (not contains or any(q in low for q in contains)):
             return rule
     return None
@@ -684,7 +708,20 @@ def run_redis(args):
     # What should have run, walked along what did: every command of a message but those a rule
     # answered (the client heard the rule's error) and the queue of a MULTI that got one; of a
     # message whose connection an abort closed, the commands before the aborted one.
+    faults = json.loads(rules("redis", args.seed))["faults"]
+
+    def decides(c, queued=False):
+        text = b" ".join(c)[:4096].decode("latin-1")
+        return first_rule(faults, c[0].decode("latin-1").lower(), text, queued)
+
+    def missed(m):
+        """The commands of a message a `miss` rule answers (never queued ones: MULTI)."""
+        if m["kind"] == "multi":
+            return []
+        return [k for k, c in enumerate(m["commands"]) if (rule := decides(c)) is not None and "miss" in rule]
+
     acted, aborted, statements, at, ran_before, unheard = {}, set(), 0, 0, {}, 0
+    misses = 0
     for i, reply in sent:
         m = messages[i]
         statements += len(m["commands"])
@@ -703,6 +740,13 @@ def run_redis(args):
             unheard += len(m["commands"]) - len(done)
             continue
         hits = [k for k, r in enumerate(reply) if r[0] == "error" and MARKER in r[1]]
+        # A miss: the null a missing key's GET gets, and the command did not run.
+        for k in missed(m):
+            if k < len(reply) and reply[k] != ["bulk", None]:
+                violation(i, f"command {k} got {reply[k]!r}, not a missing key's answer, from a miss rule")
+            hits.append(k)
+            misses += 1
+        hits.sort()
         if hits:
             acted[i] = hits
         if m["kind"] == "multi":
@@ -730,17 +774,12 @@ def run_redis(args):
     # What the rules decide, by the oracle's own matching: each command answered by the rule
     # that decides it and names itself in the error, none that a 100% rule decides left to
     # run; in an aborted pipeline, the commands that did not run were answered or aborted.
-    faults = json.loads(rules("redis", args.seed))["faults"]
-
-    def decides(c):
-        text = b" ".join(c)[:4096].decode("latin-1")
-        return first_rule(faults, c[0].decode("latin-1").lower(), text)
-
     for i, reply in sent:
         m = messages[i]
         if m["kind"] == "multi" and reply is None:
             continue
-        decided = [decides(c) for c in m["commands"]]
+        queued = m["kind"] == "multi"
+        decided = [decides(c, queued and 0 < k < len(m["commands"]) - 1) for k, c in enumerate(m["commands"])]
         if reply is None:
             unrun = list(range(len(m["commands"])))
             for c in ran_before[i]:
@@ -749,7 +788,7 @@ def run_redis(args):
                 rule = decided[k]
                 if rule is not None and "abort" in rule:
                     break
-                if rule is None or "error" not in rule:
+                if rule is None or ("error" not in rule and "miss" not in rule):
                     violation(i, f"command {k} did not run, though no rule answers or aborts it")
                     break
             continue
@@ -800,7 +839,7 @@ def run_redis(args):
             violation(i, f"replies {str(reply)[:200]} differ from the reference's {str(want)[:200]}")
     conn[0].close()
     return {"protocol": "redis", "seed": args.seed, "messages": len(messages), "statements": statements,
-            "acted": len(acted), "aborted": len(aborted), "compared": compared, "sessions": len(names),
+            "acted": len(acted), "missed": misses, "aborted": len(aborted), "compared": compared, "sessions": len(names),
             "ran": len(ran), "violations": violations}
 
 
