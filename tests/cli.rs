@@ -328,3 +328,84 @@ fn a_kustomize_render_is_checked_and_switched_as_a_whole() {
     assert_eq!(code, 2);
     assert!(err.contains("only Deployment plants"), "{err}");
 }
+
+#[test]
+fn drill_prints_merges_and_refuses_what_it_cannot_do() {
+    // Listed, printed as a configuration `check` calls valid, merged into the shipped
+    // WasmPlugin (its own rule kept, after the drill's) and read back by `list`.
+    let (status, out, _) = dbfault(&["drill", "--list"], None);
+    assert_eq!(status, 0);
+    for d in [
+        "failover",
+        "connection-storm",
+        "idle-drop",
+        "cache-miss",
+        "slow-queries",
+        "partition",
+    ] {
+        assert!(out.contains(&format!("{d}\n  imitates: ")), "{out}");
+    }
+    let (status, rules, err) = dbfault(
+        &[
+            "drill",
+            "connection-storm",
+            "--host",
+            "pg",
+            "--protocol",
+            "postgres",
+            "--start",
+            "2030-01-01T00:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(status, 0, "{err}");
+    let (status, checked, err) = dbfault(&["check", "-"], Some(&rules));
+    assert_eq!(status, 0, "{err}");
+    assert!(
+        checked.contains(
+            "rule drill-connection-storm-storm: refuse new sessions at startup with FATAL 53300"
+        ),
+        "{checked}"
+    );
+    let manifest = shipped("istio/wasmplugin.yaml");
+    let (status, merged, err) = dbfault(
+        &[
+            "drill",
+            "partition",
+            "--host",
+            "pg",
+            "--start",
+            "+1h",
+            "--for",
+            "10m",
+            "-",
+        ],
+        Some(&manifest),
+    );
+    assert_eq!(status, 0, "{err}");
+    let (status, listed, _) = dbfault(&["list", "-"], Some(&merged));
+    assert_eq!(status, 0);
+    let order: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        order,
+        ["drill-partition-partition", "firestore-outage"],
+        "{listed}"
+    );
+    // Usage errors: exit 2, saying what is missing.
+    let (status, _, err) = dbfault(&["drill", "failover", "--host", "pg"], None);
+    assert_eq!(status, 2);
+    assert!(err.contains("needs --protocol"), "{err}");
+    let (status, _, err) = dbfault(&["drill", "partition"], None);
+    assert_eq!(status, 2);
+    assert!(err.contains("needs --host"), "{err}");
+    // A file that is not a configuration: exit 1.
+    let (status, _, err) = dbfault(
+        &["drill", "partition", "--host", "pg", "-"],
+        Some("{\"faults\": 3}"),
+    );
+    assert_eq!(status, 1, "{err}");
+}

@@ -156,7 +156,10 @@ fn the_scripted_timeline_tells_the_story() {
         "{text}"
     );
     let (ok, failed, _) = phase_row(&text, "read-only");
-    assert!(ok == 0 && failed >= 2, "read-only: {ok} ok, {failed} failed\n{text}");
+    assert!(
+        ok == 0 && failed >= 2,
+        "read-only: {ok} ok, {failed} failed\n{text}"
+    );
     // (The app creates its table when it connects: a standby refuses that too.)
     assert!(
         text.contains("in a read-only transaction (SQLSTATE 25006)"),

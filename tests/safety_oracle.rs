@@ -85,7 +85,10 @@ fn check(protocol: &str, seed: u64, proxy: u16, direct: u16, log: Option<&std::p
     assert!(v["acted"].as_u64().unwrap() > 0, "no rule acted: {v}");
     // A `miss` rule among the rules answered some reads (the oracle checked each answer).
     if rules(protocol, seed).contains("\"miss\"") {
-        assert!(v["missed"].as_u64().unwrap_or(0) > 0, "the miss rule acted on nothing: {v}");
+        assert!(
+            v["missed"].as_u64().unwrap_or(0) > 0,
+            "the miss rule acted on nothing: {v}"
+        );
     }
     // Most replies to what no rule acted on were compared with the reference run (rules that
     // act on most messages leave fewer to compare: seed 87109 acted on 588 of 1,105).

@@ -449,16 +449,9 @@ fn switch(on: bool, args: &[String]) -> i32 {
     if o.in_place && file.as_str() == "-" {
         return usage_err("dbfault: --in-place needs a file, not standard input");
     }
-    let text = match read(file).map(String::from_utf8) {
-        Ok(Ok(t)) => t,
-        Ok(Err(_)) => {
-            eprintln!("{file}: not UTF-8 text");
-            return 2;
-        }
-        Err(e) => {
-            eprintln!("{file}: cannot read: {e}");
-            return 2;
-        }
+    let text = match read_text(file) {
+        Ok(t) => t,
+        Err(status) => return status,
     };
     let done = match toggle(file, &text, rule, on) {
         Ok(t) => t,
@@ -495,17 +488,7 @@ fn switch(on: bool, args: &[String]) -> i32 {
         }
         return 0;
     }
-    let mut out = std::io::stdout().lock();
-    match out
-        .write_all(done.text.as_bytes())
-        .and_then(|()| out.flush())
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("dbfault: cannot write: {e}");
-            2
-        }
-    }
+    write_stdout(&done.text)
 }
 
 fn drill(args: &[String]) -> i32 {
@@ -594,16 +577,9 @@ fn drill(args: &[String]) -> i32 {
     if in_place && file == "-" {
         return usage_err("dbfault: --in-place needs a file, not standard input");
     }
-    let text = match read(&file).map(String::from_utf8) {
-        Ok(Ok(t)) => t,
-        Ok(Err(_)) => {
-            eprintln!("{file}: not UTF-8 text");
-            return 2;
-        }
-        Err(e) => {
-            eprintln!("{file}: cannot read: {e}");
-            return 2;
-        }
+    let text = match read_text(&file) {
+        Ok(t) => t,
+        Err(status) => return status,
     };
     let merged = match merge_into(&file, &text, name, &rules) {
         Ok(m) => m,
@@ -622,8 +598,28 @@ fn drill(args: &[String]) -> i32 {
         }
         return 0;
     }
+    write_stdout(&merged)
+}
+
+/// A file's text (`-`: standard input); the exit status when it cannot be read as UTF-8.
+fn read_text(file: &str) -> Result<String, i32> {
+    match read(file).map(String::from_utf8) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(_)) => {
+            eprintln!("{file}: not UTF-8 text");
+            Err(2)
+        }
+        Err(e) => {
+            eprintln!("{file}: cannot read: {e}");
+            Err(2)
+        }
+    }
+}
+
+/// Writes a whole document to standard output; the exit status.
+fn write_stdout(text: &str) -> i32 {
     let mut out = std::io::stdout().lock();
-    match out.write_all(merged.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("dbfault: cannot write: {e}");

@@ -405,6 +405,10 @@ fn block(value: &Value, indent: usize, out: &mut String) {
 /// The file `name` (contents `text`) with the drill merged into each of its configurations,
 /// verified by reading it back: every configuration valid, the drill's rules first.
 pub fn merge_into(name: &str, text: &str, drill: &str, rules: &[Value]) -> Result<String, String> {
+    // Only into configurations that are valid as they are: nothing of them is dropped unseen.
+    for c in plugin_configs(name, text.as_bytes())? {
+        Config::parse(&c.bytes).map_err(|e| format!("{}: {e} (nothing merged)", c.origin))?;
+    }
     let trimmed = text.trim_start();
     let out = if trimmed.starts_with('{')
         && serde_json::from_str::<Value>(text)

@@ -116,6 +116,8 @@ impl Kind for Error {
     }
 }
 
+/// A kind the protocol layer carries out (`error`, `miss`): at connection level it touches
+/// nothing.
 #[derive(Debug)]
 pub struct State;
 

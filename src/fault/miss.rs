@@ -8,11 +8,10 @@
 //! run (the proxy never sees it). The work is done by the Redis session; at connection level
 //! the kind does nothing.
 
-use super::connection::Ledger;
-use super::{Behaviour, Ending, Kind, Outcome, Start, TickAction};
+use super::error::State;
+use super::{Kind, Start};
 use crate::config::fields::Fields;
 use crate::config::ConfigError;
-use crate::flow::Direction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Miss;
@@ -28,32 +27,5 @@ impl Kind for Miss {
 
     fn start(&self, _at: Start) -> State {
         State
-    }
-}
-
-#[derive(Debug)]
-pub struct State;
-
-impl Behaviour for State {
-    fn on_data(
-        &mut self,
-        ledger: &mut Ledger,
-        dir: Direction,
-        size: usize,
-        _now: &mut dyn FnMut() -> u64,
-    ) -> Outcome {
-        ledger.forward(dir, size)
-    }
-
-    fn on_tick(&mut self, _ledger: &mut Ledger, _now: u64) -> Option<TickAction> {
-        None
-    }
-
-    fn next_wake(&self) -> Option<u64> {
-        None
-    }
-
-    fn end(&self, _ledger: &Ledger) -> Ending {
-        Ending::Clean
     }
 }
