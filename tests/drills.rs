@@ -18,11 +18,18 @@ use std::time::Duration;
 
 /// Merges a drill starting 2 s from now into the Envoy's ECDS file with the real command.
 fn run_drill(envoy: &Envoy, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.extend(["--down", "3s", "--read-only", "3s"]);
+    merge_drill(envoy, &all);
+}
+
+/// `dbfault drill ARGS --start +2s ECDS-FILE`, written into the file Envoy watches.
+fn merge_drill(envoy: &Envoy, args: &[&str]) {
     let file = envoy.ecds_path();
     let out = Command::new(env!("CARGO_BIN_EXE_dbfault"))
         .arg("drill")
         .args(args)
-        .args(["--start", "+2s", "--down", "3s", "--read-only", "3s"])
+        .args(["--start", "+2s"])
         .arg(&file)
         .output()
         .unwrap();
@@ -238,4 +245,120 @@ fn a_redis_failover_drill_closes_open_connections_then_answers_as_a_replica() {
     wait_for("the write after the drill", Duration::from_secs(10), || {
         (replica.cmd(&[b"SET", b"k", b"v"]) == b"+OK\r\n").then_some(())
     });
+}
+
+#[test]
+fn the_other_drills_do_what_they_say_on_the_real_servers() {
+    let pg = Postgres::start();
+    let redis = Redis::start();
+    let envoy = Envoy::builder()
+        .postgres(pg.port)
+        .redis(redis.port)
+        .plugin_config(r#"{"metrics": {"interval": "100ms"}}"#)
+        .start();
+    let mut direct = RedisConn::connect(redis.port);
+    direct.cmd(&[b"SET", b"k", b"v"]);
+
+    // connection-storm: new sessions refused with the connection limit's error; an open one
+    // goes on.
+    let mut open = postgres::Client::connect(&pg_url(envoy.pg()), postgres::NoTls).unwrap();
+    merge_drill(
+        &envoy,
+        &[
+            "connection-storm",
+            "--host",
+            "postgres",
+            "--protocol",
+            "postgres",
+            "--for",
+            "3s",
+        ],
+    );
+    wait_active(&envoy, "drill-connection-storm-storm", true);
+    let e = postgres::Client::connect(&pg_url(envoy.pg()), postgres::NoTls)
+        .err()
+        .unwrap();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("53300", "sorry, too many clients already")
+    );
+    open.simple_query("SELECT 1").unwrap();
+    wait_active(&envoy, "drill-connection-storm-storm", false);
+
+    // cache-miss: a key that exists reads as missing; the command did not run on Redis.
+    merge_drill(&envoy, &["cache-miss", "--host", "redis", "--for", "3s"]);
+    wait_active(&envoy, "drill-cache-miss-miss", true);
+    let mut app = RedisConn::connect(envoy.redis());
+    assert_eq!(app.cmd(&[b"GET", b"k"]), b"$-1\r\n");
+    assert_eq!(app.cmd(&[b"SET", b"k2", b"w"]), b"+OK\r\n");
+    wait_active(&envoy, "drill-cache-miss-miss", false);
+    wait_for("the cache warm again", Duration::from_secs(10), || {
+        (app.cmd(&[b"GET", b"k"]) == b"$1\r\nv\r\n").then_some(())
+    });
+
+    // slow-queries: every GET (share 100) held the latency; the SET after it is not.
+    merge_drill(
+        &envoy,
+        &[
+            "slow-queries",
+            "--host",
+            "redis",
+            "--protocol",
+            "redis",
+            "--for",
+            "3s",
+            "--share",
+            "100",
+            "--latency",
+            "300ms",
+        ],
+    );
+    wait_active(&envoy, "drill-slow-queries-slow", true);
+    let held: Vec<Duration> = (0..3)
+        .map(|_| dbfault_testkit::timed(|| app.cmd(&[b"GET", b"k"])).1)
+        .collect();
+    dbfault_testkit::assert_held(
+        "GETs",
+        &held,
+        Duration::from_millis(300),
+        Duration::from_millis(2),
+    );
+    wait_active(&envoy, "drill-slow-queries-slow", false);
+
+    // idle-drop (close): a connection silent longer than --after is closed.
+    merge_drill(
+        &envoy,
+        &[
+            "idle-drop",
+            "--host",
+            "redis",
+            "--for",
+            "4s",
+            "--after",
+            "1s",
+            "--mode",
+            "close",
+        ],
+    );
+    wait_active(&envoy, "drill-idle-drop-drop", true);
+    let mut quiet = RedisConn::connect(envoy.redis());
+    assert_eq!(quiet.cmd(&[b"PING"]), b"+PONG\r\n");
+    assert!(
+        quiet.read_to_close(Duration::from_secs(5)).is_empty(),
+        "closed without a word"
+    );
+    wait_active(&envoy, "drill-idle-drop-drop", false);
+
+    // partition: nothing answers and nothing closes while it lasts; closed when it ends.
+    merge_drill(&envoy, &["partition", "--host", "redis", "--for", "3s"]);
+    wait_active(&envoy, "drill-partition-partition", true);
+    let mut cut = RedisConn::connect(envoy.redis());
+    cut.send(&dbfault_testkit::resp(&[b"PING"])).unwrap();
+    assert!(dbfault_testkit::stays_silent(
+        &mut cut.0,
+        Duration::from_millis(800)
+    ));
+    assert!(cut.read_to_close(Duration::from_secs(10)).is_empty());
+    wait_active(&envoy, "drill-partition-partition", false);
 }
