@@ -10,7 +10,9 @@
     clippy::indexing_slicing
 )]
 
-use dbfault_testkit::{config, lines, pg_url, psql, repo, Envoy, Postgres, Redis};
+use dbfault_testkit::{
+    config, lines, mariadb, pg_url, psql, repo, Envoy, MariaDb, Postgres, Redis,
+};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,13 @@ const SILENCE: &str = "2";
 /// takes milliseconds).
 const HUNG: Duration = Duration::from_secs(4);
 
-const POOLS: [(&str, &str); 7] = [
+const POOLS: [(&str, &str); 9] = [
     ("psycopg_pool", "plain"),
     ("psycopg_pool", "checked"),
     ("sqlalchemy", "plain"),
     ("sqlalchemy", "checked"),
+    ("sqlalchemy_mysql", "plain"),
+    ("sqlalchemy_mysql", "checked"),
     ("redis", "plain"),
     ("redis", "checked"),
     ("redis", "timeout"),
@@ -72,22 +76,29 @@ fn drill(mode: &str) -> Vec<(String, Vec<String>, bool)> {
     let pg = Postgres::start();
     psql(pg.port, "CREATE TABLE idle_probe (id int)");
     let redis = Redis::start();
+    let db = MariaDb::start();
+    let (ok, out) = mariadb(
+        db.port,
+        "CREATE DATABASE shop; CREATE TABLE shop.idle_probe (id int)",
+    );
+    assert!(ok, "{out}");
     let rule = format!(
-        r#"{{"name": "nat", "match": {{"clusters": ["postgres", "redis"]}}, "idle": {{"after": "1s", "mode": "{mode}"}}}}"#
+        r#"{{"name": "nat", "match": {{"clusters": ["postgres", "redis", "mariadb"]}}, "idle": {{"after": "1s", "mode": "{mode}"}}}}"#
     );
     let envoy = Envoy::builder()
         .postgres(pg.port)
         .redis(redis.port)
+        .mariadb(db.port)
         .plugin_config(&config(&rule))
         .start();
     let runs: Vec<_> = POOLS
         .iter()
         .enumerate()
         .map(|(id, &(pool, setting))| {
-            let port = if pool == "redis" {
-                envoy.redis()
-            } else {
-                envoy.pg()
+            let port = match pool {
+                "redis" => envoy.redis(),
+                "sqlalchemy_mysql" => envoy.mariadb(),
+                _ => envoy.pg(),
             };
             std::thread::spawn(move || run_pool(pool, setting, port, id))
         })
@@ -109,7 +120,14 @@ fn drill(mode: &str) -> Vec<(String, Vec<String>, bool)> {
         .zip(outcomes)
         .enumerate()
         .map(|(id, (&(pool, setting), outcomes))| {
-            let landed = if pool == "redis" {
+            let landed = if pool == "sqlalchemy_mysql" {
+                let (ok, out) = mariadb(
+                    db.port,
+                    &format!("SELECT 'n=', count(*) FROM shop.idle_probe WHERE id = {id}"),
+                );
+                assert!(ok, "{out}");
+                out.contains("n=\t1")
+            } else if pool == "redis" {
                 redis::cmd("EXISTS")
                     .arg(format!("idle:{id}"))
                     .query::<i64>(&mut direct)
@@ -167,6 +185,8 @@ fn idle_blackhole_hangs_pooled_connections_that_went_quiet() {
             ("psycopg_pool checked", ["ok", "hung", "hung"]),
             ("sqlalchemy plain", ["ok", "hung", "hung"]),
             ("sqlalchemy checked", ["ok", "hung", "hung"]),
+            ("sqlalchemy_mysql plain", ["ok", "hung", "hung"]),
+            ("sqlalchemy_mysql checked", ["ok", "hung", "hung"]),
             ("redis plain", ["ok", "hung", "hung"]),
             ("redis checked", ["ok", "hung", "hung"]),
             ("redis timeout", ["ok", "error: TimeoutError", "ok"]),
@@ -191,6 +211,11 @@ fn idle_close_is_survived_by_pools_that_check_their_connections() {
             ("psycopg_pool checked", ["ok", "ok", "ok"]),
             ("sqlalchemy plain", ["ok", "error: OperationalError", "ok"]),
             ("sqlalchemy checked", ["ok", "ok", "ok"]),
+            (
+                "sqlalchemy_mysql plain",
+                ["ok", "error: OperationalError", "ok"],
+            ),
+            ("sqlalchemy_mysql checked", ["ok", "ok", "ok"]),
             ("redis plain", ["ok", "ok", "ok"]),
             ("redis checked", ["ok", "ok", "ok"]),
             ("redis timeout", ["ok", "ok", "ok"]),

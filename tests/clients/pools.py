@@ -3,7 +3,8 @@
     pools.py POOL SETTING PORT IDLE ID
 
 POOL: `psycopg_pool` (psycopg 3's ConnectionPool), `sqlalchemy` (SQLAlchemy's QueuePool over
-psycopg 3), `redis` (redis-py's ConnectionPool). SETTING: `plain` (the defaults) or `checked`
+psycopg 3), `sqlalchemy_mysql` (the same over PyMySQL, to MariaDB's database `shop`), `redis`
+(redis-py's ConnectionPool). SETTING: `plain` (the defaults) or `checked`
 (psycopg_pool: `check=ConnectionPool.check_connection`; SQLAlchemy: `pool_pre_ping=True`;
 redis-py: `health_check_interval=1`) or, for redis-py, `timeout` (`checked` and
 `socket_timeout=1`). Each pool holds one connection, so the request after the
@@ -60,11 +61,13 @@ def main():
 
         write = lambda: run(f"INSERT INTO idle_probe VALUES ({ident})")
         read = lambda: run("SELECT 1")
-    elif pool == "sqlalchemy":
+    elif pool in ("sqlalchemy", "sqlalchemy_mysql"):
         import sqlalchemy
 
+        url = (f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres" if pool == "sqlalchemy"
+               else f"mysql+pymysql://root@127.0.0.1:{port}/shop")
         engine = sqlalchemy.create_engine(
-            f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+            url,
             pool_size=1,
             max_overflow=0,
             pool_pre_ping=checked,
