@@ -287,7 +287,7 @@ fn the_other_drills_do_what_they_say_on_the_real_servers() {
     wait_active(&envoy, "drill-connection-storm-storm", false);
 
     // cache-miss: a key that exists reads as missing; the command did not run on Redis.
-    merge_drill(&envoy, &["cache-miss", "--host", "redis", "--for", "3s"]);
+    merge_drill(&envoy, &["cache-miss", "--host", "redis", "--for", "2s"]);
     wait_active(&envoy, "drill-cache-miss-miss", true);
     let mut app = RedisConn::connect(envoy.redis());
     assert_eq!(app.cmd(&[b"GET", b"k"]), b"$-1\r\n");
@@ -297,7 +297,7 @@ fn the_other_drills_do_what_they_say_on_the_real_servers() {
         (app.cmd(&[b"GET", b"k"]) == b"$1\r\nv\r\n").then_some(())
     });
 
-    // slow-queries: every GET (share 100) held the latency; the SET after it is not.
+    // slow-queries: every GET (share 100) is held the latency.
     merge_drill(
         &envoy,
         &[
@@ -351,7 +351,7 @@ fn the_other_drills_do_what_they_say_on_the_real_servers() {
     wait_active(&envoy, "drill-idle-drop-drop", false);
 
     // partition: nothing answers and nothing closes while it lasts; closed when it ends.
-    merge_drill(&envoy, &["partition", "--host", "redis", "--for", "3s"]);
+    merge_drill(&envoy, &["partition", "--host", "redis", "--for", "2s"]);
     wait_active(&envoy, "drill-partition-partition", true);
     let mut cut = RedisConn::connect(envoy.redis());
     cut.send(&dbfault_testkit::resp(&[b"PING"])).unwrap();

@@ -133,6 +133,10 @@ impl Stream {
         let now = host.now_nanos().unwrap_or(0);
         super::advance_tick_clock(now);
         let entry = with_vm(|vm| {
+            // Rules switch at each worker's tick: one due since is switched now, before the
+            // connection is judged (its session's rules, its episode, the deciding rule), so
+            // that a window's start or end holds for new connections to the moment.
+            vm.catch_up(host, now);
             vm.seeds = vm.seeds.wrapping_add(1);
             let seed = mix(vm.seeds ^ mix(u64::from(id)));
             let metrics = &vm.metrics;
@@ -170,9 +174,6 @@ impl Stream {
                 stats,
                 watch,
             };
-            // Rules switch at each worker's tick: one due since is switched now, so that a
-            // window's start or end holds for new connections to the moment, on every worker.
-            vm.catch_up(host, now);
             let hurry = vm.decide(host, id, &mut entry, now, true);
             let entry = Rc::new(RefCell::new(entry));
             vm.connections.insert(id, Rc::clone(&entry));
