@@ -10,6 +10,21 @@
 
 use serde_json::Value;
 
+/// The type of an ECDS resource: a file's `resources` are ECDS resources only when each says so.
+pub const ECDS_RESOURCE_TYPE: &str =
+    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+/// An ECDS file's resources: a document without `kind` whose `resources` are all
+/// `TypedExtensionConfig`s (a Kustomization's `resources`, for one, are not).
+fn ecds_resources(doc: &Value) -> Option<&Vec<Value>> {
+    if doc.get("kind").is_some() {
+        return None;
+    }
+    let resources = doc.get("resources")?.as_array()?;
+    let typed = |r: &Value| r.get("@type").and_then(Value::as_str) == Some(ECDS_RESOURCE_TYPE);
+    resources.iter().all(typed).then_some(resources)
+}
+
 /// One plugin configuration found in a file, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -77,7 +92,7 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
                 origin: format!("{at}: WasmPlugin {plugin}"),
                 bytes,
             });
-        } else if let Some(resources) = doc.get("resources").and_then(Value::as_array) {
+        } else if let Some(resources) = ecds_resources(doc) {
             for r in resources {
                 let rname = r.get("name").and_then(Value::as_str).unwrap_or("?");
                 let config = r.pointer("/typed_config/config/configuration");
@@ -124,13 +139,12 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
 pub fn other_object(doc: &Value) -> Option<String> {
     let kind = doc.get("kind").and_then(Value::as_str)?;
     doc.get("apiVersion").and_then(Value::as_str)?;
-    (kind != "WasmPlugin").then(|| {
-        let name = doc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        format!("{kind} {name}")
-    })
+    (kind != "WasmPlugin").then(
+        || match doc.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(name) => format!("{kind} {name}"),
+            None => kind.to_owned(),
+        },
+    )
 }
 
 /// The one plugin configuration in a file (see [`plugin_configs`]); an error naming them when
@@ -188,7 +202,11 @@ spec:
 
     #[test]
     fn an_ecds_resource_without_a_value_gives_an_empty_configuration() {
-        let found = plugin_configs("e.yaml", b"resources:\n- name: dbfault\n").unwrap();
+        let found = plugin_configs(
+            "e.yaml",
+            b"resources:\n- \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n  name: dbfault\n",
+        )
+        .unwrap();
         assert_eq!(found[0].bytes, b"");
         let e = plugin_configs(
             "e.yaml",

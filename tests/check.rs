@@ -89,9 +89,17 @@ fn errors_name_the_field_and_fail_the_pipeline() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not valid JSON"), "{out}");
 
+    // A file that is readable but not dbfault's is invalid input (1), named once; only an
+    // unreadable file is 2.
     let (code, out) = check(&["-"], Some("kind: Deployment\nmetadata: {name: x}\n"));
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a dbfault configuration"), "{out}");
+    let (code, out) = check(&["examples/istio-overlay/kustomization.yaml"], None);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim(),
+        "examples/istio-overlay/kustomization.yaml: no WasmPlugin or dbfault configuration (only Kustomization)"
+    );
 
     let (code, out) = check(&["/nonexistent/file.yaml"], None);
     assert_eq!(code, 2, "{out}");

@@ -325,7 +325,7 @@ fn a_kustomize_render_is_checked_and_switched_as_a_whole() {
         &["check", "-"],
         Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plants}\n"),
     );
-    assert_eq!(code, 2);
+    assert_eq!(code, 1, "invalid input, not a usage error");
     assert!(err.contains("only Deployment plants"), "{err}");
 }
 

@@ -184,9 +184,14 @@ fn read(arg: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// The plugin configurations in `file` (see [`plugin_configs`]), or why there are none.
-fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, String> {
-    let text = read(file).map_err(|e| format!("cannot read: {e}"))?;
-    plugin_configs(file, &text)
+/// The plugin configurations in `file` (see [`plugin_configs`]), or the exit status and what to
+/// say: 2 when it cannot be read, 1 when it holds no configuration dbfault understands.
+fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, (i32, String)> {
+    let text = read(file).map_err(|e| (2, format!("{file}: cannot read: {e}")))?;
+    plugin_configs(file, &text).map_err(|why| {
+        let named = why.starts_with(file);
+        (1, if named { why } else { format!("{file}: {why}") })
+    })
 }
 
 fn now_nanos() -> u64 {
@@ -214,12 +219,12 @@ fn check(args: &[String]) -> i32 {
     for file in &o.files {
         let found = match configs_in(file) {
             Ok(f) => f,
-            Err(why) => {
-                status = status.max(2);
+            Err((code, why)) => {
+                status = status.max(code);
                 if o.json {
                     report.push(json!({"file": file, "error": why}));
                 } else {
-                    eprintln!("{file}: {why}");
+                    eprintln!("{why}");
                 }
                 continue;
             }
@@ -356,9 +361,9 @@ fn list(args: &[String]) -> i32 {
     let file = o.files.first().map_or("-", String::as_str);
     let found = match configs_in(file) {
         Ok(f) => f,
-        Err(why) => {
-            eprintln!("{file}: {why}");
-            return 2;
+        Err((code, why)) => {
+            eprintln!("{why}");
+            return code;
         }
     };
     let now = now_nanos();

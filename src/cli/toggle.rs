@@ -61,7 +61,13 @@ pub(super) fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a
                     _ => None,
                 },
             });
-        } else if let Some(resources) = doc.get("resources") {
+        } else if let Some(resources) = doc.get("resources").filter(|r| {
+            doc.get("kind").is_none()
+                && r.items().iter().all(|i| {
+                    i.get("@type").and_then(Node::as_str)
+                        == Some(crate::manifest::ECDS_RESOURCE_TYPE)
+                })
+        }) {
             for r in resources.items() {
                 let rname = r.get("name").and_then(Node::as_str).unwrap_or("?");
                 let value = r
@@ -380,7 +386,7 @@ spec:
     fn an_ecds_value_is_edited_inside_its_string() {
         let ecds = |v: &str| {
             format!(
-                "# watched by Envoy\nresources:\n- name: dbfault\n  typed_config:\n    config:\n      configuration:\n        value: {v}\n"
+                "# watched by Envoy\nresources:\n- \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n  name: dbfault\n  typed_config:\n    config:\n      configuration:\n        value: {v}\n"
             )
         };
         let before = ecds(
@@ -477,7 +483,7 @@ spec:
                 }
                 _ => {
                     let inner = format!("{{\"faults\": [{}]}}", list.join(", "));
-                    format!("resources:\n- name: d\n  typed_config:\n    config:\n      configuration:\n        value: '{}'\n", inner.replace('\'', "''"))
+                    format!("resources:\n- \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n  name: d\n  typed_config:\n    config:\n      configuration:\n        value: '{}'\n", inner.replace('\'', "''"))
                 }
             };
             let name = format!("r{pick}");
