@@ -405,30 +405,35 @@ fn block(value: &Value, indent: usize, out: &mut String) {
 /// The file `name` (contents `text`) with the drill merged into each of its configurations,
 /// verified by reading it back: every configuration valid, the drill's rules first.
 pub fn merge_into(name: &str, text: &str, drill: &str, rules: &[Value]) -> Result<String, String> {
-    // Only into configurations that are valid as they are: nothing of them is dropped unseen.
-    for c in plugin_configs(name, text.as_bytes())? {
+    // The configurations as the module reads them (the one reader of these shapes), and only
+    // valid ones: nothing of them is dropped unseen.
+    let before = plugin_configs(name, text.as_bytes())?;
+    let mut current = Vec::with_capacity(before.len());
+    for c in &before {
         Config::parse(&c.bytes).map_err(|e| format!("{}: {e} (nothing merged)", c.origin))?;
+        current.push(if c.bytes.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&c.bytes).map_err(|e| format!("{}: {e}", c.origin))?
+        });
     }
-    let trimmed = text.trim_start();
-    let out = if trimmed.starts_with('{')
-        && serde_json::from_str::<Value>(text)
-            .is_ok_and(|v| v.get("kind").is_none() && v.get("resources").is_none())
-    {
+    let plain = matches!(before.as_slice(), [only] if only.origin == name)
+        && serde_json::from_str::<Value>(text).is_ok();
+    let out = if let (true, Some(config)) = (plain, current.first()) {
         // A plain configuration in JSON: written whole.
-        let config: Value = serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-        let mut s = serde_json::to_string_pretty(&merged(&config, drill, rules))
+        let mut s = serde_json::to_string_pretty(&merged(config, drill, rules))
             .map_err(|e| e.to_string())?;
         s.push('\n');
         s
     } else {
         let docs = yaml::documents(text).map_err(|e| format!("{name}: {e}"))?;
-        let mut edits = Vec::new();
         let found = sites(name, text, &docs);
-        if found.is_empty() {
-            return Err(format!("{name}: no dbfault configuration found"));
+        if found.len() != current.len() {
+            return Err(format!("{name}: the configurations could not be placed in the text"));
         }
-        for site in &found {
-            edits.push(site_edit(name, text, site, drill, rules)?);
+        let mut edits = Vec::new();
+        for (site, config) in found.iter().zip(&current) {
+            edits.push(site_edit(name, text, site, &merged(config, drill, rules))?);
         }
         yaml::apply(text, &edits)?
     };
@@ -450,43 +455,22 @@ pub fn merge_into(name: &str, text: &str, drill: &str, rules: &[Value]) -> Resul
     Ok(out)
 }
 
-/// The edit that puts the drill into one configuration of a YAML file.
-fn site_edit(
-    name: &str,
-    text: &str,
-    site: &Site<'_>,
-    drill: &str,
-    rules: &[Value],
-) -> Result<Edit, String> {
-    let to_value = |node: &Node, inner: &str| -> Result<Value, String> {
-        let mut bytes = Vec::new();
-        let _ = inner;
-        node_json(node, &mut bytes);
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", site.origin))
-    };
+/// The edit that writes `merged` in place of one configuration of a YAML file.
+fn site_edit(name: &str, text: &str, site: &Site<'_>, merged: &Value) -> Result<Edit, String> {
     match (site.config, site.holder) {
         (
             _,
             Some((
                 Node::Scalar {
-                    value,
-                    style,
-                    start,
-                    end,
+                    style, start, end, ..
                 },
                 indent,
             )),
         ) => {
-            let config: Value = if value.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(value).map_err(|e| format!("{}: {e}", site.origin))?
-            };
-            let merged = merged(&config, drill, rules);
             let json = if *style == saphyr_parser::ScalarStyle::Literal {
-                serde_json::to_string_pretty(&merged)
+                serde_json::to_string_pretty(merged)
             } else {
-                serde_json::to_string(&merged)
+                serde_json::to_string(merged)
             }
             .map_err(|e| e.to_string())?;
             Ok(Edit {
@@ -495,69 +479,17 @@ fn site_edit(
                 text: yaml::scalar(&json, *style, indent + 2),
             })
         }
-        (Some(config), _) => {
-            let merged = merged(&to_value(config, text)?, drill, rules);
+        (Some(_), _) => {
             let (start, end, indent) = block_range(text, site).ok_or_else(|| {
-                format!(
-                    "{name}: {}: cannot find where pluginConfig ends",
-                    site.origin
-                )
+                format!("{name}: {}: cannot find where pluginConfig ends", site.origin)
             })?;
             Ok(Edit {
                 start,
                 end,
-                text: format!("\n{}", to_yaml(&merged, indent)),
+                text: format!("\n{}", to_yaml(merged, indent)),
             })
         }
         _ => Err(format!("{}: no configuration to merge into", site.origin)),
-    }
-}
-
-/// A YAML node as JSON (scalars typed as YAML's core schema reads them).
-fn node_json(node: &Node, out: &mut Vec<u8>) {
-    match node {
-        Node::Scalar { value, style, .. } => {
-            let plain = *style == saphyr_parser::ScalarStyle::Plain;
-            let typed = plain
-                && (matches!(value.as_str(), "true" | "false" | "null" | "~")
-                    || value.parse::<f64>().is_ok());
-            if typed {
-                out.extend_from_slice(if value == "~" {
-                    b"null"
-                } else {
-                    value.as_bytes()
-                });
-            } else {
-                out.extend_from_slice(serde_json::to_string(value).unwrap_or_default().as_bytes());
-            }
-        }
-        Node::Seq { items } => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                node_json(item, out);
-            }
-            out.push(b']');
-        }
-        Node::Map { entries, .. } => {
-            out.push(b'{');
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(
-                    serde_json::to_string(k.as_str().unwrap_or(""))
-                        .unwrap_or_default()
-                        .as_bytes(),
-                );
-                out.push(b':');
-                node_json(v, out);
-            }
-            out.push(b'}');
-        }
-        Node::Alias => out.extend_from_slice(b"null"),
     }
 }
 
