@@ -52,26 +52,6 @@ Refuses an unknown rule name (listing the known ones) and never emits an invalid
 Exit status: 0 (also when the rule already was so), 1 unknown rule or invalid configuration,
 2 usage or unreadable/unwritable file.";
 
-const HELP_DRILL: &str = "usage: dbfault drill NAME --host HOST [options] [FILE [--in-place]]
-       dbfault drill --list
-
-Writes the rules of a realistic incident: each phase a rule named drill-NAME-PHASE with an
-absolute window.start (the same instant on every sidecar) and an expiresAt at its end. Without
-FILE, prints them as a plugin configuration; with FILE (a plugin configuration, a WasmPlugin
-manifest or an ECDS file), merges them ahead of each configuration's own rules, replacing the
-drill's rules from an earlier run, and prints the file (or with --in-place replaces it).
-`dbfault list` then shows the phases and which one is active; `dbfault off` switches one off.
-Options:
-  --host HOST             the database as the sidecar names it (repeatable; required)
-  --protocol P            postgres, mysql or redis (failover, connection-storm, slow-queries)
-  --start WHEN            RFC 3339, or +DURATION from now (default +1m)
-  --down D, --read-only D failover's phases (default 30s, 2m)
-  --for D                 the other drills' length (default 5m)
-  --after D, --mode M     idle-drop: silence before the drop (30s); blackhole or close
-  --latency D, --share N  slow-queries: the hold (500ms), the percentage held (10)
-  --output json|yaml      how the rules are printed (default json)
-Exit status: 0, 1 the file holds an invalid configuration, 2 usage or unreadable file.";
-
 const HELP_SHOW: &str = "usage: dbfault show FILE
 
 Prints the one plugin configuration in FILE as the module would receive it, unvalidated (so that
@@ -97,8 +77,8 @@ pub fn main(args: &[String]) -> i32 {
         "list" if help => usage_ok(HELP_LIST),
         "on" | "off" if help => usage_ok(HELP_TOGGLE),
         "show" if help => usage_ok(HELP_SHOW),
-        "drill" if help => usage_ok(HELP_DRILL),
-        "drill" => drill(rest),
+        "drill" if help => usage_ok(super::drill::HELP),
+        "drill" => super::drill::command(rest),
         "check" => check(rest),
         "list" => list(rest),
         "on" | "off" => switch(command == "on", rest),
@@ -113,12 +93,12 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn usage_ok(text: &str) -> i32 {
+pub(super) fn usage_ok(text: &str) -> i32 {
     println!("{text}");
     0
 }
 
-fn usage_err(text: &str) -> i32 {
+pub(super) fn usage_err(text: &str) -> i32 {
     eprintln!("{text}");
     2
 }
@@ -173,7 +153,7 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
     Ok(o)
 }
 
-fn read(arg: &str) -> std::io::Result<Vec<u8>> {
+pub(super) fn read(arg: &str) -> std::io::Result<Vec<u8>> {
     if arg == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf)?;
@@ -194,13 +174,13 @@ fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, (i32, St
     })
 }
 
-fn now_nanos() -> u64 {
+pub(super) fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
@@ -496,118 +476,8 @@ fn switch(on: bool, args: &[String]) -> i32 {
     write_stdout(&done.text)
 }
 
-fn drill(args: &[String]) -> i32 {
-    use super::drill::{merge_into, parse_start, rules, to_yaml, Options, DRILLS};
-    if args.first().is_some_and(|a| a == "--list") {
-        for d in DRILLS {
-            println!(
-                "{}\n  imitates: {}\n  tests:    {}\n  phases:   {}\n",
-                d.name, d.imitates, d.tests, d.phases
-            );
-        }
-        return 0;
-    }
-    let Some((name, rest)) = args.split_first() else {
-        return usage_err(HELP_DRILL);
-    };
-    let now = now_nanos();
-    let mut o = Options::new(name, now);
-    let (mut yaml_out, mut in_place, mut file) = (false, false, None);
-    let mut it = rest.iter();
-    let parsed: Result<(), String> = (|| {
-        while let Some(arg) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{arg} needs a value"))
-            };
-            let dur = |v: String| crate::config::parse_duration(arg, &v).map_err(|e| e.to_string());
-            match arg.as_str() {
-                "--host" => o.hosts.push(value()?),
-                "--protocol" => o.protocol = Some(value()?),
-                "--start" => o.start = parse_start(&value()?, now)?,
-                "--down" => o.down = dur(value()?)?,
-                "--read-only" => o.read_only = dur(value()?)?,
-                "--for" => o.duration = dur(value()?)?,
-                "--after" => o.after = dur(value()?)?,
-                "--latency" => o.latency = dur(value()?)?,
-                "--mode" => {
-                    o.close = match value()?.as_str() {
-                        "close" => true,
-                        "blackhole" => false,
-                        other => return Err(format!("--mode {other}: blackhole or close")),
-                    }
-                }
-                "--share" => {
-                    let v = value()?;
-                    o.share = v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| (0.0..=100.0).contains(s))
-                        .ok_or_else(|| format!("--share {v}: a percentage, 0 to 100"))?;
-                }
-                "--output" => {
-                    yaml_out = match value()?.as_str() {
-                        "yaml" => true,
-                        "json" => false,
-                        other => return Err(format!("--output {other}: json or yaml")),
-                    }
-                }
-                "--in-place" => in_place = true,
-                f if !f.starts_with("--") && file.is_none() => file = Some(f.to_owned()),
-                other => return Err(format!("unexpected {other}")),
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
-        return usage_err(&format!("dbfault drill: {e}\n\n{HELP_DRILL}"));
-    }
-    let rules = match rules(&o) {
-        Ok(r) => r,
-        Err(e) => return usage_err(&format!("dbfault drill: {e}")),
-    };
-    let Some(file) = file else {
-        if in_place {
-            return usage_err("dbfault drill: --in-place needs a FILE");
-        }
-        let config = json!({ "faults": rules });
-        if yaml_out {
-            print!("{}", to_yaml(&config, 0));
-        } else {
-            print_json(&config);
-        }
-        return 0;
-    };
-    if in_place && file == "-" {
-        return usage_err("dbfault: --in-place needs a file, not standard input");
-    }
-    let text = match read_text(&file) {
-        Ok(t) => t,
-        Err(status) => return status,
-    };
-    let merged = match merge_into(&file, &text, name, &rules) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    if in_place {
-        if let Err(e) = write_atomic(&file, &merged) {
-            eprintln!("{file}: cannot write: {e}");
-            return 2;
-        }
-        for r in &rules {
-            println!("{file}: {}", r["name"].as_str().unwrap_or_default());
-        }
-        return 0;
-    }
-    write_stdout(&merged)
-}
-
 /// A file's text (`-`: standard input); the exit status when it cannot be read as UTF-8.
-fn read_text(file: &str) -> Result<String, i32> {
+pub(super) fn read_text(file: &str) -> Result<String, i32> {
     match read(file).map(String::from_utf8) {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(_)) => {
@@ -622,7 +492,7 @@ fn read_text(file: &str) -> Result<String, i32> {
 }
 
 /// Writes a whole document to standard output; the exit status.
-fn write_stdout(text: &str) -> i32 {
+pub(super) fn write_stdout(text: &str) -> i32 {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
@@ -635,7 +505,7 @@ fn write_stdout(text: &str) -> i32 {
 
 /// Replaces `path` by a complete new file (a temporary file beside it, then a rename), keeping
 /// its permissions: a watcher (Envoy's ECDS file watch) never sees half a file.
-fn write_atomic(path: &str, text: &str) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &str, text: &str) -> std::io::Result<()> {
     let target = std::path::Path::new(path);
     let dir = target
         .parent()

@@ -4,11 +4,9 @@
 //! into the configurations of a file (a plain configuration, a WasmPlugin manifest, an ECDS
 //! file) ahead of their own rules, replacing that drill's rules from an earlier run.
 
-use super::toggle::{sites, Site};
-use super::yaml::{self, Edit, Node};
+use super::command::{now_nanos, print_json, read_text, usage_err, write_atomic, write_stdout};
+use super::merge::{merge_into, to_yaml};
 use crate::config::{parse_duration, time};
-use crate::manifest::plugin_configs;
-use crate::plugin::Config;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -119,7 +117,7 @@ fn written(d: Duration) -> String {
 }
 
 /// The prefix of a drill's rule names.
-fn prefix(drill: &str) -> String {
+pub(super) fn prefix(drill: &str) -> String {
     format!("drill-{drill}-")
 }
 
@@ -318,212 +316,143 @@ pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// `config` with the drill's `rules` first and any earlier rules of the same drill gone.
-pub fn merged(config: &Value, drill: &str, rules: &[Value]) -> Value {
-    let mut out = match config {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
+/// `dbfault drill --help`.
+pub const HELP: &str = "usage: dbfault drill NAME --host HOST [options] [FILE [--in-place]]
+       dbfault drill --list
+
+Writes the rules of a realistic incident: each phase a rule named drill-NAME-PHASE with an
+absolute window.start (the same instant on every sidecar) and an expiresAt at its end. Without
+FILE, prints them as a plugin configuration; with FILE (a plugin configuration, a WasmPlugin
+manifest or an ECDS file), merges them ahead of each configuration's own rules, replacing the
+drill's rules from an earlier run, and prints the file (or with --in-place replaces it).
+`dbfault list` then shows the phases and which one is active; `dbfault off` switches one off.
+Options:
+  --host HOST             the database as the sidecar names it (repeatable; required)
+  --protocol P            postgres, mysql or redis (failover, connection-storm, slow-queries)
+  --start WHEN            RFC 3339, or +DURATION from now (default +1m)
+  --down D, --read-only D failover's phases (default 30s, 2m)
+  --for D                 the other drills' length (default 5m)
+  --after D, --mode M     idle-drop: silence before the drop (30s); blackhole or close
+  --latency D, --share N  slow-queries: the hold (500ms), the percentage held (10)
+  --output json|yaml      how the rules are printed (default json)
+Exit status: 0, 1 the file holds an invalid configuration, 2 usage or unreadable file.";
+
+/// `dbfault drill ARGS`: the exit status.
+pub fn command(args: &[String]) -> i32 {
+    if args.first().is_some_and(|a| a == "--list") {
+        for d in DRILLS {
+            println!(
+                "{}\n  imitates: {}\n  tests:    {}\n  phases:   {}\n",
+                d.name, d.imitates, d.tests, d.phases
+            );
+        }
+        return 0;
+    }
+    let Some((name, rest)) = args.split_first() else {
+        return usage_err(HELP);
     };
-    let old = out
-        .get("faults")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mine = prefix(drill);
-    let kept = old.into_iter().filter(|r| {
-        !r.get("name")
-            .and_then(Value::as_str)
-            .is_some_and(|n| n.starts_with(&mine))
-    });
-    out.insert(
-        "faults".into(),
-        Value::Array(rules.iter().cloned().chain(kept).collect()),
-    );
-    Value::Object(out)
-}
-
-/// `value` as block YAML at `indent` (strings JSON-quoted: always valid YAML).
-pub fn to_yaml(value: &Value, indent: usize) -> String {
-    let mut out = String::new();
-    block(value, indent, &mut out);
-    out
-}
-
-fn inline(value: &Value) -> Option<String> {
-    match value {
-        Value::Object(m) if m.is_empty() => Some("{}".into()),
-        Value::Array(a) if a.is_empty() => Some("[]".into()),
-        Value::Object(_) | Value::Array(_) => None,
-        other => Some(other.to_string()),
-    }
-}
-
-fn block(value: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match value {
-        Value::Object(m) => {
-            // A rule's name first, as people write them.
-            let named = m.get_key_value("name").into_iter();
-            for (k, v) in named.chain(m.iter().filter(|(k, _)| *k != "name")) {
-                let simple = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                let key = if simple {
-                    k.clone()
-                } else {
-                    serde_json::to_string(k).unwrap_or_default()
-                };
-                match inline(v) {
-                    Some(s) => out.push_str(&format!("{pad}{key}: {s}\n")),
-                    None => {
-                        out.push_str(&format!("{pad}{key}:\n"));
-                        block(v, indent + 2, out);
+    let now = now_nanos();
+    let mut o = Options::new(name, now);
+    let (mut yaml_out, mut in_place, mut file) = (false, false, None);
+    let mut it = rest.iter();
+    let parsed: Result<(), String> = (|| {
+        while let Some(arg) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{arg} needs a value"))
+            };
+            let dur = |v: String| crate::config::parse_duration(arg, &v).map_err(|e| e.to_string());
+            match arg.as_str() {
+                "--host" => o.hosts.push(value()?),
+                "--protocol" => o.protocol = Some(value()?),
+                "--start" => o.start = parse_start(&value()?, now)?,
+                "--down" => o.down = dur(value()?)?,
+                "--read-only" => o.read_only = dur(value()?)?,
+                "--for" => o.duration = dur(value()?)?,
+                "--after" => o.after = dur(value()?)?,
+                "--latency" => o.latency = dur(value()?)?,
+                "--mode" => {
+                    o.close = match value()?.as_str() {
+                        "close" => true,
+                        "blackhole" => false,
+                        other => return Err(format!("--mode {other}: blackhole or close")),
                     }
                 }
-            }
-        }
-        Value::Array(a) => {
-            for v in a {
-                match inline(v) {
-                    Some(s) => out.push_str(&format!("{pad}- {s}\n")),
-                    None => {
-                        // The item's block, its first line after the dash.
-                        let mut item = String::new();
-                        block(v, indent + 2, &mut item);
-                        out.push_str(&format!(
-                            "{pad}- {}",
-                            item.get(indent + 2..).unwrap_or_default()
-                        ));
+                "--share" => {
+                    let v = value()?;
+                    o.share = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.0..=100.0).contains(s))
+                        .ok_or_else(|| format!("--share {v}: a percentage, 0 to 100"))?;
+                }
+                "--output" => {
+                    yaml_out = match value()?.as_str() {
+                        "yaml" => true,
+                        "json" => false,
+                        other => return Err(format!("--output {other}: json or yaml")),
                     }
                 }
+                "--in-place" => in_place = true,
+                f if !f.starts_with("--") && file.is_none() => file = Some(f.to_owned()),
+                other => return Err(format!("unexpected {other}")),
             }
         }
-        other => out.push_str(&format!("{pad}{other}\n")),
+        Ok(())
+    })();
+    if let Err(e) = parsed {
+        return usage_err(&format!("dbfault drill: {e}\n\n{HELP}"));
     }
-}
-
-/// The file `name` (contents `text`) with the drill merged into each of its configurations,
-/// verified by reading it back: every configuration valid, the drill's rules first.
-pub fn merge_into(name: &str, text: &str, drill: &str, rules: &[Value]) -> Result<String, String> {
-    // The configurations as the module reads them (the one reader of these shapes), and only
-    // valid ones: nothing of them is dropped unseen.
-    let before = plugin_configs(name, text.as_bytes())?;
-    let mut current = Vec::with_capacity(before.len());
-    for c in &before {
-        Config::parse(&c.bytes).map_err(|e| format!("{}: {e} (nothing merged)", c.origin))?;
-        current.push(if c.bytes.is_empty() {
-            json!({})
+    let rules = match rules(&o) {
+        Ok(r) => r,
+        Err(e) => return usage_err(&format!("dbfault drill: {e}")),
+    };
+    let Some(file) = file else {
+        if in_place {
+            return usage_err("dbfault drill: --in-place needs a FILE");
+        }
+        let config = json!({ "faults": rules });
+        if yaml_out {
+            print!("{}", to_yaml(&config, 0));
         } else {
-            serde_json::from_slice(&c.bytes).map_err(|e| format!("{}: {e}", c.origin))?
-        });
-    }
-    let plain = matches!(before.as_slice(), [only] if only.origin == name)
-        && serde_json::from_str::<Value>(text).is_ok();
-    let out = if let (true, Some(config)) = (plain, current.first()) {
-        // A plain configuration in JSON: written whole.
-        let mut s = serde_json::to_string_pretty(&merged(config, drill, rules))
-            .map_err(|e| e.to_string())?;
-        s.push('\n');
-        s
-    } else {
-        let docs = yaml::documents(text).map_err(|e| format!("{name}: {e}"))?;
-        let found = sites(name, text, &docs);
-        if found.len() != current.len() {
-            return Err(format!("{name}: the configurations could not be placed in the text"));
+            print_json(&config);
         }
-        let mut edits = Vec::new();
-        for (site, config) in found.iter().zip(&current) {
-            edits.push(site_edit(name, text, site, &merged(config, drill, rules))?);
-        }
-        yaml::apply(text, &edits)?
+        return 0;
     };
-    // Read back: each configuration valid, the drill first.
-    let configs = plugin_configs(name, out.as_bytes())?;
-    for c in &configs {
-        let parsed = Config::parse(&c.bytes).map_err(|e| format!("{}: {e}", c.origin))?;
-        let first: Vec<&str> = parsed
-            .faults
-            .iter()
-            .take(rules.len())
-            .map(|r| r.name.as_str())
-            .collect();
-        let want: Vec<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
-        if first != want {
-            return Err(format!("{}: the merged rules did not read back", c.origin));
-        }
+    if in_place && file == "-" {
+        return usage_err("dbfault: --in-place needs a file, not standard input");
     }
-    Ok(out)
-}
-
-/// The edit that writes `merged` in place of one configuration of a YAML file.
-fn site_edit(name: &str, text: &str, site: &Site<'_>, merged: &Value) -> Result<Edit, String> {
-    match (site.config, site.holder) {
-        (
-            _,
-            Some((
-                Node::Scalar {
-                    style, start, end, ..
-                },
-                indent,
-            )),
-        ) => {
-            let json = if *style == saphyr_parser::ScalarStyle::Literal {
-                serde_json::to_string_pretty(merged)
-            } else {
-                serde_json::to_string(merged)
-            }
-            .map_err(|e| e.to_string())?;
-            Ok(Edit {
-                start: *start,
-                end: *end,
-                text: yaml::scalar(&json, *style, indent + 2),
-            })
+    let text = match read_text(&file) {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
+    let merged = match merge_into(&file, &text, name, &rules) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
         }
-        (Some(_), _) => {
-            let (start, end, indent) = block_range(text, site).ok_or_else(|| {
-                format!("{name}: {}: cannot find where pluginConfig ends", site.origin)
-            })?;
-            Ok(Edit {
-                start,
-                end,
-                text: format!("\n{}", to_yaml(merged, indent)),
-            })
+    };
+    if in_place {
+        if let Err(e) = write_atomic(&file, &merged) {
+            eprintln!("{file}: cannot write: {e}");
+            return 2;
         }
-        _ => Err(format!("{}: no configuration to merge into", site.origin)),
+        for r in &rules {
+            println!("{file}: {}", r["name"].as_str().unwrap_or_default());
+        }
+        return 0;
     }
-}
-
-/// A WasmPlugin's `spec.pluginConfig` value in the text: from just after `pluginConfig:` to
-/// the first line indented no deeper than the key (or a document marker, or the end), and the
-/// indentation its block takes.
-fn block_range(text: &str, site: &Site<'_>) -> Option<(usize, usize, usize)> {
-    let key_start = site.key?;
-    let col = yaml::column(text, key_start);
-    let colon = key_start + text.get(key_start..)?.find(':')? + 1;
-    let line_end = colon + text.get(colon..)?.find('\n').unwrap_or(text.len() - colon);
-    let mut at = line_end;
-    let mut end = text.len();
-    while at < text.len() {
-        let line_start = at + 1;
-        let rest = text.get(line_start..)?;
-        let line = rest.split('\n').next().unwrap_or("");
-        let body = line.trim_start();
-        let indent = line.len() - body.len();
-        if !body.is_empty()
-            && !body.starts_with('#')
-            && (indent <= col || body.starts_with("---") || body.starts_with("..."))
-        {
-            end = line_start.saturating_sub(1);
-            break;
-        }
-        at = line_start + line.len();
-    }
-    Some((colon, end.max(colon), col + 2))
+    write_stdout(&merged)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::merge::merged;
     use super::*;
+    use crate::manifest::plugin_configs;
+    use crate::plugin::Config;
 
     const NOW: u64 = 1_796_000_000_000_000_000;
 

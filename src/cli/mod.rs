@@ -1,9 +1,15 @@
 //! Native-only support for the `dbfault` command (and its `dbfault-check` alias): text for
 //! people, file editing. None of it is built into the Wasm module.
+//!
+//! - [`command`]: the commands' arguments and exit statuses; [`drill`]: `dbfault drill` (the
+//!   incidents as rules); [`describe`]: rules in words;
+//! - [`yaml`]: YAML and JSON text with byte positions; [`toggle`]: `on`/`off` as a one-value
+//!   edit; [`merge`]: a drill's rules into a file's configurations.
 
 pub mod command;
 pub mod describe;
 pub mod drill;
+pub mod merge;
 pub mod toggle;
 pub mod yaml;
 
