@@ -79,13 +79,10 @@ impl Behaviour for State {
         size: usize,
         _now: &mut dyn FnMut() -> u64,
     ) -> Outcome {
-        // The silence before this event: since the last byte, or since the fault started on a
-        // connection that was already silent then.
-        let quiet = ledger
-            .quiet()
-            .max(ledger.last_activity().saturating_sub(self.last));
+        // The silence before this event: since the last byte, counted before the fault began
+        // too (the ledger stamps every event).
         self.last = ledger.last_activity();
-        if !self.forgotten && quiet < self.after {
+        if !self.forgotten && ledger.quiet() < self.after {
             return ledger.forward(dir, size);
         }
         self.forgotten = true;

@@ -32,7 +32,7 @@ pub struct Stream {
     /// protocol): handed to the request metrics so that it is copied out of Envoy only once.
     first_chunk: Option<Vec<u8>>,
     /// Directions that carried forwarded bytes (bit 0 to the database, bit 1 to the client),
-    /// noted while outcomes are watched; bit 2 once reported.
+    /// until both did.
     ways: u8,
 }
 
@@ -279,15 +279,14 @@ impl Stream {
                 }
             }
         }
-        // A connection whose protocol is not read succeeds when it carries bytes both ways
-        // (the app's recovery after a rule stopped).
-        if watch.is_none() && outcome.effect == Effect::Forward && super::outcomes_watched() {
+        // A connection whose protocol is not read succeeds when it first carries bytes both
+        // ways (the app's recovery after a rule stopped): looked at once per connection.
+        if self.ways < 3 && outcome.effect == Effect::Forward {
             self.ways |= match dir {
                 Direction::ToDatabase => 1,
                 Direction::ToClient => 2,
             };
-            if self.ways == 3 {
-                self.ways |= 4;
+            if self.ways == 3 && watch.is_none() && super::outcomes_watched() {
                 let now = host.now_nanos().unwrap_or(0);
                 let opened_at = conn.opened_at();
                 with_vm(|vm| vm.succeeded(host, upstream, stats.as_ref(), Some(opened_at), now));
