@@ -91,9 +91,20 @@ fn postgres_recovery_is_the_time_to_the_first_answer_that_is_not_an_error() {
     // The session-refusing rule named the same upstream: its own measurement, same success.
     let starting = recovery(&envoy, "postgres", "starting");
     assert!((low - 1.0..=high + 1.0).contains(&starting), "{starting}");
-    // Measured once: later successes leave it.
+    // Measured once: a later success (seen by dbfault once its request is counted) leaves it.
+    let selects = || {
+        envoy.prometheus().into_iter().find_map(|(k, v)| {
+            (k.starts_with("dbfault_upstream_requests_total{")
+                && k.contains("upstream=\"postgres\"")
+                && k.contains("command=\"select\""))
+            .then_some(v)
+        })
+    };
+    let before = selects().unwrap_or(0.0);
     client.simple_query("SELECT 1").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the later SELECT counted", Duration::from_secs(10), || {
+        (selects().unwrap_or(0.0) > before).then_some(())
+    });
     assert_eq!(
         envoy.fault_series(RECOVERY, "postgres", "conflict"),
         Some(got)
