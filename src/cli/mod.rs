@@ -2,7 +2,7 @@
 //! people, file editing. None of it is built into the Wasm module.
 //!
 //! - [`command`]: the commands' arguments and exit statuses; [`drill`]: `dbfault drill` (the
-//!   incidents as rules); [`describe`]: rules in words;
+//!   incidents as rules); [`describe`](mod@describe): rules in words;
 //! - [`yaml`]: YAML and JSON text with byte positions; [`toggle`]: `on`/`off` as a one-value
 //!   edit; [`merge`]: a drill's rules into a file's configurations.
 
