@@ -169,7 +169,8 @@ pub enum Ask<'a> {
     Statement {
         command: &'static str,
         text: &'a [u8],
-        /// Redis: the command is queued in a `MULTI` (answered only at `EXEC`).
+        /// Redis: the command gets no answer of its own now: queued in a `MULTI` (answered
+        /// at `EXEC`), or sent by a RESP2 subscriber (refused in that context).
         queued: bool,
     },
 }

@@ -149,7 +149,9 @@ impl Tracker {
                     confirmations,
                     answered: false,
                 });
-                let queued = self.queuing;
+                // Answered later, or not as itself: queued in MULTI, or sent by a RESP2
+                // subscriber (Redis refuses it in that context).
+                let queued = self.queuing || (self.subscribed > 0 && !self.resp3);
                 match command {
                     "multi" => self.queuing = true,
                     "exec" | "discard" => self.queuing = false,
