@@ -25,6 +25,43 @@ fn ecds_resources(doc: &Value) -> Option<&Vec<Value>> {
     resources.iter().all(typed).then_some(resources)
 }
 
+/// The documents of a YAML stream (empty ones dropped), or its first syntax error as
+/// `{name}:LINE:COLUMN: not valid YAML: …` (the caller puts the file name in).
+fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        match serde::Deserialize::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) => docs.push(v),
+            Err(e) => {
+                let e: serde_yaml_ng::Error = e;
+                let what = e.to_string();
+                // The message ends with its own "at line L column C": said once, up front.
+                let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
+                return Err(match e.location() {
+                    Some(at) => format!(
+                        "{{name}}:{}:{}: not valid YAML: {what}",
+                        at.line(),
+                        at.column()
+                    ),
+                    None => format!("{{name}}: not valid YAML: {what}"),
+                });
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// A JSON syntax error as `FILE:LINE:COLUMN: not valid JSON: …`.
+pub fn json_syntax(name: &str, e: &serde_json::Error) -> String {
+    let what = e.to_string();
+    let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
+    if e.classify() == serde_json::error::Category::Eof {
+        return format!("{name}: not valid JSON: unexpected end of input");
+    }
+    format!("{name}:{}:{}: not valid JSON: {what}", e.line(), e.column())
+}
+
 /// One plugin configuration found in a file, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -36,48 +73,91 @@ pub struct PluginConfig {
 
 /// The plugin configurations in a file named `name`, by its shape.
 ///
-/// A file that is neither JSON nor YAML (or not UTF-8) is returned whole as one configuration, so
-/// that the module's parser says what is wrong with it. Errors: a document that is none of the
-/// shapes above, an ECDS `configuration.value` that is not a string, or no configuration at all.
+/// A file that opens with `{` or `[` is read as JSON, anything else as YAML. Errors: a syntax error
+/// (`FILE:LINE:COLUMN: …`), text that is not UTF-8, a document that is none of the shapes above,
+/// an ECDS `configuration.value` that is not a string, or no configuration at all.
 pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, String> {
-    let whole = || {
-        vec![PluginConfig {
-            origin: name.to_owned(),
-            bytes: bytes.to_vec(),
-        }]
-    };
-    // A JSON document that is not a manifest is the plugin configuration itself, checked byte
-    // for byte as the module would see it (including its syntax errors).
-    let as_json: Option<Value> = serde_json::from_slice(bytes).ok();
-    let json_object = matches!(as_json, Some(Value::Object(_)));
-    let docs: Vec<Value> = match as_json {
-        Some(v) => vec![v],
-        None => {
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                return Ok(whole());
-            };
-            let mut docs = Vec::new();
-            for doc in serde_yaml_ng::Deserializer::from_str(text) {
-                match serde::Deserialize::deserialize(doc) {
-                    Ok(Value::Null) => {}
-                    Ok(v) => docs.push(v),
-                    // Neither JSON nor YAML: let the module's parser say why.
-                    Err(_) => return Ok(whole()),
+    read_configs(name, bytes).map_err(|u| u.message)
+}
+
+/// Why a file gives no configuration: `foreign` when it is well-formed but none of dbfault's
+/// shapes (a Kustomization, a Deployment, an empty file), so that `check --skip-unknown` can pass
+/// over it; otherwise it is broken (syntax, encoding, a malformed ECDS resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    pub foreign: bool,
+    pub message: String,
+}
+
+/// The documents of a stream with where each is, a `kind: List` (what `kubectl get -o yaml`
+/// prints for several objects) standing for its items.
+fn flatten(name: &str, docs: Vec<Value>) -> Vec<(String, Value)> {
+    let several = docs.len() > 1;
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let at = if several {
+            format!("{name} (document {})", i + 1)
+        } else {
+            name.to_owned()
+        };
+        match list_items(&doc) {
+            Some(items) => {
+                let doc_at = at.trim_end_matches(')').to_owned();
+                for (k, item) in items.iter().enumerate() {
+                    let item_at = if several {
+                        format!("{doc_at}, item {})", k + 1)
+                    } else {
+                        format!("{name} (item {})", k + 1)
+                    };
+                    out.push((item_at, item.clone()));
                 }
             }
-            docs
+            None => out.push((at, doc)),
+        }
+    }
+    out
+}
+
+/// The items of a Kubernetes `List` (`apiVersion: v1`, `kind: List`).
+pub fn list_items(doc: &Value) -> Option<&Vec<Value>> {
+    if doc.get("kind").and_then(Value::as_str) != Some("List") {
+        return None;
+    }
+    doc.get("apiVersion")?;
+    doc.get("items")?.as_array()
+}
+
+/// [`plugin_configs`], telling a foreign file from a broken one.
+pub fn read_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Unusable> {
+    let broken = |message: String| Unusable {
+        foreign: false,
+        message,
+    };
+    // A JSON document that is not a manifest is the plugin configuration itself, checked byte
+    // for byte as the module would see it.
+    let json = serde_json::from_slice::<Value>(bytes);
+    let json_object = matches!(json, Ok(Value::Object(_)));
+    let docs: Vec<Value> = match json {
+        Ok(v) => vec![v],
+        Err(json_err) => {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return Err(broken(format!("{name}: not UTF-8 text")));
+            };
+            // A file that opens with `{` or `[` is JSON (a YAML flow mapping also opens so, but
+            // would accept a trailing comma that Envoy's and istiod's JSON parsers refuse).
+            if matches!(text.trim_start().bytes().next(), Some(b'{' | b'[')) {
+                return Err(broken(json_syntax(name, &json_err)));
+            }
+            yaml_documents(text).map_err(|e| broken(e.replacen("{name}", name, 1)))?
         }
     };
     let mut found = Vec::new();
     // Other Kubernetes objects in the same stream (`kubectl kustomize` renders the ServiceEntries
     // and the PrometheusRule with the WasmPlugin) are not configurations: passed over.
     let mut skipped = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        let at = if docs.len() > 1 {
-            format!("{name} (document {})", i + 1)
-        } else {
-            name.to_owned()
-        };
+    let docs = flatten(name, docs);
+    let alone = docs.len() == 1;
+    for (at, doc) in &docs {
         if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
             let plugin = doc
                 .pointer("/metadata/name")
@@ -86,7 +166,7 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
             let bytes = match doc.pointer("/spec/pluginConfig") {
                 None | Some(Value::Null) => Vec::new(),
                 // As istiod sends it: the JSON of the pluginConfig struct.
-                Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
+                Some(v) => serde_json::to_vec(v).map_err(|e| broken(e.to_string()))?,
             };
             found.push(PluginConfig {
                 origin: format!("{at}: WasmPlugin {plugin}"),
@@ -100,9 +180,9 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
                     Some(Value::String(s)) => s.clone().into_bytes(),
                     None => Vec::new(),
                     Some(_) => {
-                        return Err(format!(
-                            "resource {rname}: configuration.value is not a string"
-                        ))
+                        return Err(broken(format!(
+                            "{at}: ECDS resource {rname}: configuration.value is not a string"
+                        )))
                     }
                 };
                 found.push(PluginConfig {
@@ -112,25 +192,31 @@ pub fn plugin_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Str
             }
         } else if let Some(kind) = other_object(doc) {
             skipped.push(kind);
-        } else if docs.len() == 1 && json_object {
+        } else if alone && json_object {
             found.push(PluginConfig {
-                origin: at,
+                origin: at.clone(),
                 bytes: bytes.to_vec(),
             });
         } else {
-            return Err(format!(
-                "{at}: not a dbfault configuration, a WasmPlugin or an ECDS file"
-            ));
+            return Err(Unusable {
+                foreign: true,
+                message: format!("{at}: not a dbfault configuration, a WasmPlugin or an ECDS file"),
+            });
         }
     }
     if found.is_empty() {
-        if !skipped.is_empty() {
-            return Err(format!(
+        let message = if skipped.is_empty() {
+            format!("{name}: no configuration found")
+        } else {
+            format!(
                 "{name}: no WasmPlugin or dbfault configuration (only {})",
                 skipped.join(", ")
-            ));
-        }
-        return Err("no configuration found".into());
+            )
+        };
+        return Err(Unusable {
+            foreign: true,
+            message,
+        });
     }
     Ok(found)
 }
@@ -215,7 +301,10 @@ spec:
                 .as_bytes(),
         )
         .unwrap_err();
-        assert_eq!(e, "resource dbfault: configuration.value is not a string");
+        assert_eq!(
+            e,
+            "e.yaml: ECDS resource dbfault: configuration.value is not a string"
+        );
     }
 
     #[test]
@@ -243,10 +332,64 @@ spec:
             (found.origin.as_str(), found.bytes.as_slice()),
             ("c.json", &json[..])
         );
-        // Neither JSON nor YAML, or not UTF-8: handed over whole for the parser to refuse.
-        for bad in [&b"{\"metrics\": "[..], b"\xff\xfe{}"] {
-            assert_eq!(single_plugin_config("-", bad).unwrap().bytes, bad);
+        // Syntax errors say where, in the syntax the file is written in; neither is foreign.
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"{\"metrics\": ",
+                "-: not valid JSON: unexpected end of input",
+            ),
+            (
+                b"{\"faults\": [],}",
+                "-:1:15: not valid JSON: trailing comma",
+            ),
+            (b"\xff\xfe{}", "-: not UTF-8 text"),
+            (
+                b"kind: WasmPlugin\nspec:\n  pluginConfig: {a: [}\n",
+                "-:3:22: not valid YAML: did not find expected node content",
+            ),
+            (
+                b"a: 1\n b: 2\n",
+                "-:2:3: not valid YAML: mapping values are not allowed in this context",
+            ),
+        ];
+        for (bad, said) in cases {
+            let u = read_configs("-", bad).unwrap_err();
+            assert_eq!((u.message.as_str(), u.foreign), (said, false));
         }
+    }
+
+    #[test]
+    fn a_kubectl_list_stands_for_its_items() {
+        let item = |name: &str| {
+            WASMPLUGIN
+                .replace("name: dbfault", &format!("name: {name}"))
+                .lines()
+                .enumerate()
+                .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+                .collect::<String>()
+        };
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}{}",
+            item("a"),
+            item("b")
+        );
+        let found = plugin_configs("l.yaml", list.as_bytes()).unwrap();
+        let origins: Vec<&str> = found.iter().map(|f| f.origin.as_str()).collect();
+        assert_eq!(
+            origins,
+            [
+                "l.yaml (item 1): WasmPlugin a",
+                "l.yaml (item 2): WasmPlugin b"
+            ]
+        );
+        assert_eq!(text(&found[1]), r#"{"metrics":{"interval":"2s"}}"#);
+        let streamed = format!("{WASMPLUGIN}---\n{list}");
+        let found = plugin_configs("s.yaml", streamed.as_bytes()).unwrap();
+        assert_eq!(found[2].origin, "s.yaml (document 2, item 2): WasmPlugin b");
+        // A List of other objects is foreign.
+        let other = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: s}\n";
+        let u = read_configs("o.yaml", other.as_bytes()).unwrap_err();
+        assert!(u.foreign, "{u:?}");
     }
 
     #[test]
@@ -273,7 +416,7 @@ spec:
         );
         assert_eq!(
             single_plugin_config("empty.yaml", b"resources: []\n").unwrap_err(),
-            "no configuration found"
+            "empty.yaml: no configuration found"
         );
         assert_eq!(
             single_plugin_config("n.json", b"[1]").unwrap_err(),

@@ -17,26 +17,58 @@ pub struct Config {
 
 impl Config {
     /// Parses the plugin configuration bytes. Empty (or all-whitespace) input means defaults,
-    /// which is what Istio sends for a `WasmPlugin` without `pluginConfig`.
+    /// which is what Istio sends for a `WasmPlugin` without `pluginConfig`. The error is the
+    /// first of [`Config::check`]'s.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::check(bytes).map_err(|mut errors| {
+            if errors.is_empty() {
+                ConfigError::new("configuration", "invalid")
+            } else {
+                errors.swap_remove(0)
+            }
+        })
+    }
+
+    /// Parses the plugin configuration bytes, or says everything wrong with them: a size or
+    /// syntax error alone; otherwise unknown top-level keys, the `metrics` section's first
+    /// error and each rule's first error, in document order.
+    pub fn check(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
         if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::new(
+            return Err(vec![ConfigError::new(
                 "configuration",
                 format!(
                     "{} bytes, at most {MAX_CONFIG_BYTES} are accepted",
                     bytes.len()
                 ),
-            ));
+            )]);
         }
         let doc = json::parse(bytes)
-            .map_err(|err| ConfigError::new("configuration", json_message(&err)))?;
-        let root = Fields::of(&doc, "", &["metrics", "faults"])?;
-        let metrics = compile_metrics(root.object("metrics", METRICS_KEYS)?)?;
-        let faults = crate::fault::rule::parse_all(&root)?;
-        Ok(Config { metrics, faults })
+            .map_err(|err| vec![ConfigError::new("configuration", json_message(&err))])?;
+        let mut errors = Vec::new();
+        let root = match Fields::of(&doc, "", &["metrics", "faults"]) {
+            Ok(root) => root,
+            Err(e) => {
+                // Go on with what the known keys say.
+                errors.push(e);
+                Fields::unchecked(&doc).map_err(|e| vec![e])?
+            }
+        };
+        let metrics = root
+            .object("metrics", METRICS_KEYS)
+            .and_then(compile_metrics)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let faults = crate::fault::rule::parse_all(&root)
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_default();
+        if errors.is_empty() {
+            Ok(Config { metrics, faults })
+        } else {
+            Err(errors)
+        }
     }
 }
 

@@ -43,7 +43,7 @@ fn the_shipped_manifests_and_ecds_file_are_valid() {
         "{out}"
     );
     assert!(
-        out.contains("rule postgres-slow: delay client → database by 300 ms"),
+        out.contains("rule postgres-slow: delay client → database by 300ms"),
         "{out}"
     );
 }
@@ -121,7 +121,7 @@ fn statement_rules_are_explained_and_bad_ones_refused() {
     for want in [
         "rule plants-conflict: 30% of INSERT/UPDATE statements containing 'plants' to pg.db.svc.cluster.local fail with 40001 \"could not serialize access due to concurrent update\" (the statement does not execute)",
         "rule failover: refuse new sessions at startup with FATAL 57P01 \"terminating connection due to administrator command\", and end open sessions with it at their next statement",
-        "rule slow-selects: 100% of SELECT statements to pg.db.svc.cluster.local wait 200 ms ± 0 ms before reaching the server",
+        "rule slow-selects: 100% of SELECT statements to pg.db.svc.cluster.local wait 200ms before reaching the server",
     ] {
         assert!(out.contains(want), "{out}\nwant: {want}");
     }
@@ -228,7 +228,7 @@ fn rules_without_expiry_are_warned_about_and_expired_ones_refused_when_strict() 
         "{out}"
     );
     assert!(
-        out.contains("from 2099-12-31T23:00:00Z for 600000 ms; expires 2100-01-01T00:00:00Z"),
+        out.contains("from 2099-12-31T23:00:00Z for 10m; expires 2100-01-01T00:00:00Z"),
         "{out}"
     );
     assert!(!out.contains("rule bounded has no expiresAt"), "{out}");
@@ -238,6 +238,106 @@ fn rules_without_expiry_are_warned_about_and_expired_ones_refused_when_strict() 
         out.contains("error: rule past expired at 2020-01-01T00:00:00Z (--strict)"),
         "{out}"
     );
+    // Never "valid" above its error.
+    assert!(!out.contains("valid (config"), "{out}");
+    assert!(out.contains("-: invalid configuration (1 error)"), "{out}");
+}
+
+/// What `dbfault check` says of files that are not valid dbfault configurations: never valid,
+/// exit 1 for anything readable, 2 only for usage and unreadable files, and where a syntax error
+/// is.
+#[test]
+fn the_checker_never_calls_a_wrong_file_valid() {
+    let dir = TempDir::new("check-table");
+    let plugin = std::fs::read_to_string(repo().join("istio/wasmplugin.yaml")).unwrap();
+    // A YAML syntax error on line 41 of a WasmPlugin (`@` cannot start a plain scalar).
+    let mut lines: Vec<String> = plugin.lines().map(str::to_owned).collect();
+    lines.truncate(40);
+    lines.push("      bad: @x".to_owned());
+    let list_item = |name: &str| -> String {
+        plugin
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.replacen("name: dbfault", &format!("name: {name}"), 1))
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+            .collect()
+    };
+    let files: &[(&str, String)] = &[
+        ("yaml-syntax.yaml", lines.join("\n") + "\n"),
+        ("trailing-comma.json", r#"{"faults": [],}"#.to_owned()),
+        ("latin1.json", String::from_utf8_lossy(b"{}").into_owned()),
+        ("deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plants}\n".to_owned()),
+        ("values.yaml", "replicaCount: 2\nimage: {tag: v1}\n".to_owned()),
+        ("empty.yaml", String::new()),
+        (
+            "three-errors.json",
+            r#"{"metrics": {"interval": "fast"}, "faults": [
+              {"name": "a", "match": {"hosts": ["h"]}, "abort": {"after": "1s"}},
+              {"name": "b", "match": {"hosts": ["h"]}, "delay": {"latency": "x"}}]}"#
+                .to_owned(),
+        ),
+        (
+            "list.yaml",
+            format!("apiVersion: v1\nkind: List\nitems:\n{}{}", list_item("a"), list_item("b")),
+        ),
+        (
+            "ecds-not-string.yaml",
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n  name: dbfault\n  typed_config:\n    config:\n      configuration:\n        value: [1]\n".to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("not-utf8.json"), b"\xff\xfe{}").unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let overlay = "examples/istio-overlay/kustomization.yaml";
+    // (arguments, exit status, what the output must contain, what it must not)
+    type Case<'a> = (Vec<String>, i32, Vec<String>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (vec![overlay.into()], 1, vec![format!("{overlay}: no WasmPlugin or dbfault configuration (only Kustomization)")], vec!["valid"]),
+        (vec!["--skip-unknown".into(), overlay.into(), "istio/wasmplugin.yaml".into()], 0, vec!["skipped (--skip-unknown)".into(), "WasmPlugin dbfault: valid".into()], vec![]),
+        (vec![at("yaml-syntax.yaml")], 1, vec![format!("{}:41:", at("yaml-syntax.yaml")), "not valid YAML".into()], vec!["valid (", "line 1 column 1"]),
+        (vec![at("trailing-comma.json")], 1, vec![format!("{}:1:15: not valid JSON: trailing comma", at("trailing-comma.json"))], vec!["valid ("]),
+        (vec![at("not-utf8.json")], 1, vec!["not UTF-8 text".into()], vec!["valid ("]),
+        (vec![at("deployment.yaml")], 1, vec!["(only Deployment plants)".into()], vec!["valid ("]),
+        (vec!["--skip-unknown".into(), at("deployment.yaml")], 0, vec!["skipped".into()], vec![]),
+        (vec![at("values.yaml")], 1, vec!["not a dbfault configuration, a WasmPlugin or an ECDS file".into()], vec!["valid ("]),
+        (vec![at("empty.yaml")], 1, vec!["no configuration found".into()], vec!["valid ("]),
+        (vec![at("ecds-not-string.yaml")], 1, vec!["ECDS resource dbfault: configuration.value is not a string".into()], vec!["valid ("]),
+        (vec!["--skip-unknown".into(), at("ecds-not-string.yaml")], 1, vec!["not a string".into()], vec!["skipped"]),
+        (
+            vec![at("three-errors.json")],
+            1,
+            vec![
+                "invalid configuration (3 errors)".into(),
+                "error: metrics.interval: invalid duration \"fast\"".into(),
+                "error: faults[0].abort.after: unknown field `after` (this object takes no fields: write {})".into(),
+                "error: faults[1].delay.latency: invalid duration \"x\"".into(),
+            ],
+            vec!["expected one of: )"],
+        ),
+        (vec![at("list.yaml")], 0, vec!["list.yaml (item 1): WasmPlugin a: valid".into(), "list.yaml (item 2): WasmPlugin b: valid".into()], vec![]),
+        (vec![at("missing.yaml")], 2, vec!["cannot read".into()], vec![]),
+        (vec!["--frobnicate".into(), at("list.yaml")], 2, vec!["unknown option --frobnicate".into()], vec![]),
+    ];
+    for (args, code, want, never) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (got, out) = check(&args, None);
+        assert_eq!(got, code, "{args:?}\n{out}");
+        for w in &want {
+            assert!(out.contains(w.as_str()), "{args:?}: want {w:?}\n{out}");
+        }
+        for n in never {
+            assert!(!out.contains(n), "{args:?}: must not say {n:?}\n{out}");
+        }
+        // The file is named once per message, not twice.
+        if let Some(file) = args.last().filter(|f| f.starts_with('/')) {
+            for line in out.lines() {
+                assert!(line.matches(file).count() <= 1, "{line}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -267,7 +367,45 @@ fn json_output_for_pipelines() {
     assert!(items[0]["warnings"].as_array().unwrap().is_empty());
     assert_eq!(items[1]["valid"], false);
     assert!(
-        items[1]["error"].as_str().unwrap().contains("faults"),
+        items[1]["errors"][0].as_str().unwrap().contains("faults"),
         "{out}"
     );
+    // One shape for every entry: valid, invalid, and a file that gave no configuration.
+    let (_, out) = check(
+        &[
+            "--output",
+            "json",
+            "envoy/dbfault.yaml",
+            "-",
+            "examples/istio-overlay/kustomization.yaml",
+        ],
+        Some("{\"faults\": 1}"),
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for item in report.as_array().unwrap() {
+        let mut keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "config",
+                "description",
+                "errors",
+                "file",
+                "origin",
+                "skipped",
+                "valid",
+                "warnings"
+            ],
+            "{item}"
+        );
+        for list in ["description", "errors", "warnings"] {
+            assert!(item[list].is_array(), "{item}");
+        }
+    }
 }

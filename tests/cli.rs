@@ -8,7 +8,8 @@
 )]
 
 use dbfault_testkit::{
-    documented_sidecar_choice, output_with_input, repo, OutputByDeadline, TempDir,
+    documented_sidecar_choice, finish_by_deadline, output_with_input, repo, OutputByDeadline,
+    TempDir,
 };
 use serde_json::Value;
 use std::fs;
@@ -27,6 +28,13 @@ fn dbfault(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn shipped(path: &str) -> String {
@@ -408,4 +416,130 @@ fn drill_prints_merges_and_refuses_what_it_cannot_do() {
         Some("{\"faults\": 3}"),
     );
     assert_eq!(status, 1, "{err}");
+}
+
+#[test]
+fn on_for_a_while_and_the_kill_switch() {
+    // `on --for`: expiresAt is now + the duration, to the second, read back by `list`.
+    let before = now_secs();
+    let (code, on, err) = dbfault(
+        &[
+            "on",
+            "firestore-outage",
+            "istio/wasmplugin.yaml",
+            "--for",
+            "15m",
+        ],
+        None,
+    );
+    let after = now_secs();
+    assert_eq!(code, 0, "{err}");
+    let plugin = shipped("istio/wasmplugin.yaml");
+    let line = on
+        .lines()
+        .find(|l| l.trim_start().starts_with("expiresAt:"))
+        .unwrap();
+    // One line added (under the name, indented as its siblings), one value changed.
+    let without = on.replacen(&format!("{line}\n"), "", 1);
+    let changed = changed_lines(&plugin, &without);
+    assert_eq!(
+        changed,
+        [("      enabled: false", "      enabled: true")],
+        "{on}"
+    );
+    assert!(line.starts_with("      expiresAt: \""), "{line}");
+    let at = line.split('"').nth(1).unwrap();
+    let at_secs = dbfault::config::time::parse(at).unwrap() / 1_000_000_000;
+    assert!(
+        (before + 900..=after + 901).contains(&at_secs),
+        "{at}: not 15 minutes from now"
+    );
+    let (code, listed, _) = dbfault(&["list", "--output", "json", "-"], Some(&on));
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let rule = &listed[0]["rules"][0];
+    assert_eq!(
+        (rule["state"].as_str(), rule["expiresAt"].as_str()),
+        (Some("active"), Some(at))
+    );
+    // Again later: the expiry is replaced, not added twice.
+    let (code, again, _) = dbfault(&["on", "firestore-outage", "-", "--for", "1h"], Some(&on));
+    assert_eq!(code, 0);
+    assert_eq!(again.matches("expiresAt").count(), 1, "{again}");
+    // `off --all` switches every rule off, in an ECDS file too, and nothing else.
+    let ecds = shipped("envoy/dbfault.yaml");
+    let (code, on_ecds, _) = dbfault(&["on", "postgres-slow", "-"], Some(&ecds));
+    assert_eq!(code, 0);
+    let (code, off, err) = dbfault(&["off", "--all", "-"], Some(&on_ecds));
+    assert_eq!(code, 0, "{err}");
+    let (_, listed, _) = dbfault(&["list", "--output", "json", "-"], Some(&off));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let rules = listed[0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 3, "{listed}");
+    assert!(rules.iter().all(|r| r["state"] == "off"), "{listed}");
+    assert_eq!(
+        off, ecds,
+        "all off again is the shipped file, byte for byte"
+    );
+    // `on --all` is not a thing; `--for` belongs to `on`.
+    assert_eq!(dbfault(&["on", "--all", "-"], Some(&ecds)).0, 2);
+    assert_eq!(dbfault(&["off", "x", "-", "--for", "1m"], Some(&ecds)).0, 2);
+    assert_eq!(
+        dbfault(&["on", "x", "-", "--for", "soon"], Some(&ecds)).0,
+        2
+    );
+}
+
+#[test]
+fn a_kubectl_list_is_listed_and_switched_in_every_wasmplugin() {
+    // What `kubectl get wasmplugin -A -o yaml` prints: a List of the WasmPlugins.
+    let item = |ns: &str| -> String {
+        FROM_KUBECTL
+            .replace("namespace: plants", &format!("namespace: {ns}"))
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+            .collect()
+    };
+    let list = format!(
+        "apiVersion: v1\nitems:\n{}{}kind: List\nmetadata:\n  resourceVersion: \"\"\n",
+        item("plants"),
+        item("shop")
+    );
+    let (code, out, err) = dbfault(&["list", "-"], Some(&list));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("- (item 1): WasmPlugin dbfault"), "{out}");
+    assert!(out.contains("- (item 2): WasmPlugin dbfault"), "{out}");
+    let (code, on, err) = dbfault(&["on", "firestore-outage", "-"], Some(&list));
+    assert_eq!(code, 0, "{err}");
+    let changed = changed_lines(&list, &on);
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(changed
+        .iter()
+        .all(|(a, b)| a.replace("false", "true") == *b));
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    // `dbfault check F F F … | head -1`: the reader goes away after one line.
+    let files: Vec<&str> = std::iter::repeat_n("istio/wasmplugin.yaml", 400).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+        .arg("check")
+        .args(&files)
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = finish_by_deadline(child, "dbfault check … | (closed)");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE as `cat` would be: {:?}",
+        out.status
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 }

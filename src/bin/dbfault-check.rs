@@ -3,6 +3,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
+    dbfault::cli::command::die_on_closed_pipe();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     match args.first_mut() {
         Some(first) if first == "--plugin-config" => *first = "show".into(),

@@ -2,10 +2,10 @@
 //! well, 1 when a configuration is invalid (or a rule unknown), 2 for usage errors and files that
 //! cannot be read or written.
 
-use super::toggle::{toggle, ToggleError};
+use super::toggle::{apply_change, ToggleError};
 use crate::config::{digest, time};
 use crate::fault::Rule;
-use crate::manifest::{plugin_configs, single_plugin_config};
+use crate::manifest::{read_configs, single_plugin_config};
 use crate::plugin::Config;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -14,9 +14,9 @@ const USAGE: &str = "usage: dbfault <command> [options]
 
 Commands:
   check [--strict] [--output json] FILE...   validate configurations before pushing them
-  list [--output json] FILE                  the rules, what each does, whether it is active now
-  on RULE FILE [--in-place]                  switch a rule on by name
-  off RULE FILE [--in-place]                 switch a rule off by name
+  list [--output json] [--node-id ID] FILE   the rules, what each does, whether it is active now
+  on RULE FILE [--for 15m] [--in-place]      switch a rule on by name (for a while)
+  off RULE|--all FILE [--in-place]           switch a rule, or every rule, off
   show FILE                                  the one plugin configuration in FILE, as found
   drill NAME --host H [options] [FILE]       a realistic incident as rules (drill --list: which)
 
@@ -25,13 +25,21 @@ documents allowed) or an ECDS file; `-` reads standard input.
 Exit status: 0 ok, 1 invalid configuration or unknown rule, 2 usage or unreadable file.
 `dbfault <command> --help` tells more.";
 
-const HELP_CHECK: &str = "usage: dbfault check [--strict] [--output text|json] FILE...
+const HELP_CHECK: &str =
+    "usage: dbfault check [--strict] [--skip-unknown] [--output text|json] FILE...
 
 Validates every plugin configuration in the files with the parser the module itself runs, and
 says in words what each rule will do. Prints each configuration's id (the `config` label of
-dbfault_config_info). Warns about enabled rules without expiresAt and rules already expired;
-with --strict an expired rule makes the configuration invalid.
-Exit status: 0 valid, 1 invalid, 2 usage or unreadable file.";
+dbfault_config_info) and every error it finds (each rule's first), not only the first one.
+Warns about enabled rules without expiresAt and rules already expired; with --strict an expired
+rule makes the configuration invalid.
+A file is read as JSON when it opens with { or [, as YAML otherwise; a syntax error is given as
+FILE:LINE:COLUMN. A file that is well-formed but holds no dbfault configuration, WasmPlugin
+(also inside a `kind: List`) or ECDS resource is an error, or passed over with --skip-unknown.
+--output json prints one list, one object per configuration (or per file that gave none), always
+with the keys file, origin, config (null without one), valid, skipped, description, errors and
+warnings (lists of strings).
+Exit status: 0 valid, 1 invalid (or not dbfault's), 2 usage or unreadable file.";
 
 const HELP_LIST: &str = "usage: dbfault list [--output text|json] [--node-id ID] FILE
 
@@ -42,11 +50,15 @@ id, e.g. sidecar~10.8.0.7~plants-7d9f.plants~plants.svc.cluster.local), rules wh
 sidecarPercentage leaves that sidecar out are shown as `left out`.
 Exit status: 0, 1 invalid configuration, 2 usage or unreadable file.";
 
-const HELP_TOGGLE: &str = "usage: dbfault on|off RULE FILE [--in-place]
+const HELP_TOGGLE: &str = "usage: dbfault on RULE FILE [--for DURATION] [--in-place]
+       dbfault off RULE FILE [--in-place]
+       dbfault off --all FILE [--in-place]
 
 Sets `enabled` of the rule named RULE in every configuration of FILE that has it, changing nothing
 else in the text (comments, key order and quoting stay). Prints the whole document to standard
 output, or with --in-place replaces FILE atomically (a watching Envoy sees one complete file).
+--for 15m also sets the rule's expiresAt to now + 15 minutes in the same edit: the rule switches
+itself off then, even if nobody comes back. off --all switches every rule off (the kill switch).
 Refuses an unknown rule name (listing the known ones) and never emits an invalid configuration.
   kubectl get wasmplugin dbfault -n plants -o yaml | dbfault on firestore-outage - | kubectl apply -f -
 Exit status: 0 (also when the rule already was so), 1 unknown rule or invalid configuration,
@@ -56,6 +68,23 @@ const HELP_SHOW: &str = "usage: dbfault show FILE
 
 Prints the one plugin configuration in FILE as the module would receive it, unvalidated (so that
 a broken one can be read and fixed). Exit status 1 when FILE holds none or several.";
+
+/// Makes a write to a closed pipe end the process as it ends `cat` or `grep` (`dbfault list F |
+/// head`): Rust ignores SIGPIPE, so `println!` would panic on the broken pipe instead.
+pub fn die_on_closed_pipe() {
+    #[cfg(unix)]
+    {
+        extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        const SIGPIPE: i32 = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: restores the default disposition of one signal before any thread starts.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}
 
 /// Runs `dbfault ARGS`; returns the exit status.
 pub fn main(args: &[String]) -> i32 {
@@ -107,7 +136,10 @@ pub(super) fn usage_err(text: &str) -> i32 {
 struct Opts {
     json: bool,
     strict: bool,
+    skip_unknown: bool,
     in_place: bool,
+    all: bool,
+    for_: Option<String>,
     node_id: Option<String>,
     files: Vec<String>,
 }
@@ -116,7 +148,10 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
     let mut o = Opts {
         json: false,
         strict: false,
+        skip_unknown: false,
         in_place: false,
+        all: false,
+        for_: None,
         node_id: None,
         files: Vec::new(),
     };
@@ -128,7 +163,16 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
         }
         match flag {
             "--strict" => o.strict = true,
+            "--skip-unknown" => o.skip_unknown = true,
             "--in-place" => o.in_place = true,
+            "--all" => o.all = true,
+            "--for" => {
+                let value = match a.split_once('=') {
+                    Some((_, v)) => Some(v.to_owned()),
+                    None => it.next().cloned(),
+                };
+                o.for_ = Some(value.ok_or("--for takes a duration, e.g. 15m")?);
+            }
             "--node-id" => {
                 let value = match a.split_once('=') {
                     Some((_, v)) => Some(v.to_owned()),
@@ -163,14 +207,29 @@ pub(super) fn read(arg: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// The plugin configurations in `file` (see [`plugin_configs`]), or why there are none.
-/// The plugin configurations in `file` (see [`plugin_configs`]), or the exit status and what to
-/// say: 2 when it cannot be read, 1 when it holds no configuration dbfault understands.
-fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, (i32, String)> {
-    let text = read(file).map_err(|e| (2, format!("{file}: cannot read: {e}")))?;
-    plugin_configs(file, &text).map_err(|why| {
-        let named = why.starts_with(file);
-        (1, if named { why } else { format!("{file}: {why}") })
+/// Why a file gives no configuration: the exit status (2 unreadable, 1 otherwise), what to say,
+/// and whether it is well-formed but not dbfault's (`--skip-unknown` passes over it).
+struct Unreadable {
+    code: i32,
+    why: String,
+    foreign: bool,
+}
+
+/// The plugin configurations in `file` (see [`read_configs`]).
+fn configs_in(file: &str) -> Result<Vec<crate::manifest::PluginConfig>, Unreadable> {
+    let text = read(file).map_err(|e| Unreadable {
+        code: 2,
+        why: format!("{file}: cannot read: {e}"),
+        foreign: false,
+    })?;
+    read_configs(file, &text).map_err(|u| Unreadable {
+        code: 1,
+        why: if u.message.starts_with(file) {
+            u.message
+        } else {
+            format!("{file}: {}", u.message)
+        },
+        foreign: u.foreign,
     })
 }
 
@@ -188,7 +247,7 @@ pub(super) fn print_json(v: &Value) {
 }
 
 fn check(args: &[String]) -> i32 {
-    let o = match opts(args, &["--strict", "--output"]) {
+    let o = match opts(args, &["--strict", "--output", "--skip-unknown"]) {
         Ok(o) if !o.files.is_empty() => o,
         Ok(_) => return usage_err(HELP_CHECK),
         Err(e) => return usage_err(&format!("dbfault check: {e}\n\n{HELP_CHECK}")),
@@ -199,10 +258,15 @@ fn check(args: &[String]) -> i32 {
     for file in &o.files {
         let found = match configs_in(file) {
             Ok(f) => f,
-            Err((code, why)) => {
-                status = status.max(code);
+            Err(Unreadable { code, why, foreign }) => {
+                let skipped = foreign && o.skip_unknown;
+                if !skipped {
+                    status = status.max(code);
+                }
                 if o.json {
-                    report.push(json!({"file": file, "error": why}));
+                    report.push(checked(file, file, None, &[], &[why], &[], skipped));
+                } else if skipped {
+                    println!("{why}: skipped (--skip-unknown)");
                 } else {
                     eprintln!("{why}");
                 }
@@ -211,45 +275,55 @@ fn check(args: &[String]) -> i32 {
         };
         for f in found {
             let id = digest::config_id(&f.bytes);
-            match Config::parse(&f.bytes) {
-                Err(err) => {
-                    status = status.max(1);
-                    if o.json {
-                        report.push(json!({"origin": f.origin, "config": id, "valid": false, "error": err.to_string()}));
-                    } else {
-                        println!("{}: invalid configuration: {err}", f.origin);
-                    }
+            let (description, warnings, errors) = match Config::check(&f.bytes) {
+                Err(errs) => {
+                    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                    (Vec::new(), Vec::new(), errs)
                 }
                 Ok(config) => {
-                    let (warnings, errors) = expiry_notes(&config.faults, now, o.strict);
-                    if !errors.is_empty() {
-                        status = status.max(1);
-                    }
-                    if o.json {
-                        report.push(json!({
-                            "origin": f.origin,
-                            "config": id,
-                            "valid": errors.is_empty(),
-                            "description": super::describe(&config),
-                            "warnings": warnings,
-                            "errors": errors,
-                        }));
-                    } else {
-                        println!(
-                            "{}: valid (config {id}: the `config` label of dbfault_config_info)",
-                            f.origin
-                        );
-                        for line in super::describe(&config) {
-                            println!("  {line}");
-                        }
-                        for w in warnings {
-                            println!("  warning: {w}");
-                        }
-                        for e in errors {
-                            println!("  error: {e}");
-                        }
-                    }
+                    let (w, e) = expiry_notes(&config.faults, now, o.strict);
+                    (super::describe(&config), w, e)
                 }
+            };
+            if !errors.is_empty() {
+                status = status.max(1);
+            }
+            if o.json {
+                report.push(checked(
+                    file,
+                    &f.origin,
+                    Some(&id),
+                    &description,
+                    &errors,
+                    &warnings,
+                    false,
+                ));
+                continue;
+            }
+            match errors.as_slice() {
+                [] => println!(
+                    "{}: valid (config {id}: the `config` label of dbfault_config_info)",
+                    f.origin
+                ),
+                [one] if description.is_empty() => {
+                    println!("{}: invalid configuration: {one}", f.origin);
+                }
+                many => println!(
+                    "{}: invalid configuration ({} error{})",
+                    f.origin,
+                    many.len(),
+                    if many.len() == 1 { "" } else { "s" }
+                ),
+            }
+            let several = errors.len() > 1 || !description.is_empty();
+            for e in errors.iter().filter(|_| several) {
+                println!("  error: {e}");
+            }
+            for line in &description {
+                println!("  {line}");
+            }
+            for w in &warnings {
+                println!("  warning: {w}");
             }
         }
     }
@@ -257,6 +331,28 @@ fn check(args: &[String]) -> i32 {
         print_json(&Value::Array(report));
     }
     status
+}
+
+/// One entry of `check --output json`: the same keys whatever happened.
+fn checked(
+    file: &str,
+    origin: &str,
+    config: Option<&str>,
+    description: &[String],
+    errors: &[String],
+    warnings: &[String],
+    skipped: bool,
+) -> Value {
+    json!({
+        "file": file,
+        "origin": origin,
+        "config": config,
+        "valid": errors.is_empty() && !skipped,
+        "skipped": skipped,
+        "description": description,
+        "errors": errors,
+        "warnings": warnings,
+    })
 }
 
 /// Warnings (and, with `strict`, errors) about rules that never end or have ended.
@@ -341,9 +437,9 @@ fn list(args: &[String]) -> i32 {
     let file = o.files.first().map_or("-", String::as_str);
     let found = match configs_in(file) {
         Ok(f) => f,
-        Err((code, why)) => {
-            eprintln!("{why}");
-            return code;
+        Err(u) => {
+            eprintln!("{}", u.why);
+            return u.code;
         }
     };
     let now = now_nanos();
@@ -351,15 +447,16 @@ fn list(args: &[String]) -> i32 {
     let mut report = Vec::new();
     for f in found {
         let id = digest::config_id(&f.bytes);
-        let config = match Config::parse(&f.bytes) {
+        let config = match Config::check(&f.bytes) {
             Ok(c) => c,
-            Err(err) => {
+            Err(errs) => {
                 status = 1;
+                let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 if o.json {
-                    report
-                        .push(json!({"origin": f.origin, "config": id, "error": err.to_string()}));
+                    report.push(json!({"file": file, "origin": f.origin, "config": id,
+                        "valid": false, "errors": errs, "rules": []}));
                 } else {
-                    println!("{}: invalid configuration: {err}", f.origin);
+                    println!("{}: invalid configuration: {}", f.origin, errs.join("; "));
                 }
                 continue;
             }
@@ -387,7 +484,8 @@ fn list(args: &[String]) -> i32 {
             })
             .collect();
         if o.json {
-            report.push(json!({"origin": f.origin, "config": id, "rules": rules}));
+            report.push(json!({"file": file, "origin": f.origin, "config": id,
+                "valid": true, "errors": [], "rules": rules}));
             continue;
         }
         println!("{} (config {id})", f.origin);
@@ -424,22 +522,53 @@ fn list(args: &[String]) -> i32 {
 }
 
 fn switch(on: bool, args: &[String]) -> i32 {
-    let o = match opts(args, &["--in-place"]) {
+    let allowed: &[&str] = if on {
+        &["--in-place", "--for"]
+    } else {
+        &["--in-place", "--all"]
+    };
+    let o = match opts(args, allowed) {
         Ok(o) => o,
         Err(e) => return usage_err(&format!("dbfault: {e}\n\n{HELP_TOGGLE}")),
     };
-    let [rule, file] = o.files.as_slice() else {
-        return usage_err(HELP_TOGGLE);
+    let (rule, file) = match (o.all, o.files.as_slice()) {
+        (false, [rule, file]) => (Some(rule.clone()), file),
+        (true, [file]) => (None, file),
+        _ => return usage_err(HELP_TOGGLE),
     };
     if o.in_place && file.as_str() == "-" {
         return usage_err("dbfault: --in-place needs a file, not standard input");
     }
+    // `--for`: expiresAt is now + the duration, to the second (RFC 3339 as the configuration
+    // writes it), so that the rule switches itself off even if nobody comes back.
+    let expires_at = match o
+        .for_
+        .as_deref()
+        .map(|d| crate::config::parse_duration("--for", d))
+    {
+        None => None,
+        Some(Ok(d)) => {
+            let secs = now_nanos() / 1_000_000_000 + d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            Some(time::format(secs.saturating_mul(1_000_000_000)))
+        }
+        Some(Err(e)) => return usage_err(&format!("dbfault: {e}\n\n{HELP_TOGGLE}")),
+    };
     let text = match read_text(file) {
         Ok(t) => t,
         Err(status) => return status,
     };
-    let done = match toggle(file, &text, rule, on) {
+    let change = super::toggle::Change {
+        rule: rule.clone(),
+        on,
+        expires_at: expires_at.clone(),
+    };
+    let rule = rule.unwrap_or_else(|| "every rule".to_owned());
+    let done = match apply_change(file, &text, &change) {
         Ok(t) => t,
+        Err(ToggleError::Unknown(_)) if change.rule.is_none() => {
+            eprintln!("{file}: no rules to switch off");
+            return 1;
+        }
         Err(ToggleError::Unknown(known)) => {
             eprintln!(
                 "{file}: no rule named {rule:?} (rules: {})",
@@ -468,8 +597,11 @@ fn switch(on: bool, args: &[String]) -> i32 {
             eprintln!("{file}: cannot write: {e}");
             return 2;
         }
+        let until = expires_at
+            .map(|at| format!(" until {at}"))
+            .unwrap_or_default();
         for origin in &done.changed {
-            println!("{origin}: {rule} {word}");
+            println!("{origin}: {rule} {word}{until}");
         }
         return 0;
     }

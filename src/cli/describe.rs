@@ -39,9 +39,58 @@ fn statements(m: &Match) -> String {
     what
 }
 
+/// A duration the way an operator writes it: `10m`, `1m30s`, `250ms`, `1.5s` — the shortest exact
+/// form in the configuration's own units, so that `list` and `check` echo what the file says.
+pub fn human(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    const S: u128 = 1_000_000_000;
+    // Whole hours, minutes and seconds as terms; a sub-second remainder joins the seconds as a
+    // fraction when there are whole seconds, or stands alone in ms/µs/ns.
+    let (whole, frac) = (ns / S, ns % S);
+    let mut out = String::new();
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if frac == 0 {
+        if s > 0 {
+            out.push_str(&format!("{s}s"));
+        }
+        return out;
+    }
+    if whole > 0 {
+        let digits = format!("{frac:09}");
+        out.push_str(&format!("{s}.{}s", digits.trim_end_matches('0')));
+        return out;
+    }
+    let (value, unit) = if frac % 1_000_000 == 0 {
+        (frac / 1_000_000, "ms")
+    } else if frac % 1_000 == 0 {
+        (frac / 1_000, "µs")
+    } else {
+        (frac, "ns")
+    };
+    format!("{value}{unit}")
+}
+
+/// ` ± 20ms`, or nothing without jitter.
+fn jitter(d: Duration) -> String {
+    if d.is_zero() {
+        String::new()
+    } else {
+        format!(" ± {}", human(d))
+    }
+}
+
 /// What a configuration will do, one line per item, in words.
 pub fn describe(config: &Config) -> Vec<String> {
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let ms = human;
     let m = &config.metrics;
     let mut out = vec![if m.enabled {
         format!(
@@ -68,7 +117,7 @@ pub fn describe(config: &Config) -> Vec<String> {
 
 /// What one rule does, in words: `rule NAME: ...`.
 pub fn rule(r: &Rule) -> String {
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let ms = human;
     let kind = match &r.kind {
         FaultKind::Abort(_) => "abort (close as soon as the upstream is known)".to_owned(),
         FaultKind::Blackhole(b) => match b.close_after {
@@ -76,9 +125,9 @@ pub fn rule(r: &Rule) -> String {
             None => "blackhole (hang until the client gives up)".to_owned(),
         },
         FaultKind::Delay(d) => format!(
-            "delay client → database by {} ± {}{}",
+            "delay client → database by {}{}{}",
             ms(d.latency),
-            ms(d.jitter),
+            jitter(d.jitter),
             if d.first_only {
                 ", first chunk only"
             } else {
@@ -254,9 +303,9 @@ pub fn rule(r: &Rule) -> String {
     if r.matcher.is_statement_rule() {
         let action = match &r.kind {
             FaultKind::Delay(d) => format!(
-                "wait {} ± {} before reaching the server",
+                "wait {}{} before reaching the server",
                 ms(d.latency),
-                ms(d.jitter)
+                jitter(d.jitter)
             ),
             FaultKind::Abort(_) => {
                 "close their connection (the statement never reaches the server)".to_owned()
@@ -283,4 +332,33 @@ pub fn rule(r: &Rule) -> String {
         target.join("; "),
         percent(r.percentage_bp),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_written() {
+        let cases = [
+            ("10m", "10m"),
+            ("1m30s", "1m30s"),
+            ("250ms", "250ms"),
+            ("1.5s", "1.5s"),
+            ("2h", "2h"),
+            ("90s", "1m30s"),
+            ("1h0m5s", "1h5s"),
+            ("1500us", "1500µs"),
+            ("61.25s", "1m1.25s"),
+        ];
+        for (text, shown) in cases {
+            let d = crate::config::parse_duration("x", text).unwrap();
+            assert_eq!(human(d), shown, "{text}");
+            // What is shown reads back as the same duration.
+            assert_eq!(crate::config::parse_duration("x", shown), Ok(d), "{shown}");
+        }
+        assert_eq!(human(Duration::from_nanos(7)), "7ns");
+        assert_eq!(human(Duration::ZERO), "0s");
+    }
 }

@@ -38,13 +38,34 @@ pub(super) struct Site<'a> {
 
 /// The configurations in the documents of `text`, in the order [`plugin_configs`] reports them.
 pub(super) fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a>> {
-    let mut out = Vec::new();
+    // The documents with where each is, a `kind: List` standing for its items (as
+    // `crate::manifest` reads them).
+    let several = docs.len() > 1;
+    let mut flat: Vec<(String, &'a Node)> = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
-        let at = if docs.len() > 1 {
+        let at = if several {
             format!("{name} (document {})", i + 1)
         } else {
             name.to_owned()
         };
+        let is_list = doc.get("kind").and_then(Node::as_str) == Some("List")
+            && doc.get("apiVersion").is_some();
+        match doc.get("items").filter(|_| is_list) {
+            Some(items) => {
+                for (k, item) in items.items().iter().enumerate() {
+                    let item_at = if several {
+                        format!("{name} (document {}, item {})", i + 1, k + 1)
+                    } else {
+                        format!("{name} (item {})", k + 1)
+                    };
+                    flat.push((item_at, item));
+                }
+            }
+            None => flat.push((at, doc)),
+        }
+    }
+    let mut out = Vec::new();
+    for (at, doc) in flat {
         if doc.get("kind").and_then(Node::as_str) == Some("WasmPlugin") {
             let plugin = doc
                 .get("metadata")
@@ -109,73 +130,126 @@ fn is_other_object(doc: &Node) -> bool {
             .is_some_and(|k| k != "WasmPlugin")
 }
 
-/// The edit that sets `enabled` of rule `rule` in the configuration `config` (whose source is
-/// `text`): `None` when there is no such rule, `Some(None)` when it already has that value.
-fn edit_rule(
-    text: &str,
-    config: &Node,
-    rule: &str,
-    on: bool,
-) -> Result<Option<Option<Edit>>, String> {
-    let wanted = if on { "true" } else { "false" };
-    let Some(item) = config
-        .get("faults")
-        .map(Node::items)
-        .unwrap_or_default()
-        .iter()
-        .find(|r| r.get("name").and_then(Node::as_str) == Some(rule))
-    else {
-        return Ok(None);
-    };
-    let edit = match item.get("enabled") {
+/// What `on`/`off` changes: `enabled` of one rule (or, switching off, of every rule), and with
+/// `on --for` its `expiresAt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The rule's name; `None`: every rule.
+    pub rule: Option<String>,
+    pub on: bool,
+    /// `expiresAt` to set (RFC 3339), replacing any there.
+    pub expires_at: Option<String>,
+}
+
+impl Change {
+    fn targets(&self, name: Option<&str>) -> bool {
+        match &self.rule {
+            None => true,
+            Some(r) => name == Some(r.as_str()),
+        }
+    }
+}
+
+/// The edits that apply `change` to the configuration `config` (whose source is `text`):
+/// `None` when it has no rule the change names, an empty list when they already are so.
+fn edit_rules(text: &str, config: &Node, change: &Change) -> Result<Option<Vec<Edit>>, String> {
+    let mut edits = Vec::new();
+    let mut any = false;
+    for item in config.get("faults").map(Node::items).unwrap_or_default() {
+        let name = item.get("name").and_then(Node::as_str);
+        if !change.targets(name) {
+            continue;
+        }
+        any = true;
+        edits.extend(edit_rule(text, item, name.unwrap_or("?"), change)?);
+    }
+    Ok(any.then_some(edits))
+}
+
+/// The edits of one rule (`item`, named `rule`).
+fn edit_rule(text: &str, item: &Node, rule: &str, change: &Change) -> Result<Vec<Edit>, String> {
+    let wanted = if change.on { "true" } else { "false" };
+    let mut edits = Vec::new();
+    match item.get("enabled") {
         Some(Node::Scalar {
             value, start, end, ..
-        }) if value == "true" || value == "false" => Ok((value != wanted).then(|| Edit {
-            start: *start,
-            end: *end,
-            text: wanted.to_owned(),
-        })),
-        Some(_) => Err(format!("rule {rule}: enabled is not true or false")),
-        // Absent means enabled.
-        None if on => Ok(None),
-        None => {
-            let Some((
-                Node::Scalar {
-                    start: key, style, ..
-                },
-                Node::Scalar { end, .. },
-            )) = item.entry("name")
-            else {
-                return Err(format!("rule {rule}: name is not a plain value"));
-            };
-            let Node::Map { flow, .. } = item else {
-                return Err(format!("rule {rule} is not a mapping"));
-            };
-            let quoted = *style != saphyr_parser::ScalarStyle::Plain;
-            let text_to_add = if *flow {
-                format!(
-                    ", {}: false",
-                    if quoted { "\"enabled\"" } else { "enabled" }
-                )
-            } else {
-                format!("\n{}enabled: false", " ".repeat(yaml::column(text, *key)))
-            };
-            // After the name (in a block, after the rest of its line: a comment stays with it).
-            let at = if *flow {
-                *end
-            } else {
-                text.get(*end..)
-                    .and_then(|t| t.find('\n'))
-                    .map_or(text.len(), |i| end + i)
-            };
-            Ok(Some(Edit {
-                start: at,
-                end: at,
-                text: text_to_add,
-            }))
+        }) if value == "true" || value == "false" => {
+            if value != wanted {
+                edits.push(Edit {
+                    start: *start,
+                    end: *end,
+                    text: wanted.to_owned(),
+                });
+            }
         }
+        Some(_) => return Err(format!("rule {rule}: enabled is not true or false")),
+        // Absent means enabled.
+        None if change.on => {}
+        None => edits.push(add_under_name(text, item, rule, "enabled", "false")?),
+    }
+    if let Some(at) = &change.expires_at {
+        let quoted = format!("\"{at}\"");
+        match item.get("expiresAt") {
+            Some(Node::Scalar { start, end, .. }) => edits.push(Edit {
+                start: *start,
+                end: *end,
+                text: quoted,
+            }),
+            Some(_) => return Err(format!("rule {rule}: expiresAt is not a plain value")),
+            None => edits.push(add_under_name(text, item, rule, "expiresAt", &quoted)?),
+        }
+    }
+    Ok(edits)
+}
+
+/// Inserts `key: value` into the rule `item` after its name (in a block, after the rest of the
+/// name's line: a comment stays with it), in the rule's own style.
+fn add_under_name(
+    text: &str,
+    item: &Node,
+    rule: &str,
+    key: &str,
+    value: &str,
+) -> Result<Edit, String> {
+    let Some((
+        Node::Scalar {
+            start: key_at,
+            style,
+            ..
+        },
+        Node::Scalar { end, .. },
+    )) = item.entry("name")
+    else {
+        return Err(format!("rule {rule}: name is not a plain value"));
     };
-    edit.map(Some)
+    let Node::Map { flow, .. } = item else {
+        return Err(format!("rule {rule} is not a mapping"));
+    };
+    let quoted = *style != saphyr_parser::ScalarStyle::Plain;
+    let added = if *flow {
+        if quoted {
+            format!(", \"{key}\": {value}")
+        } else {
+            format!(", {key}: {value}")
+        }
+    } else {
+        format!(
+            "\n{}{key}: {value}",
+            " ".repeat(yaml::column(text, *key_at))
+        )
+    };
+    let at = if *flow {
+        *end
+    } else {
+        text.get(*end..)
+            .and_then(|t| t.find('\n'))
+            .map_or(text.len(), |i| end + i)
+    };
+    Ok(Edit {
+        start: at,
+        end: at,
+        text: added,
+    })
 }
 
 /// The rule names of a configuration node.
@@ -192,13 +266,24 @@ fn names(config: &Node) -> Vec<String> {
 /// Sets rule `rule` on or off in every configuration of the file `name` (contents `text`) that
 /// has it.
 pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, ToggleError> {
+    let change = Change {
+        rule: Some(rule.to_owned()),
+        on,
+        expires_at: None,
+    };
+    apply_change(name, text, &change)
+}
+
+/// Applies `change` to every configuration of the file `name` (contents `text`) that has a rule
+/// it names.
+pub fn apply_change(name: &str, text: &str, change: &Change) -> Result<Toggled, ToggleError> {
     let docs = yaml::documents(text).map_err(|e| ToggleError::Invalid(format!("{name}: {e}")))?;
     let mut edits = Vec::new();
     let (mut changed, mut unchanged, mut known) = (Vec::new(), Vec::new(), Vec::new());
     for site in sites(name, text, &docs) {
-        let mut found = |inner: &str, config: &Node| -> Result<Option<Option<Edit>>, ToggleError> {
+        let mut found = |inner: &str, config: &Node| -> Result<Option<Vec<Edit>>, ToggleError> {
             known.extend(names(config));
-            edit_rule(inner, config, rule, on)
+            edit_rules(inner, config, change)
                 .map_err(|e| ToggleError::Invalid(format!("{}: {e}", site.origin)))
         };
         let edit = match (site.config, site.holder) {
@@ -220,13 +305,13 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
                 match inner_docs.first() {
                     None => None,
                     Some(config) => match found(value, config)? {
-                        Some(Some(inner)) => {
-                            let new = yaml::apply(value, &[inner]).map_err(ToggleError::Invalid)?;
-                            Some(Some(Edit {
+                        Some(inner) if !inner.is_empty() => {
+                            let new = yaml::apply(value, &inner).map_err(ToggleError::Invalid)?;
+                            Some(vec![Edit {
                                 start: *start,
                                 end: *end,
                                 text: yaml::scalar(&new, *style, indent + 2),
-                            }))
+                            }])
                         }
                         other => other,
                     },
@@ -236,9 +321,9 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
         };
         match edit {
             None => {}
-            Some(None) => unchanged.push(site.origin),
-            Some(Some(e)) => {
-                edits.push(e);
+            Some(e) if e.is_empty() => unchanged.push(site.origin),
+            Some(e) => {
+                edits.extend(e);
                 changed.push(site.origin);
             }
         }
@@ -249,7 +334,7 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
         return Err(ToggleError::Unknown(known));
     }
     let out = yaml::apply(text, &edits).map_err(ToggleError::Invalid)?;
-    verify(name, text, &out, rule, on)?;
+    verify(name, text, &out, change)?;
     Ok(Toggled {
         text: out,
         changed,
@@ -257,9 +342,10 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
     })
 }
 
-/// The configurations read back from `after` equal those of `before` with only the rule's
-/// `enabled` set, and every one that has the rule is valid.
-fn verify(name: &str, before: &str, after: &str, rule: &str, on: bool) -> Result<(), ToggleError> {
+/// The configurations read back from `after` equal those of `before` with only the named rules'
+/// `enabled` (and `expiresAt`) set, and every one that has such a rule is valid.
+fn verify(name: &str, before: &str, after: &str, change: &Change) -> Result<(), ToggleError> {
+    let on = change.on;
     let read = |text: &str| -> Result<Vec<(String, Value, Vec<u8>)>, ToggleError> {
         plugin_configs(name, text.as_bytes())
             .map_err(|e| ToggleError::Invalid(format!("{name}: {e}")))?
@@ -285,9 +371,12 @@ fn verify(name: &str, before: &str, after: &str, rule: &str, on: bool) -> Result
         let mut has_rule = false;
         if let Some(rules) = expected.get_mut("faults").and_then(Value::as_array_mut) {
             for r in rules {
-                if r.get("name").and_then(Value::as_str) == Some(rule) {
+                if change.targets(r.get("name").and_then(Value::as_str)) {
                     has_rule = true;
                     if let Some(obj) = r.as_object_mut() {
+                        if let Some(at) = &change.expires_at {
+                            obj.insert("expiresAt".into(), Value::String(at.clone()));
+                        }
                         if on && !obj.contains_key("enabled") {
                             continue;
                         }
@@ -298,7 +387,7 @@ fn verify(name: &str, before: &str, after: &str, rule: &str, on: bool) -> Result
         }
         if expected != got {
             return Err(ToggleError::Invalid(format!(
-                "{origin}: editing changed more than the rule's `enabled` (a bug: nothing written)"
+                "{origin}: editing changed more than the rules' `enabled` and `expiresAt` (a bug: nothing written)"
             )));
         }
         if has_rule {

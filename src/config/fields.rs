@@ -164,15 +164,32 @@ impl<'a> Fields<'a> {
             // The key is the user's text: escaped, so that the error stays on one line (found
             // by fuzzing).
             let key = escape(key);
-            let mut message = format!("unknown field `{key}` (expected one of: ");
-            push_list(&mut message, known);
-            message.push(')');
+            let mut message = format!("unknown field `{key}`");
+            if known.is_empty() {
+                message.push_str(" (this object takes no fields: write {})");
+            } else {
+                message.push_str(" (expected one of: ");
+                push_list(&mut message, known);
+                message.push(')');
+            }
             return Err(ConfigError::new(join(path, &key), message));
         }
         Ok(Fields {
             members,
             path: path.to_owned(),
         })
+    }
+
+    /// The document's root object with whatever keys it has (after its unknown keys were
+    /// reported), so that the rest can still be checked.
+    pub fn unchecked(v: &'a Value) -> Result<Fields<'a>, ConfigError> {
+        match v {
+            Value::Object(members) => Ok(Fields {
+                members,
+                path: String::new(),
+            }),
+            _ => Err(type_error("configuration", v, "an object")),
+        }
     }
 
     pub fn path(&self, key: &str) -> String {

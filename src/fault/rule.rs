@@ -75,31 +75,47 @@ fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError::new(path, message))
 }
 
-/// `faults[]` of the configuration document `root` (absent: no rules).
-pub fn parse_all(root: &Fields<'_>) -> Result<Vec<Rule>, ConfigError> {
-    let Some(raw) = root.array("faults")? else {
-        return Ok(Vec::new());
+/// `faults[]` of the configuration document `root` (absent: no rules). Errors: each rule's
+/// first, in order (a rule that fails is not compared for a duplicate name), so that `dbfault
+/// check` can show them all; the module logs the first.
+pub fn parse_all(root: &Fields<'_>) -> Result<Vec<Rule>, Vec<ConfigError>> {
+    let raw = match root.array("faults") {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(vec![e]),
     };
     if raw.len() > MAX_RULES {
-        return err(
+        return Err(vec![ConfigError::new(
             "faults",
             format!("{} rules, at most {MAX_RULES} are allowed", raw.len()),
-        );
+        )]);
     }
     let known: Vec<&str> = COMMON_KEYS.iter().chain(KIND_KEYS).copied().collect();
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
     for (i, value) in raw.iter().enumerate() {
         let at = format!("faults[{i}]");
-        let rule = parse(&Fields::of(value, &at, &known)?)?;
+        let rule = match Fields::of(value, &at, &known).and_then(|f| parse(&f)) {
+            Ok(rule) => rule,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         if rules.iter().any(|r| r.name == rule.name) {
-            return err(
-                &format!("{at}.name"),
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
                 format!("duplicate rule name {}", quote(&rule.name)),
-            );
+            ));
+            continue;
         }
         rules.push(rule);
     }
-    Ok(rules)
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 fn parse(raw: &Fields<'_>) -> Result<Rule, ConfigError> {

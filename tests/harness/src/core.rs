@@ -100,7 +100,7 @@ impl OutputByDeadline for Command {
 
 /// Collects a spawned child's output (stdout and stderr piped), killing it and panicking with
 /// what it printed if it outlives [`test_deadline`].
-fn finish_by_deadline(child: Child, what: &str) -> Output {
+pub fn finish_by_deadline(child: Child, what: &str) -> Output {
     finish_within(child, what, test_deadline())
 }
 

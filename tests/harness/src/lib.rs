@@ -22,8 +22,8 @@ pub mod tcp;
 pub mod tls;
 
 pub use crate::core::{
-    assert_held, config, documented_sidecar_choice, lines, localenv_output, median,
-    output_with_input, python_json, repo, run_ok, start_on_free_port, test_deadline, timed,
+    assert_held, config, documented_sidecar_choice, finish_by_deadline, lines, localenv_output,
+    median, output_with_input, python_json, repo, run_ok, start_on_free_port, test_deadline, timed,
     wait_for, OutputByDeadline, Process, TempDir,
 };
 pub use envoy::{envoy_1_36_bin, envoy_bin, render_ecds, wasm_path, Envoy, EnvoyBuilder};
