@@ -12,8 +12,8 @@ use common::shipped_plugin_config;
 use common::stack::*;
 use dbfault::metrics;
 use dbfault_testkit::{
-    http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, Process, Redis,
-    RedisConn, TempDir,
+    http_get, replace_once, repo, resp, start_on_free_port, wait_for, Envoy, OutputByDeadline,
+    Process, Redis, RedisConn, TempDir,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -31,10 +31,15 @@ struct Prometheus {
 impl Prometheus {
     /// The shipped prometheus.yml, scraping `admin` every second instead of every 5 s.
     fn start(admin: u16) -> Prometheus {
-        let dir = TempDir::new("prometheus");
         let shipped = fs::read_to_string(repo().join("envoy/prometheus/prometheus.yml")).unwrap();
         let config = replace_once(&shipped, "127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
             .replace("interval: 5s", "interval: 1s");
+        Prometheus::start_with(&config)
+    }
+
+    /// Prometheus with the configuration `config` (its rule file beside it).
+    fn start_with(config: &str) -> Prometheus {
+        let dir = TempDir::new("prometheus");
         let file = dir.path().join("prometheus.yml");
         fs::write(&file, config).unwrap();
         // The alert rules it names, next to it.
@@ -232,4 +237,192 @@ fn a_real_prometheus_sees_the_traffic_and_the_toggles() {
         Duration::from_secs(10),
         || (prom.query(active) == Some(0.0)).then_some(()),
     );
+}
+
+/// `dbfault status`: which sidecars run a file's configuration, asked of a real Prometheus
+/// scraping several real Envoys labelled as Istio's pods are (`namespace`, `pod`,
+/// `service_istio_io_canonical_name`); then `--wait` follows a push to the one left behind.
+#[test]
+fn status_tells_which_sidecars_run_a_files_configuration() {
+    let redis = Redis::start();
+    let future = "2100-01-01T00:00:00Z";
+    let file_config = format!(
+        r#"{{"metrics": {{"interval": "200ms"}}, "faults": [
+          {{"name": "redis-down", "match": {{"hosts": ["redis"]}}, "abort": {{}}, "expiresAt": "{future}"}},
+          {{"name": "redis-slow", "enabled": false, "match": {{"hosts": ["redis"]}}, "delay": {{"latency": "10ms"}}}}]}}"#
+    );
+    let other_config =
+        file_config.replacen(r#""abort": {}"#, r#""enabled": false, "abort": {}"#, 1);
+    let envoy = |config: &str| {
+        Envoy::builder()
+            .redis(redis.port)
+            .plugin_config(config)
+            .concurrency(1)
+            .start()
+    };
+    let a = envoy(&file_config);
+    let b = envoy(&other_config);
+    let c = envoy(&file_config);
+    let shop = envoy(&other_config);
+    let target = |e: &Envoy, ns: &str, pod: &str, workload: &str| {
+        format!(
+            "      - targets: [\"127.0.0.1:{}\"]\n        labels: {{namespace: {ns}, pod: {pod}, service_istio_io_canonical_name: {workload}}}\n",
+            e.admin
+        )
+    };
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    static_configs:\n{}{}{}{}",
+        target(&a, "plants", "plants-a", "plants"),
+        target(&b, "plants", "plants-b", "plants"),
+        target(&c, "plants", "plants-c", "plants"),
+        target(&shop, "shop", "shop-a", "shop"),
+    );
+    let prom = Prometheus::start_with(&config);
+    // Three connections through sidecar a, each closed by the rule (counted by Envoy itself).
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.redis())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = std::io::Write::write_all(&mut s, b"PING\r\n");
+        let mut buf = [0u8; 16];
+        assert!(matches!(
+            std::io::Read::read(&mut s, &mut buf),
+            Ok(0) | Err(_)
+        ));
+    }
+    wait_for("a's injections counted", Duration::from_secs(10), || {
+        (a.injected("redis", "redis-down") == 3.0).then_some(())
+    });
+    let dir = TempDir::new("status");
+    let file = dir.path().join("plugin.json");
+    fs::write(&file, &file_config).unwrap();
+    let url = format!("http://127.0.0.1:{}", prom.port);
+    let status = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+            .args(["status", file.to_str().unwrap(), "--prometheus", &url])
+            .args([
+                "--namespace",
+                "plants",
+                "--workload",
+                "plants",
+                "--stale",
+                "3s",
+            ])
+            .args(extra)
+            .output_by_deadline()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // The ids come from `dbfault check`, the injections from Envoy: independent of `status`.
+    let id = |config: &str| {
+        let out = dbfault_testkit::output_with_input(
+            Command::new(env!("CARGO_BIN_EXE_dbfault")).args(["check", "--output", "json", "-"]),
+            config.as_bytes(),
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["config"].as_str().unwrap().to_owned()
+    };
+    let (mine, other) = (id(&file_config), id(&other_config));
+    // Every sidecar scraped and its injections in: then sidecar c goes away.
+    wait_for(
+        "Prometheus scraping the four sidecars",
+        Duration::from_secs(30),
+        || {
+            (prom.query("count(dbfault_config_info == 1)") == Some(4.0)
+                && prom.query(r#"sum(dbfault_faults_injected_total{pod="plants-a"})"#) == Some(3.0))
+            .then_some(())
+        },
+    );
+    drop(c);
+    let (code, out) = wait_for("sidecar c stale", Duration::from_secs(30), || {
+        let (code, out) = status(&[]);
+        out.contains("stopped reporting (no sample in the last 3s)")
+            .then_some((code, out))
+    });
+    eprintln!("{out}");
+    assert_eq!(code, 1, "{out}");
+    let line = |pod: &str| {
+        out.lines()
+            .find(|l| l.contains(pod))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("plants/plants-a").contains(&format!("{mine}  runs the file's configuration")),
+        "{out}"
+    );
+    assert!(
+        line("plants/plants-b").contains(&format!("{other}  runs another configuration")),
+        "{out}"
+    );
+    assert!(
+        line("plants/plants-c").contains("stopped reporting"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("shop"),
+        "another namespace and workload are not selected: {out}"
+    );
+    assert!(
+        out.contains("redis-down: active on 1 of 2 pods (plants/plants-a); injected 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("redis-slow: active nowhere; injected 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "not converged: 1 of 2 reporting pods run another configuration; 1 stopped reporting"
+        ),
+        "{out}"
+    );
+    // JSON: the same in one shape.
+    let (_, json_out) = status(&["--output", "json"]);
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["converged"], false);
+    assert_eq!(v["configs"][0], mine.as_str());
+    let states: BTreeSet<String> = v["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["pod"].as_str().unwrap(),
+                p["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["plants-a current", "plants-b other", "plants-c stale"]
+            .map(String::from)
+            .into()
+    );
+    // The rollout reaches b while `status --wait` waits for it.
+    let (code, out) = thread::scope(|scope| {
+        let waiter = scope.spawn(|| status(&["--wait", "60s"]));
+        // Pushed once the waiter has seen the pod behind (its first answer takes a moment).
+        thread::sleep(Duration::from_millis(500));
+        assert!(b.push_plugin_config(&file_config));
+        waiter.join().unwrap()
+    });
+    eprintln!("{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("waiting: 1 of 2 reporting pods run the file's configuration"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("converged: all 2 reporting pods run {mine}")),
+        "{out}"
+    );
+    assert!(out.contains("redis-down: active on 2 of 2 pods"), "{out}");
+    // A Prometheus that does not answer is an error of its own (2), not "not converged".
+    drop(prom);
+    let (code, out) = status(&[]);
+    assert_eq!(code, 2, "{out}");
 }

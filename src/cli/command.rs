@@ -19,6 +19,7 @@ Commands:
   off RULE|--all FILE [--in-place]           switch a rule, or every rule, off
   show FILE                                  the one plugin configuration in FILE, as found
   drill NAME --host H [options] [FILE]       a realistic incident as rules (drill --list: which)
+  status FILE --prometheus URL [options]     which sidecars run FILE's configuration, per Prometheus
 
 FILE is a plugin configuration (JSON), an Istio WasmPlugin manifest (YAML or JSON, several
 documents allowed) or an ECDS file; `-` reads standard input.
@@ -107,6 +108,8 @@ pub fn main(args: &[String]) -> i32 {
         "on" | "off" if help => usage_ok(HELP_TOGGLE),
         "show" if help => usage_ok(HELP_SHOW),
         "drill" if help => usage_ok(super::drill::HELP),
+        "status" if help => usage_ok(super::status::HELP),
+        "status" => super::status::command(rest),
         "drill" => super::drill::command(rest),
         "check" => check(rest),
         "list" => list(rest),

@@ -4,12 +4,14 @@
 //! - [`command`]: the commands' arguments and exit statuses; [`drill`]: `dbfault drill` (the
 //!   incidents as rules); [`describe`](mod@describe): rules in words;
 //! - [`yaml`]: YAML and JSON text with byte positions; [`toggle`]: `on`/`off` as a one-value
-//!   edit; [`merge`]: a drill's rules into a file's configurations.
+//!   edit; [`merge`]: a drill's rules into a file's configurations; [`status`]: which sidecars
+//!   run a file's configuration, asked of Prometheus.
 
 pub mod command;
 pub mod describe;
 pub mod drill;
 pub mod merge;
+pub mod status;
 pub mod toggle;
 pub mod yaml;
 
