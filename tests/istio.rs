@@ -283,7 +283,8 @@ fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
     let dir = TempDir::new("kustomize");
     let rendered = dir.path().join("rendered.yaml");
 
-    // The base: the shipped WasmPlugin as it is, and the alert rules.
+    // The base: the shipped WasmPlugin as it is, nothing else (the alert rules are an optional
+    // component: a cluster without the Prometheus Operator has no PrometheusRule kind).
     let base = kustomize(&repo().join("istio"));
     let (ok, out) = validate_rendered(&base, &rendered);
     assert!(ok, "{out}");
@@ -291,9 +292,7 @@ fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
         find(&base, "WasmPlugin"),
         [&manifest("istio/wasmplugin.yaml")]
     );
-    let rules = find(&base, "PrometheusRule");
-    assert_eq!(rules, [&manifest("istio/prometheusrule.yaml")]);
-    assert_eq!(base.len(), 2, "nothing app-specific in the base");
+    assert_eq!(base.len(), 1, "nothing app-specific in the base");
 
     // The example overlay as shipped: the plants app, a pin that matches no image.
     let plants = kustomize(&repo().join(OVERLAY));
@@ -314,6 +313,20 @@ fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
     for doc in &plants {
         assert_eq!(doc["metadata"]["namespace"], "plants", "{doc}");
     }
+    // The alert rules through the component, as generated.
+    let mut alerts = manifest("istio/alerts/prometheusrule.yaml");
+    alerts["metadata"]["namespace"] = json!("plants");
+    assert_eq!(find(&plants, "PrometheusRule"), [&alerts]);
+    // The rules are rules.yaml's (its faults replace the base's list), the metrics the base's.
+    let rules_patch = manifest(&format!("{OVERLAY}/rules.yaml"));
+    assert_eq!(
+        plugin["spec"]["pluginConfig"]["faults"],
+        rules_patch["spec"]["pluginConfig"]["faults"]
+    );
+    assert_eq!(
+        plugin["spec"]["pluginConfig"]["metrics"],
+        manifest("istio/wasmplugin.yaml")["spec"]["pluginConfig"]["metrics"]
+    );
 
     // Copied for another app: its namespace, its pods' labels and the printed pin.
     let oci = build_oci(&dir.path().join("oci"));
@@ -326,14 +339,26 @@ fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
     let kustomization = fs::read_to_string(app.join("kustomization.yaml")).unwrap();
     let pin_url = oci.pin["url"].as_str().unwrap();
     let pin_sha256 = oci.pin["sha256"].as_str().unwrap();
+    // Copied out, the overlay names the base and the component by another path (as it would
+    // name a released base, `https://github.com/OWNER/dbfault//istio?ref=vX.Y.Z`).
     let base_path = relative(&app, &repo().join("istio"));
     let mut text = replace_once(
         &kustomization,
         "- ../../istio\n",
         &format!("- {}\n", base_path.display()),
     );
+    text = replace_once(
+        &text,
+        "- ../../istio/alerts\n",
+        &format!("- {}/alerts\n", base_path.display()),
+    );
     for (from, to) in [
         ("namespace: plants", "namespace: shop"),
+        // The private registry's pull secret, as the comment shows it.
+        (
+            "    # - op: add\n    #   path: /spec/imagePullSecret\n    #   value: dbfault-pull\n",
+            "    - op: add\n      path: /spec/imagePullSecret\n      value: dbfault-pull\n",
+        ),
         ("        app: plants", "        app: checkout"),
         (
             &format!("oci://registry.example.com/dbfault@sha256:{zeros}"),
@@ -357,9 +382,67 @@ fn the_kustomize_base_and_the_example_overlay_render_valid_manifests() {
         plugin["spec"]["sha256"],
         oci.digest.strip_prefix("sha256:").unwrap()
     );
+    assert_eq!(plugin["spec"]["imagePullSecret"], "dbfault-pull");
     for doc in &shop {
         assert_eq!(doc["metadata"]["namespace"], "shop", "{doc}");
     }
+    assert_eq!(find(&shop, "PrometheusRule").len(), 1);
+
+    // The git path: a rule switched on in rules.yaml for 30 minutes, in place; the render
+    // carries it, and `dbfault check` calls the render valid.
+    let switched = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+        .args([
+            "on",
+            "postgres-read-only",
+            "rules.yaml",
+            "--for",
+            "30m",
+            "--in-place",
+        ])
+        .current_dir(&app)
+        .output_by_deadline()
+        .unwrap();
+    assert!(switched.status.success(), "{switched:?}");
+    let shop = kustomize(&app);
+    let (ok, out) = validate_rendered(&shop, &rendered);
+    assert!(ok, "{out}");
+    let faults = &find(&shop, "WasmPlugin")[0]["spec"]["pluginConfig"]["faults"];
+    let rule = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "postgres-read-only")
+        .unwrap();
+    assert_eq!(rule["enabled"], true);
+    let expires = dbfault::config::time::parse(rule["expiresAt"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let ahead = Duration::from_nanos(expires.saturating_sub(now));
+    assert!(
+        (Duration::from_secs(29 * 60)..=Duration::from_secs(31 * 60)).contains(&ahead),
+        "{rule}"
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+        .args(["check", rendered.to_str().unwrap()])
+        .output_by_deadline()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("rule postgres-read-only: 100% of write statements"),
+        "{said}"
+    );
+    assert!(!said.contains("warning"), "{said}");
+
+    // Without the component (no Prometheus Operator): no PrometheusRule at all.
+    fs::write(
+        app.join("kustomization.yaml"),
+        replace_once(&text, &format!("- {}/alerts\n", base_path.display()), ""),
+    )
+    .unwrap();
+    assert!(find(&kustomize(&app), "PrometheusRule").is_empty());
 
     // A misspelled path in the overlay's patch: kustomize adds the field (a JSON patch `replace`
     // of a missing field adds it there) and the schema check of the render refuses it.

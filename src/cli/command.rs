@@ -367,7 +367,8 @@ fn expiry_notes(rules: &[Rule], now: u64, strict: bool) -> (Vec<String>, Vec<Str
                 "rule {} has no expiresAt: a forgotten fault never ends by itself",
                 rule.name
             )),
-            Some(at) if at <= now => {
+            // A rule that is off does not act anyway; `on --for` gives it a new expiry.
+            Some(at) if at <= now && rule.enabled => {
                 let when = time::format(at);
                 if strict {
                     errors.push(format!("rule {} expired at {when} (--strict)", rule.name));
@@ -588,6 +589,31 @@ fn switch(on: bool, args: &[String]) -> i32 {
             return 1;
         }
     };
+    // Switched on without --for, a rule whose expiresAt has passed would not act: say so.
+    if on && expires_at.is_none() {
+        if let Ok(configs) = read_configs(file, done.text.as_bytes()) {
+            let now = now_nanos();
+            for c in configs {
+                let Ok(config) = Config::parse(&c.bytes) else {
+                    continue;
+                };
+                for r in config
+                    .faults
+                    .iter()
+                    .filter(|r| Some(&r.name) == change.rule.as_ref())
+                {
+                    if let Some(at) = r.expires_at.filter(|at| *at <= now) {
+                        eprintln!(
+                            "{}: warning: {} expired at {}: it will not act (switch it on with --for 30m to give it a new expiry)",
+                            c.origin,
+                            r.name,
+                            time::format(at)
+                        );
+                    }
+                }
+            }
+        }
+    }
     let word = if on { "on" } else { "off" };
     for origin in &done.unchanged {
         eprintln!("{origin}: {rule} already {word}");

@@ -19,7 +19,7 @@ pub const ALERTS: &str = "envoy/prometheus/dbfault-alerts.yml";
 
 pub const ALERT_TESTS: &str = "envoy/prometheus/dbfault-alerts.test.yml";
 
-pub const PROMETHEUS_RULE: &str = "istio/prometheusrule.yaml";
+pub const PROMETHEUS_RULE: &str = "istio/alerts/prometheusrule.yaml";
 
 pub fn yaml_file(path: &str) -> Value {
     serde_yaml_ng::from_str(&fs::read_to_string(repo().join(path)).unwrap())
