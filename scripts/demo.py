@@ -165,10 +165,12 @@ class Demo:
                 if "Dev App Server is now running" in f.read():
                     break
             if self.emulator.poll() is not None:
-                raise localenv.LocalEnvError("the Firestore emulator exited; see " + log.name)
+                with open(log.name) as f:
+                    raise localenv.LocalEnvError(emulator_failure(f.read(), gcloud, "exited"))
             time.sleep(0.2)
         else:
-            raise localenv.LocalEnvError("the Firestore emulator did not start within 90 s; see " + log.name)
+            with open(log.name) as f:
+                raise localenv.LocalEnvError(emulator_failure(f.read(), gcloud, "did not start within 90 s"))
         self.screen.line(f"demo: Firestore emulator on 127.0.0.1:{self.db_port} (throwaway, in memory)")
 
     def start_postgres(self):
@@ -424,6 +426,23 @@ class Demo:
             except localenv.LocalEnvError as err:
                 print(f"demo: {err}", flush=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def emulator_failure(log_text, gcloud, what):
+    """Why the Firestore emulator did not come up, said in full: the demo deletes its directory,
+    log included, on the way out, so the message must not point at it."""
+    # gcloud without the emulator component starts, then says "You need the
+    # [cloud-firestore-emulator] component to use the Firestore emulator." (and, installed from
+    # apt, which package to install instead).
+    if "cloud-firestore-emulator" in log_text:
+        return (f"the Firestore emulator is not installed in {gcloud}: install the "
+                "google-cloud-cli-firestore-emulator package (gcloud from apt) or run "
+                "`gcloud components install cloud-firestore-emulator` (Java 17+), "
+                "or run the PostgreSQL story: make demo DB=postgres")
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    tail = " | ".join(lines[-3:]) if lines else "(it printed nothing)"
+    return (f"the Firestore emulator {what}; its last words: {tail} "
+            "(or run the PostgreSQL story: make demo DB=postgres)")
 
 
 def main():

@@ -331,3 +331,36 @@ fn without_the_emulator_one_line_says_what_to_do() {
     );
     assert!(!text.contains("Traceback"), "{text}");
 }
+
+/// gcloud without the emulator component: it starts, then says so and exits. The demo says what
+/// to install in one line, and points at no log (it deletes its directory on the way out).
+#[test]
+fn a_gcloud_without_the_emulator_component_is_named() {
+    let dir = dbfault_testkit::TempDir::new("fake-gcloud");
+    let gcloud = dir.path().join("gcloud");
+    // What gcloud 5xx from apt prints when the component is missing (update_manager.py).
+    std::fs::write(
+        &gcloud,
+        "#!/bin/sh\ncase \"$*\" in *--help*) exit 0;; esac\necho 'You need the [cloud-firestore-emulator] component to use the Firestore emulator.' >&2\necho 'You cannot perform this action because the Google Cloud CLI component manager is disabled for this installation.' >&2\necho 'sudo apt-get install google-cloud-cli-firestore-emulator' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gcloud, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = demo(&["--gcloud", gcloud.to_str().unwrap()])
+        .output_by_deadline()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("the Firestore emulator is not installed in")
+            && text.contains("google-cloud-cli-firestore-emulator package")
+            && text.contains("make demo DB=postgres"),
+        "{text}"
+    );
+    assert!(!text.contains("firestore.log"), "{text}");
+    assert!(!text.contains("Traceback"), "{text}");
+}
