@@ -543,3 +543,154 @@ fn a_closed_pipe_ends_the_command_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A file of `dbfault completion SHELL` in a temporary directory, and a PATH that finds this
+/// build's `dbfault` first (the scripts call it for rule names).
+fn completion_script(dir: &TempDir, shell: &str) -> (std::path::PathBuf, String) {
+    let (code, script, err) = dbfault(&["completion", shell], None);
+    assert_eq!(code, 0, "{err}");
+    let file = dir.path().join(format!("dbfault.{shell}"));
+    fs::write(&file, script).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dbfault"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (file, path)
+}
+
+/// Runs `shell -c script` in the repository: its standard output.
+fn shell_run(shell: &str, path: &str, script: &str) -> String {
+    let out = Command::new(shell)
+        .args(["-c", script])
+        .env("PATH", path)
+        .current_dir(repo())
+        .output_by_deadline()
+        .unwrap();
+    assert!(out.status.success(), "{shell}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completions_offer_commands_options_values_and_the_files_rule_names() {
+    let dir = TempDir::new("completion");
+    let rules = "examples/istio-overlay/rules.yaml";
+    // The rule names as `list` gives them, from the file itself.
+    let (_, names, _) = dbfault(&["list", "--output", "names", rules], None);
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+
+    // bash: COMP_WORDS/COMP_CWORD as readline sets them, COMPREPLY read back.
+    let (file, path) = completion_script(&dir, "bash");
+    let bash = |words: &[&str], cword: usize| -> Vec<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let script = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={cword}; _dbfault; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display(),
+            quoted.join(" ")
+        );
+        // (printf prints one empty line for an empty COMPREPLY.)
+        shell_run("bash", &path, &script)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(bash(&["dbfault", "st"], 1), ["status"]);
+    assert_eq!(bash(&["dbfault", "on", "", rules], 2), names);
+    assert_eq!(
+        bash(&["dbfault", "on", "postgres-f", rules], 2),
+        ["postgres-failover", "postgres-failover-new"]
+    );
+    assert_eq!(
+        bash(&["dbfault", "off", "--all", "examples/istio-overlay/ru"], 3),
+        [rules]
+    );
+    assert_eq!(
+        bash(&["dbfault", "check", "--s"], 2),
+        ["--strict", "--skip-unknown"]
+    );
+    assert_eq!(
+        bash(&["dbfault", "drill", "failover", "--protocol", ""], 4),
+        ["postgres", "mysql", "redis"]
+    );
+    assert_eq!(bash(&["dbfault", "drill", "cache"], 2), ["cache-miss"]);
+    assert_eq!(
+        bash(&["dbfault", "list", "--output", ""], 3),
+        ["text", "json", "names"]
+    );
+    assert!(bash(&["dbfault", "status", "f", "--wait", ""], 4).is_empty());
+
+    // zsh: the script's own logic, with compadd and _files standing in for the completion system.
+    let (file, path) = completion_script(&dir, "zsh");
+    let zsh = |words: &[&str], current: usize| -> Vec<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let script = format!(
+            "compdef() {{ :; }}; compadd() {{ [[ $1 == -- ]] && shift; print -rl -- \"$@\"; }}; _files() {{ print -r -- '<files>'; }}; source {}; words=({}); CURRENT={current}; _dbfault",
+            file.display(),
+            quoted.join(" ")
+        );
+        shell_run("zsh", &path, &script)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(zsh(&["dbfault", "on", "", rules], 3), names);
+    assert_eq!(
+        zsh(&["dbfault", "drill", "x", "--mode", ""], 5),
+        ["blackhole", "close"]
+    );
+    assert_eq!(zsh(&["dbfault", "off", "--all", ""], 4), ["<files>"]);
+    assert!(zsh(&["dbfault", ""], 2).contains(&"completion".to_owned()));
+
+    // fish: its own `complete -C`.
+    let (file, path) = completion_script(&dir, "fish");
+    let fish = |line: &str| -> Vec<String> {
+        let script = format!("source {}; complete -C '{line}'", file.display());
+        shell_run("fish", &path, &script)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(fish("dbfault sho"), ["show"]);
+    let offered = fish(&format!("dbfault on {rules} "));
+    for n in &names {
+        assert!(offered.contains(&n.to_string()), "{n}: {offered:?}");
+    }
+    assert_eq!(fish("dbfault list --output "), ["json", "names", "text"]);
+    assert_eq!(fish("dbfault check --sk"), ["--skip-unknown"]);
+
+    // An unknown shell is a usage error.
+    assert_eq!(dbfault(&["completion", "tcsh"], None).0, 2);
+}
+
+#[test]
+fn the_man_page_renders_without_warnings_and_says_what_help_says() {
+    let (code, page, _) = dbfault(&["man"], None);
+    assert_eq!(code, 0);
+    let dir = TempDir::new("man");
+    let file = dir.path().join("dbfault.1");
+    fs::write(&file, &page).unwrap();
+    // groff's own check: every warning enabled, nothing said.
+    let checked = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(&file)
+        .output_by_deadline()
+        .expect("groff (with man-db on the machine image)");
+    assert!(checked.status.success(), "{checked:?}");
+    assert_eq!(String::from_utf8_lossy(&checked.stderr), "");
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&file)
+        .env("MANWIDTH", "120")
+        .env("MANPAGER", "cat")
+        .output_by_deadline()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    // Each command's help, as --help prints it, is in the page.
+    for cmd in ["check", "list", "on", "drill", "status", "completion"] {
+        let (_, help, _) = dbfault(&[cmd, "--help"], None);
+        let first = help.lines().next().unwrap();
+        assert!(text.contains(first), "{cmd}: {first:?} not in the page");
+    }
+}

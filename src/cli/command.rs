@@ -10,23 +10,7 @@ use crate::plugin::Config;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 
-const USAGE: &str = "usage: dbfault <command> [options]
-
-Commands:
-  check [--strict] [--output json] FILE...   validate configurations before pushing them
-  list [--output json] [--node-id ID] FILE   the rules, what each does, whether it is active now
-  on RULE FILE [--for 15m] [--in-place]      switch a rule on by name (for a while)
-  off RULE|--all FILE [--in-place]           switch a rule, or every rule, off
-  show FILE                                  the one plugin configuration in FILE, as found
-  drill NAME --host H [options] [FILE]       a realistic incident as rules (drill --list: which)
-  status FILE --prometheus URL [options]     which sidecars run FILE's configuration, per Prometheus
-
-FILE is a plugin configuration (JSON), an Istio WasmPlugin manifest (YAML or JSON, several
-documents allowed) or an ECDS file; `-` reads standard input.
-Exit status: 0 ok, 1 invalid configuration or unknown rule, 2 usage or unreadable file.
-`dbfault <command> --help` tells more.";
-
-const HELP_CHECK: &str =
+pub(super) const HELP_CHECK: &str =
     "usage: dbfault check [--strict] [--skip-unknown] [--output text|json] FILE...
 
 Validates every plugin configuration in the files with the parser the module itself runs, and
@@ -42,16 +26,18 @@ with the keys file, origin, config (null without one), valid, skipped, descripti
 warnings (lists of strings).
 Exit status: 0 valid, 1 invalid (or not dbfault's), 2 usage or unreadable file.";
 
-const HELP_LIST: &str = "usage: dbfault list [--output text|json] [--node-id ID] FILE
+pub(super) const HELP_LIST: &str =
+    "usage: dbfault list [--output text|json|names] [--node-id ID] FILE
 
 Lists the rules of every configuration in FILE: enabled or not, what each does, and whether it is
 active now (expiry, absolute windows). A window counted from load (`window.after`) depends on when
 each sidecar loaded the configuration and is shown as such. With --node-id (a sidecar's Envoy node
 id, e.g. sidecar~10.8.0.7~plants-7d9f.plants~plants.svc.cluster.local), rules whose
-sidecarPercentage leaves that sidecar out are shown as `left out`.
+sidecarPercentage leaves that sidecar out are shown as `left out`. --output names prints the rule
+names only, one per line (for scripts and shell completion).
 Exit status: 0, 1 invalid configuration, 2 usage or unreadable file.";
 
-const HELP_TOGGLE: &str = "usage: dbfault on RULE FILE [--for DURATION] [--in-place]
+pub(super) const HELP_TOGGLE: &str = "usage: dbfault on RULE FILE [--for DURATION] [--in-place]
        dbfault off RULE FILE [--in-place]
        dbfault off --all FILE [--in-place]
 
@@ -65,7 +51,7 @@ Refuses an unknown rule name (listing the known ones) and never emits an invalid
 Exit status: 0 (also when the rule already was so), 1 unknown rule or invalid configuration,
 2 usage or unreadable/unwritable file.";
 
-const HELP_SHOW: &str = "usage: dbfault show FILE
+pub(super) const HELP_SHOW: &str = "usage: dbfault show FILE
 
 Prints the one plugin configuration in FILE as the module would receive it, unvalidated (so that
 a broken one can be read and fixed). Exit status 1 when FILE holds none or several.";
@@ -90,13 +76,13 @@ pub fn die_on_closed_pipe() {
 /// Runs `dbfault ARGS`; returns the exit status.
 pub fn main(args: &[String]) -> i32 {
     let Some((command, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
+        eprintln!("{}", super::spec::usage());
         return 2;
     };
     let help = rest.iter().any(|a| a == "-h" || a == "--help");
     match command.as_str() {
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            println!("{}", super::spec::usage());
             0
         }
         "-V" | "--version" => {
@@ -118,8 +104,22 @@ pub fn main(args: &[String]) -> i32 {
             [file] => show(file),
             _ => usage_err(HELP_SHOW),
         },
+        "completion" if help => usage_ok(super::spec::HELP_COMPLETION),
+        "man" if help => usage_ok(super::spec::HELP_MAN),
+        "completion" => match rest {
+            [shell] => match super::spec::completion(shell) {
+                Some(script) => write_stdout(&script),
+                None => usage_err(super::spec::HELP_COMPLETION),
+            },
+            _ => usage_err(super::spec::HELP_COMPLETION),
+        },
+        "man" if rest.is_empty() => write_stdout(&super::spec::man()),
+        "man" => usage_err(super::spec::HELP_MAN),
         other => {
-            eprintln!("dbfault: unknown command {other:?}\n\n{USAGE}");
+            eprintln!(
+                "dbfault: unknown command {other:?}\n\n{}",
+                super::spec::usage()
+            );
             2
         }
     }
@@ -138,6 +138,7 @@ pub(super) fn usage_err(text: &str) -> i32 {
 /// Options shared by `check` and `list`: `--output`, `--strict`, and the files.
 struct Opts {
     json: bool,
+    names: bool,
     strict: bool,
     skip_unknown: bool,
     in_place: bool,
@@ -150,6 +151,7 @@ struct Opts {
 fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
     let mut o = Opts {
         json: false,
+        names: false,
         strict: false,
         skip_unknown: false,
         in_place: false,
@@ -191,7 +193,8 @@ fn opts(args: &[String], allowed: &[&str]) -> Result<Opts, String> {
                 match value.as_deref() {
                     Some("json") => o.json = true,
                     Some("text") => o.json = false,
-                    _ => return Err("--output takes text or json".into()),
+                    Some("names") => o.names = true,
+                    _ => return Err("--output takes text or json (list: or names)".into()),
                 }
             }
             _ => o.files.push(a.clone()),
@@ -250,7 +253,8 @@ pub(super) fn print_json(v: &Value) {
 }
 
 fn check(args: &[String]) -> i32 {
-    let o = match opts(args, &["--strict", "--output", "--skip-unknown"]) {
+    let o = match opts(args, &super::spec::flags("check")) {
+        Ok(o) if o.names => return usage_err("dbfault check: --output takes text or json"),
         Ok(o) if !o.files.is_empty() => o,
         Ok(_) => return usage_err(HELP_CHECK),
         Err(e) => return usage_err(&format!("dbfault check: {e}\n\n{HELP_CHECK}")),
@@ -433,7 +437,7 @@ pub fn activity(rule: &Rule, now: u64, node_id: Option<&str>) -> (&'static str, 
 }
 
 fn list(args: &[String]) -> i32 {
-    let o = match opts(args, &["--output", "--node-id"]) {
+    let o = match opts(args, &super::spec::flags("list")) {
         Ok(o) if o.files.len() == 1 => o,
         Ok(_) => return usage_err(HELP_LIST),
         Err(e) => return usage_err(&format!("dbfault list: {e}\n\n{HELP_LIST}")),
@@ -465,6 +469,12 @@ fn list(args: &[String]) -> i32 {
                 continue;
             }
         };
+        if o.names {
+            for r in &config.faults {
+                println!("{}", r.name);
+            }
+            continue;
+        }
         let rules: Vec<Value> = config
             .faults
             .iter()
@@ -526,12 +536,7 @@ fn list(args: &[String]) -> i32 {
 }
 
 fn switch(on: bool, args: &[String]) -> i32 {
-    let allowed: &[&str] = if on {
-        &["--in-place", "--for"]
-    } else {
-        &["--in-place", "--all"]
-    };
-    let o = match opts(args, allowed) {
+    let o = match opts(args, &super::spec::flags(if on { "on" } else { "off" })) {
         Ok(o) => o,
         Err(e) => return usage_err(&format!("dbfault: {e}\n\n{HELP_TOGGLE}")),
     };

@@ -5,12 +5,14 @@
 //!   incidents as rules); [`describe`](mod@describe): rules in words;
 //! - [`yaml`]: YAML and JSON text with byte positions; [`toggle`]: `on`/`off` as a one-value
 //!   edit; [`merge`]: a drill's rules into a file's configurations; [`status`]: which sidecars
-//!   run a file's configuration, asked of Prometheus.
+//!   run a file's configuration, asked of Prometheus; [`spec`]: the commands and options as data,
+//!   from which the overview, the shell completions and the man page are generated.
 
 pub mod command;
 pub mod describe;
 pub mod drill;
 pub mod merge;
+pub mod spec;
 pub mod status;
 pub mod toggle;
 pub mod yaml;
