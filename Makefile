@@ -179,7 +179,7 @@ fuzz:
 
 # Enough for the kept corpus to be replayed and mutated for a while on every run; the long runs
 # are `make fuzz`.
-FUZZ_SHORT_SECONDS ?= 20
+FUZZ_SHORT_SECONDS ?= 12
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SHORT_SECONDS)
 

@@ -110,8 +110,8 @@ fn soak_100k_connections_with_faults_toggling() {
 }
 
 #[test]
-fn short_soak_10k_connections_with_faults_toggling() {
-    soak(10_000);
+fn short_soak_6k_connections_with_faults_toggling() {
+    soak(6_000);
 }
 
 fn soak(target: u64) {
@@ -240,7 +240,8 @@ fn soak(target: u64) {
     );
     assert!(!envoy.log().contains("][critical]"), "critical log line");
     // No per-connection state left behind: 100k connections leaking even 50 bytes each would
-    // be 5 MB (10k: 500 kB of the 2 MB, so the short soak catches only larger leaks).
+    // be 5 MB (6k: 300 kB of the 2 MB, so the short soak catches only leaks of 350 bytes or
+    // more per connection; `make soak` runs the 100k).
     assert!(
         alloc1 <= alloc0 + (2 << 20),
         "allocated grew {} kB",
