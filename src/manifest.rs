@@ -158,7 +158,10 @@ pub fn read_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Unusa
     let docs = flatten(name, docs);
     let alone = docs.len() == 1;
     for (at, doc) in &docs {
-        if doc.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
+        if is_istio_wasmplugin(
+            doc.get("kind").and_then(Value::as_str),
+            doc.get("apiVersion").and_then(Value::as_str),
+        ) {
             let plugin = doc
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
@@ -221,16 +224,28 @@ pub fn read_configs(name: &str, bytes: &[u8]) -> Result<Vec<PluginConfig>, Unusa
     Ok(found)
 }
 
-/// A Kubernetes object other than a WasmPlugin (it has `apiVersion` and `kind`): `Kind name`.
+/// Whether `kind` and `apiVersion` are Istio's WasmPlugin (another project's `WasmPlugin` kind,
+/// Higress's for one, has another schema: it is not dbfault's to read).
+pub fn is_istio_wasmplugin(kind: Option<&str>, api_version: Option<&str>) -> bool {
+    kind == Some("WasmPlugin") && api_version.is_some_and(|a| a.starts_with("extensions.istio.io/"))
+}
+
+/// A Kubernetes object other than Istio's WasmPlugin (it has `apiVersion` and `kind`):
+/// `Kind name`, with its apiVersion when it is some other WasmPlugin.
 pub fn other_object(doc: &Value) -> Option<String> {
     let kind = doc.get("kind").and_then(Value::as_str)?;
-    doc.get("apiVersion").and_then(Value::as_str)?;
-    (kind != "WasmPlugin").then(
-        || match doc.pointer("/metadata/name").and_then(Value::as_str) {
-            Some(name) => format!("{kind} {name}"),
-            None => kind.to_owned(),
-        },
-    )
+    let api = doc.get("apiVersion").and_then(Value::as_str)?;
+    if is_istio_wasmplugin(Some(kind), Some(api)) {
+        return None;
+    }
+    let mut what = match doc.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(name) => format!("{kind} {name}"),
+        None => kind.to_owned(),
+    };
+    if kind == "WasmPlugin" {
+        what.push_str(&format!(" of {api}, not Istio's"));
+    }
+    Some(what)
 }
 
 /// The one plugin configuration in a file (see [`plugin_configs`]); an error naming them when
@@ -356,6 +371,20 @@ spec:
             let u = read_configs("-", bad).unwrap_err();
             assert_eq!((u.message.as_str(), u.foreign), (said, false));
         }
+    }
+
+    #[test]
+    fn another_projects_wasmplugin_is_not_read_as_istios() {
+        let higress = "apiVersion: extensions.higress.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: auth}\nspec:\n  defaultConfig: {a: 1}\n";
+        let u = read_configs("h.yaml", higress.as_bytes()).unwrap_err();
+        assert!(u.foreign, "{u:?}");
+        assert_eq!(
+            u.message,
+            "h.yaml: no WasmPlugin or dbfault configuration (only WasmPlugin auth of extensions.higress.io/v1alpha1, not Istio's)"
+        );
+        // Without apiVersion it is no Kubernetes object at all.
+        let bare = WASMPLUGIN.replace("apiVersion: extensions.istio.io/v1alpha1\n", "");
+        assert!(read_configs("b.yaml", bare.as_bytes()).is_err());
     }
 
     #[test]

@@ -271,6 +271,10 @@ fn the_checker_never_calls_a_wrong_file_valid() {
         ("values.yaml", "replicaCount: 2\nimage: {tag: v1}\n".to_owned()),
         ("empty.yaml", String::new()),
         (
+            "higress.yaml",
+            "apiVersion: extensions.higress.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: auth}\nspec:\n  defaultConfig: {faults: 1}\n".to_owned(),
+        ),
+        (
             "three-errors.json",
             r#"{"metrics": {"interval": "fast"}, "faults": [
               {"name": "a", "match": {"hosts": ["h"]}, "abort": {"after": "1s"}},
@@ -304,6 +308,7 @@ fn the_checker_never_calls_a_wrong_file_valid() {
         (vec!["--skip-unknown".into(), at("deployment.yaml")], 0, vec!["skipped".into()], vec![]),
         (vec![at("values.yaml")], 1, vec!["not a dbfault configuration, a WasmPlugin or an ECDS file".into()], vec!["valid ("]),
         (vec![at("empty.yaml")], 1, vec!["no configuration found".into()], vec!["valid ("]),
+        (vec![at("higress.yaml")], 1, vec!["(only WasmPlugin auth of extensions.higress.io/v1alpha1, not Istio's)".into()], vec!["valid ("]),
         (vec![at("ecds-not-string.yaml")], 1, vec!["ECDS resource dbfault: configuration.value is not a string".into()], vec!["valid ("]),
         (vec!["--skip-unknown".into(), at("ecds-not-string.yaml")], 1, vec!["not a string".into()], vec!["skipped"]),
         (

@@ -66,7 +66,10 @@ pub(super) fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a
     }
     let mut out = Vec::new();
     for (at, doc) in flat {
-        if doc.get("kind").and_then(Node::as_str) == Some("WasmPlugin") {
+        if crate::manifest::is_istio_wasmplugin(
+            doc.get("kind").and_then(Node::as_str),
+            doc.get("apiVersion").and_then(Node::as_str),
+        ) {
             let plugin = doc
                 .get("metadata")
                 .and_then(|m| m.get("name"))
@@ -123,11 +126,9 @@ pub(super) fn sites<'a>(name: &str, text: &str, docs: &'a [Node]) -> Vec<Site<'a
 
 /// Another Kubernetes object (not a configuration), as [`crate::manifest::other_object`] tells.
 fn is_other_object(doc: &Node) -> bool {
-    doc.get("apiVersion").is_some()
-        && doc
-            .get("kind")
-            .and_then(Node::as_str)
-            .is_some_and(|k| k != "WasmPlugin")
+    let api = doc.get("apiVersion").and_then(Node::as_str);
+    let kind = doc.get("kind").and_then(Node::as_str);
+    api.is_some() && kind.is_some() && !crate::manifest::is_istio_wasmplugin(kind, api)
 }
 
 /// What `on`/`off` changes: `enabled` of one rule (or, switching off, of every rule), and with
@@ -560,7 +561,7 @@ spec:
                 0 => format!("{{\"faults\": [{}]}}", list.join(", ")),
                 1 => format!("{{\n  \"faults\": [\n    {}\n  ]\n}}\n", list.join(",\n    ")),
                 2 => {
-                    let mut t = String::from("kind: WasmPlugin\nmetadata: {name: p}\nspec:\n  pluginConfig:\n    faults:\n");
+                    let mut t = String::from("apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: p}\nspec:\n  pluginConfig:\n    faults:\n");
                     for (i, e) in rules.iter().enumerate() {
                         t.push_str(&format!("    # rule {i}\n    - name: r{i}   # its name\n"));
                         if let Some(b) = e {
