@@ -571,6 +571,21 @@ fn shell_run(shell: &str, path: &str, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The non-empty lines `shell -c script` prints (printf prints one empty line for an empty list).
+fn shell_lines(shell: &str, path: &str, script: &str) -> Vec<String> {
+    shell_run(shell, path, script)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Words as a shell array's single-quoted elements.
+fn quote_words(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    quoted.join(" ")
+}
+
 #[test]
 fn completions_offer_commands_options_values_and_the_files_rule_names() {
     let dir = TempDir::new("completion");
@@ -583,18 +598,12 @@ fn completions_offer_commands_options_values_and_the_files_rule_names() {
     // bash: COMP_WORDS/COMP_CWORD as readline sets them, COMPREPLY read back.
     let (file, path) = completion_script(&dir, "bash");
     let bash = |words: &[&str], cword: usize| -> Vec<String> {
-        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
         let script = format!(
             "source {}; COMP_WORDS=({}); COMP_CWORD={cword}; _dbfault; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
             file.display(),
-            quoted.join(" ")
+            quote_words(words)
         );
-        // (printf prints one empty line for an empty COMPREPLY.)
-        shell_run("bash", &path, &script)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()
+        shell_lines("bash", &path, &script)
     };
     assert_eq!(bash(&["dbfault", "st"], 1), ["status"]);
     assert_eq!(bash(&["dbfault", "on", "", rules], 2), names);
@@ -624,16 +633,12 @@ fn completions_offer_commands_options_values_and_the_files_rule_names() {
     // zsh: the script's own logic, with compadd and _files standing in for the completion system.
     let (file, path) = completion_script(&dir, "zsh");
     let zsh = |words: &[&str], current: usize| -> Vec<String> {
-        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
         let script = format!(
             "compdef() {{ :; }}; compadd() {{ [[ $1 == -- ]] && shift; print -rl -- \"$@\"; }}; _files() {{ print -r -- '<files>'; }}; source {}; words=({}); CURRENT={current}; _dbfault",
             file.display(),
-            quoted.join(" ")
+            quote_words(words)
         );
-        shell_run("zsh", &path, &script)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        shell_lines("zsh", &path, &script)
     };
     assert_eq!(zsh(&["dbfault", "on", "", rules], 3), names);
     assert_eq!(

@@ -314,17 +314,21 @@ fn the_firestore_story_by_default() {
     assert!(text.contains("demo: stopped Firestore, Envoy and plants; removed /tmp/dbfault-demo-"));
 }
 
-#[test]
-fn without_the_emulator_one_line_says_what_to_do() {
-    let out = demo(&["--gcloud", "/nonexistent/gcloud"])
-        .output_by_deadline()
-        .unwrap();
+/// The demo run with `gcloud` as its Google Cloud CLI, expected to fail: what it printed.
+fn failed_demo(gcloud: &str) -> String {
+    let out = demo(&["--gcloud", gcloud]).output_by_deadline().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn without_the_emulator_one_line_says_what_to_do() {
+    let text = failed_demo("/nonexistent/gcloud");
     assert!(
         text.contains("demo: the Firestore emulator is missing: install Google's google-cloud-cli and google-cloud-cli-firestore-emulator packages (Java 17+), or run the PostgreSQL story: make demo DB=postgres"),
         "{text}"
@@ -346,15 +350,7 @@ fn a_gcloud_without_the_emulator_component_is_named() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&gcloud, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = demo(&["--gcloud", gcloud.to_str().unwrap()])
-        .output_by_deadline()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = failed_demo(gcloud.to_str().unwrap());
     assert!(
         text.contains("the Firestore emulator is not installed in")
             && text.contains("google-cloud-cli-firestore-emulator package")
