@@ -177,6 +177,11 @@ RULE_VOCABULARY = {
 }
 
 
+
+def dump_path(args):
+    """DBFAULT_ORACLE_DUMP, per protocol: the tests run the three protocols one after another."""
+    return f"{os.environ['DBFAULT_ORACLE_DUMP']}.{args.protocol}"
+
 def rules(protocol, seed):
     r = random.Random(seed * 7919 + 1)
     match, errors, commands = RULE_VOCABULARY[protocol]
@@ -766,7 +771,7 @@ def run_redis(args):
             continue
         break
     if os.environ.get("DBFAULT_ORACLE_DUMP"):
-        with open(os.environ["DBFAULT_ORACLE_DUMP"], "w") as f:
+        with open(dump_path(args), "w") as f:
             json.dump({"sent": [([[a.hex() for a in c] for c in messages[i]["commands"]], r) for i, r in sent],
                        "ran": [[a.hex() for a in c] for c in ran]}, f, indent=1, default=str)
     if not violations and at != len(ran):
@@ -899,7 +904,7 @@ def run(args):
     conn.close()
     logs = db.logged(sessions)
     if os.environ.get("DBFAULT_ORACLE_DUMP"):
-        with open(os.environ["DBFAULT_ORACLE_DUMP"], "w") as f:
+        with open(dump_path(args), "w") as f:
             json.dump({"sent": [(messages[i]["text"], r) for i, _, r in sent], "logs": logs}, f, indent=1, default=str)
     cursor = {s: 0 for s in sessions}
     acted, aborted, statements = {}, set(), 0
