@@ -111,6 +111,10 @@ packages:
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v iperf3 >/dev/null || missing="$$missing iperf3"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v zsh >/dev/null || missing="$$missing zsh"; \
+	command -v fish >/dev/null || missing="$$missing fish"; \
+	command -v groff >/dev/null || missing="$$missing groff-base"; \
+	command -v man >/dev/null || missing="$$missing man-db"; \
 	if [ -n "$$missing" ]; then $(APT) update -q && $(APT) install -y -q $$missing; fi
 
 lint: wasm-target
