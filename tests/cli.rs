@@ -699,3 +699,42 @@ fn the_man_page_renders_without_warnings_and_says_what_help_says() {
         assert!(text.contains(first), "{cmd}: {first:?} not in the page");
     }
 }
+
+/// `on`, `off`, `list` and `show` say what is wrong with a file as `check` does, and exit 1 for
+/// any invalid input (2 only for usage and unreadable files).
+#[test]
+fn every_command_reads_a_broken_file_as_check_does() {
+    let dir = TempDir::new("broken");
+    let comma = dir.path().join("comma.json");
+    fs::write(&comma, r#"{"faults": [],}"#).unwrap();
+    let latin = dir.path().join("latin.yaml");
+    fs::write(&latin, b"faults: [\xe9]\n").unwrap();
+    let (comma, latin) = (comma.to_str().unwrap(), latin.to_str().unwrap());
+    let overlay = "examples/istio-overlay/kustomization.yaml";
+    for args in [
+        vec!["on", "x", comma],
+        vec!["off", "--all", comma],
+        vec!["list", comma],
+        vec!["show", comma],
+    ] {
+        let (code, _, err) = dbfault(&args, None);
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(
+            err.trim(),
+            format!("{comma}:1:15: not valid JSON: trailing comma"),
+            "{args:?}"
+        );
+    }
+    for args in [vec!["on", "x", latin], vec!["list", latin]] {
+        let (code, _, err) = dbfault(&args, None);
+        assert_eq!(
+            (code, err.trim()),
+            (1, format!("{latin}: not UTF-8 text").as_str())
+        );
+    }
+    let (code, _, err) = dbfault(&["on", "x", overlay], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("(only Kustomization)"), "{err}");
+    let (code, _, _) = dbfault(&["on", "x", "/nonexistent/f.yaml"], None);
+    assert_eq!(code, 2);
+}

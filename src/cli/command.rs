@@ -566,6 +566,12 @@ fn switch(on: bool, args: &[String]) -> i32 {
         Ok(t) => t,
         Err(status) => return status,
     };
+    // What the file holds, read as `check` reads it: a syntax error is said the same way
+    // (FILE:LINE:COLUMN), and a file that is not dbfault's is named as such.
+    if let Err(u) = read_configs(file, text.as_bytes()) {
+        eprintln!("{}", u.message);
+        return 1;
+    }
     let change = super::toggle::Change {
         rule: rule.clone(),
         on,
@@ -642,13 +648,14 @@ fn switch(on: bool, args: &[String]) -> i32 {
     write_stdout(&done.text)
 }
 
-/// A file's text (`-`: standard input); the exit status when it cannot be read as UTF-8.
+/// A file's text (`-`: standard input); the exit status when it cannot be read (2) or is not
+/// UTF-8 text (1: invalid input).
 pub(super) fn read_text(file: &str) -> Result<String, i32> {
     match read(file).map(String::from_utf8) {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(_)) => {
             eprintln!("{file}: not UTF-8 text");
-            Err(2)
+            Err(1)
         }
         Err(e) => {
             eprintln!("{file}: cannot read: {e}");
@@ -720,6 +727,10 @@ fn show(file: &str) -> i32 {
                     2
                 }
             }
+        }
+        Err(why) if why.starts_with(file) => {
+            eprintln!("{why}");
+            1
         }
         Err(why) => {
             eprintln!("{file}: {why}");
