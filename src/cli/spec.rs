@@ -249,7 +249,7 @@ pub const COMMANDS: &[Cmd] = &[
     Cmd {
         name: "man",
         synopsis: "",
-        summary: "this manual page, as roff (man -l <(dbfault man))",
+        summary: "the manual page, as roff (man -l <(dbfault man))",
         operands: &[],
         options: &[],
         help: HELP_MAN,
@@ -278,13 +278,19 @@ pub fn usage() -> String {
     let mut out = String::from("usage: dbfault <command> [options]\n\nCommands:\n");
     for c in COMMANDS {
         let head = format!("{} {}", c.name, c.synopsis);
-        out.push_str(&format!("  {:43}{}\n", head.trim_end(), c.summary));
+        let head = head.trim_end();
+        // A synopsis too long for the column puts its summary on the next line.
+        if head.len() < 43 {
+            out.push_str(&format!("  {head:43}{}\n", c.summary));
+        } else {
+            out.push_str(&format!("  {head}\n  {:43}{}\n", "", c.summary));
+        }
     }
     out.push_str(
         "\nFILE is a plugin configuration (JSON), an Istio WasmPlugin manifest (YAML or JSON, several
 documents or a `kind: List` allowed) or an ECDS file; `-` reads standard input.
-Exit status: 0 ok, 1 invalid configuration or unknown rule, 2 usage or unreadable file.
-`dbfault <command> --help` tells more.",
+Exit status: 0 ok, 1 invalid input, unknown rule or (status) pods not converged, 2 usage,
+unreadable file or Prometheus not answering. `dbfault <command> --help` tells more.",
     );
     out
 }
