@@ -402,14 +402,48 @@ fn status_tells_which_sidecars_run_a_files_configuration() {
             .map(String::from)
             .into()
     );
-    // The rollout reaches b while `status --wait` waits for it.
-    let (code, out) = thread::scope(|scope| {
-        let waiter = scope.spawn(|| status(&["--wait", "60s"]));
-        // Pushed once the waiter has seen the pod behind (its first answer takes a moment).
-        thread::sleep(Duration::from_millis(500));
-        assert!(b.push_plugin_config(&file_config));
-        waiter.join().unwrap()
+    // The rollout reaches b while `status --wait` waits for it: pushed once the command has
+    // said (on stderr) that it waits for one pod.
+    let mut waiter = Command::new(env!("CARGO_BIN_EXE_dbfault"))
+        .args(["status", file.to_str().unwrap(), "--prometheus", &url])
+        .args([
+            "--namespace",
+            "plants",
+            "--workload",
+            "plants",
+            "--stale",
+            "3s",
+        ])
+        .args(["--wait", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = waiter.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let _ = tx.send(line.clone());
+            all += &line;
+            all.push('\n');
+        }
+        all
     });
+    let said = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("status --wait said nothing within 30 s");
+    assert_eq!(
+        said, "waiting: 1 of 2 reporting pods run the file's configuration",
+        "status --wait's first word"
+    );
+    assert!(b.push_plugin_config(&file_config));
+    let done = dbfault_testkit::finish_by_deadline(waiter, "dbfault status --wait");
+    let err = reader.join().unwrap();
+    let code = done.status.code().unwrap();
+    let out = String::from_utf8(done.stdout).unwrap() + &err;
     eprintln!("{out}");
     assert_eq!(code, 0, "{out}");
     assert!(
