@@ -1,7 +1,7 @@
 //! Native-only support for the `dbfault` command (and its `dbfault-check` alias): text for
 //! people, file editing. None of it is built into the Wasm module.
 //!
-//! - [`command`]: the commands' arguments and exit statuses; [`drill`]: `dbfault drill` (the
+//! - [`command`]: the commands' arguments and exit statuses; [`inspect`]: `check` and `list`; [`drill`]: `dbfault drill` (the
 //!   incidents as rules); [`describe`](mod@describe): rules in words;
 //! - [`yaml`]: YAML and JSON text with byte positions; [`toggle`]: `on`/`off` as a one-value
 //!   edit; [`merge`]: a drill's rules into a file's configurations; [`status`]: which sidecars
@@ -9,9 +9,12 @@
 //!   from which the overview, the shell completions and the man page are generated.
 
 pub mod command;
+pub mod completion;
 pub mod describe;
 pub mod drill;
+pub mod inspect;
 pub mod merge;
+pub mod prometheus;
 pub mod spec;
 pub mod status;
 pub mod toggle;

@@ -2,16 +2,14 @@
 //! Prometheus for `dbfault_config_info`, `dbfault_fault_active` and
 //! `dbfault_faults_injected_total` per pod and compares with the file's configuration id.
 //!
-//! The assessment ([`assess`]) is pure; the HTTP client is a plain HTTP/1.0 GET (Prometheus
-//! answers it without chunking and closes), so the command needs no HTTP or TLS crate.
+//! The assessment ([`assess`]) is pure; the HTTP client is [`super::prometheus`].
 
 use super::command::{print_json, usage_err};
+use super::prometheus::{base, query, quoted, range, Base};
 use crate::config::digest;
 use crate::manifest::read_configs;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 pub const HELP: &str = "usage: dbfault status FILE --prometheus URL [--namespace NS] [--workload W]
@@ -188,139 +186,6 @@ pub fn assess(ids: &BTreeSet<String>, rules: &[String], seen: &Observed) -> Repo
         pods: pods.into_iter().collect(),
         rules,
     }
-}
-
-/// A Prometheus base URL split for a plain HTTP request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Base {
-    host: String,
-    port: u16,
-    prefix: String,
-}
-
-fn base(url: &str) -> Result<Base, String> {
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err(format!(
-                "{url}: https is not supported; use a plain HTTP address (kubectl port-forward)"
-            ))
-        }
-        Some((other, _)) => return Err(format!("{url}: unsupported scheme {other}")),
-        None => url,
-    };
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || p.is_empty() => (
-            h.to_owned(),
-            p.parse()
-                .map_err(|_| format!("{url}: invalid port {p:?}"))?,
-        ),
-        _ => (authority.to_owned(), 80),
-    };
-    if host.is_empty() {
-        return Err(format!("{url}: no host"));
-    }
-    Ok(Base {
-        host,
-        port,
-        prefix: prefix.trim_end_matches('/').to_owned(),
-    })
-}
-
-/// Percent-encodes a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `GET base/path` over HTTP/1.0: the status code and body.
-fn get(base: &Base, path: &str) -> Result<(u16, String), String> {
-    let addr = (base.host.as_str(), base.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", base.host))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", base.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {}{path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
-        base.prefix, base.host
-    )
-    .map_err(|e| e.to_string())?;
-    let mut resp = Vec::new();
-    s.take(64 << 20)
-        .read_to_end(&mut resp)
-        .map_err(|e| format!("reading the answer: {e}"))?;
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("an answer without HTTP headers")?;
-    let (head, body) = resp.split_at(split);
-    let head = String::from_utf8_lossy(head);
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("an answer without an HTTP status")?;
-    let body = body.get(4..).unwrap_or_default();
-    Ok((code, String::from_utf8_lossy(body).into_owned()))
-}
-
-/// An instant query's vector result.
-fn query(base: &Base, promql: &str) -> Result<Vec<Sample>, String> {
-    let (code, body) = get(base, &format!("/api/v1/query?query={}", encode(promql)))?;
-    let v: Value = serde_json::from_str(&body)
-        .map_err(|_| format!("HTTP {code}: not a Prometheus API answer"))?;
-    if v.get("status").and_then(Value::as_str) != Some("success") {
-        let why = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no reason");
-        return Err(format!("query {promql}: {why}"));
-    }
-    let result = v
-        .pointer("/data/result")
-        .and_then(Value::as_array)
-        .ok_or("an answer without data.result")?;
-    Ok(result
-        .iter()
-        .filter_map(|r| {
-            let labels = r
-                .get("metric")?
-                .as_object()?
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect();
-            let value = r.pointer("/value/1")?.as_str()?.parse().ok()?;
-            Some((labels, value))
-        })
-        .collect())
-}
-
-/// PromQL label value quoting.
-fn quoted(v: &str) -> String {
-    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// Prometheus range syntax for a duration (whole seconds, at least 1s).
-fn range(d: Duration) -> String {
-    format!("{}s", d.as_secs().max(1))
 }
 
 struct Selection {
@@ -724,6 +589,6 @@ mod tests {
             r#"{namespace="pl\"ants",service_istio_io_canonical_name="plants"}"#
         );
         assert_eq!(range(sel.window), "1s");
-        assert_eq!(encode("a b{}"), "a%20b%7B%7D");
+        assert_eq!(super::super::prometheus::encode("a b{}"), "a%20b%7B%7D");
     }
 }
