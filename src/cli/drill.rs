@@ -107,15 +107,6 @@ pub fn parse_start(text: &str, now: u64) -> Result<u64, String> {
         .ok_or_else(|| format!("--start {text}: not RFC 3339 (2026-12-07T10:00:00Z) or +DURATION"))
 }
 
-/// A duration as the configuration writes it (whole seconds or milliseconds).
-fn written(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
 /// The prefix of a drill's rule names.
 pub(super) fn prefix(drill: &str) -> String {
     format!("drill-{drill}-")
@@ -177,7 +168,7 @@ pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
             let mut rule = json!({
                 "name": format!("{}{name}{suffix}", prefix(&o.drill)),
                 "match": m,
-                "window": {"start": time::format(at), "for": written(length)},
+                "window": {"start": time::format(at), "for": super::describe::human(length)},
                 "expiresAt": time::format(end),
             });
             if let (Some(r), Value::Object(body)) = (rule.as_object_mut(), body) {
@@ -277,7 +268,7 @@ pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
                 vec![(
                     "",
                     none,
-                    json!({"idle": {"after": written(o.after), "mode": mode}}),
+                    json!({"idle": {"after": super::describe::human(o.after), "mode": mode}}),
                 )],
             );
         }
@@ -300,7 +291,7 @@ pub fn rules(o: &Options) -> Result<Vec<Value>, String> {
                 vec![(
                     "",
                     json!({"commands": commands}),
-                    json!({"percentage": share(10.0), "delay": {"latency": written(o.latency)}}),
+                    json!({"percentage": share(10.0), "delay": {"latency": super::describe::human(o.latency)}}),
                 )],
             );
         }
@@ -505,7 +496,7 @@ mod tests {
         assert_eq!(r[1]["expiresAt"], "2026-12-07T10:00:30Z");
         assert_eq!(
             r[3]["window"],
-            json!({"start": "2026-12-07T10:00:30Z", "for": "120s"})
+            json!({"start": "2026-12-07T10:00:30Z", "for": "2m"})
         );
         assert_eq!(r[3]["expiresAt"], "2026-12-07T10:02:30Z");
     }
