@@ -255,12 +255,6 @@ fn switch(on: bool, args: &[String]) -> i32 {
         Ok(t) => t,
         Err(status) => return status,
     };
-    // What the file holds, read as `check` reads it: a syntax error is said the same way
-    // (FILE:LINE:COLUMN), and a file that is not dbfault's is named as such.
-    if let Err(u) = read_configs(file, text.as_bytes()) {
-        eprintln!("{}", u.message);
-        return 1;
-    }
     let change = super::toggle::Change {
         rule: rule.clone(),
         on,

@@ -278,6 +278,10 @@ pub fn toggle(name: &str, text: &str, rule: &str, on: bool) -> Result<Toggled, T
 /// Applies `change` to every configuration of the file `name` (contents `text`) that has a rule
 /// it names.
 pub fn apply_change(name: &str, text: &str, change: &Change) -> Result<Toggled, ToggleError> {
+    // The file as `check` reads it first: a syntax error is said the same way (FILE:LINE:COLUMN;
+    // the YAML editor below would take a JSON trailing comma), and a file that is not dbfault's
+    // is named as such.
+    plugin_configs(name, text.as_bytes()).map_err(ToggleError::Invalid)?;
     let docs = yaml::documents(text).map_err(|e| ToggleError::Invalid(format!("{name}: {e}")))?;
     let mut edits = Vec::new();
     let (mut changed, mut unchanged, mut known) = (Vec::new(), Vec::new(), Vec::new());
