@@ -79,18 +79,11 @@ fn postgres_recovery_is_the_time_to_the_first_answer_that_is_not_an_error() {
     let asking = Instant::now();
     client.execute("INSERT INTO t VALUES (9)", &[]).unwrap();
     let answered = Instant::now();
-    // The end happened between the push and its acknowledgement, the success between the
-    // request and its answer: the gauge lies between what those bound.
-    let low = asking.duration_since(stopped).as_millis() as f64;
-    let high = answered.duration_since(stopping).as_millis() as f64;
     let got = recovery(&envoy, "postgres", "conflict");
-    assert!(
-        (low - 1.0..=high + 1.0).contains(&got),
-        "recovery {got} ms, expected {low}..{high}"
-    );
+    assert_between(got, (stopping, stopped), (asking, answered));
     // The session-refusing rule named the same upstream: its own measurement, same success.
     let starting = recovery(&envoy, "postgres", "starting");
-    assert!((low - 1.0..=high + 1.0).contains(&starting), "{starting}");
+    assert_between(starting, (stopping, stopped), (asking, answered));
     // Measured once: a later success (seen by dbfault once its request is counted) leaves it.
     let selects = || {
         envoy.prometheus().into_iter().find_map(|(k, v)| {
@@ -139,9 +132,16 @@ fn a_connection_that_carries_bytes_both_ways_is_the_recovery_when_requests_are_n
     let mut c = RedisConn::connect(envoy.redis());
     assert_eq!(c.cmd(&[b"PING"]), b"+PONG\r\n");
     let answered = Instant::now();
-    let low = asking.duration_since(stopped).as_millis() as f64;
-    let high = answered.duration_since(stopping).as_millis() as f64;
     let got = recovery(&envoy, "redis", "gone");
+    assert_between(got, (stopping, stopped), (asking, answered));
+}
+
+/// A recovery gauge `got` (ms) against the clocks around it: the rule ended between the push and
+/// its acknowledgement (`stop`), the success came between the request and its answer
+/// (`success`), so the gauge lies between what those bound (±1 ms of rounding).
+fn assert_between(got: f64, stop: (Instant, Instant), success: (Instant, Instant)) {
+    let low = success.0.duration_since(stop.1).as_millis() as f64;
+    let high = success.1.duration_since(stop.0).as_millis() as f64;
     assert!(
         (low - 1.0..=high + 1.0).contains(&got),
         "recovery {got} ms, expected {low}..{high}"
