@@ -296,20 +296,17 @@ fn status_tells_which_sidecars_run_a_files_configuration() {
     let file = dir.path().join("plugin.json");
     fs::write(&file, &file_config).unwrap();
     let url = format!("http://127.0.0.1:{}", prom.port);
+    // `dbfault status` of the file, for namespace and workload plants, stale after 3 s.
+    let status_command = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dbfault"));
+        c.args(["status", file.to_str().unwrap(), "--prometheus", &url])
+            .args(["--namespace", "plants", "--workload", "plants"])
+            .args(["--stale", "3s"])
+            .args(extra);
+        c
+    };
     let status = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_dbfault"))
-            .args(["status", file.to_str().unwrap(), "--prometheus", &url])
-            .args([
-                "--namespace",
-                "plants",
-                "--workload",
-                "plants",
-                "--stale",
-                "3s",
-            ])
-            .args(extra)
-            .output_by_deadline()
-            .unwrap();
+        let out = status_command(extra).output_by_deadline().unwrap();
         (
             out.status.code().unwrap(),
             String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap(),
@@ -404,17 +401,7 @@ fn status_tells_which_sidecars_run_a_files_configuration() {
     );
     // The rollout reaches b while `status --wait` waits for it: pushed once the command has
     // said (on stderr) that it waits for one pod.
-    let mut waiter = Command::new(env!("CARGO_BIN_EXE_dbfault"))
-        .args(["status", file.to_str().unwrap(), "--prometheus", &url])
-        .args([
-            "--namespace",
-            "plants",
-            "--workload",
-            "plants",
-            "--stale",
-            "3s",
-        ])
-        .args(["--wait", "60s"])
+    let mut waiter = status_command(&["--wait", "60s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
