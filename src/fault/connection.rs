@@ -261,8 +261,6 @@ impl Connection {
         };
     }
 
-    /// A data event of `size` bytes (for a paused stream: everything buffered so far). `now`
-    /// is asked only when a decision needs the time.
     /// A data event is coming at `at` (the tick clock, read without a host call): it ends the
     /// silence `idle` measures.
     pub fn touch(&mut self, at: u64) {
@@ -270,6 +268,8 @@ impl Connection {
         self.ledger.last = self.ledger.last.max(at);
     }
 
+    /// A data event of `size` bytes (for a paused stream: everything buffered so far). `now`
+    /// is asked only when a decision needs the time.
     pub fn on_data(
         &mut self,
         dir: Direction,
