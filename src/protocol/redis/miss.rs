@@ -69,28 +69,30 @@ pub fn commands() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|(c, _)| *c)
 }
 
+/// The answer's shape for `command` (a label), if it has one.
+fn find(command: &str) -> Option<Missing> {
+    let i = TABLE.binary_search_by(|(c, _)| (*c).cmp(command)).ok()?;
+    TABLE.get(i).map(|(_, m)| *m)
+}
+
 /// Whether `command` (a label) has a "missing" answer.
 pub fn has_answer(command: &str) -> bool {
-    TABLE.binary_search_by(|(c, _)| (*c).cmp(command)).is_ok()
+    find(command).is_some()
 }
 
 /// Whether `command` with `args` arguments gets a "missing" answer.
 pub fn answers(command: &str, args: u64) -> bool {
-    match TABLE.binary_search_by(|(c, _)| (*c).cmp(command)) {
-        Ok(i) => match TABLE.get(i) {
-            Some((_, Missing::NullEach { .. } | Missing::ZeroEach { .. })) => args <= MAX_ARGS,
-            Some(_) => true,
-            None => false,
-        },
-        Err(_) => false,
+    match find(command) {
+        Some(Missing::NullEach { .. } | Missing::ZeroEach { .. }) => args <= MAX_ARGS,
+        Some(_) => true,
+        None => false,
     }
 }
 
 /// The answer to `command` with `args` arguments (after its name) when its keys are missing,
 /// in RESP3 when `resp3`; `None` for a command without one (or with more than `MAX_ARGS`).
 pub fn answer(command: &str, args: u64, resp3: bool) -> Option<Vec<u8>> {
-    let i = TABLE.binary_search_by(|(c, _)| (*c).cmp(command)).ok()?;
-    let (_, missing) = TABLE.get(i)?;
+    let missing = find(command)?;
     let null: &[u8] = if resp3 { b"_\r\n" } else { b"$-1\r\n" };
     let each = |skip: u64, item: &[u8]| {
         let n = args.saturating_sub(skip);
@@ -102,7 +104,7 @@ pub fn answer(command: &str, args: u64, resp3: bool) -> Option<Vec<u8>> {
             out
         })
     };
-    Some(match *missing {
+    Some(match missing {
         Missing::Null => null.to_vec(),
         Missing::NullEach { skip } => each(skip, null)?,
         Missing::ZeroEach { skip } => each(skip, b":0\r\n")?,
